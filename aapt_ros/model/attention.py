@@ -1,0 +1,55 @@
+"""Multi-head self-attention with QK-norm, for the full block-causal pass and the cached step."""
+
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+from torch import nn
+from torch.nn import functional as F
+
+from aapt_ros.model.kv_cache import KVCache
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        # QK-norm keeps attention logits bounded, which long autoregressive rollouts need.
+        self.q_norm = nn.RMSNorm(dim // heads)
+        self.k_norm = nn.RMSNorm(dim // heads)
+        self.proj = nn.Linear(dim, dim)
+
+    def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        q, k, v = rearrange(self.qkv(x), 'b n (three h d) -> three b n h d', three=3, h=self.heads)
+        return self.q_norm(q), self.k_norm(k), v  # each (B, N, H, D)
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # from [B, N, H, D] to [B, H, N, D] as SDPA expects
+        q, k, v = (rearrange(t, 'b n h d -> b h n d') for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.proj(rearrange(out, 'b h n d -> b n (h d)'))
+
+    def forward_train(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x (B, F*T, dim), mask (F*T, F*T) bool -> (B, F*T, dim): all frames in one pass."""
+        q, k, v = self._qkv(x)
+        return self._attend(q, k, v, mask)
+
+    def step(self, x: torch.Tensor, cache: KVCache, layer: int, visible: torch.Tensor,
+             slots: torch.Tensor, commit: bool) -> torch.Tensor:
+        """x (B, T, dim) of the current frame -> (B, T, dim), attending to the cache and itself.
+
+        ``visible`` (B, S*T) marks usable cached tokens. With ``commit`` the frame's keys and
+        values replace the slot ``slots`` (B,) after attention, which may evict the oldest frame.
+        """
+        q, k, v = self._qkv(x)
+        b, t = x.shape[:2]
+        cached_k = rearrange(cache.k[layer], 'b s t h d -> b (s t) h d')
+        cached_v = rearrange(cache.v[layer], 'b s t h d -> b (s t) h d')
+        keys = torch.cat([cached_k, k.to(cached_k.dtype)], dim=1)  # (B, S*T + T, H, D)
+        values = torch.cat([cached_v, v.to(cached_v.dtype)], dim=1)
+        mask = torch.cat([visible, visible.new_ones(b, t)], dim=1)[:, None, None, :]  # (B, 1, 1, S*T + T)
+        out = self._attend(q, keys.to(q.dtype), values.to(q.dtype), mask)
+        if commit:
+            cache.append(layer, k, v, slots)
+        return out

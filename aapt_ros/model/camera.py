@@ -1,0 +1,112 @@
+"""Camera poses and per-pixel ray conditioning.
+
+Following AAPT (arXiv 2506.09350, sec. 3), the camera enters the generator as per-pixel ray
+origin and direction *relative to the previous frame*, so a rollout never sees absolute
+coordinates and behaves the same wherever the robot starts. Pose algebra runs in float64 on the
+host (it is 12 numbers a frame); ray maps are built on the model's device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from aapt_ros.model.config import CameraConfig
+
+QUATERNION_NORM_TOLERANCE = 1e-2  # |q| may differ from 1 by this much (float32 senders); then renormalised
+
+
+class PoseError(ValueError):
+    """A camera pose is unusable (non-finite values, bad quaternion); the message says which."""
+
+
+@dataclass(frozen=True)
+class Pose:
+    """Pose of the camera optical frame (REP 103: z forward, x right, y down) in a world frame."""
+
+    position: tuple[float, float, float]
+    orientation: tuple[float, float, float, float]  # quaternion x, y, z, w (ROS order)
+
+    @classmethod
+    def identity(cls) -> Pose:
+        return cls((0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0))
+
+    def validated(self) -> Pose:
+        """This pose with a unit quaternion, or PoseError if it cannot be used."""
+        p = np.asarray(self.position, dtype=np.float64)
+        q = np.asarray(self.orientation, dtype=np.float64)
+        if p.shape != (3,) or q.shape != (4,):
+            raise PoseError(f'pose needs 3 position and 4 orientation values, got {p.size} and {q.size}')
+        if not np.all(np.isfinite(p)):
+            raise PoseError(f'position is not finite: {p.tolist()}')
+        if not np.all(np.isfinite(q)):
+            raise PoseError(f'orientation is not finite: {q.tolist()}')
+        norm = float(np.linalg.norm(q))
+        if abs(norm - 1.0) > QUATERNION_NORM_TOLERANCE:
+            raise PoseError(
+                f'orientation quaternion is not normalised: |q| = {norm:.6g} '
+                f'(allowed 1 +/- {QUATERNION_NORM_TOLERANCE}); send a unit quaternion'
+            )
+        q = q / norm
+        return Pose((float(p[0]), float(p[1]), float(p[2])), (float(q[0]), float(q[1]), float(q[2]), float(q[3])))
+
+    def rotation(self) -> np.ndarray:
+        """3x3 rotation matrix (float64) of the orientation."""
+        x, y, z, w = self.orientation
+        return np.array([
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ])
+
+
+def relative_motion(previous: Pose, current: Pose) -> tuple[np.ndarray, np.ndarray]:
+    """Rotation (3, 3) and translation (3,) of ``current`` expressed in ``previous``'s camera frame.
+
+    R_rel = R_prev^T R_cur and t_rel = R_prev^T (p_cur - p_prev), both float64.
+    """
+    r_prev = previous.rotation()
+    rotation = r_prev.T @ current.rotation()
+    translation = r_prev.T @ (np.asarray(current.position) - np.asarray(previous.position))
+    return rotation, translation
+
+
+class RayEncoder(nn.Module):
+    """Per-latent-pixel ray origin and direction of the current frame in the previous frame.
+
+    Output channels: origin (3, divided by ``origin_scale``) then unit direction (3).
+    """
+
+    num_channels = 6
+
+    def __init__(self, camera: CameraConfig, latent_height: int, latent_width: int, origin_scale: float):
+        super().__init__()
+        self.origin_scale = origin_scale
+        # Centre of each latent cell in image pixel coordinates (pixel i has its centre at i).
+        fy_cell = camera.height / latent_height
+        fx_cell = camera.width / latent_width
+        v = torch.arange(latent_height, dtype=torch.float64) * fy_cell + (fy_cell - 1) / 2
+        u = torch.arange(latent_width, dtype=torch.float64) * fx_cell + (fx_cell - 1) / 2
+        vv, uu = torch.meshgrid(v, u, indexing='ij')
+        dirs = torch.stack([(uu - camera.cx) / camera.fx, (vv - camera.cy) / camera.fy, torch.ones_like(uu)])
+        dirs = dirs / dirs.norm(dim=0, keepdim=True)  # (3, h, w) unit rays in the camera frame
+        self.register_buffer('camera_directions', dirs.float(), persistent=False)
+
+    def forward(self, rotation: torch.Tensor, translation: torch.Tensor) -> torch.Tensor:
+        """rotation (B, 3, 3), translation (B, 3), float32 -> rays (B, 6, h, w)."""
+        b = rotation.shape[0]
+        _, h, w = self.camera_directions.shape
+        directions = torch.einsum('bij,jhw->bihw', rotation, self.camera_directions)  # (B, 3, h, w)
+        origins = (translation / self.origin_scale)[:, :, None, None].expand(b, 3, h, w)
+        return torch.cat([origins, directions], dim=1)
+
+
+def stack_motions(motions: list[tuple[np.ndarray, np.ndarray]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch host-side relative motions into float32 device tensors (B, 3, 3) and (B, 3)."""
+    rotations = torch.from_numpy(np.stack([m[0] for m in motions])).float().to(device)
+    translations = torch.from_numpy(np.stack([m[1] for m in motions])).float().to(device)
+    return rotations, translations
+

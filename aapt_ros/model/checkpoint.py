@@ -1,0 +1,113 @@
+"""Checkpoints: a folder with ``config.yaml``, ``vae.safetensors``, ``generator.safetensors``.
+
+Weights are only ever read with safetensors (no pickle), so a checkpoint from an untrusted
+source cannot run code. ``extras.safetensors`` holds small tensors that belong to the model but
+are no network weights, such as the default start frame used when no start image is given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from aapt_ros.model.config import ConfigError, ModelConfig, from_dict, to_dict
+from aapt_ros.model.generator import CausalGenerator
+from aapt_ros.model.vae import FrameAutoencoder
+
+CONFIG_FILE = 'config.yaml'
+VAE_FILE = 'vae.safetensors'
+GENERATOR_FILE = 'generator.safetensors'
+EXTRAS_FILE = 'extras.safetensors'
+START_FRAME_KEY = 'start_frame'  # (H, W, 3) uint8 image used when no start image is received
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be loaded; the message names the file and the problem."""
+
+
+@dataclass
+class Checkpoint:
+    config: ModelConfig
+    vae: FrameAutoencoder
+    generator: CausalGenerator
+    start_frame: torch.Tensor  # (H, W, 3) uint8
+    path: Path | None = None
+
+
+def load_config(path: Path) -> ModelConfig:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f'model config not found: {path}') from None
+    except (OSError, yaml.YAMLError) as err:
+        raise CheckpointError(f'could not read model config {path}: {err}') from None
+    try:
+        return from_dict(ModelConfig, data, where=str(path))
+    except ConfigError as err:
+        raise CheckpointError(f'invalid model config: {err}') from None
+
+
+def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise CheckpointError(f'model file not found: {path}')
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f'model file {path} is not a readable safetensors file: {err}') from None
+
+
+def _load_weights(module: torch.nn.Module, path: Path) -> None:
+    tensors = _load_tensors(path)
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f'model file {path} does not match its config.yaml: '
+            f'missing {missing[:5]}{"..." if len(missing) > 5 else ""}, '
+            f'unexpected {unexpected[:5]}{"..." if len(unexpected) > 5 else ""}'
+        )
+    for name, tensor in tensors.items():
+        if tensor.shape != expected[name].shape:
+            raise CheckpointError(
+                f'model file {path}: tensor {name} has shape {tuple(tensor.shape)}, '
+                f'config.yaml implies {tuple(expected[name].shape)}'
+            )
+    module.load_state_dict({k: t.float() for k, t in tensors.items()})
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Load a checkpoint folder on the CPU in float32; errors name the file at fault."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise CheckpointError(f'model folder not found: {folder} (expected {CONFIG_FILE}, {VAE_FILE}, {GENERATOR_FILE})')
+    config = load_config(folder / CONFIG_FILE)
+    vae, generator = FrameAutoencoder(config.vae), CausalGenerator(config)
+    _load_weights(vae, folder / VAE_FILE)
+    _load_weights(generator, folder / GENERATOR_FILE)
+    extras = _load_tensors(folder / EXTRAS_FILE)
+    start_frame = extras.get(START_FRAME_KEY)
+    expected = (config.camera.height, config.camera.width, 3)
+    if start_frame is None or tuple(start_frame.shape) != expected or start_frame.dtype != torch.uint8:
+        raise CheckpointError(f'{folder / EXTRAS_FILE}: needs a uint8 {START_FRAME_KEY!r} of shape {expected}')
+    return Checkpoint(config, vae.eval(), generator.eval(), start_frame, folder)
+
+
+def save_checkpoint(checkpoint: Checkpoint, path: str | Path, *, weight_dtype: torch.dtype = torch.bfloat16,
+                    overwrite: bool = False) -> Path:
+    """Write a checkpoint folder; weights are stored in ``weight_dtype`` to keep files small."""
+    folder = Path(path)
+    if folder.exists() and any(folder.iterdir()) and not overwrite:
+        raise CheckpointError(f'refusing to overwrite the non-empty folder {folder}; pass overwrite=True')
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / CONFIG_FILE).write_text(yaml.safe_dump(to_dict(checkpoint.config), sort_keys=False))
+    for module, name in ((checkpoint.vae, VAE_FILE), (checkpoint.generator, GENERATOR_FILE)):
+        state = {k: t.detach().to('cpu', weight_dtype).contiguous() for k, t in module.state_dict().items()}
+        save_file(state, str(folder / name))
+    save_file({START_FRAME_KEY: checkpoint.start_frame.contiguous()}, str(folder / EXTRAS_FILE))
+    return folder

@@ -1,0 +1,181 @@
+"""Model configuration: small frozen dataclasses, loaded from YAML/JSON with strict checks.
+
+Unknown keys and wrong types are errors that name the key, because a silently ignored typo in
+a model config produces a model that loads but generates the wrong thing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+KUKA_IIWA_JOINTS = tuple(f'lbr_iiwa_joint_{i}' for i in range(1, 8))
+
+
+class ConfigError(ValueError):
+    """A model or run configuration is invalid; the message names the key and the fix."""
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    """The pinhole camera the model was trained with (published as CameraInfo)."""
+
+    width: int = 128
+    height: int = 128
+    fx: float = 110.85  # 60 deg horizontal field of view at 128 px: 64 / tan(30 deg)
+    fy: float = 110.85
+    cx: float = 64.0
+    cy: float = 64.0
+    rate_hz: float = 15.0  # frame rate of the training recordings; one latent frame per image
+
+    def __post_init__(self) -> None:
+        if self.width <= 0 or self.height <= 0:
+            raise ConfigError(f'camera size must be positive, got {self.width}x{self.height}')
+        if not (self.fx > 0 and self.fy > 0):
+            raise ConfigError(f'camera focal lengths must be positive, got fx={self.fx} fy={self.fy}')
+        if not self.rate_hz > 0:
+            raise ConfigError(f'camera rate_hz must be positive, got {self.rate_hz}')
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """Per-frame convolutional autoencoder (temporal factor 1: one latent frame per image)."""
+
+    image_channels: int = 3
+    latent_channels: int = 8
+    spatial_factor: int = 8  # 8 as in the paper; 4 and 16 trade detail for speed
+    base_channels: int = 32  # channels at full resolution, doubled at each downsampling
+    max_channels: int = 128
+    latent_scale: float = 1.0  # multiplies latents so the generator sees about unit std
+
+    def __post_init__(self) -> None:
+        if self.spatial_factor not in (4, 8, 16):
+            raise ConfigError(f'vae.spatial_factor must be 4, 8 or 16, got {self.spatial_factor}')
+        if self.latent_channels <= 0 or self.base_channels <= 0:
+            raise ConfigError('vae.latent_channels and vae.base_channels must be positive')
+
+    @property
+    def num_downsamples(self) -> int:
+        return int(math.log2(self.spatial_factor))
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """Block-causal latent transformer: one latent frame per step, attending to a window."""
+
+    patch_size: int = 2
+    dim: int = 256
+    depth: int = 6
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    window_frames: int = 30  # frames attended besides the sink, the current one included: 2 s at 15 Hz
+    action_names: tuple[str, ...] = KUKA_IIWA_JOINTS
+    ray_origin_scale: float = 0.05  # metres; typical camera motion between frames -> about unit std
+    sampling_steps: int = 1  # network passes per frame at inference (1 after adversarial training)
+    timestep_shift: float = 3.0  # shifted t schedule (SD3): spends more steps at high noise
+
+    def __post_init__(self) -> None:
+        if self.dim % self.heads != 0:
+            raise ConfigError(f'generator.dim ({self.dim}) must be divisible by generator.heads ({self.heads})')
+        if self.window_frames < 2:
+            raise ConfigError(f'generator.window_frames must be >= 2, got {self.window_frames}')
+        if self.sampling_steps < 1:
+            raise ConfigError(f'generator.sampling_steps must be >= 1, got {self.sampling_steps}')
+        if len(set(self.action_names)) != len(self.action_names):
+            raise ConfigError(f'generator.action_names has duplicates: {list(self.action_names)}')
+        if not self.ray_origin_scale > 0:
+            raise ConfigError(f'generator.ray_origin_scale must be positive, got {self.ray_origin_scale}')
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.heads
+
+    @property
+    def action_dim(self) -> int:
+        return len(self.action_names)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a checkpoint's networks and to publish its CameraInfo."""
+
+    name: str = 'aapt-untrained'
+    stage: str = 'untrained'  # training stage that produced the weights (untrained, vae, ..., adversarial)
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+
+    def __post_init__(self) -> None:
+        step = self.vae.spatial_factor * self.generator.patch_size
+        if self.camera.width % step or self.camera.height % step:
+            raise ConfigError(
+                f'camera size {self.camera.width}x{self.camera.height} must be divisible by '
+                f'vae.spatial_factor * generator.patch_size = {step}; '
+                'change the size, the spatial factor or the patch size'
+            )
+
+    @property
+    def latent_height(self) -> int:
+        return self.camera.height // self.vae.spatial_factor
+
+    @property
+    def latent_width(self) -> int:
+        return self.camera.width // self.vae.spatial_factor
+
+    @property
+    def tokens_per_frame(self) -> int:
+        p = self.generator.patch_size
+        return (self.latent_height // p) * (self.latent_width // p)
+
+
+T = TypeVar('T')
+
+
+def from_dict(cls: type[T], data: dict[str, Any], *, where: str = 'config') -> T:
+    """Build dataclass ``cls`` from a nested dict, rejecting unknown keys and wrong types.
+
+    ``where`` names the source (a file path) in error messages.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f'{where}: expected a mapping for {cls.__name__}, got {type(data).__name__}')
+    assert dataclasses.is_dataclass(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f'{where}: unknown key(s) {unknown} for {cls.__name__}; valid keys: {sorted(fields)}')
+    hints = typing.get_type_hints(cls)
+    kwargs = {name: _coerce(hints[name], value, f'{where}.{name}') for name, value in data.items()}
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, where=where)  # type: ignore[arg-type]
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f'{where}: expected a list of strings, got {value!r}')
+        return tuple(value)
+    if origin in (typing.Union, types.UnionType):
+        raise ConfigError(f'{where}: union types are not supported in configs')
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise ConfigError(f'{where}: expected {hint.__name__}, got {type(value).__name__} {value!r}')
+    return value
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Plain nested dict of a config dataclass (tuples become lists, for YAML/JSON)."""
+    def plain(value: Any) -> Any:
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(dataclasses.asdict(config))  # type: ignore[no-any-return]
