@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from aapt_ros.model.checkpoint import (CONFIG_FILE, EXTRAS_FILE, GENERATOR_FILE, VAE_FILE, CheckpointError,
+                                       load_checkpoint, save_checkpoint)
+from aapt_ros.model.init_checkpoint import main as init_main
+
+
+@pytest.fixture
+def model_copy(tiny_model: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(tiny_model, tmp_path / 'model'))
+
+
+def test_saved_checkpoint_loads_with_identical_weights(tiny_model: Path) -> None:
+    checkpoint = load_checkpoint(tiny_model)
+    reloaded = load_checkpoint(save_checkpoint(checkpoint, tiny_model.parent / 'copy', weight_dtype=torch.float32))
+    for a, b in zip(checkpoint.generator.state_dict().values(), reloaded.generator.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(checkpoint.start_frame, reloaded.start_frame)
+    assert reloaded.config == checkpoint.config
+
+
+def test_save_refuses_to_overwrite_a_checkpoint(tiny_model: Path) -> None:
+    with pytest.raises(CheckpointError, match='refusing to overwrite'):
+        save_checkpoint(load_checkpoint(tiny_model), tiny_model)
+
+
+def test_missing_folder_names_the_path(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match=f'model folder not found: {tmp_path / "nope"}'):
+        load_checkpoint(tmp_path / 'nope')
+
+
+@pytest.mark.parametrize('name', [CONFIG_FILE, VAE_FILE, GENERATOR_FILE, EXTRAS_FILE])
+def test_missing_file_is_named(model_copy: Path, name: str) -> None:
+    (model_copy / name).unlink()
+    with pytest.raises(CheckpointError, match=f'not found: {model_copy / name}'):
+        load_checkpoint(model_copy)
+
+
+@pytest.mark.parametrize('name', [VAE_FILE, GENERATOR_FILE, EXTRAS_FILE])
+def test_corrupt_weights_file_is_named(model_copy: Path, name: str) -> None:
+    (model_copy / name).write_bytes(b'\x00garbage' * 10)
+    with pytest.raises(CheckpointError, match=f'{model_copy / name} is not a readable safetensors file'):
+        load_checkpoint(model_copy)
+
+
+def test_weights_that_do_not_match_the_config_are_named(model_copy: Path) -> None:
+    config = (model_copy / CONFIG_FILE).read_text().replace('dim: 32', 'dim: 64')
+    (model_copy / CONFIG_FILE).write_text(config)
+    with pytest.raises(CheckpointError, match=f'{model_copy / GENERATOR_FILE}: tensor .* has shape'):
+        load_checkpoint(model_copy)
+
+
+def test_invalid_config_is_reported_with_its_path(model_copy: Path) -> None:
+    (model_copy / CONFIG_FILE).write_text('generator:\n  depht: 2\n')
+    with pytest.raises(CheckpointError, match=rf"invalid model config: {model_copy / CONFIG_FILE}.generator: unknown"):
+        load_checkpoint(model_copy)
+
+
+def test_unparseable_config_is_reported_with_its_path(model_copy: Path) -> None:
+    (model_copy / CONFIG_FILE).write_text('generator: [unclosed\n')
+    with pytest.raises(CheckpointError, match=f'could not read model config {model_copy / CONFIG_FILE}'):
+        load_checkpoint(model_copy)
+
+
+def test_init_tool_writes_a_loadable_untrained_checkpoint_and_refuses_to_overwrite(tmp_path: Path,
+                                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    assert init_main([str(tmp_path / 'm')]) == 0
+    assert load_checkpoint(tmp_path / 'm').config.stage == 'untrained'
+    assert init_main([str(tmp_path / 'm')]) == 1
+    assert 'refusing to overwrite' in capsys.readouterr().err
+
+
+def test_shipped_default_model_loads_and_fits_the_size_budget() -> None:
+    folder = Path(__file__).resolve().parents[2] / 'models' / 'default'
+    checkpoint = load_checkpoint(folder)
+    sizes = [f.stat().st_size for f in folder.iterdir()]
+    assert max(sizes) <= 16 * 2**20 and sum(sizes) <= 48 * 2**20
+    assert (folder / 'MODEL_CARD.md').is_file()
+    assert checkpoint.config.camera.width == 128

@@ -1,0 +1,93 @@
+"""The cached streaming step computes exactly what the block-causal full forward computes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from aapt_ros.model.generator import CausalGenerator
+from aapt_ros.model.kv_cache import KVCache
+from aapt_ros.model.masks import frame_attention_mask
+from tests.conftest import tiny_config
+
+
+def _random_generator(window_frames: int) -> CausalGenerator:
+    torch.manual_seed(0)
+    generator = CausalGenerator(tiny_config(window_frames=window_frames))
+    with torch.no_grad():
+        for p in generator.parameters():  # leave adaLN-Zero's zeros: every path must contribute
+            p.normal_(std=0.2)
+    return generator.eval()
+
+
+def _inputs(generator: CausalGenerator, batch: int, frames: int) -> tuple[torch.Tensor, ...]:
+    config = generator.config
+    c, h, w = config.vae.latent_channels, config.latent_height, config.latent_width
+    g = torch.Generator().manual_seed(1)
+    return (torch.randn(batch, frames, c, h, w, generator=g), torch.randn(batch, frames, c, h, w, generator=g),
+            torch.randn(batch, frames, 6, h, w, generator=g),
+            torch.randn(batch, frames, config.generator.action_dim, generator=g), torch.rand(batch, frames, generator=g))
+
+
+@pytest.mark.parametrize('frames', [3, 11])  # within the window, and long enough to evict frames twice
+def test_cached_steps_equal_the_full_block_causal_forward(frames: int) -> None:
+    generator = _random_generator(window_frames=4)
+    noisy, previous, rays, action, t = _inputs(generator, batch=2, frames=frames)
+    with torch.no_grad():
+        full = generator.forward_train(noisy, previous, rays, action, t)
+        cache = KVCache.allocate(generator.config, 2, 'cpu')
+        steps = [generator.step(noisy[:, i], previous[:, i], rays[:, i], action[:, i], t[:, i], cache)
+                 for i in range(frames)]
+    torch.testing.assert_close(torch.stack(steps, dim=1), full, atol=1e-4, rtol=1e-4)
+
+
+def test_streams_at_different_positions_share_one_batched_step() -> None:
+    generator = _random_generator(window_frames=3)
+    noisy, previous, rays, action, t = _inputs(generator, batch=1, frames=9)
+    with torch.no_grad():
+        alone = KVCache.allocate(generator.config, 1, 'cpu')
+        expected = [generator.step(noisy[:, i], previous[:, i], rays[:, i], action[:, i], t[:, i], alone)
+                    for i in range(9)]
+        # Stream 1 starts 4 frames after stream 0 and replays the same inputs; until then it is
+        # reset before every step, so its history begins at step 4.
+        both = KVCache.allocate(generator.config, 2, 'cpu')
+        outputs = []
+        for i in range(9 + 4):
+            j0, j1 = min(i, 8), max(i - 4, 0)
+            both.reset(torch.tensor([False, i <= 4]))
+            inputs = [torch.cat([x[:, j0], x[:, j1]]) for x in (noisy, previous, rays, action, t)]
+            outputs.append(generator.step(*inputs, both))
+    torch.testing.assert_close(torch.stack([o[1] for o in outputs[4:]]), torch.cat(expected), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(torch.stack([o[0] for o in outputs[:9]]), torch.cat(expected), atol=1e-4, rtol=1e-4)
+
+
+def test_step_without_commit_leaves_the_cache_unchanged() -> None:
+    generator = _random_generator(window_frames=3)
+    noisy, previous, rays, action, t = _inputs(generator, batch=1, frames=2)
+    cache = KVCache.allocate(generator.config, 1, 'cpu')
+    with torch.no_grad():
+        generator.step(noisy[:, 0], previous[:, 0], rays[:, 0], action[:, 0], t[:, 0], cache)
+        k_before, seen_before = cache.k.clone(), cache.frames_seen.clone()
+        first = generator.step(noisy[:, 1], previous[:, 1], rays[:, 1], action[:, 1], t[:, 1], cache, commit=False)
+        again = generator.step(noisy[:, 1], previous[:, 1], rays[:, 1], action[:, 1], t[:, 1], cache, commit=False)
+    assert torch.equal(cache.k, k_before) and torch.equal(cache.frames_seen, seen_before)
+    torch.testing.assert_close(first, again)
+
+
+def test_cache_memory_is_fixed_however_long_the_stream_runs() -> None:
+    generator = _random_generator(window_frames=3)
+    noisy, previous, rays, action, t = _inputs(generator, batch=1, frames=1)
+    cache = KVCache.allocate(generator.config, 1, 'cpu')
+    storage = (cache.k.data_ptr(), cache.k.shape, cache.v.data_ptr())
+    with torch.no_grad():
+        for _ in range(50):
+            generator.step(noisy[:, 0], previous[:, 0], rays[:, 0], action[:, 0], t[:, 0], cache)
+    assert (cache.k.data_ptr(), cache.k.shape, cache.v.data_ptr()) == storage
+    assert int(cache.window_fill()[0]) == 3
+
+
+def test_frame_mask_keeps_the_sink_and_a_sliding_window() -> None:
+    mask = frame_attention_mask(6, window_frames=3)
+    assert mask[5].tolist() == [True, False, False, True, True, True]
+    assert mask[1].tolist() == [True, True, False, False, False, False]
+    assert not mask.triu(1).any()  # never the future

@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aapt_ros.model.camera import Pose, PoseError
+from aapt_ros.model.checkpoint import load_checkpoint
+from aapt_ros.streaming.session import SessionError, StreamingSession, resolve_device, resolve_dtype
+
+
+def _poses(n: int) -> list[Pose]:
+    return [Pose((0.02 * i, 0.0, 0.01 * i), (0.0, 0.0, 0.0, 1.0)) for i in range(n)]
+
+
+def _run(session: StreamingSession, n: int, first_frame: np.ndarray | None = None) -> list[np.ndarray]:
+    poses, action = _poses(n), np.zeros(len(session.action_names))
+    frames = [session.start(poses[0], action, first_frame=first_frame)]
+    frames += [session.step(p, action + 0.1 * i) for i, p in enumerate(poses[1:])]
+    return frames
+
+
+def test_frames_are_rgb8_of_the_model_size(tiny_model: Path) -> None:
+    session = StreamingSession(load_checkpoint(tiny_model))
+    frames = _run(session, 5)
+    assert all(f.shape == (32, 48, 3) and f.dtype == np.uint8 for f in frames)
+    assert session.frame_index == 4
+
+
+def test_same_seed_and_inputs_give_the_same_frames_and_reset_replays_them(tiny_model: Path) -> None:
+    session = StreamingSession(load_checkpoint(tiny_model), seed=7)
+    first = _run(session, 6)
+    session.reset()
+    again = _run(session, 6)
+    other = _run(StreamingSession(load_checkpoint(tiny_model), seed=7), 6)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(first, other, strict=True))
+
+
+def test_different_seeds_give_different_frames(tiny_model: Path) -> None:
+    a = _run(StreamingSession(load_checkpoint(tiny_model), seed=1), 3)
+    b = _run(StreamingSession(load_checkpoint(tiny_model), seed=2), 3)
+    assert not np.array_equal(a[2], b[2])
+
+
+def test_first_frame_is_the_start_image(tiny_model: Path) -> None:
+    image = np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8)
+    assert np.array_equal(_run(StreamingSession(load_checkpoint(tiny_model)), 1, image)[0], image)
+
+
+def test_window_fill_grows_to_the_window_and_stays(tiny_model: Path) -> None:
+    session = StreamingSession(load_checkpoint(tiny_model))
+    assert session.window_fill == 0
+    _run(session, 2)
+    assert session.window_fill == 2
+    _run(session, 12)
+    assert session.window_fill == session.window_size == 4
+
+
+@pytest.mark.parametrize('steps', [1, 4])
+def test_multi_step_sampling_runs(tiny_model: Path, steps: int) -> None:
+    frames = _run(StreamingSession(load_checkpoint(tiny_model), sampling_steps=steps), 3)
+    assert frames[-1].shape == (32, 48, 3)
+
+
+def test_step_before_start_is_an_error(tiny_model: Path) -> None:
+    with pytest.raises(SessionError, match=r'step\(\) before start\(\)'):
+        StreamingSession(load_checkpoint(tiny_model)).step(Pose.identity())
+
+
+def test_wrong_action_length_is_an_error_that_lists_the_names(tiny_model: Path) -> None:
+    session = StreamingSession(load_checkpoint(tiny_model))
+    session.start(Pose.identity())
+    with pytest.raises(SessionError, match=r"action has 3 values, the model expects 7: \['lbr_iiwa_joint_1'"):
+        session.step(Pose.identity(), np.zeros(3))
+
+
+def test_non_finite_action_is_an_error(tiny_model: Path) -> None:
+    session = StreamingSession(load_checkpoint(tiny_model))
+    session.start(Pose.identity())
+    with pytest.raises(SessionError, match='action is not finite'):
+        session.step(Pose.identity(), np.full(7, np.nan))
+
+
+@pytest.mark.parametrize('frame', [np.zeros((48, 32, 3), np.uint8), np.zeros((32, 48, 3), np.float32),
+                                   np.zeros((32, 48), np.uint8)])
+def test_start_image_of_the_wrong_size_or_type_is_an_error(tiny_model: Path, frame: np.ndarray) -> None:
+    with pytest.raises(SessionError, match=r'start image must be uint8 RGB of shape \(32, 48, 3\)'):
+        StreamingSession(load_checkpoint(tiny_model)).start(Pose.identity(), first_frame=frame)
+
+
+def test_bad_pose_is_rejected_and_the_stream_continues(tiny_model: Path) -> None:
+    session = StreamingSession(load_checkpoint(tiny_model))
+    session.start(Pose.identity())
+    with pytest.raises(PoseError):
+        session.step(Pose((np.nan, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0)))
+    assert session.frame_index == 0
+    session.step(Pose.identity())
+    assert session.frame_index == 1
+
+
+@pytest.mark.parametrize(('device', 'message'), [('tpu', 'unknown device'), ('cuda', 'CUDA is not available')])
+def test_unusable_device_is_an_error(device: str, message: str) -> None:
+    import torch
+    if device == 'cuda' and torch.cuda.is_available():
+        pytest.skip('a GPU is present')
+    with pytest.raises(SessionError, match=message):
+        resolve_device(device)
+
+
+def test_dtype_auto_is_float32_on_cpu_and_unknown_dtype_is_an_error() -> None:
+    import torch
+    assert resolve_dtype('auto', torch.device('cpu')) == torch.float32
+    with pytest.raises(SessionError, match='unknown dtype'):
+        resolve_dtype('float8', torch.device('cpu'))
