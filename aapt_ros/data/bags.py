@@ -10,12 +10,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import Literal
 
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
 TYPESTORE = get_typestore(Stores.ROS2_KILTED)
-BAG_VERSION = 9  # rosbag2 metadata version written by Jazzy and later
+BAG_VERSION: Literal[9] = 9  # rosbag2 metadata version written by Jazzy and later
 
 
 class BagError(RuntimeError):
@@ -88,4 +89,3 @@ class BagWriter:
             connection = self._writer.add_connection(topic, msgtype, typestore=TYPESTORE)
             self._connections[topic] = connection
         self._writer.write(connection, log_time_ns, data)  # type: ignore[arg-type]
-

@@ -63,13 +63,14 @@ def rotation_to_quaternion(r: np.ndarray) -> np.ndarray:
         q[j] = (r[j, i] + r[i, j]) / s
         q[k] = (r[k, i] + r[i, k]) / s
     quat = np.asarray(q)
-    return quat * (1 if quat[3] >= 0 else -1) / np.linalg.norm(quat)
+    unit: np.ndarray = quat * (1 if quat[3] >= 0 else -1) / np.linalg.norm(quat)
+    return unit
 
 
 def orbit_trajectory(seconds: float, rate_hz: float, seed: int, start_ns: int = 1_000_000_000) -> Trajectory:
     """Camera on a slowly wobbling orbit around the workspace; arm joints on smooth sinusoids."""
     rng = np.random.default_rng(seed)
-    n = int(round(seconds * rate_hz))
+    n = round(seconds * rate_hz)
     t = np.arange(n) / rate_hz
     azimuth = rng.uniform(0, 2 * np.pi) + 0.25 * t + 0.15 * np.sin(0.4 * t)
     radius = 1.4 + 0.2 * np.sin(0.3 * t + rng.uniform(0, 2 * np.pi))
@@ -88,17 +89,29 @@ def write_trajectory_bag(trajectory: Trajectory, path: str | Path, *, storage: S
     """Write the trajectory as PoseStamped and JointState messages (bag time = header stamp)."""
     types = TYPESTORE.types
     Header, Time = types['std_msgs/msg/Header'], types['builtin_interfaces/msg/Time']
-    Pose, Point, Quaternion = types['geometry_msgs/msg/Pose'], types['geometry_msgs/msg/Point'], types['geometry_msgs/msg/Quaternion']
+    Pose, Point, Quaternion = (
+        types['geometry_msgs/msg/Pose'],
+        types['geometry_msgs/msg/Point'],
+        types['geometry_msgs/msg/Quaternion'],
+    )
     PoseStamped, JointState = types['geometry_msgs/msg/PoseStamped'], types['sensor_msgs/msg/JointState']
     with BagWriter(path, storage=storage) as writer:
         for i, stamp in enumerate(trajectory.stamps_ns.tolist()):
             sec, nanosec = divmod(stamp, 1_000_000_000)
             header = Header(stamp=Time(sec=sec, nanosec=nanosec), frame_id=WORLD_FRAME)
-            joints = JointState(header=header, name=list(trajectory.joint_names),
-                                position=trajectory.joint_positions[i].astype(np.float64),
-                                velocity=np.zeros(0), effort=np.zeros(0))
-            pose = PoseStamped(header=header, pose=Pose(position=Point(*trajectory.positions[i]),
-                                                         orientation=Quaternion(*trajectory.orientations[i])))
+            joints = JointState(
+                header=header,
+                name=list(trajectory.joint_names),
+                position=trajectory.joint_positions[i].astype(np.float64),
+                velocity=np.zeros(0),
+                effort=np.zeros(0),
+            )
+            pose = PoseStamped(
+                header=header,
+                pose=Pose(
+                    position=Point(*trajectory.positions[i]), orientation=Quaternion(*trajectory.orientations[i])
+                ),
+            )
             # Actions first: a node triggered by the pose then sees the action of the same instant.
             for topic, msg in ((JOINT_TOPIC, joints), (POSE_TOPIC, pose)):
                 writer.write(topic, msg.__msgtype__, stamp, bytes(TYPESTORE.serialize_cdr(msg, msg.__msgtype__)))
@@ -114,8 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--storage', choices=[s.value for s in Storage], default=Storage.MCAP.value, help='bag storage')
     args = parser.parse_args(argv)
     try:
-        path = write_trajectory_bag(orbit_trajectory(args.seconds, args.rate, args.seed), args.output,
-                                    storage=Storage(args.storage))
+        path = write_trajectory_bag(
+            orbit_trajectory(args.seconds, args.rate, args.seed), args.output, storage=Storage(args.storage)
+        )
     except BagError as err:
         print(f'ERROR: {err}; see --help', file=sys.stderr)
         return 1

@@ -37,8 +37,8 @@ from tqdm import tqdm
 
 from aapt_ros.data.bags import BagError, BagWriter, read_messages
 from aapt_ros.data.trajectory import JOINT_TOPIC, POSE_TOPIC
-from aapt_ros.model.checkpoint import CONFIG_FILE, load_config
 from aapt_ros.eval.live import CameraClient, NodeProcess, ReplayError
+from aapt_ros.model.checkpoint import CONFIG_FILE, load_config
 from aapt_ros.node.conversions import stamp_to_ns
 from aapt_ros.node.generator_node import default_model_path
 from aapt_ros.node.image_conversion import image_msg_to_rgb8
@@ -70,16 +70,20 @@ def new_output_dir(requested: Path | None) -> Path:
     return folder
 
 
-def run_demo(model: Path, bag: Path, output_dir: Path, *, device: str, pacing: str, max_frames: int | None,
-             timeout: float) -> DemoSummary:
+def run_demo(
+    model: Path, bag: Path, output_dir: Path, *, device: str, pacing: str, max_frames: int | None, timeout: float
+) -> DemoSummary:
     messages = [m for m in read_messages(bag, [POSE_TOPIC, JOINT_TOPIC])]
     n_poses = sum(m.topic == POSE_TOPIC for m in messages)
     if n_poses == 0:
         raise ReplayError(f'bag {bag} has no messages on {POSE_TOPIC}')
     limit = min(n_poses, max_frames) if max_frames else n_poses
     parameters = {'model_path': str(model.resolve()), 'device': device, 'input_depth': 1000, 'image_depth': 1000}
-    with NodeProcess(parameters, namespace=NAMESPACE, log_path=output_dir / 'node.log') as node, \
-            rclpy.init(), BagWriter(output_dir / 'generated_bag') as bag_out:
+    with (
+        NodeProcess(parameters, namespace=NAMESPACE, log_path=output_dir / 'node.log') as node,
+        rclpy.init(),
+        BagWriter(output_dir / 'generated_bag') as bag_out,
+    ):
         client = CameraClient(NAMESPACE)
         client.wait_connected(timeout, node)
         sent: dict[int, float] = {}
@@ -93,15 +97,19 @@ def run_demo(model: Path, bag: Path, output_dir: Path, *, device: str, pacing: s
             if pacing == 'recorded':  # keep the bag's timing relative to its first message
                 first_stamp = message.log_time_ns if first_stamp is None else first_stamp
                 due = first_send + (message.log_time_ns - first_stamp) / 1e9
-                client.spin_until(lambda: time.perf_counter() >= due, timeout, 'pacing')
+                client.spin_until(lambda due=due: time.perf_counter() >= due, timeout, 'pacing')
             (client.pose_pub if msg_type is PoseStamped else client.joint_pub).publish(msg)
             bag_out.write(f'{NAMESPACE}/{message.topic.split("/")[-1]}', message.msgtype, time.time_ns(), message.data)
             if msg_type is PoseStamped:
                 stamp = stamp_to_ns(msg.header.stamp)
                 sent[stamp] = time.perf_counter()
                 if pacing == 'lockstep':
-                    client.spin_until(lambda: client.image_with_stamp(stamp) is not None, timeout,
-                                      f'the image of pose {len(sent)}', node)
+                    client.spin_until(
+                        lambda stamp=stamp: client.image_with_stamp(stamp) is not None,
+                        timeout,
+                        f'the image of pose {len(sent)}',
+                        node,
+                    )
                 progress.update(1)
         client.spin_until(lambda: len(client.images) >= len(sent), timeout, 'the last images', node)
         client.spin_until(lambda: _node_latencies(client, len(sent)) is not None, timeout, 'final diagnostics', node)
@@ -113,11 +121,17 @@ def run_demo(model: Path, bag: Path, output_dir: Path, *, device: str, pacing: s
     duration = arrival[-1] - min(sent.values()) if arrival else 0.0
     p50, p99 = _node_latencies(client, len(sent)) or (0.0, 0.0)
     return DemoSummary(
-        model=str(model), device=device, frames=frames, poses_sent=len(sent),
+        model=str(model),
+        device=device,
+        frames=frames,
+        poses_sent=len(sent),
         fps=frames / duration if duration > 0 else 0.0,
-        latency_p50_ms=float(np.percentile(latencies, 50)), latency_p99_ms=float(np.percentile(latencies, 99)),
-        node_step_p50_ms=p50, node_step_p99_ms=p99,
-        video=str(output_dir / 'generated.mp4'), bag=str(output_dir / 'generated_bag'),
+        latency_p50_ms=float(np.percentile(latencies, 50)),
+        latency_p99_ms=float(np.percentile(latencies, 99)),
+        node_step_p50_ms=p50,
+        node_step_p99_ms=p99,
+        video=str(output_dir / 'generated.mp4'),
+        bag=str(output_dir / 'generated_bag'),
     )
 
 
@@ -135,16 +149,25 @@ def _write_outputs(client: CameraClient, bag_out: BagWriter, output_dir: Path, r
     if not client.images:
         raise ReplayError('the node published no images')
     first = client.images[0].msg
-    writer = cv2.VideoWriter(str(output_dir / 'generated.mp4'), cv2.VideoWriter_fourcc(*'mp4v'), rate_hz,
-                             (first.width, first.height))
+    writer = cv2.VideoWriter(
+        str(output_dir / 'generated.mp4'), cv2.VideoWriter_fourcc(*'mp4v'), rate_hz, (first.width, first.height)
+    )
     for received in client.images:
         writer.write(cv2.cvtColor(image_msg_to_rgb8(received.msg), cv2.COLOR_RGB2BGR))
-        bag_out.write(f'{NAMESPACE}/image_raw', 'sensor_msgs/msg/Image',
-                      int(received.receive_time * 1e9), serialize_message(received.msg))
+        bag_out.write(
+            f'{NAMESPACE}/image_raw',
+            'sensor_msgs/msg/Image',
+            int(received.receive_time * 1e9),
+            serialize_message(received.msg),
+        )
     writer.release()
     for received in client.camera_infos:
-        bag_out.write(f'{NAMESPACE}/camera_info', 'sensor_msgs/msg/CameraInfo',
-                      int(received.receive_time * 1e9), serialize_message(received.msg))
+        bag_out.write(
+            f'{NAMESPACE}/camera_info',
+            'sensor_msgs/msg/CameraInfo',
+            int(received.receive_time * 1e9),
+            serialize_message(received.msg),
+        )
     return len(client.images)
 
 
@@ -152,25 +175,39 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--model', type=Path, default=None, help='checkpoint folder (default: the shipped model)')
     parser.add_argument('--bag', type=Path, default=DEFAULT_BAG, help='rosbag2 with /camera/pose and /joint_states')
-    parser.add_argument('--output-dir', type=Path, default=None,
-                        help='new folder for the outputs (default: demo_output/<date-time>)')
+    parser.add_argument(
+        '--output-dir', type=Path, default=None, help='new folder for the outputs (default: demo_output/<date-time>)'
+    )
     parser.add_argument('--device', default='auto', help='cpu, cuda, cuda:N or auto')
-    parser.add_argument('--pacing', choices=['lockstep', 'recorded'], default='lockstep',
-                        help='send each pose after the previous image (lockstep) or at the bag\'s timing')
+    parser.add_argument(
+        '--pacing',
+        choices=['lockstep', 'recorded'],
+        default='lockstep',
+        help="send each pose after the previous image (lockstep) or at the bag's timing",
+    )
     parser.add_argument('--max-frames', type=int, default=None, help='stop after this many poses')
     parser.add_argument('--timeout', type=float, default=120.0, help='seconds to wait for the node at each stage')
     args = parser.parse_args(argv)
     try:
         output_dir = new_output_dir(args.output_dir)
-        summary = run_demo(args.model or default_model_path(), args.bag, output_dir, device=args.device,
-                           pacing=args.pacing, max_frames=args.max_frames, timeout=args.timeout)
+        summary = run_demo(
+            args.model or default_model_path(),
+            args.bag,
+            output_dir,
+            device=args.device,
+            pacing=args.pacing,
+            max_frames=args.max_frames,
+            timeout=args.timeout,
+        )
     except (ReplayError, BagError) as err:
         print(f'ERROR: {err}', file=sys.stderr)
         return 1
     (output_dir / 'summary.json').write_text(json.dumps(asdict(summary), indent=2) + '\n')
-    print(f'{summary.frames} frames for {summary.poses_sent} poses on {summary.device}: {summary.fps:.1f} frames/s; '
-          f'latency pose->image p50 {summary.latency_p50_ms:.1f} ms, p99 {summary.latency_p99_ms:.1f} ms '
-          f'(generation in the node p50 {summary.node_step_p50_ms:.1f} ms, p99 {summary.node_step_p99_ms:.1f} ms)')
+    print(
+        f'{summary.frames} frames for {summary.poses_sent} poses on {summary.device}: {summary.fps:.1f} frames/s; '
+        f'latency pose->image p50 {summary.latency_p50_ms:.1f} ms, p99 {summary.latency_p99_ms:.1f} ms '
+        f'(generation in the node p50 {summary.node_step_p50_ms:.1f} ms, p99 {summary.node_step_p99_ms:.1f} ms)'
+    )
     print(f'wrote {summary.video}, {summary.bag}, {output_dir / "summary.json"}')
     return 0
 

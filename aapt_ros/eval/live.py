@@ -36,16 +36,30 @@ class ReplayError(RuntimeError):
 class NodeProcess:
     """generator_node in a subprocess; its output goes to ``log_path``."""
 
-    def __init__(self, parameters: Mapping[str, Any], *, namespace: str = '/', log_path: Path,
-                 env: Mapping[str, str] | None = None, executable: list[str] | None = None):
+    def __init__(
+        self,
+        parameters: Mapping[str, Any],
+        *,
+        namespace: str = '/',
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        executable: list[str] | None = None,
+        params_file: Path | None = None,
+    ):
         self.log_path = log_path
         args = ['--ros-args', '-r', f'__ns:={namespace}']
+        if params_file is not None:
+            args += ['--params-file', str(params_file)]
         for name, value in parameters.items():
             args += ['-p', f'{name}:={_param_text(value)}']
         command = (executable or [sys.executable, '-m', 'aapt_ros.node.generator_node']) + args
-        self._log = open(log_path, 'w')
-        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
-                                        env={**os.environ, 'PYTHONUNBUFFERED': '1', **(env or {})})
+        self._log = open(log_path, 'w')  # noqa: SIM115 (closed by stop(), the process outlives this call)
+        self.process = subprocess.Popen(
+            command,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, 'PYTHONUNBUFFERED': '1', **(env or {})},
+        )
 
     def log_text(self) -> str:
         self._log.flush()
@@ -102,21 +116,27 @@ class CameraClient(Node):
         self.images: list[Received] = []
         self.camera_infos: list[Received] = []
         self.diagnostics: list[Received] = []
-        self.create_subscription(Image, 'image_raw', lambda m: self.images.append(Received(m, time.perf_counter())), qos)
-        self.create_subscription(CameraInfo, 'camera_info',
-                                 lambda m: self.camera_infos.append(Received(m, time.perf_counter())), qos)
-        self.create_subscription(DiagnosticArray, '/diagnostics',
-                                 lambda m: self.diagnostics.append(Received(m, time.perf_counter())), 10)
+        self.create_subscription(
+            Image, 'image_raw', lambda m: self.images.append(Received(m, time.perf_counter())), qos
+        )
+        self.create_subscription(
+            CameraInfo, 'camera_info', lambda m: self.camera_infos.append(Received(m, time.perf_counter())), qos
+        )
+        self.create_subscription(
+            DiagnosticArray, '/diagnostics', lambda m: self.diagnostics.append(Received(m, time.perf_counter())), 10
+        )
         self.reset_client = self.create_client(Trigger, 'reset')
 
-    def spin_until(self, condition: Callable[[], bool], timeout: float, what: str,
-                   node: NodeProcess | None = None) -> None:
+    def spin_until(
+        self, condition: Callable[[], bool], timeout: float, what: str, node: NodeProcess | None = None
+    ) -> None:
         """Spin until ``condition()`` holds; ReplayError after ``timeout`` s or if ``node`` died."""
         deadline = time.monotonic() + timeout
         while not condition():
             if node is not None and not node.running():
-                raise ReplayError(f'generator_node exited ({node.process.returncode}) while waiting for {what}:\n'
-                                  f'{node.log_tail()}')
+                raise ReplayError(
+                    f'generator_node exited ({node.process.returncode}) while waiting for {what}:\n{node.log_tail()}'
+                )
             if time.monotonic() > deadline:
                 tail = f':\n{node.log_tail()}' if node is not None else ''
                 raise ReplayError(f'timed out after {timeout:.0f} s waiting for {what}{tail}')
@@ -124,13 +144,22 @@ class CameraClient(Node):
 
     def wait_connected(self, timeout: float, node: NodeProcess | None = None) -> None:
         """Wait until the node subscribes to our poses and publishes images to us."""
+
         def connected() -> bool:
-            return (self.pose_pub.get_subscription_count() > 0 and self.joint_pub.get_subscription_count() > 0
-                    and self.count_publishers(self.resolve_topic_name('image_raw')) > 0)
+            return (
+                self.pose_pub.get_subscription_count() > 0
+                and self.joint_pub.get_subscription_count() > 0
+                and self.count_publishers(self.resolve_topic_name('image_raw')) > 0
+            )
+
         self.spin_until(connected, timeout, 'the node to connect', node)
         if self.control_pub is not None:
-            self.spin_until(lambda: self.control_pub.get_subscription_count() > 0, timeout,  # type: ignore[union-attr]
-                            'the node to subscribe to control', node)
+            self.spin_until(
+                lambda: self.control_pub.get_subscription_count() > 0,
+                timeout,  # type: ignore[union-attr]
+                'the node to subscribe to control',
+                node,
+            )
 
     def image_with_stamp(self, stamp_ns: int) -> Received | None:
         for received in reversed(self.images):

@@ -35,8 +35,9 @@ class Attention(nn.Module):
         q, k, v = self._qkv(x)
         return self._attend(q, k, v, mask)
 
-    def step(self, x: torch.Tensor, cache: KVCache, layer: int, visible: torch.Tensor,
-             slots: torch.Tensor, commit: bool) -> torch.Tensor:
+    def step(
+        self, x: torch.Tensor, cache: KVCache, layer: int, visible: torch.Tensor, slots: torch.Tensor, commit: bool
+    ) -> torch.Tensor:
         """x (B, T, dim) of the current frame -> (B, T, dim), attending to the cache and itself.
 
         ``visible`` (B, S*T) marks usable cached tokens. With ``commit`` the frame's keys and

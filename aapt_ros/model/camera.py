@@ -56,11 +56,13 @@ class Pose:
     def rotation(self) -> np.ndarray:
         """3x3 rotation matrix (float64) of the orientation."""
         x, y, z, w = self.orientation
-        return np.array([
-            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-        ])
+        return np.array(
+            [
+                [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+            ]
+        )
 
 
 def relative_motion(previous: Pose, current: Pose) -> tuple[np.ndarray, np.ndarray]:
@@ -81,6 +83,7 @@ class RayEncoder(nn.Module):
     """
 
     num_channels = 6
+    camera_directions: torch.Tensor  # (3, h, w) unit rays in the camera frame, a buffer
 
     def __init__(self, camera: CameraConfig, latent_height: int, latent_width: int, origin_scale: float):
         super().__init__()
@@ -104,9 +107,10 @@ class RayEncoder(nn.Module):
         return torch.cat([origins, directions], dim=1)
 
 
-def stack_motions(motions: list[tuple[np.ndarray, np.ndarray]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def stack_motions(
+    motions: list[tuple[np.ndarray, np.ndarray]], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Batch host-side relative motions into float32 device tensors (B, 3, 3) and (B, 3)."""
     rotations = torch.from_numpy(np.stack([m[0] for m in motions])).float().to(device)
     translations = torch.from_numpy(np.stack([m[1] for m in motions])).float().to(device)
     return rotations, translations
-

@@ -85,7 +85,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     """Load a checkpoint folder on the CPU in float32; errors name the file at fault."""
     folder = Path(path)
     if not folder.is_dir():
-        raise CheckpointError(f'model folder not found: {folder} (expected {CONFIG_FILE}, {VAE_FILE}, {GENERATOR_FILE})')
+        raise CheckpointError(
+            f'model folder not found: {folder} (expected {CONFIG_FILE}, {VAE_FILE}, {GENERATOR_FILE})'
+        )
     config = load_config(folder / CONFIG_FILE)
     vae, generator = FrameAutoencoder(config.vae), CausalGenerator(config)
     _load_weights(vae, folder / VAE_FILE)
@@ -98,8 +100,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     return Checkpoint(config, vae.eval(), generator.eval(), start_frame, folder)
 
 
-def save_checkpoint(checkpoint: Checkpoint, path: str | Path, *, weight_dtype: torch.dtype = torch.bfloat16,
-                    overwrite: bool = False) -> Path:
+def save_checkpoint(
+    checkpoint: Checkpoint, path: str | Path, *, weight_dtype: torch.dtype = torch.bfloat16, overwrite: bool = False
+) -> Path:
     """Write a checkpoint folder; weights are stored in ``weight_dtype`` to keep files small."""
     folder = Path(path)
     if folder.exists() and any(folder.iterdir()) and not overwrite:

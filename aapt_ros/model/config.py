@@ -171,6 +171,7 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
 
 def to_dict(config: Any) -> dict[str, Any]:
     """Plain nested dict of a config dataclass (tuples become lists, for YAML/JSON)."""
+
     def plain(value: Any) -> Any:
         if isinstance(value, tuple):
             return [plain(v) for v in value]
@@ -178,4 +179,4 @@ def to_dict(config: Any) -> dict[str, Any]:
             return {k: plain(v) for k, v in value.items()}
         return value
 
-    return plain(dataclasses.asdict(config))  # type: ignore[no-any-return]
+    return plain(dataclasses.asdict(config))

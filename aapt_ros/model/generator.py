@@ -13,6 +13,7 @@ Two entry points, never mixed: ``forward_train`` runs whole clips under the bloc
 from __future__ import annotations
 
 import math
+import typing
 
 import torch
 from einops import rearrange
@@ -61,8 +62,16 @@ class Block(nn.Module):
         x = x + gate1 * rearrange(self.attn.forward_train(h, mask), 'b (f t) d -> b f t d', f=f)
         return x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
 
-    def step(self, x: torch.Tensor, c: torch.Tensor, cache: KVCache, layer: int, visible: torch.Tensor,
-             slots: torch.Tensor, commit: bool) -> torch.Tensor:
+    def step(
+        self,
+        x: torch.Tensor,
+        c: torch.Tensor,
+        cache: KVCache,
+        layer: int,
+        visible: torch.Tensor,
+        slots: torch.Tensor,
+        commit: bool,
+    ) -> torch.Tensor:
         """x (B, 1, T, dim), c (B, 1, dim): one frame per stream."""
         shift1, scale1, gate1, shift2, scale2, gate2 = self._mods(c)
         h = modulate(self.norm1(x), shift1, scale1)[:, 0]
@@ -93,10 +102,20 @@ class CausalGenerator(nn.Module):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
-    def _embed(self, noisy: torch.Tensor, previous: torch.Tensor, rays: torch.Tensor,
-               action: torch.Tensor, t: torch.Tensor, is_sink: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _blocks(self) -> list[Block]:
+        return [typing.cast(Block, b) for b in self.blocks]
+
+    def _embed(
+        self,
+        noisy: torch.Tensor,
+        previous: torch.Tensor,
+        rays: torch.Tensor,
+        action: torch.Tensor,
+        t: torch.Tensor,
+        is_sink: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs (B, F, ...) -> tokens (B, F, T, dim) and conditioning (B, F, dim)."""
-        b, f = noisy.shape[:2]
+        b = noisy.shape[0]
         x = torch.cat([noisy, previous, rays.to(noisy.dtype)], dim=2)  # (B, F, 2C+6, h, w)
         x = self.patch_embed(rearrange(x, 'b f c h w -> (b f) c h w'))
         x = rearrange(x, '(b f) d hp wp -> b f (hp wp) d', b=b) + self.pos_embed
@@ -110,11 +129,13 @@ class CausalGenerator(nn.Module):
         shift, scale = (m[:, :, None, :] for m in self.final_modulation(c).chunk(2, dim=-1))
         out = self.final_proj(modulate(self.final_norm(x), shift, scale))
         p = self.config.generator.patch_size
-        return rearrange(out, 'b f (hp wp) (p1 p2 c) -> b f c (hp p1) (wp p2)',
-                         hp=self.config.latent_height // p, p1=p, p2=p)
+        return rearrange(
+            out, 'b f (hp wp) (p1 p2 c) -> b f c (hp p1) (wp p2)', hp=self.config.latent_height // p, p1=p, p2=p
+        )
 
-    def forward_train(self, noisy: torch.Tensor, previous: torch.Tensor, rays: torch.Tensor,
-                      action: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward_train(
+        self, noisy: torch.Tensor, previous: torch.Tensor, rays: torch.Tensor, action: torch.Tensor, t: torch.Tensor
+    ) -> torch.Tensor:
         """Whole clips under the block-causal window mask; frame 0 of each clip is the sink.
 
         noisy, previous: (B, F, C, h, w) latents; rays: (B, F, 6, h, w); action: (B, F, A);
@@ -125,12 +146,21 @@ class CausalGenerator(nn.Module):
         is_sink[:, 0] = True
         x, c = self._embed(noisy, previous, rays, action, t, is_sink)
         mask = token_attention_mask(f, self.config.tokens_per_frame, self.config.generator.window_frames, noisy.device)
-        for block in self.blocks:
+        for block in self._blocks():
             x = block.forward_train(x, c, mask)
         return self._unpatchify(x, c)
 
-    def step(self, noisy: torch.Tensor, previous: torch.Tensor, rays: torch.Tensor, action: torch.Tensor,
-             t: torch.Tensor, cache: KVCache, *, commit: bool = True) -> torch.Tensor:
+    def step(
+        self,
+        noisy: torch.Tensor,
+        previous: torch.Tensor,
+        rays: torch.Tensor,
+        action: torch.Tensor,
+        t: torch.Tensor,
+        cache: KVCache,
+        *,
+        commit: bool = True,
+    ) -> torch.Tensor:
         """One frame per stream against the KV cache.
 
         noisy, previous: (B, C, h, w); rays: (B, 6, h, w); action: (B, A); t: (B,).
@@ -139,10 +169,11 @@ class CausalGenerator(nn.Module):
         Returns the velocity (B, C, h, w).
         """
         is_sink = cache.frames_seen == 0
-        x, c = self._embed(noisy[:, None], previous[:, None], rays[:, None], action[:, None], t[:, None],
-                           is_sink[:, None])
+        x, c = self._embed(
+            noisy[:, None], previous[:, None], rays[:, None], action[:, None], t[:, None], is_sink[:, None]
+        )
         visible, slots = cache.visible(), cache.write_slots()
-        for layer, block in enumerate(self.blocks):
+        for layer, block in enumerate(self._blocks()):
             x = block.step(x, c, cache, layer, visible, slots, commit)
         if commit:
             cache.advance()

@@ -26,8 +26,9 @@ class KVCache:
     frames_seen: torch.Tensor  # (B,) int64: frames committed per stream, the sink included
 
     @classmethod
-    def allocate(cls, config: ModelConfig, batch_size: int, device: torch.device | str,
-                 dtype: torch.dtype = torch.float32) -> KVCache:
+    def allocate(
+        cls, config: ModelConfig, batch_size: int, device: torch.device | str, dtype: torch.dtype = torch.float32
+    ) -> KVCache:
         g = config.generator
         shape = (g.depth, batch_size, g.window_frames, config.tokens_per_frame, g.heads, g.head_dim)
         return cls(

@@ -16,8 +16,9 @@ def frame_attention_mask(num_frames: int, window_frames: int, device: torch.devi
     return (j <= i) & ((i - j < window_frames) | (j == 0))
 
 
-def token_attention_mask(num_frames: int, tokens_per_frame: int, window_frames: int,
-                         device: torch.device | None = None) -> torch.Tensor:
+def token_attention_mask(
+    num_frames: int, tokens_per_frame: int, window_frames: int, device: torch.device | None = None
+) -> torch.Tensor:
     """Boolean (F*T, F*T) mask: tokens of one frame attend to each other and to visible frames."""
     frames = frame_attention_mask(num_frames, window_frames, device)
     return frames.repeat_interleave(tokens_per_frame, 0).repeat_interleave(tokens_per_frame, 1)

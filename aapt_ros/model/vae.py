@@ -8,6 +8,8 @@ Images are float in [-1, 1]; latents are multiplied by ``latent_scale`` (about u
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from einops import rearrange
 from torch import nn
@@ -46,7 +48,7 @@ class Encoder(nn.Module):
         chans = _level_channels(config)
         self.stem = nn.Conv2d(config.image_channels, chans[0], 3, padding=1)
         layers: list[nn.Module] = []
-        for c_in, c_out in zip(chans[:-1], chans[1:]):
+        for c_in, c_out in itertools.pairwise(chans):
             layers += [ResBlock(c_in, c_in), nn.Conv2d(c_in, c_out, 3, stride=2, padding=1)]
         layers += [ResBlock(chans[-1], chans[-1]), _group_norm(chans[-1]), nn.SiLU()]
         self.body = nn.Sequential(*layers)
@@ -62,8 +64,12 @@ class Decoder(nn.Module):
         chans = _level_channels(config)[::-1]
         self.stem = nn.Conv2d(config.latent_channels, chans[0], 3, padding=1)
         layers: list[nn.Module] = [ResBlock(chans[0], chans[0])]
-        for c_in, c_out in zip(chans[:-1], chans[1:]):
-            layers += [nn.Upsample(scale_factor=2, mode='nearest'), nn.Conv2d(c_in, c_out, 3, padding=1), ResBlock(c_out, c_out)]
+        for c_in, c_out in itertools.pairwise(chans):
+            layers += [
+                nn.Upsample(scale_factor=2, mode='nearest'),
+                nn.Conv2d(c_in, c_out, 3, padding=1),
+                ResBlock(c_out, c_out),
+            ]
         layers += [_group_norm(chans[-1]), nn.SiLU()]
         self.body = nn.Sequential(*layers)
         self.head = nn.Conv2d(chans[-1], config.image_channels, 3, padding=1)

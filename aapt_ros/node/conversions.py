@@ -62,7 +62,7 @@ def action_from_joint_state(msg: JointState, names: Sequence[str], field: str = 
     data = list(getattr(msg, field))
     if len(data) != len(msg.name):
         raise InputError(f'JointState has {len(msg.name)} names but {len(data)} {field} values')
-    return order_action(dict(zip(msg.name, data)), names)
+    return order_action(dict(zip(msg.name, data, strict=True)), names)
 
 
 def action_from_twist(msg: Twist, names: Sequence[str]) -> np.ndarray:
@@ -76,7 +76,7 @@ def action_from_named_vector(action_names: Sequence[str], action: Sequence[float
         raise InputError(f'action has {len(action)} values for {len(action_names)} names')
     if len(action) != len(names):
         raise InputError(f'action has {len(action)} values, the model expects {len(names)}: {list(names)}')
-    return order_action(dict(zip(action_names, action)), names)
+    return order_action(dict(zip(action_names, action, strict=True)), names)
 
 
 def check_action_source(source: ActionSource, names: Sequence[str]) -> None:

@@ -34,11 +34,24 @@ from std_srvs.srv import Trigger
 
 from aapt_ros.model.camera import Pose, PoseError
 from aapt_ros.model.checkpoint import CheckpointError, load_checkpoint
-from aapt_ros.node.conversions import (ActionSource, InputError, action_from_joint_state, action_from_named_vector,
-                                       action_from_twist, camera_info_msg, check_action_source, format_stamp,
-                                       pose_from_msg, stamp_to_ns)
-from aapt_ros.node.image_conversion import (ImageConversionError, array_to_image_msg, image_msg_to_rgb8,
-                                            rgb8_to_compressed_msg)
+from aapt_ros.node.conversions import (
+    ActionSource,
+    InputError,
+    action_from_joint_state,
+    action_from_named_vector,
+    action_from_twist,
+    camera_info_msg,
+    check_action_source,
+    format_stamp,
+    pose_from_msg,
+    stamp_to_ns,
+)
+from aapt_ros.node.image_conversion import (
+    ImageConversionError,
+    array_to_image_msg,
+    image_msg_to_rgb8,
+    rgb8_to_compressed_msg,
+)
 from aapt_ros.streaming.session import SessionError, StreamingSession
 from aapt_ros.streaming.stats import StatsWindow
 
@@ -60,6 +73,7 @@ def default_model_path() -> Path:
     """The model shipped with the package: the installed share folder, else the source tree's."""
     try:
         from ament_index_python.packages import get_package_share_directory
+
         shared = Path(get_package_share_directory('aapt_ros')) / 'models' / 'default'
         if shared.is_dir():
             return shared
@@ -70,8 +84,12 @@ def default_model_path() -> Path:
 
 def make_qos(choice: str, depth: int) -> QoSProfile:
     if choice == 'sensor_data':  # best effort, keep last: a late frame is worth less than a new one
-        return QoSProfile(depth=depth, reliability=qos_profile_sensor_data.reliability,
-                          history=qos_profile_sensor_data.history, durability=qos_profile_sensor_data.durability)
+        return QoSProfile(
+            depth=depth,
+            reliability=qos_profile_sensor_data.reliability,
+            history=qos_profile_sensor_data.history,
+            durability=qos_profile_sensor_data.durability,
+        )
     return QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE)
 
 
@@ -87,7 +105,9 @@ class GeneratorNode(Node):
         p = self._declare_parameters()
         self.frame_id: str = p['frame_id']
         self.trigger_mode = _choice('trigger_mode', p['trigger_mode'], TRIGGER_MODES)
-        self.action_source = ActionSource(_choice('action_source', p['action_source'], tuple(s.value for s in ActionSource)))
+        self.action_source = ActionSource(
+            _choice('action_source', p['action_source'], tuple(s.value for s in ActionSource))
+        )
         self.joint_state_field = _choice('joint_state_field', p['joint_state_field'], JOINT_FIELDS)
         image_qos = make_qos(_choice('image_qos', p['image_qos'], QOS_CHOICES), p['image_depth'])
         input_qos = make_qos(_choice('input_qos', p['input_qos'], QOS_CHOICES), p['input_depth'])
@@ -96,8 +116,13 @@ class GeneratorNode(Node):
         model_path = Path(p['model_path']) if p['model_path'] else default_model_path()
         checkpoint = load_checkpoint(model_path)  # CheckpointError names the file; main() reports it
         try:
-            self.session = StreamingSession(checkpoint, device=p['device'], dtype=p['dtype'], seed=p['seed'],
-                                            sampling_steps=p['sampling_steps'] or None)
+            self.session = StreamingSession(
+                checkpoint,
+                device=p['device'],
+                dtype=p['dtype'],
+                seed=p['seed'],
+                sampling_steps=p['sampling_steps'] or None,
+            )
             check_action_source(self.action_source, checkpoint.config.generator.action_names)
         except (SessionError, InputError) as err:
             raise NodeConfigError(str(err)) from None
@@ -114,8 +139,11 @@ class GeneratorNode(Node):
 
         self.image_pub = self.create_publisher(Image, 'image_raw', image_qos)
         self.info_pub = self.create_publisher(CameraInfo, 'camera_info', image_qos)
-        self.compressed_pub = (self.create_publisher(CompressedImage, 'image_raw/compressed', image_qos)
-                               if p['publish_compressed'] else None)
+        self.compressed_pub = (
+            self.create_publisher(CompressedImage, 'image_raw/compressed', image_qos)
+            if p['publish_compressed']
+            else None
+        )
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.status_pub = self.create_publisher(GeneratorStatus, 'status', 10) if GeneratorStatus else None
 
@@ -141,8 +169,13 @@ class GeneratorNode(Node):
         )
 
     def _declare_parameters(self) -> dict[str, Any]:
-        def desc(text: str, *, read_only: bool = True, fp: tuple[float, float] | None = None,
-                 ints: tuple[int, int] | None = None) -> ParameterDescriptor:
+        def desc(
+            text: str,
+            *,
+            read_only: bool = True,
+            fp: tuple[float, float] | None = None,
+            ints: tuple[int, int] | None = None,
+        ) -> ParameterDescriptor:
             d = ParameterDescriptor(description=text, read_only=read_only)
             if fp:
                 d.floating_point_range = [FloatingPointRange(from_value=fp[0], to_value=fp[1], step=0.0)]
@@ -151,22 +184,70 @@ class GeneratorNode(Node):
             return d
 
         params: list[tuple[str, Any, ParameterDescriptor]] = [
-            ('model_path', '', desc('Checkpoint folder (config.yaml + safetensors); empty: the shipped default model.')),
-            ('device', 'auto', desc('Where the generator runs: "cpu", "cuda", "cuda:N" or "auto" (CUDA if available).')),
-            ('dtype', 'auto', desc('Compute precision: "auto" (bfloat16 on CUDA, float32 on CPU), "float32", "bfloat16", "float16".')),
-            ('sampling_steps', 0, desc('Network passes per frame; 0: the model\'s own (1 for an AAPT model).', ints=(0, 1000))),
+            (
+                'model_path',
+                '',
+                desc('Checkpoint folder (config.yaml + safetensors); empty: the shipped default model.'),
+            ),
+            (
+                'device',
+                'auto',
+                desc('Where the generator runs: "cpu", "cuda", "cuda:N" or "auto" (CUDA if available).'),
+            ),
+            (
+                'dtype',
+                'auto',
+                desc('Compute precision: "auto" (bfloat16 on CUDA, float32 on CPU), "float32", "bfloat16", "float16".'),
+            ),
+            (
+                'sampling_steps',
+                0,
+                desc("Network passes per frame; 0: the model's own (1 for an AAPT model).", ints=(0, 1000)),
+            ),
             ('seed', 0, desc('Seed of the generation noise; the same seed and inputs give the same images.')),
-            ('trigger_mode', 'on_pose', desc('"on_pose": one image per pose message, stamped with the pose stamp; '
-                                             '"timer": images at frame_rate from the latest pose and action, stamped now.')),
-            ('frame_rate', 0.0, desc('Image rate in timer mode (Hz); 0: the rate the model was trained at.', fp=(0.0, 1000.0))),
-            ('frame_id', 'camera_optical_frame', desc('header.frame_id of published images: an optical frame (REP 103).')),
-            ('action_source', ActionSource.JOINT_STATE.value,
-             desc('Action topic type: "joint_state" (joint_states), "twist" or "twist_stamped" (cmd_vel), "none".')),
-            ('joint_state_field', 'position', desc('JointState field that carries the action: position, velocity or effort.')),
-            ('image_qos', 'reliable', desc('QoS of published images: "reliable" (default) or "sensor_data" (best effort).')),
+            (
+                'trigger_mode',
+                'on_pose',
+                desc(
+                    '"on_pose": one image per pose message, stamped with the pose stamp; '
+                    '"timer": images at frame_rate from the latest pose and action, stamped now.'
+                ),
+            ),
+            (
+                'frame_rate',
+                0.0,
+                desc('Image rate in timer mode (Hz); 0: the rate the model was trained at.', fp=(0.0, 1000.0)),
+            ),
+            (
+                'frame_id',
+                'camera_optical_frame',
+                desc('header.frame_id of published images: an optical frame (REP 103).'),
+            ),
+            (
+                'action_source',
+                ActionSource.JOINT_STATE.value,
+                desc('Action topic type: "joint_state" (joint_states), "twist" or "twist_stamped" (cmd_vel), "none".'),
+            ),
+            (
+                'joint_state_field',
+                'position',
+                desc('JointState field that carries the action: position, velocity or effort.'),
+            ),
+            (
+                'image_qos',
+                'reliable',
+                desc('QoS of published images: "reliable" (default) or "sensor_data" (best effort).'),
+            ),
             ('image_depth', 10, desc('History depth of published images.', ints=(1, 1000))),
             ('input_qos', 'reliable', desc('QoS of input subscriptions: "reliable" (default) or "sensor_data".')),
-            ('input_depth', 100, desc('History depth of input subscriptions; deep enough that no pose is lost while a frame is generated.', ints=(1, 10000))),
+            (
+                'input_depth',
+                100,
+                desc(
+                    'History depth of input subscriptions: deep enough to lose no pose while a frame is generated.',
+                    ints=(1, 10000),
+                ),
+            ),
             ('publish_compressed', False, desc('Also publish image_raw/compressed (JPEG).')),
             ('jpeg_quality', 90, desc('JPEG quality of image_raw/compressed.', ints=(1, 100))),
             ('diagnostics_period', 1.0, desc('Seconds between /diagnostics and status messages.', fp=(0.01, 3600.0))),
@@ -206,8 +287,11 @@ class GeneratorNode(Node):
             return
         if self._last_stamp_ns is not None and stamp_ns <= self._last_stamp_ns:
             kind = 'duplicate' if stamp_ns == self._last_stamp_ns else 'out of order'
-            self._reject(what, f'stamp {format_stamp(stamp_ns)} is {kind} (last frame {format_stamp(self._last_stamp_ns)}); '
-                               'call the reset service to restart a stream from an earlier time')
+            self._reject(
+                what,
+                f'stamp {format_stamp(stamp_ns)} is {kind} (last frame {format_stamp(self._last_stamp_ns)}); '
+                'call the reset service to restart a stream from an earlier time',
+            )
             return
         self._generate(stamp_ns, pose, action if action is not None else self._action())
 
@@ -232,7 +316,9 @@ class GeneratorNode(Node):
     def _on_start_image(self, msg: Image) -> None:
         camera = self.session.camera
         if (msg.width, msg.height) != (camera.width, camera.height):
-            self._reject('start_image', f'size {msg.width}x{msg.height}, the model needs {camera.width}x{camera.height}')
+            self._reject(
+                'start_image', f'size {msg.width}x{msg.height}, the model needs {camera.width}x{camera.height}'
+            )
             return
         try:
             self._start_image = image_msg_to_rgb8(msg)
@@ -284,7 +370,9 @@ class GeneratorNode(Node):
     def _publish_diagnostics(self) -> None:
         s = self._stats.summary()
         stamp = self.get_clock().now().to_msg()
-        status = DiagnosticStatus(name=f'{self.get_fully_qualified_name()}: generator', hardware_id=str(self.session.device))
+        status = DiagnosticStatus(
+            name=f'{self.get_fully_qualified_name()}: generator', hardware_id=str(self.session.device)
+        )
         if not self.session.started:
             status.level, status.message = DiagnosticStatus.OK, 'waiting for the first pose'
         elif self._last_rejection:
@@ -292,19 +380,32 @@ class GeneratorNode(Node):
         else:
             status.level, status.message = DiagnosticStatus.OK, 'generating'
         values = {
-            'model': self.model_name, 'frames': s.frames, 'rate_hz': f'{s.rate_hz:.2f}',
-            'latency_ms': f'{s.latency_last_ms:.2f}', 'latency_p50_ms': f'{s.latency_p50_ms:.2f}',
-            'latency_p99_ms': f'{s.latency_p99_ms:.2f}', 'window_fill': self.session.window_fill,
-            'window_size': self.session.window_size, 'rejected_inputs': self._rejected,
+            'model': self.model_name,
+            'frames': s.frames,
+            'rate_hz': f'{s.rate_hz:.2f}',
+            'latency_ms': f'{s.latency_last_ms:.2f}',
+            'latency_p50_ms': f'{s.latency_p50_ms:.2f}',
+            'latency_p99_ms': f'{s.latency_p99_ms:.2f}',
+            'window_fill': self.session.window_fill,
+            'window_size': self.session.window_size,
+            'rejected_inputs': self._rejected,
         }
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         self.diagnostics_pub.publish(DiagnosticArray(header=Header(stamp=stamp), status=[status]))
         if self.status_pub is not None:
-            msg = GeneratorStatus(frame_index=max(self.session.frame_index, 0), window_fill=self.session.window_fill,
-                                  window_size=self.session.window_size, latency_ms=s.latency_last_ms,
-                                  latency_p50_ms=s.latency_p50_ms, latency_p99_ms=s.latency_p99_ms, rate_hz=s.rate_hz,
-                                  rejected_inputs=self._rejected, last_rejection=self._last_rejection,
-                                  model_name=self.model_name, device=str(self.session.device))
+            msg = GeneratorStatus(
+                frame_index=max(self.session.frame_index, 0),
+                window_fill=self.session.window_fill,
+                window_size=self.session.window_size,
+                latency_ms=s.latency_last_ms,
+                latency_p50_ms=s.latency_p50_ms,
+                latency_p99_ms=s.latency_p99_ms,
+                rate_hz=s.rate_hz,
+                rejected_inputs=self._rejected,
+                last_rejection=self._last_rejection,
+                model_name=self.model_name,
+                device=str(self.session.device),
+            )
             msg.header.stamp = stamp
             msg.header.frame_id = self.frame_id
             self.status_pub.publish(msg)

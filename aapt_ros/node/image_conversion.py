@@ -101,8 +101,7 @@ def _layout(encoding: str) -> PixelLayout:
         return PIXEL_LAYOUTS[encoding]
     except KeyError:
         raise ImageConversionError(
-            f'Unsupported image encoding {encoding!r}; supported encodings are '
-            f'{", ".join(SUPPORTED_ENCODINGS)}.'
+            f'Unsupported image encoding {encoding!r}; supported encodings are {", ".join(SUPPORTED_ENCODINGS)}.'
         ) from None
 
 
@@ -111,8 +110,7 @@ def _check_geometry(msg: Image, layout: PixelLayout) -> None:
     height, width, step, size = msg.height, msg.width, msg.step, len(msg.data)
     if height == 0 or width == 0:
         raise ImageConversionError(
-            f'Image message has zero size ({width}x{height}); height and width must both be '
-            f'positive.'
+            f'Image message has zero size ({width}x{height}); height and width must both be positive.'
         )
     row_bytes = width * layout.pixel_bytes
     if step < row_bytes:
@@ -162,9 +160,7 @@ def image_msg_to_array(msg: Image) -> npt.NDArray[Any]:
     return pixels.astype(layout.dtype) if swap else pixels
 
 
-def array_to_image_msg(
-    array: npt.NDArray[Any], encoding: str, *, header: Header | None = None
-) -> Image:
+def array_to_image_msg(array: npt.NDArray[Any], encoding: str, *, header: Header | None = None) -> Image:
     """Build an unpadded, host-byte-order ``sensor_msgs/Image`` from an array.
 
     Args:
@@ -197,9 +193,7 @@ def array_to_image_msg(
         )
     height, width = array.shape[:2]
     if height == 0 or width == 0:
-        raise ImageConversionError(
-            f'Array of shape {array.shape} has zero size; an image needs height and width >= 1.'
-        )
+        raise ImageConversionError(f'Array of shape {array.shape} has zero size; an image needs height and width >= 1.')
     msg = Image()
     if header is not None:
         msg.header = header
@@ -300,9 +294,7 @@ def compressed_msg_to_rgb8(msg: CompressedImage) -> npt.NDArray[np.uint8]:
     """
     data = np.frombuffer(memoryview(msg.data).cast('B'), np.uint8)
     if data.size == 0:
-        raise ImageConversionError(
-            f'CompressedImage (format {msg.format!r}) has no data; nothing to decode.'
-        )
+        raise ImageConversionError(f'CompressedImage (format {msg.format!r}) has no data; nothing to decode.')
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if bgr is None:
         raise ImageConversionError(

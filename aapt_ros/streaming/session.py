@@ -52,8 +52,15 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 class StreamingSession:
     """One generated camera stream (batch 1) on one device."""
 
-    def __init__(self, checkpoint: Checkpoint, *, device: str = 'cpu', dtype: str = 'auto', seed: int = 0,
-                 sampling_steps: int | None = None):
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        *,
+        device: str = 'cpu',
+        dtype: str = 'auto',
+        seed: int = 0,
+        sampling_steps: int | None = None,
+    ):
         self.config = checkpoint.config
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)

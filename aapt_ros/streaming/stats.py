@@ -36,5 +36,6 @@ class StatsWindow:
         span = self._times[-1] - self._times[0]
         rate = (len(self._times) - 1) / span if span > 0 else 0.0
         lat_ms = np.asarray(self._latencies) * 1e3
-        return StreamStats(self.frames, rate, float(lat_ms[-1]), float(np.percentile(lat_ms, 50)),
-                           float(np.percentile(lat_ms, 99)))
+        return StreamStats(
+            self.frames, rate, float(lat_ms[-1]), float(np.percentile(lat_ms, 50)), float(np.percentile(lat_ms, 99))
+        )

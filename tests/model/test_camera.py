@@ -12,12 +12,15 @@ from aapt_ros.model.config import CameraConfig
 S = math.sqrt(0.5)
 
 
-@pytest.mark.parametrize(('pose', 'message'), [
-    (Pose((float('nan'), 0, 0), (0, 0, 0, 1)), 'position is not finite'),
-    (Pose((0, 0, 0), (0, 0, float('inf'), 1)), 'orientation is not finite'),
-    (Pose((0, 0, 0), (0, 0, 0, 0)), r'not normalised: \|q\| = 0'),
-    (Pose((0, 0, 0), (0, 0, 1, 1)), r'not normalised: \|q\| = 1.41'),
-])
+@pytest.mark.parametrize(
+    ('pose', 'message'),
+    [
+        (Pose((float('nan'), 0, 0), (0, 0, 0, 1)), 'position is not finite'),
+        (Pose((0, 0, 0), (0, 0, float('inf'), 1)), 'orientation is not finite'),
+        (Pose((0, 0, 0), (0, 0, 0, 0)), r'not normalised: \|q\| = 0'),
+        (Pose((0, 0, 0), (0, 0, 1, 1)), r'not normalised: \|q\| = 1.41'),
+    ],
+)
 def test_unusable_poses_are_rejected_with_the_reason(pose: Pose, message: str) -> None:
     with pytest.raises(PoseError, match=message):
         pose.validated()

@@ -6,8 +6,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from aapt_ros.model.checkpoint import (CONFIG_FILE, EXTRAS_FILE, GENERATOR_FILE, VAE_FILE, CheckpointError,
-                                       load_checkpoint, save_checkpoint)
+from aapt_ros.model.checkpoint import (
+    CONFIG_FILE,
+    EXTRAS_FILE,
+    GENERATOR_FILE,
+    VAE_FILE,
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
 from aapt_ros.model.init_checkpoint import main as init_main
 
 
@@ -58,7 +65,7 @@ def test_weights_that_do_not_match_the_config_are_named(model_copy: Path) -> Non
 
 def test_invalid_config_is_reported_with_its_path(model_copy: Path) -> None:
     (model_copy / CONFIG_FILE).write_text('generator:\n  depht: 2\n')
-    with pytest.raises(CheckpointError, match=rf"invalid model config: {model_copy / CONFIG_FILE}.generator: unknown"):
+    with pytest.raises(CheckpointError, match=rf'invalid model config: {model_copy / CONFIG_FILE}.generator: unknown'):
         load_checkpoint(model_copy)
 
 
@@ -68,8 +75,9 @@ def test_unparseable_config_is_reported_with_its_path(model_copy: Path) -> None:
         load_checkpoint(model_copy)
 
 
-def test_init_tool_writes_a_loadable_untrained_checkpoint_and_refuses_to_overwrite(tmp_path: Path,
-                                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_init_tool_writes_a_loadable_untrained_checkpoint_and_refuses_to_overwrite(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert init_main([str(tmp_path / 'm')]) == 0
     assert load_checkpoint(tmp_path / 'm').config.stage == 'untrained'
     assert init_main([str(tmp_path / 'm')]) == 1

@@ -21,7 +21,7 @@ def test_wrong_type_is_an_error_that_names_the_key() -> None:
 
 
 def test_boolean_is_not_accepted_as_an_integer() -> None:
-    with pytest.raises(ConfigError, match='expected int, got bool'):
+    with pytest.raises(ConfigError, match=r'expected int, got bool'):
         from_dict(ModelConfig, {'generator': {'depth': True}})
 
 
@@ -30,17 +30,20 @@ def test_integer_is_accepted_where_a_float_is_expected() -> None:
 
 
 def test_image_size_must_be_divisible_by_the_patch_grid() -> None:
-    with pytest.raises(ConfigError, match='must be divisible by vae.spatial_factor'):
+    with pytest.raises(ConfigError, match=r'must be divisible by vae\.spatial_factor'):
         from_dict(ModelConfig, {'camera': {'width': 100, 'height': 64}})
 
 
-@pytest.mark.parametrize(('section', 'values', 'message'), [
-    ('vae', {'spatial_factor': 6}, 'spatial_factor must be 4, 8 or 16'),
-    ('generator', {'dim': 30, 'heads': 4}, 'must be divisible by generator.heads'),
-    ('generator', {'window_frames': 1}, 'window_frames must be >= 2'),
-    ('generator', {'action_names': ['a', 'a']}, 'duplicates'),
-    ('camera', {'rate_hz': 0}, 'rate_hz must be positive'),
-])
+@pytest.mark.parametrize(
+    ('section', 'values', 'message'),
+    [
+        ('vae', {'spatial_factor': 6}, 'spatial_factor must be 4, 8 or 16'),
+        ('generator', {'dim': 30, 'heads': 4}, 'must be divisible by generator.heads'),
+        ('generator', {'window_frames': 1}, 'window_frames must be >= 2'),
+        ('generator', {'action_names': ['a', 'a']}, 'duplicates'),
+        ('camera', {'rate_hz': 0}, 'rate_hz must be positive'),
+    ],
+)
 def test_invalid_values_are_rejected_with_the_reason(section: str, values: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         from_dict(ModelConfig, {section: values})

@@ -24,9 +24,13 @@ def _inputs(generator: CausalGenerator, batch: int, frames: int) -> tuple[torch.
     config = generator.config
     c, h, w = config.vae.latent_channels, config.latent_height, config.latent_width
     g = torch.Generator().manual_seed(1)
-    return (torch.randn(batch, frames, c, h, w, generator=g), torch.randn(batch, frames, c, h, w, generator=g),
-            torch.randn(batch, frames, 6, h, w, generator=g),
-            torch.randn(batch, frames, config.generator.action_dim, generator=g), torch.rand(batch, frames, generator=g))
+    return (
+        torch.randn(batch, frames, c, h, w, generator=g),
+        torch.randn(batch, frames, c, h, w, generator=g),
+        torch.randn(batch, frames, 6, h, w, generator=g),
+        torch.randn(batch, frames, config.generator.action_dim, generator=g),
+        torch.rand(batch, frames, generator=g),
+    )
 
 
 @pytest.mark.parametrize('frames', [3, 11])  # within the window, and long enough to evict frames twice
@@ -36,8 +40,9 @@ def test_cached_steps_equal_the_full_block_causal_forward(frames: int) -> None:
     with torch.no_grad():
         full = generator.forward_train(noisy, previous, rays, action, t)
         cache = KVCache.allocate(generator.config, 2, 'cpu')
-        steps = [generator.step(noisy[:, i], previous[:, i], rays[:, i], action[:, i], t[:, i], cache)
-                 for i in range(frames)]
+        steps = [
+            generator.step(noisy[:, i], previous[:, i], rays[:, i], action[:, i], t[:, i], cache) for i in range(frames)
+        ]
     torch.testing.assert_close(torch.stack(steps, dim=1), full, atol=1e-4, rtol=1e-4)
 
 
@@ -46,8 +51,9 @@ def test_streams_at_different_positions_share_one_batched_step() -> None:
     noisy, previous, rays, action, t = _inputs(generator, batch=1, frames=9)
     with torch.no_grad():
         alone = KVCache.allocate(generator.config, 1, 'cpu')
-        expected = [generator.step(noisy[:, i], previous[:, i], rays[:, i], action[:, i], t[:, i], alone)
-                    for i in range(9)]
+        expected = [
+            generator.step(noisy[:, i], previous[:, i], rays[:, i], action[:, i], t[:, i], alone) for i in range(9)
+        ]
         # Stream 1 starts 4 frames after stream 0 and replays the same inputs; until then it is
         # reset before every step, so its history begins at step 4.
         both = KVCache.allocate(generator.config, 2, 'cpu')

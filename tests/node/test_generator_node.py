@@ -23,11 +23,18 @@ WIDTH, HEIGHT = 48, 32  # the tiny test model's camera
 TIMEOUT = 60.0
 
 
-def pose_msg(i: int, stamp_ns: int | None = None, *, position: tuple[float, float, float] | None = None,
-             orientation: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 1.0)) -> PoseStamped:
+def pose_msg(
+    i: int,
+    stamp_ns: int | None = None,
+    *,
+    position: tuple[float, float, float] | None = None,
+    orientation: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 1.0),
+) -> PoseStamped:
     msg = PoseStamped()
     msg.header.frame_id = 'world'
-    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns if stamp_ns is not None else 10**9 + i * 66_666_667, 10**9)
+    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(
+        stamp_ns if stamp_ns is not None else 10**9 + i * 66_666_667, 10**9
+    )
     msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = position or (0.02 * i, 0.0, 0.5)
     q = msg.pose.orientation
     q.x, q.y, q.z, q.w = orientation
@@ -112,8 +119,12 @@ def test_one_image_per_pose_with_the_pose_stamp_and_matching_camera_info(fresh: 
     stamps = [fresh.stamp() for _ in range(12)]
     for i, stamp in enumerate(stamps):  # all at once: the node must queue, not drop
         client.pose_pub.publish(pose_msg(i, stamp))
-    client.spin_until(lambda: len(client.images) >= images_before + 12 and len(client.camera_infos) >= infos_before + 12,
-                      TIMEOUT, '12 images', fresh.node)
+    client.spin_until(
+        lambda: len(client.images) >= images_before + 12 and len(client.camera_infos) >= infos_before + 12,
+        TIMEOUT,
+        '12 images',
+        fresh.node,
+    )
     fresh.spin(0.3)
     images = client.images[images_before:]
     infos = client.camera_infos[infos_before:]
@@ -137,14 +148,25 @@ def test_start_image_seeds_the_stream(fresh: Harness) -> None:
     assert fresh.send_pose(pose_msg(1, fresh.stamp())) is not None
 
 
-@pytest.mark.parametrize(('make_pose', 'reason'), [
-    (lambda s: pose_msg(1, s, position=(math.nan, 0.0, 0.0)), 'rejected pose: position is not finite'),
-    (lambda s: pose_msg(1, s, position=(0.0, math.inf, 0.0)), 'rejected pose: position is not finite'),
-    (lambda s: pose_msg(1, s, orientation=(0.0, 0.0, 0.0, math.nan)), 'rejected pose: orientation is not finite'),
-    (lambda s: pose_msg(1, s, orientation=(0.0, 0.0, 0.5, 0.5)), 'rejected pose: orientation quaternion is not normalised'),
-    (lambda s: pose_msg(1, s, orientation=(0.0, 0.0, 0.0, 0.0)), 'rejected pose: orientation quaternion is not normalised'),
-])
-def test_unusable_pose_is_rejected_with_a_logged_reason_and_the_node_keeps_serving(fresh: Harness, make_pose, reason: str) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(
+    ('make_pose', 'reason'),
+    [
+        (lambda s: pose_msg(1, s, position=(math.nan, 0.0, 0.0)), 'rejected pose: position is not finite'),
+        (lambda s: pose_msg(1, s, position=(0.0, math.inf, 0.0)), 'rejected pose: position is not finite'),
+        (lambda s: pose_msg(1, s, orientation=(0.0, 0.0, 0.0, math.nan)), 'rejected pose: orientation is not finite'),
+        (
+            lambda s: pose_msg(1, s, orientation=(0.0, 0.0, 0.5, 0.5)),
+            'rejected pose: orientation quaternion is not normalised',
+        ),
+        (
+            lambda s: pose_msg(1, s, orientation=(0.0, 0.0, 0.0, 0.0)),
+            'rejected pose: orientation quaternion is not normalised',
+        ),
+    ],
+)
+def test_unusable_pose_is_rejected_with_a_logged_reason_and_the_node_keeps_serving(
+    fresh: Harness, make_pose, reason: str
+) -> None:  # type: ignore[no-untyped-def]
     fresh.send_pose(pose_msg(0, fresh.stamp()))
     fresh.send_pose(make_pose(fresh.stamp()), expect_image=False)
     fresh.wait_log(reason)
@@ -161,23 +183,32 @@ def test_out_of_order_and_duplicate_stamps_are_rejected(fresh: Harness) -> None:
     assert fresh.send_pose(pose_msg(3, fresh.stamp())) is not None
 
 
-@pytest.mark.parametrize(('joints', 'reason'), [
-    (joints_msg([0.1] * 6, KUKA_IIWA_JOINTS[:6]), "rejected joint_states: action lacks ['lbr_iiwa_joint_7']"),
-    (joints_msg([0.1] * 6), 'rejected joint_states: JointState has 7 names but 6 position values'),
-])
-def test_action_of_the_wrong_length_is_rejected_and_the_last_valid_one_is_kept(fresh: Harness, joints: JointState,
-                                                                               reason: str) -> None:
+@pytest.mark.parametrize(
+    ('joints', 'reason'),
+    [
+        (joints_msg([0.1] * 6, KUKA_IIWA_JOINTS[:6]), "rejected joint_states: action lacks ['lbr_iiwa_joint_7']"),
+        (joints_msg([0.1] * 6), 'rejected joint_states: JointState has 7 names but 6 position values'),
+    ],
+)
+def test_action_of_the_wrong_length_is_rejected_and_the_last_valid_one_is_kept(
+    fresh: Harness, joints: JointState, reason: str
+) -> None:
     fresh.client.joint_pub.publish(joints)
     fresh.wait_log(reason)
     fresh.send_pose(pose_msg(0, fresh.stamp()))
     assert fresh.send_pose(pose_msg(1, fresh.stamp())) is not None
 
 
-@pytest.mark.parametrize(('image', 'reason'), [
-    (array_to_image_msg(np.zeros((HEIGHT * 2, WIDTH, 3), np.uint8), 'rgb8'),
-     f'rejected start_image: size {WIDTH}x{HEIGHT * 2}, the model needs {WIDTH}x{HEIGHT}'),
-    (array_to_image_msg(np.zeros((HEIGHT, WIDTH), np.uint16), '16UC1'), 'rejected start_image:'),
-])
+@pytest.mark.parametrize(
+    ('image', 'reason'),
+    [
+        (
+            array_to_image_msg(np.zeros((HEIGHT * 2, WIDTH, 3), np.uint8), 'rgb8'),
+            f'rejected start_image: size {WIDTH}x{HEIGHT * 2}, the model needs {WIDTH}x{HEIGHT}',
+        ),
+        (array_to_image_msg(np.zeros((HEIGHT, WIDTH), np.uint16), '16UC1'), 'rejected start_image:'),
+    ],
+)
 def test_start_image_of_the_wrong_size_or_encoding_is_rejected(fresh: Harness, image: Image, reason: str) -> None:
     fresh.client.start_image_pub.publish(image)
     fresh.wait_log(reason)
@@ -212,7 +243,9 @@ def test_compressed_images_and_diagnostics_are_published(fresh: Harness) -> None
 
 
 def test_timer_mode_stamps_images_with_sim_time(tiny_model: Path, tmp_path: Path, ros_context: None) -> None:
-    for h in start_harness(tiny_model, tmp_path, '/cam_timer', trigger_mode='timer', frame_rate=20.0, use_sim_time=True):
+    for h in start_harness(
+        tiny_model, tmp_path, '/cam_timer', trigger_mode='timer', frame_rate=20.0, use_sim_time=True
+    ):
         clock_pub = h.client.create_publisher(Clock, '/clock', 10)
         h.client.joint_pub.publish(joints_msg())
         h.client.pose_pub.publish(pose_msg(0))

@@ -58,9 +58,7 @@ def random_pixels(encoding: str, height: int, width: int, seed: int = 0) -> npt.
     return rng.integers(0, np.iinfo(layout.dtype).max, shape, dtype=layout.dtype, endpoint=True)
 
 
-def make_msg(
-    pixels: npt.NDArray[Any], encoding: str, *, padding: int = 0, bigendian: bool = False
-) -> Image:
+def make_msg(pixels: npt.NDArray[Any], encoding: str, *, padding: int = 0, bigendian: bool = False) -> Image:
     """Build an rclpy Image by hand: rows in the given byte order, each followed by junk bytes."""
     stored = pixels.astype(pixels.dtype.newbyteorder('>' if bigendian else '<'))
     rows = [row.tobytes() + b'\xab' * padding for row in stored]
@@ -88,9 +86,7 @@ def rosbags_reference(msg: Image, color_space: str | None = None) -> npt.NDArray
     row_bytes = msg.width * layout.pixel_bytes
     raw = bytes(bag_msg.data)
     rows = [raw[r * msg.step : r * msg.step + row_bytes] for r in range(msg.height)]
-    unpadded = dataclasses.replace(
-        bag_msg, step=row_bytes, data=np.frombuffer(b''.join(rows), np.uint8)
-    )
+    unpadded = dataclasses.replace(bag_msg, step=row_bytes, data=np.frombuffer(b''.join(rows), np.uint8))
     return np.asarray(message_to_cvimage(unpadded, color_space))
 
 
@@ -125,9 +121,7 @@ def test_image_msg_to_array_matches_rosbags_image_for_padded_and_byte_ordered_me
 
 @pytest.mark.parametrize('encoding', SUPPORTED_ENCODINGS)
 @pytest.mark.parametrize('padding', [0, 8])
-def test_image_msg_to_array_reads_rosbags_messages_whose_data_is_an_ndarray(
-    encoding: str, padding: int
-) -> None:
+def test_image_msg_to_array_reads_rosbags_messages_whose_data_is_an_ndarray(encoding: str, padding: int) -> None:
     pixels = random_pixels(encoding, 7, 5)
     bag_msg = to_rosbags(make_msg(pixels, encoding, padding=padding, bigendian=HOST_IS_BIGENDIAN))
 
@@ -157,9 +151,7 @@ def test_image_msg_to_array_copies_byte_swapped_data_into_a_native_array(encodin
 
 @pytest.mark.parametrize('encoding', SUPPORTED_ENCODINGS)
 @pytest.mark.parametrize(('height', 'width'), SIZES)
-def test_array_to_image_msg_round_trips_through_cdr_and_rosbags_image(
-    encoding: str, height: int, width: int
-) -> None:
+def test_array_to_image_msg_round_trips_through_cdr_and_rosbags_image(encoding: str, height: int, width: int) -> None:
     pixels = random_pixels(encoding, height, width, seed=1)
     header = Header(stamp=Time(sec=12, nanosec=345), frame_id='camera_optical_frame')
 
@@ -202,9 +194,7 @@ def test_array_to_image_msg_accepts_non_contiguous_and_byte_swapped_arrays() -> 
 
 @pytest.mark.parametrize('encoding', COLOUR_ENCODINGS)
 @pytest.mark.parametrize('padding', [0, 1, 8])
-def test_image_msg_to_rgb8_matches_rosbags_image_colour_conversion(
-    encoding: str, padding: int
-) -> None:
+def test_image_msg_to_rgb8_matches_rosbags_image_colour_conversion(encoding: str, padding: int) -> None:
     msg = make_msg(random_pixels(encoding, 120, 160), encoding, padding=padding)
 
     rgb = image_msg_to_rgb8(msg)
@@ -310,7 +300,7 @@ def test_array_to_image_msg_rejects_a_shape_that_does_not_fit_the_encoding(
 ) -> None:
     array = np.zeros(shape, np.uint8)
 
-    with pytest.raises(ImageConversionError, match=rf"shape {re_shape(shape)} .*{expected}"):
+    with pytest.raises(ImageConversionError, match=rf'shape {re_shape(shape)} .*{expected}'):
         array_to_image_msg(array, encoding)
 
 
@@ -371,8 +361,12 @@ def test_compressed_msg_to_rgb8_decodes_grey_images_into_three_equal_channels() 
 
 @pytest.mark.parametrize(
     'array',
-    [np.zeros((7, 5), np.uint8), np.zeros((7, 5, 4), np.uint8), np.zeros((7, 5, 3), np.uint16),
-     np.zeros((0, 5, 3), np.uint8)],
+    [
+        np.zeros((7, 5), np.uint8),
+        np.zeros((7, 5, 4), np.uint8),
+        np.zeros((7, 5, 3), np.uint16),
+        np.zeros((0, 5, 3), np.uint8),
+    ],
 )
 def test_rgb8_to_compressed_msg_rejects_anything_but_an_rgb8_array(
     array: npt.NDArray[Any],

@@ -83,8 +83,9 @@ def test_non_finite_action_is_an_error(tiny_model: Path) -> None:
         session.step(Pose.identity(), np.full(7, np.nan))
 
 
-@pytest.mark.parametrize('frame', [np.zeros((48, 32, 3), np.uint8), np.zeros((32, 48, 3), np.float32),
-                                   np.zeros((32, 48), np.uint8)])
+@pytest.mark.parametrize(
+    'frame', [np.zeros((48, 32, 3), np.uint8), np.zeros((32, 48, 3), np.float32), np.zeros((32, 48), np.uint8)]
+)
 def test_start_image_of_the_wrong_size_or_type_is_an_error(tiny_model: Path, frame: np.ndarray) -> None:
     with pytest.raises(SessionError, match=r'start image must be uint8 RGB of shape \(32, 48, 3\)'):
         StreamingSession(load_checkpoint(tiny_model)).start(Pose.identity(), first_frame=frame)
@@ -103,6 +104,7 @@ def test_bad_pose_is_rejected_and_the_stream_continues(tiny_model: Path) -> None
 @pytest.mark.parametrize(('device', 'message'), [('tpu', 'unknown device'), ('cuda', 'CUDA is not available')])
 def test_unusable_device_is_an_error(device: str, message: str) -> None:
     import torch
+
     if device == 'cuda' and torch.cuda.is_available():
         pytest.skip('a GPU is present')
     with pytest.raises(SessionError, match=message):
@@ -111,6 +113,7 @@ def test_unusable_device_is_an_error(device: str, message: str) -> None:
 
 def test_dtype_auto_is_float32_on_cpu_and_unknown_dtype_is_an_error() -> None:
     import torch
+
     assert resolve_dtype('auto', torch.device('cpu')) == torch.float32
     with pytest.raises(SessionError, match='unknown dtype'):
         resolve_dtype('float8', torch.device('cpu'))
