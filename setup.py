@@ -15,10 +15,11 @@ ROS_PIP_PACKAGES = [  # ROS 2 from pip (Fast DDS); skip this extra where ROS com
     f'ros-{ROS_DISTRO}-rclpy[fastrtps]',
     *(f'ros-{ROS_DISTRO}-{name}' for name in (
         'std-msgs', 'sensor-msgs', 'geometry-msgs', 'std-srvs', 'diagnostic-msgs', 'rosgraph-msgs',
-        'builtin-interfaces', 'ament-index-python')),
+        'builtin-interfaces', 'rcl-interfaces', 'ament-index-python')),
 ]
 COLCON_PACKAGES = [  # what `colcon build` of the interfaces in msg/ needs on a pip-installed ROS
-    'colcon-core', 'colcon-ros', 'colcon-cmake', 'colcon-library-path', 'cmake',
+    'colcon-ros',
+    'cmake',  # CMake >= 3.20 even where the system has none
     *(f'ros-{ROS_DISTRO}-{name}' for name in (
         'ament-cmake', 'ament-cmake-python', 'ament-package', 'ament-cmake-include-directories',
         'rosidl-default-generators', 'rosidl-core-generators', 'ament-cmake-ros-core')),
@@ -31,6 +32,7 @@ setup(
     license='Apache-2.0',
     python_requires='>=3.10',
     packages=find_packages(include=['aapt_ros', 'aapt_ros.*']),
+    package_data={'aapt_ros': ['data/samples/*/*']},  # the demo trajectory bag
     install_requires=[
         'numpy', 'torch>=2.11', 'safetensors', 'einops', 'pyyaml', 'opencv-python-headless', 'rosbags>=0.11', 'tqdm',
     ],

@@ -73,18 +73,19 @@ def new_output_dir(requested: Path | None) -> Path:
 def run_demo(
     model: Path, bag: Path, output_dir: Path, *, device: str, pacing: str, max_frames: int | None, timeout: float
 ) -> DemoSummary:
-    messages = [m for m in read_messages(bag, [POSE_TOPIC, JOINT_TOPIC])]
+    messages = list(read_messages(bag, [POSE_TOPIC, JOINT_TOPIC]))
     n_poses = sum(m.topic == POSE_TOPIC for m in messages)
     if n_poses == 0:
         raise ReplayError(f'bag {bag} has no messages on {POSE_TOPIC}')
     limit = min(n_poses, max_frames) if max_frames else n_poses
     parameters = {'model_path': str(model.resolve()), 'device': device, 'input_depth': 1000, 'image_depth': 1000}
+    context = rclpy.Context()  # its own, so the demo also runs inside a process that uses rclpy
     with (
         NodeProcess(parameters, namespace=NAMESPACE, log_path=output_dir / 'node.log') as node,
-        rclpy.init(),
+        rclpy.init(context=context),
         BagWriter(output_dir / 'generated_bag') as bag_out,
     ):
-        client = CameraClient(NAMESPACE)
+        client = CameraClient(NAMESPACE, context=context)
         client.wait_connected(timeout, node)
         sent: dict[int, float] = {}
         first_stamp, first_send = None, time.perf_counter()

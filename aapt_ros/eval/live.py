@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, JointState
@@ -106,8 +107,18 @@ class Received:
 class CameraClient(Node):
     """The user's side: publishes inputs to a generator_node namespace, records its outputs."""
 
-    def __init__(self, namespace: str = '/', *, control_type: type | None = None, name: str = 'aapt_camera_client'):
-        super().__init__(name, namespace=namespace)
+    def __init__(
+        self,
+        namespace: str = '/',
+        *,
+        control_type: type | None = None,
+        name: str = 'aapt_camera_client',
+        context: Context | None = None,
+    ):
+        super().__init__(name, namespace=namespace, context=context)
+        # An executor of its own: the client works in any rclpy context, the default one or not.
+        self._spin_executor = SingleThreadedExecutor(context=self.context)
+        self._spin_executor.add_node(self)
         qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
         self.pose_pub = self.create_publisher(PoseStamped, 'pose', qos)
         self.joint_pub = self.create_publisher(JointState, 'joint_states', qos)
@@ -140,7 +151,7 @@ class CameraClient(Node):
             if time.monotonic() > deadline:
                 tail = f':\n{node.log_tail()}' if node is not None else ''
                 raise ReplayError(f'timed out after {timeout:.0f} s waiting for {what}{tail}')
-            rclpy.spin_once(self, timeout_sec=0.02)
+            self._spin_executor.spin_once(timeout_sec=0.02)
 
     def wait_connected(self, timeout: float, node: NodeProcess | None = None) -> None:
         """Wait until the node subscribes to our poses and publishes images to us."""
