@@ -39,7 +39,7 @@ setup(
     extras_require={
         'ros': ROS_PIP_PACKAGES,
         'colcon': COLCON_PACKAGES,
-        'test': ['pytest', 'pytest-timeout', 'rosbags-image', 'ruff', 'mypy'],
+        'test': ['pytest', 'pytest-timeout', 'rosbags-image', 'ruff', 'mypy', 'types-PyYAML'],
     },
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/aapt_ros']),
