@@ -113,36 +113,36 @@ def run_demo(
                     )
                 progress.update(1)
         client.spin_until(lambda: len(client.images) >= len(sent), timeout, 'the last images', node)
-        client.spin_until(lambda: _node_latencies(client, len(sent)) is not None, timeout, 'final diagnostics', node)
+        client.spin_until(lambda: _final_diagnostics(client, len(sent)) is not None, timeout, 'final diagnostics', node)
         progress.close()
         frames = _write_outputs(client, bag_out, output_dir, load_config(model / CONFIG_FILE).camera.rate_hz)
     received = [client.image_with_stamp(s) for s in sent]
     latencies = np.array([(r.receive_time - sent[stamp_to_ns(r.msg.header.stamp)]) * 1e3 for r in received if r])
     arrival = [r.receive_time for r in received if r]
     duration = arrival[-1] - min(sent.values()) if arrival else 0.0
-    p50, p99 = _node_latencies(client, len(sent)) or (0.0, 0.0)
+    diagnostics = _final_diagnostics(client, len(sent)) or {}
     return DemoSummary(
         model=str(model),
-        device=device,
+        device=diagnostics.get('device', device),  # what 'auto' resolved to
         frames=frames,
         poses_sent=len(sent),
         fps=frames / duration if duration > 0 else 0.0,
         latency_p50_ms=float(np.percentile(latencies, 50)),
         latency_p99_ms=float(np.percentile(latencies, 99)),
-        node_step_p50_ms=p50,
-        node_step_p99_ms=p99,
+        node_step_p50_ms=float(diagnostics.get('latency_p50_ms', 0.0)),
+        node_step_p99_ms=float(diagnostics.get('latency_p99_ms', 0.0)),
         video=str(output_dir / 'generated.mp4'),
         bag=str(output_dir / 'generated_bag'),
     )
 
 
-def _node_latencies(client: CameraClient, frames: int) -> tuple[float, float] | None:
-    """p50/p99 generation time from the node's /diagnostics once it has counted ``frames`` frames."""
+def _final_diagnostics(client: CameraClient, frames: int) -> dict[str, str] | None:
+    """The node's /diagnostics values (and its device) once it has counted ``frames`` frames."""
     for received in reversed(client.diagnostics):
         for status in received.msg.status:
             values = {kv.key: kv.value for kv in status.values}
             if int(values.get('frames', 0)) >= frames:
-                return float(values['latency_p50_ms']), float(values['latency_p99_ms'])
+                return {**values, 'device': status.hardware_id}
     return None
 
 
