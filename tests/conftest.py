@@ -31,19 +31,24 @@ def tiny_config(**generator_overrides: object):  # type: ignore[no-untyped-def]
     )
 
 
-@pytest.fixture(scope='session')
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Folder of a tiny random checkpoint, with generator outputs made non-trivial."""
+def save_tiny_model(folder: Path, **generator_overrides: object) -> Path:
+    """A tiny random checkpoint, with generator outputs made non-trivial."""
     import torch
 
     from aapt_ros.model.checkpoint import save_checkpoint
     from aapt_ros.model.init_checkpoint import untrained_checkpoint
 
-    checkpoint = untrained_checkpoint(tiny_config(), seed=0)
+    checkpoint = untrained_checkpoint(tiny_config(**generator_overrides), seed=0)
     with torch.no_grad():  # adaLN-Zero starts at zero; perturb so frames depend on the inputs
         for p in checkpoint.generator.parameters():
             p.add_(torch.randn_like(p) * 0.05)
-    return save_checkpoint(checkpoint, tmp_path_factory.mktemp('models') / 'tiny', weight_dtype=torch.float32)
+    return save_checkpoint(checkpoint, folder, weight_dtype=torch.float32)
+
+
+@pytest.fixture(scope='session')
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny model whose actions are the 7 KUKA iiwa joint positions."""
+    return save_tiny_model(tmp_path_factory.mktemp('models') / 'tiny')
 
 
 @pytest.fixture(scope='session')

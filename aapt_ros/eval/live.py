@@ -153,13 +153,13 @@ class CameraClient(Node):
                 raise ReplayError(f'timed out after {timeout:.0f} s waiting for {what}{tail}')
             self._spin_executor.spin_once(timeout_sec=0.02)
 
-    def wait_connected(self, timeout: float, node: NodeProcess | None = None) -> None:
-        """Wait until the node subscribes to our poses and publishes images to us."""
+    def wait_connected(self, timeout: float, node: NodeProcess | None = None, *, joint_states: bool = True) -> None:
+        """Wait until the node subscribes to our poses (and joint states) and publishes images to us."""
 
         def connected() -> bool:
             return (
                 self.pose_pub.get_subscription_count() > 0
-                and self.joint_pub.get_subscription_count() > 0
+                and (not joint_states or self.joint_pub.get_subscription_count() > 0)
                 and self.count_publishers(self.resolve_topic_name('image_raw')) > 0
             )
 

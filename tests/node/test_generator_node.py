@@ -6,18 +6,20 @@ import math
 import shutil
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
-from geometry_msgs.msg import PoseStamped
+from geometry_msgs.msg import PoseStamped, TwistStamped
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
 
 from aapt_ros.eval.live import CameraClient, NodeProcess
 from aapt_ros.model.config import KUKA_IIWA_JOINTS
-from aapt_ros.node.conversions import stamp_to_ns
+from aapt_ros.node.conversions import TWIST_FIELDS, stamp_to_ns
 from aapt_ros.node.image_conversion import array_to_image_msg, image_msg_to_array, image_msg_to_rgb8
+from tests.conftest import save_tiny_model
 
 WIDTH, HEIGHT = 48, 32  # the tiny test model's camera
 TIMEOUT = 60.0
@@ -88,12 +90,15 @@ class Harness:
         return self.node.log_text()
 
 
+@contextmanager
 def start_harness(tiny_model: Path, tmp_path: Path, namespace: str, **params: object) -> Iterator[Harness]:
     parameters = {'model_path': str(tiny_model), 'publish_compressed': True, 'diagnostics_period': 0.2, **params}
     with NodeProcess(parameters, namespace=namespace, log_path=tmp_path / 'node.log') as node:
         client = CameraClient(namespace, name=f'client_{namespace.strip("/")}')
         try:
-            client.wait_connected(TIMEOUT, node)
+            client.wait_connected(
+                TIMEOUT, node, joint_states=params.get('action_source', 'joint_state') == 'joint_state'
+            )
             yield Harness(node, client)
         finally:
             client.destroy_node()
@@ -101,7 +106,8 @@ def start_harness(tiny_model: Path, tmp_path: Path, namespace: str, **params: ob
 
 @pytest.fixture(scope='module')
 def harness(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory, ros_context: None) -> Iterator[Harness]:
-    yield from start_harness(tiny_model, tmp_path_factory.mktemp('node'), '/cam_on_pose')
+    with start_harness(tiny_model, tmp_path_factory.mktemp('node'), '/cam_on_pose') as h:
+        yield h
 
 
 @pytest.fixture
@@ -259,6 +265,21 @@ def test_timer_mode_stamps_images_with_sim_time(tiny_model: Path, tmp_path: Path
         assert len(stamps) >= 5
         assert all(sim_start <= s <= sim_start + 3 * 10**9 for s in stamps)
         assert stamps == sorted(stamps)
+
+
+def test_twist_stamped_actions_drive_a_velocity_model(tmp_path: Path, ros_context: None) -> None:
+    model = save_tiny_model(tmp_path / 'twist_model', action_names=TWIST_FIELDS)
+    with start_harness(model, tmp_path, '/cam_twist', action_source='twist_stamped') as h:
+        twist_pub = h.client.create_publisher(TwistStamped, 'cmd_vel', 10)
+        h.client.spin_until(lambda: twist_pub.get_subscription_count() > 0, TIMEOUT, 'cmd_vel subscriber', h.node)
+        command = TwistStamped()
+        command.twist.linear.x = 0.3
+        twist_pub.publish(command)
+        h.spin(0.2)
+        for i in range(3):
+            assert h.send_pose(pose_msg(i, h.stamp())) is not None
+        assert 'actions from twist_stamped' in h.node.log_text()
+        assert 'rejected' not in h.node.log_text()
 
 
 def _run_node_expecting_failure(params: dict[str, object], tmp_path: Path) -> str:
