@@ -249,9 +249,9 @@ def test_compressed_images_and_diagnostics_are_published(fresh: Harness) -> None
 
 
 def test_timer_mode_stamps_images_with_sim_time(tiny_model: Path, tmp_path: Path, ros_context: None) -> None:
-    for h in start_harness(
+    with start_harness(
         tiny_model, tmp_path, '/cam_timer', trigger_mode='timer', frame_rate=20.0, use_sim_time=True
-    ):
+    ) as h:
         clock_pub = h.client.create_publisher(Clock, '/clock', 10)
         h.client.joint_pub.publish(joints_msg())
         h.client.pose_pub.publish(pose_msg(0))
