@@ -36,12 +36,19 @@ class Attention(nn.Module):
         return self._attend(q, k, v, mask)
 
     def step(
-        self, x: torch.Tensor, cache: KVCache, layer: int, visible: torch.Tensor, slots: torch.Tensor, commit: bool
+        self,
+        x: torch.Tensor,
+        cache: KVCache,
+        layer: int,
+        visible: torch.Tensor,
+        slots: torch.Tensor,
+        commit: torch.Tensor | None,
     ) -> torch.Tensor:
         """x (B, T, dim) of the current frame -> (B, T, dim), attending to the cache and itself.
 
-        ``visible`` (B, S*T) marks usable cached tokens. With ``commit`` the frame's keys and
-        values replace the slot ``slots`` (B,) after attention, which may evict the oldest frame.
+        ``visible`` (B, S*T) marks usable cached tokens. For the streams selected by the (B,) bool
+        ``commit`` (none if None) the frame's keys and values replace the slot ``slots`` (B,) after
+        attention, which may evict the oldest frame.
         """
         q, k, v = self._qkv(x)
         b, t = x.shape[:2]
@@ -51,6 +58,6 @@ class Attention(nn.Module):
         values = torch.cat([cached_v, v.to(cached_v.dtype)], dim=1)
         mask = torch.cat([visible, visible.new_ones(b, t)], dim=1)[:, None, None, :]  # (B, 1, 1, S*T + T)
         out = self._attend(q, keys.to(q.dtype), values.to(q.dtype), mask)
-        if commit:
-            cache.append(layer, k, v, slots)
+        if commit is not None:
+            cache.append(layer, k, v, slots, commit)
         return out

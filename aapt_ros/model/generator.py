@@ -70,7 +70,7 @@ class Block(nn.Module):
         layer: int,
         visible: torch.Tensor,
         slots: torch.Tensor,
-        commit: bool,
+        commit: torch.Tensor | None,
     ) -> torch.Tensor:
         """x (B, 1, T, dim), c (B, 1, dim): one frame per stream."""
         shift1, scale1, gate1, shift2, scale2, gate2 = self._mods(c)
@@ -159,13 +159,14 @@ class CausalGenerator(nn.Module):
         t: torch.Tensor,
         cache: KVCache,
         *,
-        commit: bool = True,
+        commit: torch.Tensor | None,
     ) -> torch.Tensor:
         """One frame per stream against the KV cache.
 
         noisy, previous: (B, C, h, w); rays: (B, 6, h, w); action: (B, A); t: (B,).
-        A stream whose cache is empty takes this frame as its sink. With ``commit`` the frame
-        enters the cache (its last sampling pass); without, the cache is left untouched.
+        A stream whose cache is empty takes this frame as its sink. The streams selected by the
+        (B,) bool ``commit`` (on a frame's last sampling pass) add the frame to their cache; with
+        None the cache is left untouched.
         Returns the velocity (B, C, h, w).
         """
         is_sink = cache.frames_seen == 0
@@ -175,6 +176,6 @@ class CausalGenerator(nn.Module):
         visible, slots = cache.visible(), cache.write_slots()
         for layer, block in enumerate(self._blocks()):
             x = block.step(x, c, cache, layer, visible, slots, commit)
-        if commit:
-            cache.advance()
+        if commit is not None:
+            cache.advance(commit)
         return self._unpatchify(x, c)[:, 0]

@@ -69,15 +69,17 @@ class KVCache:
         ring_visible = (slots >= 1) & (slots <= (seen - 1).clamp(max=self.ring_slots))
         return (sink_visible | ring_visible).repeat_interleave(self.tokens_per_frame, dim=1)
 
-    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor, slots: torch.Tensor) -> None:
-        """Write one frame's (B, T, H, D) keys and values of ``layer`` into each stream's slot."""
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor, slots: torch.Tensor, commit: torch.Tensor) -> None:
+        """Write one frame's (B, T, H, D) keys and values of ``layer`` into the slot of each stream
+        selected by the (B,) bool ``commit``; the other streams' slots keep their contents."""
         batch = torch.arange(self.batch_size, device=slots.device)
-        self.k[layer, batch, slots] = k
-        self.v[layer, batch, slots] = v
+        keep = ~commit[:, None, None, None]
+        self.k[layer, batch, slots] = torch.where(keep, self.k[layer, batch, slots], k.to(self.k.dtype))
+        self.v[layer, batch, slots] = torch.where(keep, self.v[layer, batch, slots], v.to(self.v.dtype))
 
-    def advance(self) -> None:
-        """Count the frame just written by ``append`` in every layer."""
-        self.frames_seen += 1
+    def advance(self, commit: torch.Tensor) -> None:
+        """Count the frame just written by ``append`` in every layer, for the committed streams."""
+        self.frames_seen += commit
 
     def window_fill(self) -> torch.Tensor:
         """(B,) number of cached frames a new frame will attend to, the sink included."""

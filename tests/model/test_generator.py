@@ -11,6 +11,10 @@ from aapt_ros.model.masks import frame_attention_mask
 from tests.conftest import tiny_config
 
 
+def every(batch: int) -> torch.Tensor:
+    return torch.ones(batch, dtype=torch.bool)
+
+
 def _random_generator(window_frames: int) -> CausalGenerator:
     torch.manual_seed(0)
     generator = CausalGenerator(tiny_config(window_frames=window_frames))
@@ -41,7 +45,8 @@ def test_cached_steps_equal_the_full_block_causal_forward(frames: int) -> None:
         full = generator.forward_train(noisy, previous, rays, action, t)
         cache = KVCache.allocate(generator.config, 2, 'cpu')
         steps = [
-            generator.step(noisy[:, i], previous[:, i], rays[:, i], action[:, i], t[:, i], cache) for i in range(frames)
+            generator.step(noisy[:, i], previous[:, i], rays[:, i], action[:, i], t[:, i], cache, commit=every(2))
+            for i in range(frames)
         ]
     torch.testing.assert_close(torch.stack(steps, dim=1), full, atol=1e-4, rtol=1e-4)
 
@@ -52,7 +57,8 @@ def test_streams_at_different_positions_share_one_batched_step() -> None:
     with torch.no_grad():
         alone = KVCache.allocate(generator.config, 1, 'cpu')
         expected = [
-            generator.step(noisy[:, i], previous[:, i], rays[:, i], action[:, i], t[:, i], alone) for i in range(9)
+            generator.step(noisy[:, i], previous[:, i], rays[:, i], action[:, i], t[:, i], alone, commit=every(1))
+            for i in range(9)
         ]
         # Stream 1 starts 4 frames after stream 0 and replays the same inputs; until then it is
         # reset before every step, so its history begins at step 4.
@@ -62,7 +68,7 @@ def test_streams_at_different_positions_share_one_batched_step() -> None:
             j0, j1 = min(i, 8), max(i - 4, 0)
             both.reset(torch.tensor([False, i <= 4]))
             inputs = [torch.cat([x[:, j0], x[:, j1]]) for x in (noisy, previous, rays, action, t)]
-            outputs.append(generator.step(*inputs, both))
+            outputs.append(generator.step(*inputs, both, commit=every(2)))
     torch.testing.assert_close(torch.stack([o[1] for o in outputs[4:]]), torch.cat(expected), atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(torch.stack([o[0] for o in outputs[:9]]), torch.cat(expected), atol=1e-4, rtol=1e-4)
 
@@ -72,10 +78,10 @@ def test_step_without_commit_leaves_the_cache_unchanged() -> None:
     noisy, previous, rays, action, t = _inputs(generator, batch=1, frames=2)
     cache = KVCache.allocate(generator.config, 1, 'cpu')
     with torch.no_grad():
-        generator.step(noisy[:, 0], previous[:, 0], rays[:, 0], action[:, 0], t[:, 0], cache)
+        generator.step(noisy[:, 0], previous[:, 0], rays[:, 0], action[:, 0], t[:, 0], cache, commit=every(1))
         k_before, seen_before = cache.k.clone(), cache.frames_seen.clone()
-        first = generator.step(noisy[:, 1], previous[:, 1], rays[:, 1], action[:, 1], t[:, 1], cache, commit=False)
-        again = generator.step(noisy[:, 1], previous[:, 1], rays[:, 1], action[:, 1], t[:, 1], cache, commit=False)
+        first = generator.step(noisy[:, 1], previous[:, 1], rays[:, 1], action[:, 1], t[:, 1], cache, commit=None)
+        again = generator.step(noisy[:, 1], previous[:, 1], rays[:, 1], action[:, 1], t[:, 1], cache, commit=None)
     assert torch.equal(cache.k, k_before) and torch.equal(cache.frames_seen, seen_before)
     torch.testing.assert_close(first, again)
 
@@ -87,7 +93,7 @@ def test_cache_memory_is_fixed_however_long_the_stream_runs() -> None:
     storage = (cache.k.data_ptr(), cache.k.shape, cache.v.data_ptr())
     with torch.no_grad():
         for _ in range(50):
-            generator.step(noisy[:, 0], previous[:, 0], rays[:, 0], action[:, 0], t[:, 0], cache)
+            generator.step(noisy[:, 0], previous[:, 0], rays[:, 0], action[:, 0], t[:, 0], cache, commit=every(1))
     assert (cache.k.data_ptr(), cache.k.shape, cache.v.data_ptr()) == storage
     assert int(cache.window_fill()[0]) == 3
 
@@ -97,3 +103,17 @@ def test_frame_mask_keeps_the_sink_and_a_sliding_window() -> None:
     assert mask[5].tolist() == [True, False, False, True, True, True]
     assert mask[1].tolist() == [True, True, False, False, False, False]
     assert not mask.triu(1).any()  # never the future
+
+
+def test_only_committed_streams_write_their_cache() -> None:
+    generator = _random_generator(window_frames=3)
+    noisy, previous, rays, action, t = _inputs(generator, batch=2, frames=2)
+    cache = KVCache.allocate(generator.config, 2, 'cpu')
+    with torch.no_grad():
+        generator.step(noisy[:, 0], previous[:, 0], rays[:, 0], action[:, 0], t[:, 0], cache, commit=every(2))
+        k_before = cache.k.clone()
+        commit = torch.tensor([True, False])
+        generator.step(noisy[:, 1], previous[:, 1], rays[:, 1], action[:, 1], t[:, 1], cache, commit=commit)
+    assert cache.frames_seen.tolist() == [2, 1]
+    assert torch.equal(cache.k[:, 1], k_before[:, 1])
+    assert not torch.equal(cache.k[:, 0], k_before[:, 0])

@@ -7,7 +7,7 @@ import pytest
 
 from aapt_ros.model.camera import Pose, PoseError
 from aapt_ros.model.checkpoint import load_checkpoint
-from aapt_ros.streaming.session import SessionError, StreamingSession, resolve_device, resolve_dtype
+from aapt_ros.streaming.session import SessionError, StreamingSession
 
 
 def _poses(n: int) -> list[Pose]:
@@ -99,21 +99,3 @@ def test_bad_pose_is_rejected_and_the_stream_continues(tiny_model: Path) -> None
     assert session.frame_index == 0
     session.step(Pose.identity())
     assert session.frame_index == 1
-
-
-@pytest.mark.parametrize(('device', 'message'), [('tpu', 'unknown device'), ('cuda', 'CUDA is not available')])
-def test_unusable_device_is_an_error(device: str, message: str) -> None:
-    import torch
-
-    if device == 'cuda' and torch.cuda.is_available():
-        pytest.skip('a GPU is present')
-    with pytest.raises(SessionError, match=message):
-        resolve_device(device)
-
-
-def test_dtype_auto_is_float32_on_cpu_and_unknown_dtype_is_an_error() -> None:
-    import torch
-
-    assert resolve_dtype('auto', torch.device('cpu')) == torch.float32
-    with pytest.raises(SessionError, match='unknown dtype'):
-        resolve_dtype('float8', torch.device('cpu'))

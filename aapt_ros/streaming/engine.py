@@ -1,0 +1,203 @@
+"""The batched streaming engine: B camera streams stepped together, one network pass per frame.
+
+State is explicit and preallocated: the KV cache, the recycled previous latent of each stream,
+and static input buffers (relative camera motion, actions, noise, which streams commit). A step
+is a pure function of those buffers, so on CUDA it is captured once in a CUDA graph and replayed:
+a frame then costs one graph launch plus two small copies, whatever the model's kernel count.
+
+Host API (numpy in, numpy out)::
+
+    engine = StreamEngine(checkpoint, batch_size=8, device='cuda')
+    engine.start(streams, first_frames, actions)     # begin some streams from images
+    frames = engine.step(rotations, translations, actions)   # (B, H, W, 3) uint8
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from aapt_ros.model.checkpoint import Checkpoint
+from aapt_ros.model.kv_cache import KVCache
+from aapt_ros.model.sampling import euler_update, shifted_timesteps, velocity_to_x0
+
+GRAPH_WARMUP_STEPS = 3  # eager steps on a side stream before capture, as torch.cuda.graphs asks
+
+
+class EngineError(ValueError):
+    """Engine inputs with the wrong shape or an unusable setting; the message names them."""
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' picks CUDA when available; 'cuda' without a GPU is an error, not a silent CPU run."""
+    if device == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    if device.startswith('cuda') and not torch.cuda.is_available():
+        raise EngineError(f'device {device!r} requested but CUDA is not available; use "cpu" or "auto"')
+    if device != 'cpu' and not device.startswith('cuda'):
+        raise EngineError(f'unknown device {device!r}; valid: "cpu", "cuda", "cuda:N", "auto"')
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """'auto' is bfloat16 on CUDA and float32 on the CPU (where half precision is slower)."""
+    choices = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
+    if dtype == 'auto':
+        return torch.bfloat16 if device.type == 'cuda' else torch.float32
+    if dtype not in choices:
+        raise EngineError(f'unknown dtype {dtype!r}; valid: "auto", {", ".join(repr(c) for c in choices)}')
+    return choices[dtype]
+
+
+def to_uint8_images(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) in [-1, 1] -> (B, H, W, 3) uint8."""
+    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
+
+
+class StreamEngine:
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        *,
+        batch_size: int = 1,
+        device: str = 'cpu',
+        dtype: str = 'auto',
+        sampling_steps: int | None = None,
+        seed: int = 0,
+        cuda_graph: bool = True,
+        decode: bool = True,
+    ):
+        config = self.config = checkpoint.config
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.batch_size = batch_size
+        self.sampling_steps = sampling_steps or config.generator.sampling_steps
+        if self.sampling_steps < 1 or batch_size < 1:
+            raise EngineError(f'sampling_steps and batch_size must be >= 1, got {self.sampling_steps}, {batch_size}')
+        self.decode = decode  # False: latents only, to time the generator alone
+        self.vae = checkpoint.vae.to(self.device, self.dtype).eval()
+        self.generator = checkpoint.generator.to(self.device, self.dtype).eval()
+        self.cache = KVCache.allocate(config, batch_size, self.device, self.dtype)
+        self.seed = seed
+        self.rng = torch.Generator(self.device).manual_seed(seed)
+
+        b, c, h, w = batch_size, config.vae.latent_channels, config.latent_height, config.latent_width
+        on = {'device': self.device}
+        self.rotations = torch.eye(3, **on).repeat(b, 1, 1)  # (B, 3, 3) float32: motion since the last frame
+        self.translations = torch.zeros(b, 3, **on)  # (B, 3) float32, metres, previous camera frame
+        self.actions = torch.zeros(b, config.generator.action_dim, **on, dtype=self.dtype)  # (B, A)
+        self.noise = torch.zeros(b, c, h, w, **on, dtype=self.dtype)  # (B, C, h, w)
+        self.previous = torch.zeros(b, c, h, w, **on, dtype=self.dtype)  # recycled latent of the last frame
+        self.commit = torch.ones(b, **on, dtype=torch.bool)  # streams that take this frame
+        self.latents = torch.zeros(b, c, h, w, **on, dtype=self.dtype)  # output of the last step
+        self.frames = torch.zeros(b, config.camera.height, config.camera.width, 3, **on, dtype=torch.uint8)
+        schedule = shifted_timesteps(self.sampling_steps, config.generator.timestep_shift).tolist()
+        self._schedule = schedule
+        self._times = [torch.full((b,), t, **on, dtype=self.dtype) for t in schedule]
+        pin = self.device.type == 'cuda'
+        self._host_frames = torch.zeros(self.frames.shape, dtype=torch.uint8, pin_memory=pin)
+        self._host_latents = torch.zeros(self.latents.shape, dtype=self.dtype, pin_memory=pin)
+        self._graph: torch.cuda.CUDAGraph | None = None
+        if cuda_graph and self.device.type == 'cuda':
+            self._capture()
+
+    # -- the step, as the graph records it ------------------------------------------------
+
+    @torch.inference_mode()
+    def _step_tensors(self) -> None:
+        rays = self.generator.rays(self.rotations, self.translations).to(self.dtype)  # (B, 6, h, w)
+        x = self.noise
+        last = self.sampling_steps - 1
+        for i in range(self.sampling_steps):
+            t = self._times[i]
+            velocity = self.generator.step(
+                x, self.previous, rays, self.actions, t, self.cache, commit=self.commit if i == last else None
+            )
+            x = (
+                velocity_to_x0(x, velocity, t)
+                if i == last
+                else euler_update(x, velocity, self._schedule[i], self._schedule[i + 1])
+            )
+        self.latents.copy_(x)
+        self.previous.copy_(torch.where(self.commit[:, None, None, None], x, self.previous))
+        if self.decode:
+            self.frames.copy_(to_uint8_images(self.vae.decode(x[:, None])[:, 0]))
+
+    def _capture(self) -> None:
+        """Record ``_step_tensors`` in a CUDA graph; warm-up steps leave no trace in the state."""
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(GRAPH_WARMUP_STEPS):
+                self._step_tensors()
+        torch.cuda.current_stream().wait_stream(side)
+        self._graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self._graph):
+            self._step_tensors()
+        self.reset()
+
+    # -- host API ---------------------------------------------------------------------------
+
+    def reset(self, streams: np.ndarray | None = None) -> None:
+        """Forget all streams (and re-seed the noise), or the streams of a (B,) bool mask."""
+        if streams is None:
+            self.cache.reset()
+            self.previous.zero_()
+            self.rng.manual_seed(self.seed)
+        else:
+            self.cache.reset(torch.as_tensor(streams, device=self.device))
+
+    def _set(self, target: torch.Tensor, values: np.ndarray | None, name: str) -> None:
+        if values is None:
+            return
+        array = np.asarray(values)
+        if array.shape != tuple(target.shape):
+            raise EngineError(f'{name} must have shape {tuple(target.shape)}, got {array.shape}')
+        target.copy_(torch.from_numpy(array).to(target.dtype), non_blocking=True)
+
+    @torch.inference_mode()
+    def start(self, streams: np.ndarray, first_frames: np.ndarray, actions: np.ndarray | None = None) -> None:
+        """Begin the streams of the (B,) bool mask ``streams`` from ``first_frames`` (B, H, W, 3) uint8
+        (rows of other streams are ignored): each image becomes its stream's attention sink."""
+        mask = torch.as_tensor(np.asarray(streams, dtype=bool), device=self.device)
+        self._set(self.actions, actions, 'actions')
+        frames = torch.from_numpy(np.ascontiguousarray(first_frames)).to(self.device)
+        images = frames.permute(0, 3, 1, 2)[:, None].to(self.dtype) / 127.5 - 1  # (B, 1, 3, H, W) in [-1, 1]
+        latents = self.vae.encode(images)[:, 0]
+        self.cache.reset(mask)
+        identity = torch.eye(3, device=self.device).repeat(self.batch_size, 1, 1)
+        rays = self.generator.rays(identity, torch.zeros_like(self.translations)).to(self.dtype)
+        zero_t = torch.zeros(self.batch_size, device=self.device, dtype=self.dtype)
+        # The sink pass: the clean first latent at t = 0 enters the cache; its output is not needed.
+        self.generator.step(latents, latents, rays, self.actions, zero_t, self.cache, commit=mask)
+        self.previous.copy_(torch.where(mask[:, None, None, None], latents, self.previous))
+
+    def step(
+        self,
+        rotations: np.ndarray,
+        translations: np.ndarray,
+        actions: np.ndarray | None = None,
+        commit: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Generate one frame per stream: (B, H, W, 3) uint8 (or (B, C, h, w) latents without decode).
+
+        rotations (B, 3, 3) and translations (B, 3): each camera's motion since its last frame, in
+        that frame; actions (B, A); commit (B,) bool: streams that advance (default all).
+        """
+        self._set(self.rotations, rotations, 'rotations')
+        self._set(self.translations, translations, 'translations')
+        self._set(self.actions, actions, 'actions')
+        if commit is None:
+            self.commit.fill_(True)
+        else:
+            self._set(self.commit, commit, 'commit')
+        self.noise.normal_(generator=self.rng)
+        if self._graph is not None:
+            self._graph.replay()
+        else:
+            self._step_tensors()
+        source, host = (self.frames, self._host_frames) if self.decode else (self.latents, self._host_latents)
+        host.copy_(source, non_blocking=True)
+        if self.device.type == 'cuda':
+            torch.cuda.current_stream().synchronize()
+        return host.numpy().copy() if self.decode else host.float().numpy()  # the buffer is reused

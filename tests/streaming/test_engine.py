@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from aapt_ros.model.checkpoint import load_checkpoint
+from aapt_ros.streaming.engine import EngineError, StreamEngine, resolve_device, resolve_dtype
+
+IDENTITY = np.eye(3)
+
+
+def _motion(batch: int, dx: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
+    return np.repeat(IDENTITY[None], batch, 0), np.tile([dx, 0.0, 0.0], (batch, 1))
+
+
+def test_batched_streams_step_independently_of_their_neighbours(tiny_model: Path) -> None:
+    start = np.random.default_rng(0).integers(0, 256, (3, 32, 48, 3), dtype=np.uint8)
+    engine = StreamEngine(load_checkpoint(tiny_model), batch_size=3)
+    engine.start(np.array([True, True, False]), start)
+    frames = engine.step(*_motion(3), commit=np.array([True, True, False]))
+    assert frames.shape == (3, 32, 48, 3) and frames.dtype == np.uint8
+    assert engine.cache.frames_seen.tolist() == [2, 2, 0]
+    engine.start(np.array([False, False, True]), start)  # stream 2 starts later, the others go on
+    engine.step(*_motion(3))
+    assert engine.cache.frames_seen.tolist() == [3, 3, 2]
+
+
+def test_identical_streams_in_one_batch_match_a_single_stream_without_noise(tiny_model: Path) -> None:
+    checkpoint = load_checkpoint(tiny_model)
+    start = np.random.default_rng(1).integers(0, 256, (1, 32, 48, 3), dtype=np.uint8)
+    single = StreamEngine(checkpoint, batch_size=1)
+    batch = StreamEngine(checkpoint, batch_size=2)
+    for engine in (single, batch):
+        engine.rng = torch.Generator().manual_seed(0)
+        engine.start(np.ones(engine.batch_size, bool), np.repeat(start, engine.batch_size, 0))
+    for _ in range(6):  # zero noise so both streams of the batch get the same input as the single one
+        for engine in (single, batch):
+            engine.noise.zero_()
+        single_frame = _step_without_noise(single)
+        batch_frames = _step_without_noise(batch)
+        np.testing.assert_array_equal(batch_frames[0], batch_frames[1])
+        assert np.abs(batch_frames[0].astype(int) - single_frame[0]).max() <= 1
+
+
+def _step_without_noise(engine: StreamEngine) -> np.ndarray:
+    engine.noise.zero_()
+    engine._step_tensors()
+    return engine.frames.numpy().copy()
+
+
+def test_latent_only_engine_returns_latents(tiny_model: Path) -> None:
+    engine = StreamEngine(load_checkpoint(tiny_model), batch_size=2, decode=False)
+    engine.start(np.ones(2, bool), np.zeros((2, 32, 48, 3), np.uint8))
+    assert engine.step(*_motion(2)).shape == (2, 4, 4, 6)
+
+
+def test_inputs_of_the_wrong_shape_are_rejected_with_the_expected_shape(tiny_model: Path) -> None:
+    engine = StreamEngine(load_checkpoint(tiny_model), batch_size=2)
+    with pytest.raises(EngineError, match=r'translations must have shape \(2, 3\), got \(3,\)'):
+        engine.step(np.repeat(IDENTITY[None], 2, 0), np.zeros(3))
+    with pytest.raises(EngineError, match=r'actions must have shape \(2, 7\)'):
+        engine.step(*_motion(2), actions=np.zeros((2, 6)))
+
+
+@pytest.mark.parametrize(('device', 'message'), [('tpu', 'unknown device'), ('cuda', 'CUDA is not available')])
+def test_unusable_device_is_an_error(device: str, message: str) -> None:
+    if device == 'cuda' and torch.cuda.is_available():
+        pytest.skip('a GPU is present')
+    with pytest.raises(EngineError, match=message):
+        resolve_device(device)
+
+
+def test_dtype_auto_is_float32_on_cpu_and_unknown_dtype_is_an_error() -> None:
+    assert resolve_dtype('auto', torch.device('cpu')) == torch.float32
+    with pytest.raises(EngineError, match='unknown dtype'):
+        resolve_dtype('float8', torch.device('cpu'))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@pytest.mark.parametrize('dtype', ['float32', 'bfloat16', 'float16'])
+def test_cuda_graph_replay_matches_eager_steps(tiny_model: Path, dtype: str) -> None:
+    checkpoint = load_checkpoint(tiny_model)
+    start = np.random.default_rng(2).integers(0, 256, (2, 32, 48, 3), dtype=np.uint8)
+    outputs = []
+    for graph in (False, True):
+        engine = StreamEngine(checkpoint, batch_size=2, device='cuda', dtype=dtype, cuda_graph=graph, seed=5)
+        engine.start(np.ones(2, bool), start)
+        outputs.append([engine.step(*_motion(2, 0.01 * i)) for i in range(40)])  # past the window: eviction
+    for eager, replayed in zip(*outputs, strict=True):
+        assert np.abs(eager.astype(int) - replayed).max() <= 1
