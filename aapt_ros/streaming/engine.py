@@ -82,18 +82,18 @@ class StreamEngine:
         self.rng = torch.Generator(self.device).manual_seed(seed)
 
         b, c, h, w = batch_size, config.vae.latent_channels, config.latent_height, config.latent_width
-        on = {'device': self.device}
-        self.rotations = torch.eye(3, **on).repeat(b, 1, 1)  # (B, 3, 3) float32: motion since the last frame
-        self.translations = torch.zeros(b, 3, **on)  # (B, 3) float32, metres, previous camera frame
-        self.actions = torch.zeros(b, config.generator.action_dim, **on, dtype=self.dtype)  # (B, A)
-        self.noise = torch.zeros(b, c, h, w, **on, dtype=self.dtype)  # (B, C, h, w)
-        self.previous = torch.zeros(b, c, h, w, **on, dtype=self.dtype)  # recycled latent of the last frame
-        self.commit = torch.ones(b, **on, dtype=torch.bool)  # streams that take this frame
-        self.latents = torch.zeros(b, c, h, w, **on, dtype=self.dtype)  # output of the last step
-        self.frames = torch.zeros(b, config.camera.height, config.camera.width, 3, **on, dtype=torch.uint8)
+        dev = self.device
+        self.rotations = torch.eye(3, device=dev).repeat(b, 1, 1)  # (B, 3, 3) float32: motion since the last frame
+        self.translations = torch.zeros(b, 3, device=dev)  # (B, 3) float32, metres, previous camera frame
+        self.actions = torch.zeros(b, config.generator.action_dim, device=dev, dtype=self.dtype)  # (B, A)
+        self.noise = torch.zeros(b, c, h, w, device=dev, dtype=self.dtype)  # (B, C, h, w)
+        self.previous = torch.zeros(b, c, h, w, device=dev, dtype=self.dtype)  # recycled latent of the last frame
+        self.commit = torch.ones(b, device=dev, dtype=torch.bool)  # streams that take this frame
+        self.latents = torch.zeros(b, c, h, w, device=dev, dtype=self.dtype)  # output of the last step
+        self.frames = torch.zeros(b, config.camera.height, config.camera.width, 3, device=dev, dtype=torch.uint8)
         schedule = shifted_timesteps(self.sampling_steps, config.generator.timestep_shift).tolist()
         self._schedule = schedule
-        self._times = [torch.full((b,), t, **on, dtype=self.dtype) for t in schedule]
+        self._times = [torch.full((b,), t, device=dev, dtype=self.dtype) for t in schedule]
         pin = self.device.type == 'cuda'
         self._host_frames = torch.zeros(self.frames.shape, dtype=torch.uint8, pin_memory=pin)
         self._host_latents = torch.zeros(self.latents.shape, dtype=self.dtype, pin_memory=pin)
@@ -125,7 +125,7 @@ class StreamEngine:
 
     def _capture(self) -> None:
         """Record ``_step_tensors`` in a CUDA graph; warm-up steps leave no trace in the state."""
-        side = torch.cuda.Stream()
+        side = torch.cuda.Stream()  # type: ignore[no-untyped-call]
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(GRAPH_WARMUP_STEPS):
