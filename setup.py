@@ -54,6 +54,7 @@ setup(
             'generator_node = aapt_ros.node.generator_node:main',
             'aapt-demo = aapt_ros.eval.demo:main',
             'aapt-init-model = aapt_ros.model.init_checkpoint:main',
+            'aapt-bench = aapt_ros.eval.bench:main',
         ],
     },
 )

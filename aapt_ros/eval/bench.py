@@ -1,0 +1,298 @@
+"""aapt-bench: speed of the streaming generator, side by side with its baselines, as JSON.
+
+Every number comes from the same run and the same network (random weights: speed does not
+depend on training):
+
+- end to end (pose + action in -> RGB uint8 on the host, autoencoder included) and generator
+  only, per-step latency p50/p99 and frames/s at batch 1;
+- 1-step (AAPT) vs 4-step and 50-step sampling of the same network;
+- KV-cached step vs recomputing the whole attention window without a cache;
+- step cost at frame ~2000 vs frame ~50 (constant by construction: the ring buffer);
+- many streams: frames/s, step latency and peak memory per batch size, and how many 30 Hz
+  streams one device sustains;
+- achieved TFLOP/s of the step against the GPU's bf16 peak.
+
+Example::
+
+    aapt-bench --device cuda --output bench_h100.json
+    aapt-bench --device cpu --configs default,small --output bench_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+from tqdm import tqdm
+
+from aapt_ros.model.camera import Pose
+from aapt_ros.model.checkpoint import Checkpoint
+from aapt_ros.model.config import CameraConfig, GeneratorConfig, ModelConfig, VAEConfig
+from aapt_ros.model.init_checkpoint import untrained_checkpoint
+from aapt_ros.streaming.engine import StreamEngine, resolve_device, resolve_dtype
+from aapt_ros.streaming.session import StreamingSession
+
+H100_BF16_DENSE_TFLOPS = 989.0  # datasheet peak (SXM); the brief's plain probe reaches about 790
+CONFIGS: dict[str, ModelConfig] = {
+    'default': ModelConfig(),
+    'qvga': ModelConfig(  # 320x240, 60 deg horizontal field of view
+        name='qvga', camera=CameraConfig(width=320, height=240, fx=277.1, fy=277.1, cx=160.0, cy=120.0)
+    ),
+    'small': ModelConfig(  # the default architecture at the smallest useful size, for CPUs
+        name='small',
+        camera=CameraConfig(width=64, height=64, fx=55.4, fy=55.4, cx=32.0, cy=32.0),
+        vae=VAEConfig(base_channels=16, max_channels=64),
+        generator=GeneratorConfig(dim=128, depth=4, heads=2),
+    ),
+}
+
+
+@dataclass
+class Timing:
+    steps: int
+    mean_ms: float
+    p50_ms: float
+    p99_ms: float
+    fps: float  # frames per second over all streams of the batch
+
+    @classmethod
+    def of(cls, seconds: list[float], batch: int = 1) -> Timing:
+        ms = np.asarray(seconds) * 1e3
+        return cls(
+            len(ms),
+            float(ms.mean()),
+            float(np.percentile(ms, 50)),
+            float(np.percentile(ms, 99)),
+            float(batch * 1e3 / ms.mean()),
+        )
+
+
+@dataclass
+class ConfigReport:
+    config: str
+    resolution: str
+    generator_parameters: int
+    tokens_per_frame: int
+    window_frames: int
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+
+
+def time_calls(fn: Callable[[], object], steps: int, warmup: int, device: torch.device) -> list[float]:
+    """Wall-clock seconds of each call, the device synchronised after each."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    seconds = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def random_motion(batch: int, action_dim: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    angle = rng.normal(0, 0.02)
+    c, s = np.cos(angle), np.sin(angle)
+    rotation = np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
+    return np.repeat(rotation[None], batch, 0), rng.normal(0, 0.02, (batch, 3)), rng.normal(0, 0.5, (batch, action_dim))
+
+
+def started_engine(checkpoint: Checkpoint, device: torch.device, batch: int, **kwargs: Any) -> StreamEngine:
+    engine = StreamEngine(checkpoint, batch_size=batch, device=str(device), **kwargs)
+    engine.start(np.ones(batch, bool), np.repeat(checkpoint.start_frame.numpy()[None], batch, 0))
+    return engine
+
+
+def bench_engine(checkpoint: Checkpoint, device: torch.device, batch: int, steps: int, **kwargs: Any) -> Timing:
+    engine = started_engine(checkpoint, device, batch, **kwargs)
+    rng = np.random.default_rng(0)
+    motion = random_motion(batch, checkpoint.config.generator.action_dim, rng)
+    return Timing.of(time_calls(lambda: engine.step(*motion), steps, warmup=5, device=device), batch)
+
+
+def bench_session(checkpoint: Checkpoint, device: torch.device, steps: int, cuda_graph: bool = True) -> Timing:
+    """Batch 1 through StreamingSession: pose validation and relative motion included."""
+    session = StreamingSession(checkpoint, device=str(device), cuda_graph=cuda_graph)
+    session.start(Pose.identity())
+    action = np.zeros(len(session.action_names))
+    index = iter(range(10**9))
+
+    def step() -> None:
+        i = next(index)
+        session.step(Pose((0.01 * i, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0)), action)
+
+    return Timing.of(time_calls(step, steps, warmup=5, device=device))
+
+
+def bench_rollout_length(checkpoint: Checkpoint, device: torch.device, frames: int) -> dict[str, Any]:
+    """Step time around frame 50 and around frame ``frames``: constant if the cache is bounded."""
+    engine = started_engine(checkpoint, device, 1)
+    motion = random_motion(1, checkpoint.config.generator.action_dim, np.random.default_rng(1))
+    seconds = time_calls(lambda: engine.step(*motion), frames, warmup=0, device=device)
+    early, late = Timing.of(seconds[40:60]), Timing.of(seconds[-20:])
+    return {
+        'early_frames': '40-60',
+        'late_frames': f'{frames - 20}-{frames}',
+        'early': asdict(early),
+        'late': asdict(late),
+        'late_over_early_p50': late.p50_ms / early.p50_ms,
+    }
+
+
+def bench_recompute(checkpoint: Checkpoint, device: torch.device, dtype: torch.dtype, steps: int) -> Timing:
+    """Baseline without KV cache: every frame re-runs the full window (sink + window) forward."""
+    config = checkpoint.config
+    generator = checkpoint.generator.to(device, dtype)
+    vae = checkpoint.vae.to(device, dtype)
+    frames = config.generator.window_frames + 1
+    c, h, w = config.vae.latent_channels, config.latent_height, config.latent_width
+    make = lambda *shape: torch.randn(*shape, device=device, dtype=dtype)  # noqa: E731
+    inputs = (
+        make(1, frames, c, h, w),
+        make(1, frames, c, h, w),
+        make(1, frames, 6, h, w),
+        make(1, frames, config.generator.action_dim),
+        torch.ones(1, frames, device=device, dtype=dtype),
+    )
+
+    @torch.inference_mode()
+    def step() -> None:
+        velocity = generator.forward_train(*inputs)[:, -1:]
+        vae.decode(inputs[0][:, -1:] - velocity)
+
+    return Timing.of(time_calls(step, steps, warmup=3, device=device))
+
+
+def step_flops(checkpoint: Checkpoint, device: torch.device, batch: int) -> int:
+    engine = StreamEngine(checkpoint, batch_size=batch, device=str(device), cuda_graph=False)
+    with FlopCounterMode(display=False) as counter:
+        engine._step_tensors()
+    return int(counter.get_total_flops())
+
+
+def bench_config(name: str, device: torch.device, batches: list[int], quick: bool) -> ConfigReport:
+    config = CONFIGS[name]
+    checkpoint = untrained_checkpoint(config)
+    report = ConfigReport(
+        name,
+        f'{config.camera.width}x{config.camera.height}',
+        sum(p.numel() for p in checkpoint.generator.parameters()),
+        config.tokens_per_frame,
+        config.generator.window_frames,
+    )
+    r = report.results
+    gpu = device.type == 'cuda'
+    n = (200 if quick else 1000) if gpu else (20 if quick else 60)
+    jobs: list[tuple[str, Callable[[], Any]]] = [
+        ('end_to_end_batch1', lambda: asdict(bench_session(checkpoint, device, n))),
+        ('generator_only_batch1', lambda: asdict(bench_engine(checkpoint, device, 1, n, decode=False))),
+        ('steps_4_batch1', lambda: asdict(bench_engine(checkpoint, device, 1, max(n // 4, 10), sampling_steps=4))),
+        (
+            'steps_4_generator_only_batch1',
+            lambda: asdict(bench_engine(checkpoint, device, 1, max(n // 4, 10), sampling_steps=4, decode=False)),
+        ),
+        ('steps_50_batch1', lambda: asdict(bench_engine(checkpoint, device, 1, max(n // 50, 5), sampling_steps=50))),
+        (
+            'recompute_without_cache_batch1',
+            lambda: asdict(bench_recompute(checkpoint, device, resolve_dtype('auto', device), max(n // 10, 5))),
+        ),
+        ('rollout_length', lambda: bench_rollout_length(checkpoint, device, 2000 if gpu and not quick else 300)),
+    ]
+    if gpu:
+        jobs.insert(
+            1,
+            (
+                'end_to_end_batch1_no_cuda_graph',
+                lambda: asdict(bench_session(checkpoint, device, n // 2, cuda_graph=False)),
+            ),
+        )
+    for key, job in tqdm(jobs, desc=name, unit='bench'):
+        r[key] = job()
+    r['one_step_speedup_over_4_steps'] = r['steps_4_batch1']['p50_ms'] / r['end_to_end_batch1']['p50_ms']
+    r['one_step_speedup_over_4_steps_generator_only'] = (
+        r['steps_4_generator_only_batch1']['p50_ms'] / r['generator_only_batch1']['p50_ms']
+    )
+    r['cache_speedup_over_recompute'] = r['recompute_without_cache_batch1']['p50_ms'] / r['end_to_end_batch1']['p50_ms']
+    r['batches'] = {}
+    for batch in tqdm(batches, desc=f'{name} batches', unit='batch'):
+        if gpu:
+            torch.cuda.reset_peak_memory_stats()
+        timing = bench_engine(checkpoint, device, batch, max(n // 5, 10))
+        entry: dict[str, Any] = asdict(timing)
+        entry['streams_at_30hz'] = batch if timing.p99_ms <= 1e3 / 30 else 0
+        if gpu:
+            entry['peak_memory_mib'] = torch.cuda.max_memory_allocated() / 2**20
+            flops = step_flops(checkpoint, device, batch)
+            entry['step_gflop'] = flops / 1e9
+            entry['achieved_tflops'] = flops / (timing.p50_ms * 1e-3) / 1e12
+            entry['fraction_of_bf16_peak'] = entry['achieved_tflops'] / H100_BF16_DENSE_TFLOPS
+        r['batches'][str(batch)] = entry
+    r['max_streams_at_30hz'] = max((e['streams_at_30hz'] for e in r['batches'].values()), default=0)
+    return report
+
+
+def machine() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        'python': platform.python_version(),
+        'torch': torch.__version__,
+        'cpu': platform.processor() or platform.machine(),
+        'threads': torch.get_num_threads(),
+    }
+    if torch.cuda.is_available():
+        info['gpu'] = torch.cuda.get_device_name()
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--device', default='auto', help='cpu, cuda, cuda:N or auto')
+    parser.add_argument('--configs', default='default,qvga', help=f'comma-separated, from {sorted(CONFIGS)}')
+    parser.add_argument('--batches', default='1,8,64,256,512', help='batch sizes (streams) for the throughput sweep')
+    parser.add_argument('--quick', action='store_true', help='fewer steps per measurement (for smoke tests)')
+    parser.add_argument('--output', type=Path, required=True, help='JSON file to write (must not exist)')
+    args = parser.parse_args(argv)
+    names = args.configs.split(',')
+    unknown = sorted(set(names) - set(CONFIGS))
+    if unknown:
+        print(f'ERROR: unknown config(s) {unknown}; valid: {sorted(CONFIGS)}; see --help', file=sys.stderr)
+        return 1
+    if args.output.exists():
+        print(f'ERROR: refusing to overwrite {args.output}; see --help', file=sys.stderr)
+        return 1
+    device = resolve_device(args.device)
+    batches = [int(b) for b in args.batches.split(',')]
+    reports = [asdict(bench_config(name, device, batches, args.quick)) for name in names]
+    result = {'device': str(device), 'machine': machine(), 'quick': args.quick, 'configs': reports}
+    args.output.write_text(json.dumps(result, indent=2) + '\n')
+    for report in reports:
+        r = report['results']
+        print(
+            f'{report["config"]} {report["resolution"]}: end to end {r["end_to_end_batch1"]["fps"]:.0f} frames/s '
+            f'(p50 {r["end_to_end_batch1"]["p50_ms"]:.2f} ms, p99 {r["end_to_end_batch1"]["p99_ms"]:.2f} ms), '
+            f'generator only {r["generator_only_batch1"]["fps"]:.0f} frames/s, 1-step vs 4-step '
+            f'{r["one_step_speedup_over_4_steps"]:.2f}x, cache vs recompute {r["cache_speedup_over_recompute"]:.1f}x, '
+            f'late/early step {r["rollout_length"]["late_over_early_p50"]:.3f}, '
+            f'streams at 30 Hz {r["max_streams_at_30hz"]}'
+        )
+    print(f'wrote {args.output}')
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
