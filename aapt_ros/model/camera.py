@@ -99,18 +99,14 @@ class RayEncoder(nn.Module):
         self.register_buffer('camera_directions', dirs.float(), persistent=False)
 
     def forward(self, rotation: torch.Tensor, translation: torch.Tensor) -> torch.Tensor:
-        """rotation (B, 3, 3), translation (B, 3), float32 -> rays (B, 6, h, w)."""
+        """rotation (B, 3, 3), translation (B, 3) -> float32 rays (B, 6, h, w).
+
+        Computed in float32 whatever the module's dtype: a half-precision direction map would
+        round the small differences between neighbouring rays.
+        """
         b = rotation.shape[0]
         _, h, w = self.camera_directions.shape
-        directions = torch.einsum('bij,jhw->bihw', rotation, self.camera_directions)  # (B, 3, h, w)
+        directions = torch.einsum('bij,jhw->bihw', rotation.float(), self.camera_directions.float())  # (B, 3, h, w)
+        translation = translation.float()
         origins = (translation / self.origin_scale)[:, :, None, None].expand(b, 3, h, w)
         return torch.cat([origins, directions], dim=1)
-
-
-def stack_motions(
-    motions: list[tuple[np.ndarray, np.ndarray]], device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Batch host-side relative motions into float32 device tensors (B, 3, 3) and (B, 3)."""
-    rotations = torch.from_numpy(np.stack([m[0] for m in motions])).float().to(device)
-    translations = torch.from_numpy(np.stack([m[1] for m in motions])).float().to(device)
-    return rotations, translations

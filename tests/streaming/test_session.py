@@ -58,6 +58,12 @@ def test_window_fill_grows_to_the_window_and_stays(tiny_model: Path) -> None:
     assert session.window_fill == session.window_size == 4
 
 
+@pytest.mark.parametrize('dtype', ['bfloat16', 'float16'])
+def test_half_precision_runs(tiny_model: Path, dtype: str) -> None:
+    frames = _run(StreamingSession(load_checkpoint(tiny_model), dtype=dtype), 3)
+    assert frames[-1].shape == (32, 48, 3)
+
+
 @pytest.mark.parametrize('steps', [1, 4])
 def test_multi_step_sampling_runs(tiny_model: Path, steps: int) -> None:
     frames = _run(StreamingSession(load_checkpoint(tiny_model), sampling_steps=steps), 3)
