@@ -126,9 +126,9 @@ def bench_engine(checkpoint: Checkpoint, device: torch.device, batch: int, steps
     return Timing.of(time_calls(lambda: engine.step(*motion), steps, warmup=5, device=device), batch)
 
 
-def bench_session(checkpoint: Checkpoint, device: torch.device, steps: int, cuda_graph: bool = True) -> Timing:
+def bench_session(checkpoint: Checkpoint, device: torch.device, steps: int, **kwargs: Any) -> Timing:
     """Batch 1 through StreamingSession: pose validation and relative motion included."""
-    session = StreamingSession(checkpoint, device=str(device), cuda_graph=cuda_graph)
+    session = StreamingSession(checkpoint, device=str(device), **kwargs)
     session.start(Pose.identity())
     action = np.zeros(len(session.action_names))
     index = iter(range(10**9))
@@ -140,9 +140,9 @@ def bench_session(checkpoint: Checkpoint, device: torch.device, steps: int, cuda
     return Timing.of(time_calls(step, steps, warmup=5, device=device))
 
 
-def bench_rollout_length(checkpoint: Checkpoint, device: torch.device, frames: int) -> dict[str, Any]:
+def bench_rollout_length(checkpoint: Checkpoint, device: torch.device, frames: int, **kwargs: Any) -> dict[str, Any]:
     """Step time around frame 50 and around frame ``frames``: constant if the cache is bounded."""
-    engine = started_engine(checkpoint, device, 1)
+    engine = started_engine(checkpoint, device, 1, **kwargs)
     motion = random_motion(1, checkpoint.config.generator.action_dim, np.random.default_rng(1))
     seconds = time_calls(lambda: engine.step(*motion), frames, warmup=0, device=device)
     early, late = Timing.of(seconds[40:60]), Timing.of(seconds[-20:])
@@ -186,7 +186,7 @@ def step_flops(checkpoint: Checkpoint, device: torch.device, batch: int) -> int:
     return int(counter.get_total_flops())
 
 
-def bench_config(name: str, device: torch.device, batches: list[int], quick: bool) -> ConfigReport:
+def bench_config(name: str, device: torch.device, batches: list[int], quick: bool, compile: bool) -> ConfigReport:
     config = CONFIGS[name]
     checkpoint = untrained_checkpoint(config)
     report = ConfigReport(
@@ -200,26 +200,40 @@ def bench_config(name: str, device: torch.device, batches: list[int], quick: boo
     gpu = device.type == 'cuda'
     n = (200 if quick else 1000) if gpu else (20 if quick else 60)
     jobs: list[tuple[str, Callable[[], Any]]] = [
-        ('end_to_end_batch1', lambda: asdict(bench_session(checkpoint, device, n))),
-        ('generator_only_batch1', lambda: asdict(bench_engine(checkpoint, device, 1, n, decode=False))),
-        ('steps_4_batch1', lambda: asdict(bench_engine(checkpoint, device, 1, max(n // 4, 10), sampling_steps=4))),
+        ('end_to_end_batch1', lambda: asdict(bench_session(checkpoint, device, n, compile=compile))),
+        (
+            'generator_only_batch1',
+            lambda: asdict(bench_engine(checkpoint, device, 1, n, decode=False, compile=compile)),
+        ),
+        (
+            'steps_4_batch1',
+            lambda: asdict(bench_engine(checkpoint, device, 1, max(n // 4, 10), sampling_steps=4, compile=compile)),
+        ),
         (
             'steps_4_generator_only_batch1',
-            lambda: asdict(bench_engine(checkpoint, device, 1, max(n // 4, 10), sampling_steps=4, decode=False)),
+            lambda: asdict(
+                bench_engine(checkpoint, device, 1, max(n // 4, 10), sampling_steps=4, decode=False, compile=compile)
+            ),
         ),
-        ('steps_50_batch1', lambda: asdict(bench_engine(checkpoint, device, 1, max(n // 50, 5), sampling_steps=50))),
+        (
+            'steps_50_batch1',
+            lambda: asdict(bench_engine(checkpoint, device, 1, max(n // 50, 5), sampling_steps=50, compile=compile)),
+        ),
         (
             'recompute_without_cache_batch1',
             lambda: asdict(bench_recompute(checkpoint, device, resolve_dtype('auto', device), max(n // 10, 5))),
         ),
-        ('rollout_length', lambda: bench_rollout_length(checkpoint, device, 2000 if gpu and not quick else 300)),
+        (
+            'rollout_length',
+            lambda: bench_rollout_length(checkpoint, device, 2000 if gpu and not quick else 300, compile=compile),
+        ),
     ]
     if gpu:
         jobs.insert(
             1,
             (
                 'end_to_end_batch1_no_cuda_graph',
-                lambda: asdict(bench_session(checkpoint, device, n // 2, cuda_graph=False)),
+                lambda: asdict(bench_session(checkpoint, device, n // 2, cuda_graph=False, compile=compile)),
             ),
         )
     for key, job in tqdm(jobs, desc=name, unit='bench'):
@@ -233,7 +247,7 @@ def bench_config(name: str, device: torch.device, batches: list[int], quick: boo
     for batch in tqdm(batches, desc=f'{name} batches', unit='batch'):
         if gpu:
             torch.cuda.reset_peak_memory_stats()
-        timing = bench_engine(checkpoint, device, batch, max(n // 5, 10))
+        timing = bench_engine(checkpoint, device, batch, max(n // 5, 10), compile=compile)
         entry: dict[str, Any] = asdict(timing)
         entry['streams_at_30hz'] = batch if timing.p99_ms <= 1e3 / 30 else 0
         if gpu:
@@ -265,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--configs', default='default,qvga', help=f'comma-separated, from {sorted(CONFIGS)}')
     parser.add_argument('--batches', default='1,8,64,256,512', help='batch sizes (streams) for the throughput sweep')
     parser.add_argument('--quick', action='store_true', help='fewer steps per measurement (for smoke tests)')
+    parser.add_argument('--compile', action='store_true', help='torch.compile the step (then captured in a CUDA graph)')
     parser.add_argument('--output', type=Path, required=True, help='JSON file to write (must not exist)')
     args = parser.parse_args(argv)
     names = args.configs.split(',')
@@ -277,8 +292,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     device = resolve_device(args.device)
     batches = [int(b) for b in args.batches.split(',')]
-    reports = [asdict(bench_config(name, device, batches, args.quick)) for name in names]
-    result = {'device': str(device), 'machine': machine(), 'quick': args.quick, 'configs': reports}
+    reports = [asdict(bench_config(name, device, batches, args.quick, args.compile)) for name in names]
+    result = {
+        'device': str(device),
+        'machine': machine(),
+        'quick': args.quick,
+        'compile': args.compile,
+        'configs': reports,
+    }
     args.output.write_text(json.dumps(result, indent=2) + '\n')
     for report in reports:
         r = report['results']

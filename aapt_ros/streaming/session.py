@@ -41,6 +41,7 @@ class StreamingSession:
         seed: int = 0,
         sampling_steps: int | None = None,
         cuda_graph: bool = True,
+        compile: bool = False,
     ):
         self.config = checkpoint.config
         try:
@@ -52,6 +53,7 @@ class StreamingSession:
                 seed=seed,
                 sampling_steps=sampling_steps,
                 cuda_graph=cuda_graph,
+                compile=compile,
             )
         except EngineError as err:
             raise SessionError(str(err)) from None
