@@ -291,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f'ERROR: refusing to overwrite {args.output}; see --help', file=sys.stderr)
         return 1
     device = resolve_device(args.device)
+    if args.compile:  # each engine compiles its own step; the default limit of 8 would fall back to eager
+        torch._dynamo.config.cache_size_limit = 512
     batches = [int(b) for b in args.batches.split(',')]
     reports = [asdict(bench_config(name, device, batches, args.quick, args.compile)) for name in names]
     result = {

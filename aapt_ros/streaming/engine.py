@@ -108,7 +108,7 @@ class StreamEngine:
 
     # -- the step, as the graph records it ------------------------------------------------
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: torch.compile rejects inference tensors
     def _step_tensors(self) -> None:
         rays = self.generator.rays(self.rotations, self.translations).to(self.dtype)  # (B, 6, h, w)
         x = self.noise
@@ -160,7 +160,7 @@ class StreamEngine:
             raise EngineError(f'{name} must have shape {tuple(target.shape)}, got {array.shape}')
         target.copy_(torch.from_numpy(array).to(target.dtype), non_blocking=True)
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: torch.compile rejects inference tensors
     def start(self, streams: np.ndarray, first_frames: np.ndarray, actions: np.ndarray | None = None) -> None:
         """Begin the streams of the (B,) bool mask ``streams`` from ``first_frames`` (B, H, W, 3) uint8
         (rows of other streams are ignored): each image becomes its stream's attention sink."""
