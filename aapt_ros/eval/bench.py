@@ -39,6 +39,7 @@ from aapt_ros.model.camera import Pose
 from aapt_ros.model.checkpoint import Checkpoint
 from aapt_ros.model.config import CameraConfig, GeneratorConfig, ModelConfig, VAEConfig
 from aapt_ros.model.init_checkpoint import untrained_checkpoint
+from aapt_ros.streaming import cuda_graphs
 from aapt_ros.streaming.engine import StreamEngine, resolve_device, resolve_dtype
 from aapt_ros.streaming.session import StreamingSession
 
@@ -155,9 +156,11 @@ def bench_rollout_length(checkpoint: Checkpoint, device: torch.device, frames: i
     }
 
 
-def bench_recompute(checkpoint: Checkpoint, device: torch.device, dtype: torch.dtype, steps: int) -> Timing:
-    """Baseline without KV cache: every frame re-runs the full window (sink + window) forward."""
+def bench_recompute(checkpoint: Checkpoint, device: torch.device, steps: int, compile: bool) -> Timing:
+    """Baseline without KV cache: every frame re-runs the full window (sink + window) forward,
+    on the same fast path as the engine (CUDA graph, torch.compile if asked)."""
     config = checkpoint.config
+    dtype = resolve_dtype('auto', device)
     generator = checkpoint.generator.to(device, dtype)
     vae = checkpoint.vae.to(device, dtype)
     frames = config.generator.window_frames + 1
@@ -171,12 +174,15 @@ def bench_recompute(checkpoint: Checkpoint, device: torch.device, dtype: torch.d
         torch.ones(1, frames, device=device, dtype=dtype),
     )
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def step() -> None:
         velocity = generator.forward_train(*inputs)[:, -1:]
         vae.decode(inputs[0][:, -1:] - velocity)
 
-    return Timing.of(time_calls(step, steps, warmup=3, device=device))
+    run = torch.compile(step) if compile else step
+    if device.type == 'cuda':
+        run = cuda_graphs.capture(run).replay
+    return Timing.of(time_calls(run, steps, warmup=3, device=device))
 
 
 def step_flops(checkpoint: Checkpoint, device: torch.device, batch: int) -> int:
@@ -221,7 +227,7 @@ def bench_config(name: str, device: torch.device, batches: list[int], quick: boo
         ),
         (
             'recompute_without_cache_batch1',
-            lambda: asdict(bench_recompute(checkpoint, device, resolve_dtype('auto', device), max(n // 10, 5))),
+            lambda: asdict(bench_recompute(checkpoint, device, max(n // 10, 5), compile)),
         ),
         (
             'rollout_length',

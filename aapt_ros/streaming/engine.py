@@ -22,8 +22,10 @@ import torch
 from aapt_ros.model.checkpoint import Checkpoint
 from aapt_ros.model.kv_cache import KVCache
 from aapt_ros.model.sampling import euler_update, shifted_timesteps, velocity_to_x0
+from aapt_ros.streaming import cuda_graphs
 
-GRAPH_WARMUP_STEPS = 3  # eager steps on a side stream before capture, as torch.cuda.graphs asks
+COMMIT = 12  # column of the packed inputs that says whether a stream advances
+INPUT_FIELDS = 13  # rotation (9), translation (3), commit (1); the actions follow
 
 
 class EngineError(ValueError):
@@ -57,6 +59,10 @@ def to_uint8_images(images: torch.Tensor) -> torch.Tensor:
 
 
 class StreamEngine:
+    """B streams on one device. Inputs of a step are packed per stream in one row,
+    ``rotation (9) | translation (3) | commit (1) | actions (A)``, so they reach the device in a
+    single copy from pinned memory; the step reads them through the views below."""
+
     def __init__(
         self,
         checkpoint: Checkpoint,
@@ -85,61 +91,51 @@ class StreamEngine:
         self.rng = torch.Generator(self.device).manual_seed(seed)
 
         b, c, h, w = batch_size, config.vae.latent_channels, config.latent_height, config.latent_width
-        dev = self.device
-        self.rotations = torch.eye(3, device=dev).repeat(b, 1, 1)  # (B, 3, 3) float32: motion since the last frame
-        self.translations = torch.zeros(b, 3, device=dev)  # (B, 3) float32, metres, previous camera frame
-        self.actions = torch.zeros(b, config.generator.action_dim, device=dev, dtype=self.dtype)  # (B, A)
+        dev, pin = self.device, self.device.type == 'cuda'
+        self._host_inputs = torch.zeros(b, INPUT_FIELDS + config.generator.action_dim, pin_memory=pin)
+        self._host_inputs[:, :9] = torch.eye(3).flatten()
+        self._host_inputs[:, COMMIT] = 1.0
+        self.inputs = self._host_inputs.to(dev)  # (B, 13 + A) float32, read through the views below
+        self.rotations = self.inputs[:, :9].unflatten(1, (3, 3))  # type: ignore[no-untyped-call]  # (B, 3, 3) view
+        self.translations = self.inputs[:, 9:12]  # (B, 3) metres, in the previous camera frame
+        self.actions = self.inputs[:, INPUT_FIELDS:]  # (B, A)
         self.noise = torch.zeros(b, c, h, w, device=dev, dtype=self.dtype)  # (B, C, h, w)
         self.previous = torch.zeros(b, c, h, w, device=dev, dtype=self.dtype)  # recycled latent of the last frame
-        self.commit = torch.ones(b, device=dev, dtype=torch.bool)  # streams that take this frame
         self.latents = torch.zeros(b, c, h, w, device=dev, dtype=self.dtype)  # output of the last step
         self.frames = torch.zeros(b, config.camera.height, config.camera.width, 3, device=dev, dtype=torch.uint8)
-        schedule = shifted_timesteps(self.sampling_steps, config.generator.timestep_shift).tolist()
-        self._schedule = schedule
-        self._times = [torch.full((b,), t, device=dev, dtype=self.dtype) for t in schedule]
-        pin = self.device.type == 'cuda'
+        self._schedule = shifted_timesteps(self.sampling_steps, config.generator.timestep_shift).tolist()
+        self._times = [torch.full((b,), t, device=dev, dtype=self.dtype) for t in self._schedule]
         self._host_frames = torch.zeros(self.frames.shape, dtype=torch.uint8, pin_memory=pin)
         self._host_latents = torch.zeros(self.latents.shape, dtype=self.dtype, pin_memory=pin)
         # torch.compile fuses the many small elementwise kernels of a step, which dominate at batch 1.
         self._step_fn: Callable[[], None] = torch.compile(self._step_tensors) if compile else self._step_tensors
         self._graph: torch.cuda.CUDAGraph | None = None
         if cuda_graph and self.device.type == 'cuda':
-            self._capture()
+            self._graph = cuda_graphs.capture(self._step_fn, generators=[self.rng])
+            self.reset()  # the warm-up steps ran for real
 
     # -- the step, as the graph records it ------------------------------------------------
 
     @torch.no_grad()  # not inference_mode: torch.compile rejects inference tensors
     def _step_tensors(self) -> None:
+        commit = self.inputs[:, COMMIT] > 0.5  # (B,) bool
+        actions = self.actions.to(self.dtype)
         rays = self.generator.rays(self.rotations, self.translations).to(self.dtype)  # (B, 6, h, w)
-        x = self.noise
+        x = self.noise.normal_(generator=self.rng)
         last = self.sampling_steps - 1
         for i in range(self.sampling_steps):
             t = self._times[i]
             velocity = self.generator.step(
-                x, self.previous, rays, self.actions, t, self.cache, commit=self.commit if i == last else None
+                x, self.previous, rays, actions, t, self.cache, commit=commit if i == last else None
             )
-            x = (
-                velocity_to_x0(x, velocity, t)
-                if i == last
-                else euler_update(x, velocity, self._schedule[i], self._schedule[i + 1])
-            )
+            if i == last:
+                x = velocity_to_x0(x, velocity, t)
+            else:
+                x = euler_update(x, velocity, self._schedule[i], self._schedule[i + 1])
         self.latents.copy_(x)
-        self.previous.copy_(torch.where(self.commit[:, None, None, None], x, self.previous))
+        self.previous.copy_(torch.where(commit[:, None, None, None], x, self.previous))
         if self.decode:
             self.frames.copy_(to_uint8_images(self.vae.decode(x[:, None])[:, 0]))
-
-    def _capture(self) -> None:
-        """Record ``_step_tensors`` in a CUDA graph; warm-up steps leave no trace in the state."""
-        side = torch.cuda.Stream()  # type: ignore[no-untyped-call]
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(GRAPH_WARMUP_STEPS):
-                self._step_fn()
-        torch.cuda.current_stream().wait_stream(side)
-        self._graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self._graph):
-            self._step_fn()
-        self.reset()
 
     # -- host API ---------------------------------------------------------------------------
 
@@ -152,29 +148,36 @@ class StreamEngine:
         else:
             self.cache.reset(torch.as_tensor(streams, device=self.device))
 
-    def _set(self, target: torch.Tensor, values: np.ndarray | None, name: str) -> None:
+    def _pack(self, columns: slice, values: np.ndarray | None, shape: tuple[int, ...], name: str) -> None:
+        """Write ``values`` of ``shape`` into the pinned input rows (None: keep the last ones)."""
         if values is None:
             return
         array = np.asarray(values)
-        if array.shape != tuple(target.shape):
-            raise EngineError(f'{name} must have shape {tuple(target.shape)}, got {array.shape}')
-        target.copy_(torch.from_numpy(array).to(target.dtype), non_blocking=True)
+        if array.shape != shape:
+            raise EngineError(f'{name} must have shape {shape}, got {array.shape}')
+        self._host_inputs.numpy()[:, columns] = array.reshape(self.batch_size, -1)
 
-    @torch.no_grad()  # not inference_mode: torch.compile rejects inference tensors
+    def _upload(self) -> None:
+        # Safe to reuse the pinned rows next step: every step ends with a synchronisation.
+        self.inputs.copy_(self._host_inputs, non_blocking=True)
+
+    @torch.no_grad()
     def start(self, streams: np.ndarray, first_frames: np.ndarray, actions: np.ndarray | None = None) -> None:
         """Begin the streams of the (B,) bool mask ``streams`` from ``first_frames`` (B, H, W, 3) uint8
         (rows of other streams are ignored): each image becomes its stream's attention sink."""
+        b = self.batch_size
+        self._pack(slice(INPUT_FIELDS, None), actions, (b, self.config.generator.action_dim), 'actions')
+        self._upload()
         mask = torch.as_tensor(np.asarray(streams, dtype=bool), device=self.device)
-        self._set(self.actions, actions, 'actions')
         frames = torch.from_numpy(np.ascontiguousarray(first_frames)).to(self.device)
         images = frames.permute(0, 3, 1, 2)[:, None].to(self.dtype) / 127.5 - 1  # (B, 1, 3, H, W) in [-1, 1]
         latents = self.vae.encode(images)[:, 0]
         self.cache.reset(mask)
-        identity = torch.eye(3, device=self.device).repeat(self.batch_size, 1, 1)
-        rays = self.generator.rays(identity, torch.zeros_like(self.translations)).to(self.dtype)
-        zero_t = torch.zeros(self.batch_size, device=self.device, dtype=self.dtype)
+        identity = torch.eye(3, device=self.device).repeat(b, 1, 1)
+        rays = self.generator.rays(identity, torch.zeros(b, 3, device=self.device)).to(self.dtype)
+        zero_t = torch.zeros(b, device=self.device, dtype=self.dtype)
         # The sink pass: the clean first latent at t = 0 enters the cache; its output is not needed.
-        self.generator.step(latents, latents, rays, self.actions, zero_t, self.cache, commit=mask)
+        self.generator.step(latents, latents, rays, self.actions.to(self.dtype), zero_t, self.cache, commit=mask)
         self.previous.copy_(torch.where(mask[:, None, None, None], latents, self.previous))
 
     def step(
@@ -187,16 +190,15 @@ class StreamEngine:
         """Generate one frame per stream: (B, H, W, 3) uint8 (or (B, C, h, w) latents without decode).
 
         rotations (B, 3, 3) and translations (B, 3): each camera's motion since its last frame, in
-        that frame; actions (B, A); commit (B,) bool: streams that advance (default all).
+        that frame; actions (B, A) (None: the last ones); commit (B,) bool: streams that advance
+        (default all).
         """
-        self._set(self.rotations, rotations, 'rotations')
-        self._set(self.translations, translations, 'translations')
-        self._set(self.actions, actions, 'actions')
-        if commit is None:
-            self.commit.fill_(True)
-        else:
-            self._set(self.commit, commit, 'commit')
-        self.noise.normal_(generator=self.rng)
+        b = self.batch_size
+        self._pack(slice(0, 9), rotations, (b, 3, 3), 'rotations')
+        self._pack(slice(9, 12), translations, (b, 3), 'translations')
+        self._pack(slice(INPUT_FIELDS, None), actions, (b, self.config.generator.action_dim), 'actions')
+        self._pack(slice(COMMIT, COMMIT + 1), np.ones(b) if commit is None else commit, (b,), 'commit')
+        self._upload()
         if self._graph is not None:
             self._graph.replay()
         else:
