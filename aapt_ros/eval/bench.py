@@ -179,7 +179,7 @@ def bench_recompute(checkpoint: Checkpoint, device: torch.device, steps: int, co
         velocity = generator.forward_train(*inputs)[:, -1:]
         vae.decode(inputs[0][:, -1:] - velocity)
 
-    run = torch.compile(step) if compile else step
+    run = torch.compile(step, dynamic=False) if compile else step
     if device.type == 'cuda':
         run = cuda_graphs.capture(run).replay
     return Timing.of(time_calls(run, steps, warmup=3, device=device))

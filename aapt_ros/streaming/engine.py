@@ -108,7 +108,9 @@ class StreamEngine:
         self._host_frames = torch.zeros(self.frames.shape, dtype=torch.uint8, pin_memory=pin)
         self._host_latents = torch.zeros(self.latents.shape, dtype=self.dtype, pin_memory=pin)
         # torch.compile fuses the many small elementwise kernels of a step, which dominate at batch 1.
-        self._step_fn: Callable[[], None] = torch.compile(self._step_tensors) if compile else self._step_tensors
+        self._step_fn: Callable[[], None] = (
+            torch.compile(self._step_tensors, dynamic=False) if compile else self._step_tensors
+        )
         self._graph: torch.cuda.CUDAGraph | None = None
         if cuda_graph and self.device.type == 'cuda':
             self._graph = cuda_graphs.capture(self._step_fn, generators=[self.rng])
