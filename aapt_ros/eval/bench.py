@@ -174,10 +174,12 @@ def bench_recompute(checkpoint: Checkpoint, device: torch.device, steps: int, co
         torch.ones(1, frames, device=device, dtype=dtype),
     )
 
+    image = torch.zeros(1, 1, 3, config.camera.height, config.camera.width, device=device, dtype=dtype)
+
     @torch.no_grad()
-    def step() -> None:
+    def step() -> None:  # writes its result, or torch.compile would drop the work as dead code
         velocity = generator.forward_train(*inputs)[:, -1:]
-        vae.decode(inputs[0][:, -1:] - velocity)
+        image.copy_(vae.decode(inputs[0][:, -1:] - velocity))
 
     run = torch.compile(step, dynamic=False) if compile else step
     if device.type == 'cuda':

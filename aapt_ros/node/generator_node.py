@@ -122,6 +122,7 @@ class GeneratorNode(Node):
                 dtype=p['dtype'],
                 seed=p['seed'],
                 sampling_steps=p['sampling_steps'] or None,
+                compile=p['compile'],
             )
             check_action_source(self.action_source, checkpoint.config.generator.action_names)
         except (SessionError, InputError) as err:
@@ -205,6 +206,11 @@ class GeneratorNode(Node):
                 desc("Network passes per frame; 0: the model's own (1 for an AAPT model).", ints=(0, 1000)),
             ),
             ('seed', 0, desc('Seed of the generation noise; the same seed and inputs give the same images.')),
+            (
+                'compile',
+                False,
+                desc('torch.compile the step (CUDA: about 2x faster at batch 1, 20-60 s longer start-up).'),
+            ),
             (
                 'trigger_mode',
                 'on_pose',
