@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from aapt_ros.model.config import ConfigError, ModelConfig, from_dict, to_dict
 from aapt_ros.model.generator import CausalGenerator
-from aapt_ros.model.vae import FrameAutoencoder
+from aapt_ros.model.vae import VideoAutoencoder
 
 CONFIG_FILE = 'config.yaml'
 VAE_FILE = 'vae.safetensors'
@@ -33,7 +33,7 @@ class CheckpointError(RuntimeError):
 @dataclass
 class Checkpoint:
     config: ModelConfig
-    vae: FrameAutoencoder
+    vae: VideoAutoencoder
     generator: CausalGenerator
     start_frame: torch.Tensor  # (H, W, 3) uint8
     path: Path | None = None
@@ -89,7 +89,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             f'model folder not found: {folder} (expected {CONFIG_FILE}, {VAE_FILE}, {GENERATOR_FILE})'
         )
     config = load_config(folder / CONFIG_FILE)
-    vae, generator = FrameAutoencoder(config.vae), CausalGenerator(config)
+    vae, generator = VideoAutoencoder(config.vae), CausalGenerator(config)
     _load_weights(vae, folder / VAE_FILE)
     _load_weights(generator, folder / GENERATOR_FILE)
     extras = _load_tensors(folder / EXTRAS_FILE)

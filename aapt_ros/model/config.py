@@ -48,6 +48,7 @@ class VAEConfig:
     image_channels: int = 3
     latent_channels: int = 8
     spatial_factor: int = 8  # 8 as in the paper; 4 and 16 trade detail for speed
+    temporal_factor: int = 1  # images per latent: 1 keeps each image at its own pose's stamp; 4 as in the paper
     base_channels: int = 32  # channels at full resolution, doubled at each downsampling
     max_channels: int = 128
     latent_scale: float = 1.0  # multiplies latents so the generator sees about unit std
@@ -55,6 +56,8 @@ class VAEConfig:
     def __post_init__(self) -> None:
         if self.spatial_factor not in (4, 8, 16):
             raise ConfigError(f'vae.spatial_factor must be 4, 8 or 16, got {self.spatial_factor}')
+        if self.temporal_factor not in (1, 4):
+            raise ConfigError(f'vae.temporal_factor must be 1 or 4, got {self.temporal_factor}')
         if self.latent_channels <= 0 or self.base_channels <= 0:
             raise ConfigError('vae.latent_channels and vae.base_channels must be positive')
 

@@ -20,7 +20,7 @@ import torch
 from aapt_ros.model.checkpoint import Checkpoint, CheckpointError, save_checkpoint
 from aapt_ros.model.config import ModelConfig
 from aapt_ros.model.generator import CausalGenerator
-from aapt_ros.model.vae import FrameAutoencoder
+from aapt_ros.model.vae import VideoAutoencoder
 
 
 def synthetic_start_frame(height: int, width: int) -> torch.Tensor:
@@ -38,7 +38,7 @@ def untrained_checkpoint(config: ModelConfig, seed: int = 0) -> Checkpoint:
     torch.manual_seed(seed)
     return Checkpoint(
         config=config,
-        vae=FrameAutoencoder(config.vae),
+        vae=VideoAutoencoder(config.vae),
         generator=CausalGenerator(config),
         start_frame=synthetic_start_frame(config.camera.height, config.camera.width),
     )

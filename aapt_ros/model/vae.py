@@ -1,14 +1,20 @@
-"""Per-frame convolutional autoencoder: images <-> latent frames.
+"""Video autoencoder, causal in time: images <-> latent frames.
 
-With a temporal factor of 1 (one latent per image) the autoencoder is causal in time by
-construction: a frame's latent depends on that frame alone, so streaming encode/decode is
-exactly whole-clip encode/decode and a published image reflects the pose at its own stamp.
+Spatially, 2-D convolutions downsample by ``spatial_factor``. In time, a temporal factor of 1
+(one latent per image, the low-latency default) has no temporal layers at all: a frame's latent
+depends on that frame alone and a published image reflects the pose at its own stamp. A factor
+of 4 (as in the paper) adds causal temporal layers at the latent resolution (``temporal.py``):
+latent k summarises frames 4k..4k+3 and earlier ones, never later ones.
+
+``encode``/``decode`` take whole clips; ``encode_stream``/``decode_stream`` take one frame or one
+latent at a time with an explicit state, and give the same numbers (tested).
 Images are float in [-1, 1]; latents are multiplied by ``latent_scale`` (about unit std).
 """
 
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass, field
 
 import torch
 from einops import rearrange
@@ -16,6 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from aapt_ros.model.config import VAEConfig
+from aapt_ros.model.temporal import TemporalDownsample, TemporalUpsample
 
 
 def _group_norm(channels: int) -> nn.GroupNorm:
@@ -54,8 +61,9 @@ class Encoder(nn.Module):
         self.body = nn.Sequential(*layers)
         self.head = nn.Conv2d(chans[-1], config.latent_channels, 3, padding=1)
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(self.stem(image)))
+    def features(self, image: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) -> (N, C_max, h, w), before the latent projection."""
+        return self.body(self.stem(image))
 
 
 class Decoder(nn.Module):
@@ -74,26 +82,76 @@ class Decoder(nn.Module):
         self.body = nn.Sequential(*layers)
         self.head = nn.Conv2d(chans[-1], config.image_channels, 3, padding=1)
 
-    def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(self.stem(latent)))
+    def image(self, features: torch.Tensor) -> torch.Tensor:
+        """(N, C_max, h, w) -> (N, 3, H, W)."""
+        return self.head(self.body(features))
 
 
-class FrameAutoencoder(nn.Module):
-    """Encode (B, F, 3, H, W) images in [-1, 1] to (B, F, C, H/s, W/s) latents and back."""
+@dataclass
+class StreamState:
+    """Cached tails of the causal temporal layers of one stream (None until the stream starts)."""
+
+    cache: torch.Tensor | None = None
+    pending: list[torch.Tensor] = field(default_factory=list)  # encoder: features of an incomplete group
+
+
+class VideoAutoencoder(nn.Module):
+    """Encode (B, F, 3, H, W) images to (B, F / t, C, H / s, W / s) latents and back."""
 
     def __init__(self, config: VAEConfig):
         super().__init__()
         self.config = config
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
+        channels = _level_channels(config)[-1]
+        factor = config.temporal_factor
+        self.down = TemporalDownsample(channels, factor) if factor > 1 else None
+        self.up = TemporalUpsample(channels, factor) if factor > 1 else None
 
     def encode(self, video: torch.Tensor) -> torch.Tensor:
-        b = video.shape[0]
-        frames = rearrange(video, 'b f c h w -> (b f) c h w')  # frames are independent (temporal factor 1)
-        latents = self.encoder(frames) * self.config.latent_scale
-        return rearrange(latents, '(b f) c h w -> b f c h w', b=b)
+        """Whole clips; F must be a multiple of the temporal factor."""
+        b, f = video.shape[:2]
+        factor = self.config.temporal_factor
+        if f % factor:
+            raise ValueError(f'clip of {f} frames: the temporal factor {factor} needs a multiple of {factor}')
+        features = self.encoder.features(rearrange(video, 'b f c h w -> (b f) c h w'))
+        if self.down is not None:
+            h, w = features.shape[-2:]
+            series = rearrange(features, '(b f) c h w -> (b h w) c f', b=b)
+            features = rearrange(self.down(series)[0], '(b h w) c l -> (b l) c h w', b=b, h=h, w=w)
+        latents = self.encoder.head(features) * self.config.latent_scale
+        return rearrange(latents, '(b l) c h w -> b l c h w', b=b)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         b = latents.shape[0]
-        frames = rearrange(latents, 'b f c h w -> (b f) c h w') / self.config.latent_scale
-        return rearrange(self.decoder(frames), '(b f) c h w -> b f c h w', b=b)
+        features = self.decoder.stem(rearrange(latents, 'b l c h w -> (b l) c h w') / self.config.latent_scale)
+        if self.up is not None:
+            h, w = features.shape[-2:]
+            series = rearrange(features, '(b l) c h w -> (b h w) c l', b=b)
+            features = rearrange(self.up(series)[0], '(b h w) c f -> (b f) c h w', b=b, h=h, w=w)
+        return rearrange(self.decoder.image(features), '(b f) c h w -> b f c h w', b=b)
+
+    def encode_stream(self, frame: torch.Tensor, state: StreamState) -> torch.Tensor | None:
+        """One frame (B, 3, H, W) -> its group's latent (B, C, h, w) once the group is complete."""
+        features = self.encoder.features(frame)  # (B, C, h, w)
+        if self.down is None:
+            return self.encoder.head(features) * self.config.latent_scale
+        state.pending.append(features)
+        if len(state.pending) < self.config.temporal_factor:
+            return None
+        b, _, h, w = features.shape
+        series = rearrange(torch.stack(state.pending, dim=1), 'b f c h w -> (b h w) c f')
+        state.pending.clear()
+        down, state.cache = self.down(series, state.cache)
+        grouped = rearrange(down, '(b h w) c 1 -> b c h w', b=b, h=h, w=w)
+        return self.encoder.head(grouped) * self.config.latent_scale
+
+    def decode_stream(self, latent: torch.Tensor, state: StreamState) -> torch.Tensor:
+        """One latent (B, C, h, w) -> its frames (B, t, 3, H, W)."""
+        features = self.decoder.stem(latent / self.config.latent_scale)
+        b, _, h, w = features.shape
+        if self.up is not None:
+            series = rearrange(features, 'b c h w -> (b h w) c 1')
+            up, state.cache = self.up(series, state.cache)
+            features = rearrange(up, '(b h w) c f -> (b f) c h w', b=b, h=h, w=w)
+        return rearrange(self.decoder.image(features), '(b f) c h w -> b f c h w', b=b)

@@ -81,6 +81,11 @@ class StreamEngine:
         self.dtype = resolve_dtype(dtype, self.device)
         self.batch_size = batch_size
         self.sampling_steps = sampling_steps or config.generator.sampling_steps
+        if config.vae.temporal_factor != 1:
+            raise EngineError(
+                f'the streaming engine publishes one image per latent frame and needs vae.temporal_factor 1, '
+                f'got {config.vae.temporal_factor}; use temporal factor 4 for offline encoding only'
+            )
         if self.sampling_steps < 1 or batch_size < 1:
             raise EngineError(f'sampling_steps and batch_size must be >= 1, got {self.sampling_steps}, {batch_size}')
         self.decode = decode  # False: latents only, to time the generator alone

@@ -15,8 +15,15 @@ def test_bench_writes_every_measurement_for_the_small_config_on_cpu(tmp_path: Pa
     assert main(['--device', 'cpu', '--configs', 'small', '--batches', '1,2', '--quick', '--output', str(out)]) == 0
     report = json.loads(out.read_text())['configs'][0]
     results = report['results']
-    for key in ('end_to_end_batch1', 'generator_only_batch1', 'steps_4_batch1', 'steps_50_batch1',
-                'recompute_without_cache_batch1', 'rollout_length', 'batches'):
+    for key in (
+        'end_to_end_batch1',
+        'generator_only_batch1',
+        'steps_4_batch1',
+        'steps_50_batch1',
+        'recompute_without_cache_batch1',
+        'rollout_length',
+        'batches',
+    ):
         assert key in results, key
     assert results['end_to_end_batch1']['p99_ms'] >= results['end_to_end_batch1']['p50_ms'] > 0
     assert set(results['batches']) == {'1', '2'}

@@ -38,6 +38,7 @@ def test_image_size_must_be_divisible_by_the_patch_grid() -> None:
     ('section', 'values', 'message'),
     [
         ('vae', {'spatial_factor': 6}, 'spatial_factor must be 4, 8 or 16'),
+        ('vae', {'temporal_factor': 2}, 'temporal_factor must be 1 or 4'),
         ('generator', {'dim': 30, 'heads': 4}, 'must be divisible by generator.heads'),
         ('generator', {'window_frames': 1}, 'window_frames must be >= 2'),
         ('generator', {'action_names': ['a', 'a']}, 'duplicates'),

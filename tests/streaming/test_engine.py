@@ -91,3 +91,13 @@ def test_cuda_graph_replay_matches_eager_steps(tiny_model: Path, dtype: str) -> 
         outputs.append([engine.step(*_motion(2, 0.01 * i)) for i in range(40)])  # past the window: eviction
     for eager, replayed in zip(*outputs, strict=True):
         assert np.abs(eager.astype(int) - replayed).max() <= 1
+
+
+def test_engine_refuses_a_temporal_factor_above_one(tiny_model: Path) -> None:
+    import dataclasses
+
+    checkpoint = load_checkpoint(tiny_model)
+    config = checkpoint.config
+    checkpoint.config = dataclasses.replace(config, vae=dataclasses.replace(config.vae, temporal_factor=4))
+    with pytest.raises(EngineError, match=r'needs vae\.temporal_factor 1, got 4'):
+        StreamEngine(checkpoint)

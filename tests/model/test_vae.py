@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from aapt_ros.model.config import VAEConfig
+from aapt_ros.model.vae import StreamState, VideoAutoencoder
+
+
+def _vae(**overrides: int) -> VideoAutoencoder:
+    torch.manual_seed(0)
+    config = VAEConfig(latent_channels=4, base_channels=8, max_channels=16, **overrides)  # type: ignore[arg-type]
+    vae = VideoAutoencoder(config).eval()
+    with torch.no_grad():
+        for p in vae.parameters():
+            p.normal_(std=0.1)
+    return vae
+
+
+@pytest.mark.parametrize(('size', 'spatial'), [((120, 160), 8), ((128, 128), 8), ((64, 96), 4), ((64, 64), 16)])
+@pytest.mark.parametrize('temporal', [1, 4])
+def test_shapes_follow_the_spatial_and_temporal_factors(size: tuple[int, int], spatial: int, temporal: int) -> None:
+    vae = _vae(spatial_factor=spatial, temporal_factor=temporal)
+    video = torch.rand(2, 8, 3, *size) * 2 - 1
+    with torch.no_grad():
+        latents = vae.encode(video)
+        assert latents.shape == (2, 8 // temporal, 4, size[0] // spatial, size[1] // spatial)
+        assert vae.decode(latents).shape == video.shape
+
+
+@pytest.mark.parametrize('temporal', [1, 4])
+def test_streaming_encode_and_decode_equal_whole_clip(temporal: int) -> None:
+    vae = _vae(temporal_factor=temporal)
+    video = torch.rand(2, 12, 3, 120, 160) * 2 - 1
+    with torch.no_grad():
+        latents = vae.encode(video)
+        state = StreamState()
+        streamed = [z for i in range(12) if (z := vae.encode_stream(video[:, i], state)) is not None]
+        torch.testing.assert_close(torch.stack(streamed, dim=1), latents, atol=1e-5, rtol=1e-5)
+        frames = vae.decode(latents)
+        state = StreamState()
+        streamed_frames = torch.cat([vae.decode_stream(latents[:, i], state) for i in range(latents.shape[1])], dim=1)
+        torch.testing.assert_close(streamed_frames, frames, atol=1e-5, rtol=1e-5)
+
+
+def test_latents_never_depend_on_later_frames() -> None:
+    vae = _vae(temporal_factor=4)
+    video = torch.rand(1, 12, 3, 64, 64) * 2 - 1
+    changed = video.clone()
+    changed[:, 8:] = -changed[:, 8:]  # only the third group differs
+    with torch.no_grad():
+        a, b = vae.encode(video), vae.encode(changed)
+        assert torch.equal(a[:, :2], b[:, :2]) and not torch.equal(a[:, 2], b[:, 2])
+        later = a.clone()
+        later[:, 2] += 1.0
+        assert torch.equal(vae.decode(a)[:, :8], vae.decode(later)[:, :8])
+
+
+def test_clip_length_must_be_a_multiple_of_the_temporal_factor() -> None:
+    with pytest.raises(ValueError, match='clip of 6 frames: the temporal factor 4 needs a multiple of 4'):
+        _vae(temporal_factor=4).encode(torch.zeros(1, 6, 3, 32, 32))
