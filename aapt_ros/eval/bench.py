@@ -302,16 +302,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.compile:  # each engine compiles its own step; the default limit of 8 would fall back to eager
         torch._dynamo.config.cache_size_limit = 512
     batches = [int(b) for b in args.batches.split(',')]
-    reports = [asdict(bench_config(name, device, batches, args.quick, args.compile)) for name in names]
-    result = {
+    result: dict[str, Any] = {
         'device': str(device),
         'machine': machine(),
         'quick': args.quick,
         'compile': args.compile,
-        'configs': reports,
+        'configs': [],
     }
-    args.output.write_text(json.dumps(result, indent=2) + '\n')
-    for report in reports:
+    for name in names:  # written after each config, so a run cut short keeps what it measured
+        report = asdict(bench_config(name, device, batches, args.quick, args.compile))
+        result['configs'].append(report)
+        args.output.write_text(json.dumps(result, indent=2) + '\n')
         r = report['results']
         print(
             f'{report["config"]} {report["resolution"]}: end to end {r["end_to_end_batch1"]["fps"]:.0f} frames/s '
@@ -319,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
             f'generator only {r["generator_only_batch1"]["fps"]:.0f} frames/s, 1-step vs 4-step '
             f'{r["one_step_speedup_over_4_steps"]:.2f}x, cache vs recompute {r["cache_speedup_over_recompute"]:.1f}x, '
             f'late/early step {r["rollout_length"]["late_over_early_p50"]:.3f}, '
-            f'streams at 30 Hz {r["max_streams_at_30hz"]}'
+            f'streams at 30 Hz {r["max_streams_at_30hz"]}',
+            flush=True,
         )
     print(f'wrote {args.output}')
     return 0
