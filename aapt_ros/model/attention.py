@@ -35,29 +35,12 @@ class Attention(nn.Module):
         q, k, v = self._qkv(x)
         return self._attend(q, k, v, mask)
 
-    def step(
-        self,
-        x: torch.Tensor,
-        cache: KVCache,
-        layer: int,
-        visible: torch.Tensor,
-        slots: torch.Tensor,
-        commit: torch.Tensor | None,
-    ) -> torch.Tensor:
+    def step(self, x: torch.Tensor, cache: KVCache, layer: int, mask: torch.Tensor) -> torch.Tensor:
         """x (B, T, dim) of the current frame -> (B, T, dim), attending to the cache and itself.
 
-        ``visible`` (B, S*T) marks usable cached tokens. For the streams selected by the (B,) bool
-        ``commit`` (none if None) the frame's keys and values replace the slot ``slots`` (B,) after
-        attention, which may evict the oldest frame.
+        The frame's keys and values go to the cache's scratch slot; ``mask`` (B, 1, 1, S*T) marks
+        the visible tokens (computed once per step from ``cache.visible()``).
         """
         q, k, v = self._qkv(x)
-        b, t = x.shape[:2]
-        cached_k = rearrange(cache.k[layer], 'b s t h d -> b (s t) h d')
-        cached_v = rearrange(cache.v[layer], 'b s t h d -> b (s t) h d')
-        keys = torch.cat([cached_k, k.to(cached_k.dtype)], dim=1)  # (B, S*T + T, H, D)
-        values = torch.cat([cached_v, v.to(cached_v.dtype)], dim=1)
-        mask = torch.cat([visible, visible.new_ones(b, t)], dim=1)[:, None, None, :]  # (B, 1, 1, S*T + T)
-        out = self._attend(q, keys.to(q.dtype), values.to(q.dtype), mask)
-        if commit is not None:
-            cache.append(layer, k, v, slots, commit)
-        return out
+        keys, values = cache.write_current(layer, k, v)
+        return self._attend(q, keys, values, mask)

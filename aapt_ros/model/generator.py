@@ -62,20 +62,11 @@ class Block(nn.Module):
         x = x + gate1 * rearrange(self.attn.forward_train(h, mask), 'b (f t) d -> b f t d', f=f)
         return x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
 
-    def step(
-        self,
-        x: torch.Tensor,
-        c: torch.Tensor,
-        cache: KVCache,
-        layer: int,
-        visible: torch.Tensor,
-        slots: torch.Tensor,
-        commit: torch.Tensor | None,
-    ) -> torch.Tensor:
+    def step(self, x: torch.Tensor, c: torch.Tensor, cache: KVCache, layer: int, mask: torch.Tensor) -> torch.Tensor:
         """x (B, 1, T, dim), c (B, 1, dim): one frame per stream."""
         shift1, scale1, gate1, shift2, scale2, gate2 = self._mods(c)
         h = modulate(self.norm1(x), shift1, scale1)[:, 0]
-        x = x + gate1 * self.attn.step(h, cache, layer, visible, slots, commit)[:, None]
+        x = x + gate1 * self.attn.step(h, cache, layer, mask)[:, None]
         return x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
 
 
@@ -173,9 +164,9 @@ class CausalGenerator(nn.Module):
         x, c = self._embed(
             noisy[:, None], previous[:, None], rays[:, None], action[:, None], t[:, None], is_sink[:, None]
         )
-        visible, slots = cache.visible(), cache.write_slots()
+        mask = cache.visible()[:, None, None, :]  # (B, 1, 1, S*T), shared by all layers
         for layer, block in enumerate(self._blocks()):
-            x = block.step(x, c, cache, layer, visible, slots, commit)
+            x = block.step(x, c, cache, layer, mask)
         if commit is not None:
-            cache.advance(commit)
+            cache.commit(commit)
         return self._unpatchify(x, c)[:, 0]

@@ -2,8 +2,11 @@
 
 Layout of ``k`` and ``v``: (layers, B, slots, T, heads, head_dim) with T tokens per frame.
 Slot 0 holds the sink (the first frame, attended always); slots 1..R form a ring of the last
-R = window_frames - 1 frames, so with the current frame a step attends to ``window_frames``
-frames. Memory is fixed at construction and never grows however long a stream runs.
+R = window_frames - 1 frames; the last slot is scratch space for the frame being generated.
+A step writes its keys and values into the scratch slot and attends over all slots under a
+visibility mask: no concatenation, so no copy of the cache per layer. Committing the frame
+copies the scratch slot into each stream's ring position for all layers at once, which may
+evict the oldest frame. Memory is fixed at construction however long a stream runs.
 
 Each stream keeps its own frame counter, so streams that started at different times share one
 batched forward. Write positions and visibility are tensors computed once per step, never
@@ -15,14 +18,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from einops import rearrange
 
 from aapt_ros.model.config import ModelConfig
 
 
 @dataclass
 class KVCache:
-    k: torch.Tensor  # (L, B, S, T, H, D)
-    v: torch.Tensor  # (L, B, S, T, H, D)
+    k: torch.Tensor  # (L, B, R + 2, T, H, D): sink, R ring slots, scratch
+    v: torch.Tensor  # (L, B, R + 2, T, H, D)
     frames_seen: torch.Tensor  # (B,) int64: frames committed per stream, the sink included
 
     @classmethod
@@ -30,7 +34,7 @@ class KVCache:
         cls, config: ModelConfig, batch_size: int, device: torch.device | str, dtype: torch.dtype = torch.float32
     ) -> KVCache:
         g = config.generator
-        shape = (g.depth, batch_size, g.window_frames, config.tokens_per_frame, g.heads, g.head_dim)
+        shape = (g.depth, batch_size, g.window_frames + 1, config.tokens_per_frame, g.heads, g.head_dim)
         return cls(
             k=torch.zeros(shape, device=device, dtype=dtype),
             v=torch.zeros(shape, device=device, dtype=dtype),
@@ -43,7 +47,7 @@ class KVCache:
 
     @property
     def ring_slots(self) -> int:
-        return self.k.shape[2] - 1
+        return self.k.shape[2] - 2
 
     @property
     def tokens_per_frame(self) -> int:
@@ -62,24 +66,32 @@ class KVCache:
         return torch.where(self.frames_seen == 0, torch.zeros_like(ring_position), ring_position)
 
     def visible(self) -> torch.Tensor:
-        """(B, S*T) bool: cached tokens the current frame may attend to."""
-        slots = torch.arange(self.ring_slots + 1, device=self.frames_seen.device)
+        """(B, (R + 2) * T) bool: the tokens the current frame attends to (its own always)."""
+        slots = torch.arange(self.ring_slots + 2, device=self.frames_seen.device)
         seen = self.frames_seen[:, None]
         sink_visible = (slots == 0) & (seen > 0)
         ring_visible = (slots >= 1) & (slots <= (seen - 1).clamp(max=self.ring_slots))
-        return (sink_visible | ring_visible).repeat_interleave(self.tokens_per_frame, dim=1)
+        current = slots == self.ring_slots + 1
+        return (sink_visible | ring_visible | current).repeat_interleave(self.tokens_per_frame, dim=1)
 
-    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor, slots: torch.Tensor, commit: torch.Tensor) -> None:
-        """Write one frame's (B, T, H, D) keys and values of ``layer`` into the slot of each stream
-        selected by the (B,) bool ``commit``; the other streams' slots keep their contents."""
-        batch = torch.arange(self.batch_size, device=slots.device)
-        keep = ~commit[:, None, None, None]
-        self.k[layer, batch, slots] = torch.where(keep, self.k[layer, batch, slots], k.to(self.k.dtype))
-        self.v[layer, batch, slots] = torch.where(keep, self.v[layer, batch, slots], v.to(self.v.dtype))
+    def write_current(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Put the current frame's (B, T, H, D) keys and values of ``layer`` in the scratch slot;
+        return that layer's keys and values over all slots, (B, (R + 2) * T, H, D) views."""
+        self.k[layer, :, -1] = k
+        self.v[layer, :, -1] = v
+        return rearrange(self.k[layer], 'b s t h d -> b (s t) h d'), rearrange(
+            self.v[layer], 'b s t h d -> b (s t) h d'
+        )
 
-    def advance(self, commit: torch.Tensor) -> None:
-        """Count the frame just written by ``append`` in every layer, for the committed streams."""
-        self.frames_seen += commit
+    def commit(self, streams: torch.Tensor) -> None:
+        """Move the scratch frame of every layer into the ring of the streams selected by the (B,)
+        bool ``streams``; the other streams keep their contents. Then count the frame."""
+        batch = torch.arange(self.batch_size, device=streams.device)
+        slots = self.write_slots()
+        keep = ~streams[None, :, None, None, None]
+        for cache in (self.k, self.v):
+            cache[:, batch, slots] = torch.where(keep, cache[:, batch, slots], cache[:, :, -1])
+        self.frames_seen += streams
 
     def window_fill(self) -> torch.Tensor:
         """(B,) number of cached frames a new frame will attend to, the sink included."""
