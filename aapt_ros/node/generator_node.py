@@ -129,7 +129,7 @@ class GeneratorNode(Node):
             raise NodeConfigError(str(err)) from None
         self.model_name = checkpoint.config.name
 
-        self._latest_pose: tuple[int, Pose] | None = None  # (stamp ns, pose), for the timer mode
+        self._latest_pose: Pose | None = None  # the timer mode renders from the latest pose
         self._latest_action: np.ndarray | None = None
         self._start_image: np.ndarray | None = None
         self._last_stamp_ns: int | None = None
@@ -287,7 +287,7 @@ class GeneratorNode(Node):
             self._reject(what, str(err))
             return
         if self.trigger_mode == 'timer':
-            self._latest_pose = (stamp_ns, pose)
+            self._latest_pose = pose
             if action is not None:
                 self._latest_action = action
             return
@@ -344,7 +344,7 @@ class GeneratorNode(Node):
 
     def _on_timer(self) -> None:
         if self._latest_pose is not None:
-            self._generate(self.get_clock().now().nanoseconds, self._latest_pose[1], self._action())
+            self._generate(self.get_clock().now().nanoseconds, self._latest_pose, self._action())
 
     # -- generation and outputs -------------------------------------------------------------
 
