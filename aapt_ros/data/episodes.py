@@ -220,7 +220,9 @@ def _check_topics(path: Path, mapping: TopicMapping) -> None:
     listing = ', '.join(f'{t} ({types[t]}, {counts[t]} msgs)' for t in sorted(types))
     missing = [t for t in mapping.topics if t not in types]
     if missing:
-        raise MappingError(f'bag {path} has no topic(s) {missing} named by the mapping; its topics: {listing}')
+        compressed = f'{mapping.image_topic}/compressed'  # image_transport's name for the JPEG/PNG stream
+        hint = f'; set image_topic to {compressed}' if mapping.image_topic in missing and compressed in types else ''
+        raise MappingError(f'bag {path} has no topic(s) {missing} named by the mapping{hint}; its topics: {listing}')
 
     def wrong(key: str, topic: str, expected: str) -> MappingError:
         return MappingError(f'bag {path}: {key} {topic} carries {types[topic]}, expected {expected}')

@@ -147,6 +147,9 @@ SIM_MAPPING: Final = TopicMapping(
     action_names=KUKA_IIWA_JOINTS,
 )
 
+# The same bags recorded with --compression jpeg|png (the recorder's default is JPEG).
+SIM_COMPRESSED_MAPPING: Final = dataclasses.replace(SIM_MAPPING, image_topic='/camera/image_raw/compressed')
+
 _FIELDS: Final = {f.name: f for f in dataclasses.fields(TopicMapping)}
 _OPTIONAL_STR: Final = ('pose_topic', 'tf_parent', 'tf_child', 'action_topic')
 

@@ -12,6 +12,7 @@ import pytest
 from aapt_ros.data.bags import BagError, Storage
 from aapt_ros.data.episodes import read_episode, resample, slerp
 from aapt_ros.data.mapping import (
+    SIM_COMPRESSED_MAPPING,
     SIM_MAPPING,
     TWIST_COMPONENTS,
     ActionType,
@@ -386,6 +387,13 @@ def test_missing_topic_error_lists_the_bags_topics_and_types(tmp_path: Path) -> 
         r'/front/color/compressed \(sensor_msgs/msg/CompressedImage, 10 msgs\)',
     ):
         read_episode(bag, SIM_MAPPING)
+
+
+def test_a_compressed_stream_of_the_mapped_image_topic_is_suggested(tmp_path: Path) -> None:
+    bag = write_bag(tmp_path / 'bag', sim_messages(3, compressed_images=True))
+    with pytest.raises(MappingError, match='named by the mapping; set image_topic to /camera/image_raw/compressed;'):
+        read_episode(bag, SIM_MAPPING)
+    assert len(read_episode(bag, SIM_COMPRESSED_MAPPING)) == 3
 
 
 @pytest.mark.parametrize(
