@@ -1,0 +1,290 @@
+"""aapt-eval: replay held-out recordings through the generator and score it against them.
+
+For each bag, the recorded first frame, camera poses and actions drive the streaming engine
+(offline, deterministic by seed); every generated frame is compared with the recorded one.
+Written under ``--output-dir``, one folder per bag plus a summary:
+
+- ``<bag>/replay_bag/``: rosbag2 with the recorded ``/camera/image_raw`` and the generated
+  ``/aapt/image_raw`` (same header stamps) and the poses;
+- ``<bag>/side_by_side.mp4``: recorded | generated | absolute difference;
+- ``<bag>/metrics.csv`` and ``metrics.json``: PSNR and SSIM per frame;
+- ``metrics.png``: PSNR and SSIM over time, every bag and their mean;
+- ``summary.json`` and ``summary.md``: mean and spread over bags at 1 s, 5 s, 30 s, 60 s
+  (each the mean of the frames in the second that ends at that horizon).
+
+``--oracle`` passes the ground truth through instead of generating, to check the pipeline:
+PSNR is then infinite and SSIM 1.
+
+Example::
+
+    aapt-eval --model models/default --mapping config/topics_sim.yaml --output-dir eval_out bags/test/*
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from aapt_ros.data.bags import TYPESTORE, BagError, BagWriter
+from aapt_ros.data.episodes import Episode, read_episode
+from aapt_ros.data.mapping import SIM_MAPPING, MappingError, TopicMapping, load_mapping
+from aapt_ros.eval.metrics import psnr, ssim
+from aapt_ros.model.camera import Pose
+from aapt_ros.model.checkpoint import CheckpointError, load_checkpoint
+from aapt_ros.streaming.session import SessionError, StreamingSession
+
+HORIZONS_S = (1, 5, 30, 60)
+RECORDED_TOPIC = '/camera/image_raw'
+GENERATED_TOPIC = '/aapt/image_raw'
+POSE_TOPIC = '/camera/pose'
+
+
+class EvalError(RuntimeError):
+    """Evaluation cannot run; the message names the input at fault."""
+
+
+@dataclass(frozen=True)
+class FrameScore:
+    index: int
+    time_s: float  # since the first frame
+    psnr: float
+    ssim: float
+
+
+def rollout(session: StreamingSession, episode: Episode, *, oracle: bool = False) -> list[np.ndarray]:
+    """Generated frames, the first being the recorded start frame (image-to-video)."""
+    poses = [Pose(tuple(p), tuple(q)) for p, q in zip(episode.positions, episode.orientations, strict=True)]  # type: ignore[arg-type]
+    frames = [session.start(poses[0], episode.actions[0], first_frame=episode.frames[0])]
+    for i in range(1, len(poses)):
+        generated = session.step(poses[i], episode.actions[i])
+        frames.append(episode.frames[i].copy() if oracle else generated)
+    return frames
+
+
+def score(generated: list[np.ndarray], episode: Episode) -> list[FrameScore]:
+    """Scores of frames 1..N-1 (frame 0 is the given start frame, not generated)."""
+    t0 = episode.stamps_ns[0]
+    return [
+        FrameScore(
+            i,
+            (episode.stamps_ns[i] - t0) / 1e9,
+            psnr(generated[i], episode.frames[i]),
+            ssim(generated[i], episode.frames[i]),
+        )
+        for i in range(1, len(generated))
+    ]
+
+
+def at_horizons(scores: list[FrameScore]) -> dict[str, dict[str, float]]:
+    """Mean PSNR and SSIM of the frames in the second that ends at each horizon it reaches."""
+    result = {}
+    for horizon in HORIZONS_S:
+        window = [s for s in scores if horizon - 1 < s.time_s <= horizon]
+        if window:
+            result[f'{horizon}s'] = {
+                'psnr': _mean([s.psnr for s in window]),
+                'ssim': _mean([s.ssim for s in window]),
+                'frames': len(window),
+            }
+    return result
+
+
+def _mean(values: list[float]) -> float:
+    return math.inf if any(math.isinf(v) for v in values) else float(np.mean(values))
+
+
+def write_bag(path: Path, episode: Episode, generated: list[np.ndarray]) -> None:
+    """Recorded and generated images under their own topics, with the same header stamps."""
+    types = TYPESTORE.types
+    with BagWriter(path) as writer:
+        for i, stamp in enumerate(episode.stamps_ns.tolist()):
+            sec, nanosec = divmod(stamp, 1_000_000_000)
+            header = types['std_msgs/msg/Header'](
+                stamp=types['builtin_interfaces/msg/Time'](sec=sec, nanosec=nanosec), frame_id='camera_optical_frame'
+            )
+            for topic, frame in ((RECORDED_TOPIC, episode.frames[i]), (GENERATED_TOPIC, generated[i])):
+                h, w = frame.shape[:2]
+                msg = types['sensor_msgs/msg/Image'](
+                    header=header,
+                    height=h,
+                    width=w,
+                    encoding='rgb8',
+                    is_bigendian=0,
+                    step=3 * w,
+                    data=np.ascontiguousarray(frame).reshape(-1),
+                )
+                writer.write(topic, msg.__msgtype__, stamp, bytes(TYPESTORE.serialize_cdr(msg, msg.__msgtype__)))
+            pose = types['geometry_msgs/msg/PoseStamped'](
+                header=types['std_msgs/msg/Header'](stamp=header.stamp, frame_id='world'),
+                pose=types['geometry_msgs/msg/Pose'](
+                    position=types['geometry_msgs/msg/Point'](*episode.positions[i]),
+                    orientation=types['geometry_msgs/msg/Quaternion'](*episode.orientations[i]),
+                ),
+            )
+            writer.write(POSE_TOPIC, pose.__msgtype__, stamp, bytes(TYPESTORE.serialize_cdr(pose, pose.__msgtype__)))
+
+
+def write_video(path: Path, episode: Episode, generated: list[np.ndarray], rate_hz: float) -> None:
+    """recorded | generated | |difference|, side by side."""
+    h, w = episode.frames.shape[1:3]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'mp4v'), rate_hz, (3 * w, h))
+    for recorded, frame in zip(episode.frames, generated, strict=True):
+        difference = np.abs(recorded.astype(np.int16) - frame.astype(np.int16)).astype(np.uint8)
+        writer.write(cv2.cvtColor(np.concatenate([recorded, frame, difference], axis=1), cv2.COLOR_RGB2BGR))
+    writer.release()
+
+
+def write_scores(folder: Path, scores: list[FrameScore]) -> None:
+    with open(folder / 'metrics.csv', 'w', newline='') as f:
+        writer = csv.writer(f)
+        writer.writerow(['frame', 'time_s', 'psnr_db', 'ssim'])
+        writer.writerows([s.index, f'{s.time_s:.4f}', f'{s.psnr:.4f}', f'{s.ssim:.5f}'] for s in scores)
+    (folder / 'metrics.json').write_text(json.dumps([asdict(s) for s in scores], indent=1) + '\n')
+
+
+def plot(path: Path, runs: dict[str, list[FrameScore]]) -> None:
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+    for name, scores in runs.items():
+        t = [s.time_s for s in scores]
+        axes[0].plot(t, [min(s.psnr, 100.0) for s in scores], lw=0.8, alpha=0.6, label=name)
+        axes[1].plot(t, [s.ssim for s in scores], lw=0.8, alpha=0.6)
+    axes[0].set_ylabel('PSNR (dB, capped at 100)')
+    axes[1].set_ylabel('SSIM')
+    axes[1].set_xlabel('time since the first frame (s)')
+    for horizon in HORIZONS_S:
+        for ax in axes:
+            ax.axvline(horizon, color='grey', lw=0.5, ls=':')
+    if len(runs) <= 10:
+        axes[0].legend(fontsize=7)
+    fig.suptitle('generated vs recorded frames')
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def summarize(per_bag: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Mean and standard deviation over bags of each horizon's PSNR and SSIM."""
+    summary = {}
+    for horizon in HORIZONS_S:
+        key = f'{horizon}s'
+        values = [h[key] for h in per_bag.values() if key in h]
+        if not values:
+            continue
+        entry: dict[str, float] = {'bags': len(values)}
+        for metric in ('psnr', 'ssim'):
+            series = [v[metric] for v in values]
+            finite = [x for x in series if math.isfinite(x)]
+            entry[f'{metric}_mean'] = _mean(series)
+            entry[f'{metric}_std'] = float(np.std(finite)) if len(finite) == len(series) else 0.0
+        summary[key] = entry
+    return summary
+
+
+def summary_table(summary: dict[str, dict[str, float]]) -> str:
+    lines = ['| horizon | bags | PSNR (dB) | SSIM |', '|---|---|---|---|']
+    for key, e in summary.items():
+        lines.append(
+            f'| {key} | {int(e["bags"])} | {e["psnr_mean"]:.2f} ± {e["psnr_std"]:.2f} | '
+            f'{e["ssim_mean"]:.4f} ± {e["ssim_std"]:.4f} |'
+        )
+    return '\n'.join(lines) + '\n'
+
+
+def evaluate(
+    model: Path,
+    bags: list[Path],
+    mapping: TopicMapping,
+    output_dir: Path,
+    *,
+    device: str,
+    seed: int,
+    max_seconds: float | None,
+    oracle: bool,
+) -> dict[str, dict[str, float]]:
+    checkpoint = load_checkpoint(model)
+    camera = checkpoint.config.camera
+    session = StreamingSession(checkpoint, device=device, seed=seed)
+    runs: dict[str, list[FrameScore]] = {}
+    horizons: dict[str, dict[str, dict[str, float]]] = {}
+    for bag in tqdm(bags, desc='bags', unit='bag'):
+        max_frames = None if max_seconds is None else int(max_seconds * camera.rate_hz) + 1
+        episode = read_episode(
+            bag, mapping, rate_hz=camera.rate_hz, image_size=(camera.width, camera.height), max_frames=max_frames
+        )
+        if len(episode.stamps_ns) < 2:
+            raise EvalError(
+                f'bag {bag} gives {len(episode.stamps_ns)} frame(s) at {camera.rate_hz} Hz; need at least 2'
+            )
+        generated = rollout(session, episode, oracle=oracle)
+        scores = score(generated, episode)
+        folder = output_dir / bag.name
+        folder.mkdir(parents=True)
+        write_bag(folder / 'replay_bag', episode, generated)
+        write_video(folder / 'side_by_side.mp4', episode, generated, camera.rate_hz)
+        write_scores(folder, scores)
+        runs[bag.name] = scores
+        horizons[bag.name] = at_horizons(scores)
+    plot(output_dir / 'metrics.png', runs)
+    summary = summarize(horizons)
+    (output_dir / 'summary.json').write_text(
+        json.dumps(
+            {'model': str(model), 'oracle': oracle, 'seed': seed, 'summary': summary, 'per_bag': horizons}, indent=2
+        )
+        + '\n'
+    )
+    (output_dir / 'summary.md').write_text(summary_table(summary))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('bags', type=Path, nargs='+', help='held-out rosbag2 folders (or files)')
+    parser.add_argument('--model', type=Path, default=Path('models/default'), help='checkpoint folder')
+    parser.add_argument(
+        '--mapping', type=Path, default=None, help='topic-mapping YAML (default: the topics aapt-record-sim writes)'
+    )
+    parser.add_argument('--output-dir', type=Path, required=True, help='new folder for the results')
+    parser.add_argument('--device', default='auto', help='cpu, cuda, cuda:N or auto')
+    parser.add_argument('--seed', type=int, default=0, help='seed of the generation noise')
+    parser.add_argument('--max-seconds', type=float, default=None, help='score at most this long per bag')
+    parser.add_argument('--oracle', action='store_true', help='pass the recorded frames through (pipeline check)')
+    args = parser.parse_args(argv)
+    if args.output_dir.exists() and any(args.output_dir.iterdir()):
+        print(f'ERROR: refusing to overwrite the non-empty folder {args.output_dir}; see --help', file=sys.stderr)
+        return 1
+    try:
+        mapping = load_mapping(args.mapping) if args.mapping else SIM_MAPPING
+        summary = evaluate(
+            args.model,
+            args.bags,
+            mapping,
+            args.output_dir,
+            device=args.device,
+            seed=args.seed,
+            max_seconds=args.max_seconds,
+            oracle=args.oracle,
+        )
+    except (EvalError, BagError, MappingError, CheckpointError, SessionError) as err:
+        print(f'ERROR: {err}', file=sys.stderr)
+        return 1
+    print(summary_table(summary), end='')
+    print(f'wrote {args.output_dir}')
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
