@@ -1,0 +1,190 @@
+"""One simulated episode -> one rosbag2 folder (used by ``aapt-record-sim``, ``sim_recorder.py``).
+
+Per frame, with bag time = header stamp = sim time (the first frame at 1 s, after the scene has
+settled), in this order:
+
+- ``/joint_states`` (JointState): measured position and velocity of the 7 joints, as pictured;
+- ``/joint_commands`` (JointState): the position targets sent at that instant (they move the arm
+  in the following frames);
+- ``/camera/camera_info`` (CameraInfo) and ``/camera/image_raw`` (Image, rgb8) or, compressed,
+  ``/camera/image_raw/compressed`` (CompressedImage, ``rgb8; jpeg compressed bgr8`` or png);
+- ``/camera/pose`` (PoseStamped in ``world``): the optical frame (z forward, x right, y down),
+  last, so that a node triggered by the pose has already seen the same instant's joints.
+
+Images and CameraInfo have frame_id ``camera_optical_frame``. The seed fixes everything: scene,
+arm motion, camera path (and, unless given, the camera mode) come from independent streams of
+``np.random.SeedSequence(seed)``, so forcing a camera mode keeps the scene and arm motion.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from aapt_ros.data.bags import TYPESTORE, BagWriter, Storage
+from aapt_ros.data.sim_motion import CameraMode, camera_path, joint_command_path
+from aapt_ros.data.sim_scene import PHYSICS_HZ, SETTLE_SECONDS, Intrinsics, build_scene, bullet_client
+from aapt_ros.data.trajectory import JOINT_TOPIC, POSE_TOPIC, WORLD_FRAME
+from aapt_ros.model.config import KUKA_IIWA_JOINTS
+
+IMAGE_TOPIC = '/camera/image_raw'
+COMPRESSED_TOPIC = '/camera/image_raw/compressed'
+CAMERA_INFO_TOPIC = '/camera/camera_info'
+COMMAND_TOPIC = '/joint_commands'
+OPTICAL_FRAME = 'camera_optical_frame'
+START_NS = round(SETTLE_SECONDS * 1e9)  # the first frame's sim time: the scene settles before it
+
+
+class Compression(str, Enum):
+    NONE = 'none'
+    JPEG = 'jpeg'
+    PNG = 'png'
+
+
+COMPRESSED_FORMATS = {Compression.JPEG: 'rgb8; jpeg compressed bgr8', Compression.PNG: 'rgb8; png compressed bgr8'}
+
+
+@dataclass(frozen=True)
+class EpisodeSpec:
+    """Everything one episode depends on: the same spec gives the same bag."""
+
+    seed: int
+    seconds: float
+    rate_hz: float = 15.0
+    width: int = 160
+    height: int = 120
+    horizontal_fov_deg: float = 60.0
+    camera_mode: CameraMode | None = None  # None: drawn from the seed
+    compression: Compression = Compression.JPEG
+    jpeg_quality: int = 90
+    storage: Storage = Storage.MCAP
+    shadows: bool = True
+
+    @property
+    def frames(self) -> int:
+        return round(self.seconds * self.rate_hz)
+
+
+@dataclass(frozen=True)
+class EpisodeResult:
+    seed: int
+    path: str
+    frames: int
+    camera_mode: str
+
+
+def record_episode(spec: EpisodeSpec, path: str | Path) -> EpisodeResult:
+    """Simulate and render one episode into a new rosbag2 folder ``path``."""
+    scene_seq, arm_seq, camera_seq, mode_seq = np.random.SeedSequence(spec.seed).spawn(4)
+    mode = spec.camera_mode or list(CameraMode)[int(np.random.default_rng(mode_seq).integers(len(CameraMode)))]
+    times = np.arange(spec.frames) / spec.rate_hz
+    commands = joint_command_path(times, np.random.default_rng(arm_seq))
+    camera = camera_path(mode, times, np.random.default_rng(camera_seq))
+    k = Intrinsics.from_fov(spec.width, spec.height, spec.horizontal_fov_deg)
+    steps_per_frame = max(1, round(PHYSICS_HZ / spec.rate_hz))
+    messages = _Messages(k)
+    with bullet_client() as client, BagWriter(path, storage=spec.storage) as writer:
+        scene = build_scene(
+            client, np.random.default_rng(scene_seq), commands[0], rate_hz=spec.rate_hz, shadows=spec.shadows
+        )
+        for i in range(spec.frames):
+            stamp = START_NS + round(i * 1e9 / spec.rate_hz)
+            position, velocity = scene.joint_state()
+            image = scene.render(k, camera.positions[i], camera.orientations[i])
+            batch = (  # joints before the pose: a node triggered by the pose sees the same instant's state
+                (JOINT_TOPIC, messages.joints(stamp, position, velocity)),
+                (COMMAND_TOPIC, messages.joints(stamp, commands[i], np.zeros(0))),
+                (CAMERA_INFO_TOPIC, messages.camera_info(stamp)),
+                _image_message(messages, stamp, image, spec),
+                (POSE_TOPIC, messages.pose(stamp, camera.positions[i], camera.orientations[i])),
+            )
+            for topic, msg in batch:
+                writer.write(topic, msg.__msgtype__, stamp, bytes(TYPESTORE.serialize_cdr(msg, msg.__msgtype__)))
+            scene.command(commands[i])
+            scene.step(steps_per_frame)
+    return EpisodeResult(spec.seed, str(path), spec.frames, mode.value)
+
+
+def _image_message(messages: _Messages, stamp: int, image: np.ndarray, spec: EpisodeSpec) -> tuple[str, Any]:
+    if spec.compression is Compression.NONE:
+        return IMAGE_TOPIC, messages.image(stamp, image)
+    params = [cv2.IMWRITE_JPEG_QUALITY, spec.jpeg_quality] if spec.compression is Compression.JPEG else []
+    ok, encoded = cv2.imencode(f'.{spec.compression.value}', image[..., ::-1], params)  # OpenCV encodes BGR
+    assert ok, f'OpenCV failed to encode a {image.shape} image as {spec.compression.value}'
+    return COMPRESSED_TOPIC, messages.compressed(stamp, COMPRESSED_FORMATS[spec.compression], encoded.reshape(-1))
+
+
+class _Messages:
+    """Builds the rosbags message objects of one episode."""
+
+    def __init__(self, k: Intrinsics):
+        self.k = k
+        self.types = TYPESTORE.types
+        kk = k.matrix()
+        self.camera_k = kk.reshape(-1)
+        self.camera_p = np.concatenate([kk, np.zeros((3, 1))], axis=1).reshape(-1)
+
+    def header(self, stamp: int, frame_id: str) -> Any:
+        sec, nanosec = divmod(stamp, 1_000_000_000)
+        return self.types['std_msgs/msg/Header'](
+            stamp=self.types['builtin_interfaces/msg/Time'](sec=sec, nanosec=nanosec), frame_id=frame_id
+        )
+
+    def joints(self, stamp: int, position: np.ndarray, velocity: np.ndarray) -> Any:
+        return self.types['sensor_msgs/msg/JointState'](
+            header=self.header(stamp, ''),
+            name=list(KUKA_IIWA_JOINTS),
+            position=position.astype(np.float64),
+            velocity=velocity.astype(np.float64),
+            effort=np.zeros(0),
+        )
+
+    def camera_info(self, stamp: int) -> Any:
+        roi = self.types['sensor_msgs/msg/RegionOfInterest'](
+            x_offset=0, y_offset=0, height=0, width=0, do_rectify=False
+        )
+        return self.types['sensor_msgs/msg/CameraInfo'](
+            header=self.header(stamp, OPTICAL_FRAME),
+            height=self.k.height,
+            width=self.k.width,
+            distortion_model='plumb_bob',
+            d=np.zeros(5),
+            k=self.camera_k,
+            r=np.eye(3).reshape(-1),
+            p=self.camera_p,
+            binning_x=0,
+            binning_y=0,
+            roi=roi,
+        )
+
+    def image(self, stamp: int, rgb: np.ndarray) -> Any:
+        height, width, _ = rgb.shape
+        return self.types['sensor_msgs/msg/Image'](
+            header=self.header(stamp, OPTICAL_FRAME),
+            height=height,
+            width=width,
+            encoding='rgb8',
+            is_bigendian=0,
+            step=3 * width,
+            data=rgb.reshape(-1),
+        )
+
+    def compressed(self, stamp: int, fmt: str, data: np.ndarray) -> Any:
+        return self.types['sensor_msgs/msg/CompressedImage'](
+            header=self.header(stamp, OPTICAL_FRAME), format=fmt, data=data
+        )
+
+    def pose(self, stamp: int, position: np.ndarray, orientation: np.ndarray) -> Any:
+        t = self.types
+        return t['geometry_msgs/msg/PoseStamped'](
+            header=self.header(stamp, WORLD_FRAME),
+            pose=t['geometry_msgs/msg/Pose'](
+                position=t['geometry_msgs/msg/Point'](*position.tolist()),
+                orientation=t['geometry_msgs/msg/Quaternion'](*orientation.tolist()),
+            ),
+        )
