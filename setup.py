@@ -35,11 +35,13 @@ setup(
     package_data={'aapt_ros': ['data/samples/*/*']},  # the demo trajectory bag
     install_requires=[
         'numpy', 'torch>=2.11', 'safetensors', 'einops', 'pyyaml', 'opencv-python-headless', 'rosbags>=0.11', 'tqdm',
+        'matplotlib',
     ],
     extras_require={
         'ros': ROS_PIP_PACKAGES,
         'colcon': COLCON_PACKAGES,
-        'test': ['pytest', 'pytest-timeout', 'rosbags-image', 'ruff', 'mypy', 'types-PyYAML'],
+        'sim': ['pybullet'],  # aapt-record-sim renders training scenes on the CPU
+        'test': ['pytest', 'pytest-timeout', 'rosbags-image', 'ruff', 'mypy', 'types-PyYAML', 'pybullet'],
     },
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/aapt_ros']),
@@ -55,6 +57,8 @@ setup(
             'aapt-demo = aapt_ros.eval.demo:main',
             'aapt-init-model = aapt_ros.model.init_checkpoint:main',
             'aapt-bench = aapt_ros.eval.bench:main',
+            'aapt-eval = aapt_ros.eval.replay:main',
+            'aapt-record-sim = aapt_ros.data.sim_recorder:main',
         ],
     },
 )

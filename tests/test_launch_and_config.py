@@ -21,7 +21,7 @@ from aapt_ros.node.generator_node import GeneratorNode
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH_FILES = sorted((REPO / 'launch').glob('*.launch.py'))
-CONFIG_FILES = sorted((REPO / 'config').glob('*.yaml'))
+CONFIG_FILES = sorted(p for p in (REPO / 'config').glob('*.yaml') if 'ros__parameters' in p.read_text())  # node files
 REQUIRED_LAUNCH_ARGUMENTS = {'model', 'device', 'namespace', 'use_sim_time', 'params_file'}
 
 

@@ -1,7 +1,9 @@
 """Run generator_node on a recorded pose/action trajectory and record what it publishes.
 
-Starts the node in its own process with the chosen model, replays the bag's ``/camera/pose``
-and ``/joint_states`` over ROS 2 topics, and writes, in a new folder:
+Starts the node in its own process with the chosen model, sends the bag's first camera image
+as the start image (resized to the model's size), replays its ``/camera/pose`` and joint
+commands (``/joint_commands``, to the node's ``joint_states``) over ROS 2 topics, and writes, in
+a new folder:
 
 - ``generated.mp4``: the published images;
 - ``generated_bag/``: a rosbag2 (MCAP) with the published ``image_raw`` and ``camera_info``
@@ -32,18 +34,20 @@ import numpy as np
 import rclpy
 from geometry_msgs.msg import PoseStamped
 from rclpy.serialization import deserialize_message, serialize_message
-from sensor_msgs.msg import JointState
+from sensor_msgs.msg import CompressedImage, Image, JointState
 from tqdm import tqdm
 
 from aapt_ros.data.bags import BagError, BagWriter, read_messages
-from aapt_ros.data.trajectory import JOINT_TOPIC, POSE_TOPIC
 from aapt_ros.eval.live import CameraClient, NodeProcess, ReplayError
-from aapt_ros.model.checkpoint import CONFIG_FILE, load_config
+from aapt_ros.model.checkpoint import CONFIG_FILE, CheckpointError, load_config
 from aapt_ros.node.conversions import stamp_to_ns
 from aapt_ros.node.generator_node import default_model_path
-from aapt_ros.node.image_conversion import image_msg_to_rgb8
+from aapt_ros.node.image_conversion import array_to_image_msg, compressed_msg_to_rgb8, image_msg_to_rgb8
 
-DEFAULT_BAG = Path(__file__).resolve().parents[1] / 'data' / 'samples' / 'demo_trajectory'
+DEFAULT_BAG = Path(__file__).resolve().parents[1] / 'data' / 'samples' / 'sim_episode'  # made by aapt-record-sim
+POSE_TOPIC = '/camera/pose'
+ACTION_TOPIC = '/joint_commands'
+IMAGE_TOPIC = '/camera/image_raw/compressed'
 NAMESPACE = '/aapt_demo'
 
 
@@ -70,10 +74,33 @@ def new_output_dir(requested: Path | None) -> Path:
     return folder
 
 
+def first_image(bag: Path, topic: str, size: tuple[int, int]) -> Image:
+    """The bag's first image on ``topic`` (raw or compressed) as an rgb8 Image of the model's size."""
+    message = next(read_messages(bag, [topic]))
+    if message.msgtype == 'sensor_msgs/msg/CompressedImage':
+        rgb = compressed_msg_to_rgb8(deserialize_message(message.data, CompressedImage))
+    else:
+        rgb = image_msg_to_rgb8(deserialize_message(message.data, Image))
+    if rgb.shape[1::-1] != size:  # the recording's size may differ from the model's
+        rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    return array_to_image_msg(rgb, 'rgb8')
+
+
 def run_demo(
-    model: Path, bag: Path, output_dir: Path, *, device: str, pacing: str, max_frames: int | None, timeout: float
+    model: Path,
+    bag: Path,
+    output_dir: Path,
+    *,
+    device: str,
+    pacing: str,
+    max_frames: int | None,
+    timeout: float,
+    action_topic: str = ACTION_TOPIC,
+    image_topic: str | None = IMAGE_TOPIC,
 ) -> DemoSummary:
-    messages = list(read_messages(bag, [POSE_TOPIC, JOINT_TOPIC]))
+    messages = list(read_messages(bag, [POSE_TOPIC, action_topic]))
+    camera = load_config(model / CONFIG_FILE).camera
+    start_image = first_image(bag, image_topic, (camera.width, camera.height)) if image_topic else None
     n_poses = sum(m.topic == POSE_TOPIC for m in messages)
     if n_poses == 0:
         raise ReplayError(f'bag {bag} has no messages on {POSE_TOPIC}')
@@ -87,13 +114,16 @@ def run_demo(
     ):
         client = CameraClient(NAMESPACE, context=context)
         client.wait_connected(timeout, node)
+        if start_image is not None:  # image-to-video: the recording's first frame seeds the stream
+            client.start_image_pub.publish(start_image)
+            client.spin_until(lambda: 'start image received' in node.log_text(), timeout, 'the start image', node)
         sent: dict[int, float] = {}
         first_stamp, first_send = None, time.perf_counter()
         progress = tqdm(total=limit, desc='frames', unit='frame')
         for message in messages:
             if len(sent) == limit:
                 break
-            msg_type = PoseStamped if message.topic == POSE_TOPIC else JointState
+            msg_type = PoseStamped if message.topic == POSE_TOPIC else JointState  # actions go to joint_states
             msg = deserialize_message(message.data, msg_type)
             if pacing == 'recorded':  # keep the bag's timing relative to its first message
                 first_stamp = message.log_time_ns if first_stamp is None else first_stamp
@@ -175,7 +205,13 @@ def _write_outputs(client: CameraClient, bag_out: BagWriter, output_dir: Path, r
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--model', type=Path, default=None, help='checkpoint folder (default: the shipped model)')
-    parser.add_argument('--bag', type=Path, default=DEFAULT_BAG, help='rosbag2 with /camera/pose and /joint_states')
+    parser.add_argument('--bag', type=Path, default=DEFAULT_BAG, help=f'rosbag2 with {POSE_TOPIC} and the actions')
+    parser.add_argument('--action-topic', default=ACTION_TOPIC, help='JointState topic of the bag sent as actions')
+    parser.add_argument(
+        '--image-topic',
+        default=IMAGE_TOPIC,
+        help='Image or CompressedImage topic whose first frame seeds the stream; "" for none',
+    )
     parser.add_argument(
         '--output-dir', type=Path, default=None, help='new folder for the outputs (default: demo_output/<date-time>)'
     )
@@ -199,8 +235,10 @@ def main(argv: list[str] | None = None) -> int:
             pacing=args.pacing,
             max_frames=args.max_frames,
             timeout=args.timeout,
+            action_topic=args.action_topic,
+            image_topic=args.image_topic or None,
         )
-    except (ReplayError, BagError) as err:
+    except (ReplayError, BagError, CheckpointError) as err:
         print(f'ERROR: {err}', file=sys.stderr)
         return 1
     (output_dir / 'summary.json').write_text(json.dumps(asdict(summary), indent=2) + '\n')

@@ -35,8 +35,8 @@ import numpy as np
 from tqdm import tqdm
 
 from aapt_ros.data.bags import TYPESTORE, BagError, BagWriter
-from aapt_ros.data.episodes import Episode, read_episode
-from aapt_ros.data.mapping import SIM_MAPPING, MappingError, TopicMapping, load_mapping
+from aapt_ros.data.episodes import Episode, bag_topics, read_episode
+from aapt_ros.data.mapping import SIM_COMPRESSED_MAPPING, SIM_MAPPING, MappingError, TopicMapping, load_mapping
 from aapt_ros.eval.metrics import psnr, ssim
 from aapt_ros.model.camera import Pose
 from aapt_ros.model.checkpoint import CheckpointError, load_checkpoint
@@ -165,7 +165,8 @@ def plot(path: Path, runs: dict[str, list[FrameScore]]) -> None:
     axes[0].set_ylabel('PSNR (dB, capped at 100)')
     axes[1].set_ylabel('SSIM')
     axes[1].set_xlabel('time since the first frame (s)')
-    for horizon in HORIZONS_S:
+    longest = max((s.time_s for scores in runs.values() for s in scores), default=0.0)
+    for horizon in (h for h in HORIZONS_S if h <= longest):
         for ax in axes:
             ax.axvline(horizon, color='grey', lw=0.5, ls=':')
     if len(runs) <= 10:
@@ -204,10 +205,16 @@ def summary_table(summary: dict[str, dict[str, float]]) -> str:
     return '\n'.join(lines) + '\n'
 
 
+def sim_mapping(bag: Path) -> TopicMapping:
+    """Our recorder's topics, with compressed images when the bag has them (its default)."""
+    types, _ = bag_topics(bag)
+    return SIM_COMPRESSED_MAPPING if SIM_COMPRESSED_MAPPING.image_topic in types else SIM_MAPPING
+
+
 def evaluate(
     model: Path,
     bags: list[Path],
-    mapping: TopicMapping,
+    mapping: TopicMapping | None,
     output_dir: Path,
     *,
     device: str,
@@ -223,7 +230,11 @@ def evaluate(
     for bag in tqdm(bags, desc='bags', unit='bag'):
         max_frames = None if max_seconds is None else int(max_seconds * camera.rate_hz) + 1
         episode = read_episode(
-            bag, mapping, rate_hz=camera.rate_hz, image_size=(camera.width, camera.height), max_frames=max_frames
+            bag,
+            mapping or sim_mapping(bag),
+            rate_hz=camera.rate_hz,
+            image_size=(camera.width, camera.height),
+            max_frames=max_frames,
         )
         if len(episode.stamps_ns) < 2:
             raise EvalError(
@@ -255,7 +266,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('bags', type=Path, nargs='+', help='held-out rosbag2 folders (or files)')
     parser.add_argument('--model', type=Path, default=Path('models/default'), help='checkpoint folder')
     parser.add_argument(
-        '--mapping', type=Path, default=None, help='topic-mapping YAML (default: the topics aapt-record-sim writes)'
+        '--mapping',
+        type=Path,
+        default=None,
+        help='topic-mapping YAML (default: the topics aapt-record-sim writes, raw or compressed images)',
     )
     parser.add_argument('--output-dir', type=Path, required=True, help='new folder for the results')
     parser.add_argument('--device', default='auto', help='cpu, cuda, cuda:N or auto')
@@ -267,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f'ERROR: refusing to overwrite the non-empty folder {args.output_dir}; see --help', file=sys.stderr)
         return 1
     try:
-        mapping = load_mapping(args.mapping) if args.mapping else SIM_MAPPING
+        mapping = load_mapping(args.mapping) if args.mapping else None
         summary = evaluate(
             args.model,
             args.bags,

@@ -9,11 +9,9 @@ from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import JointState
 
 from aapt_ros.data.bags import BagError, BagWriter, Storage, read_messages
-from aapt_ros.data.trajectory import JOINT_TOPIC, POSE_TOPIC, main, orbit_trajectory, write_trajectory_bag
+from aapt_ros.data.trajectory import JOINT_TOPIC, POSE_TOPIC, orbit_trajectory, write_trajectory_bag
 from aapt_ros.model.camera import Pose
 from aapt_ros.model.config import KUKA_IIWA_JOINTS
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize('storage', list(Storage))
@@ -61,12 +59,3 @@ def test_reading_a_missing_or_broken_bag_names_it(tmp_path: Path) -> None:
     (tmp_path / 'broken' / 'metadata.yaml').write_text('not: [a bag')
     with pytest.raises(BagError, match=f'cannot read bag {tmp_path / "broken"}'):
         list(read_messages(tmp_path / 'broken'))
-
-
-def test_shipped_demo_trajectory_is_what_the_generator_command_writes(tmp_path: Path) -> None:
-    assert main([str(tmp_path / 'bag')]) == 0
-    shipped = list(read_messages(REPO / 'aapt_ros' / 'data' / 'samples' / 'demo_trajectory'))
-    regenerated = list(read_messages(tmp_path / 'bag'))
-    assert [(m.topic, m.log_time_ns, m.data) for m in shipped] == [
-        (m.topic, m.log_time_ns, m.data) for m in regenerated
-    ]

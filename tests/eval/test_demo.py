@@ -46,4 +46,4 @@ def test_demo_refuses_to_overwrite_an_earlier_run(
 def test_demo_reports_a_model_that_cannot_load(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = ['--model', str(tmp_path / 'missing'), '--output-dir', str(tmp_path / 'run'), '--timeout', '60']
     assert main(args) == 1
-    assert f'model folder not found: {tmp_path / "missing"}' in capsys.readouterr().err
+    assert f'model config not found: {tmp_path / "missing"}' in capsys.readouterr().err
