@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import re
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -30,8 +31,15 @@ ROS_PACKAGES_IN_PIP = {
 @pytest.fixture(scope='module')
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
     out = tmp_path_factory.mktemp('wheel')
+    # Build from a copy of the tracked files: an in-tree build would pick up stale files in build/.
+    source = tmp_path_factory.mktemp('source')
+    tracked = subprocess.run(['git', 'ls-files', '-z'], cwd=REPO, check=True, capture_output=True).stdout
+    for name in filter(None, tracked.decode().split('\0')):
+        if (REPO / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, source / name)
     subprocess.run(
-        [sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '-q', '-w', str(out), str(REPO)],
+        [sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '-q', '-w', str(out), str(source)],
         check=True,
         capture_output=True,
     )
@@ -52,7 +60,7 @@ def test_wheel_carries_launch_config_default_model_and_demo_bag(wheel: zipfile.Z
     data = 'aapt_ros-0.1.0.data/data/share/aapt_ros/'
     for path in (*(REPO / 'launch').iterdir(), *(REPO / 'config').iterdir(), *(REPO / 'models' / 'default').iterdir()):
         assert data + str(path.relative_to(REPO)) in names
-    assert any(n.startswith('aapt_ros/data/samples/demo_trajectory/') and n.endswith('.mcap') for n in names)
+    assert any(n.startswith('aapt_ros/data/samples/sim_episode/') and n.endswith('.mcap') for n in names)
 
 
 def test_wheel_declares_the_console_entry_points(wheel: zipfile.ZipFile) -> None:
