@@ -1,8 +1,10 @@
-"""Smooth synthetic robot trajectories: a camera orbiting a workspace while an arm moves.
+"""Smooth synthetic robot trajectories without images: a camera orbiting a workspace while an
+arm moves. Enough to drive a generator_node (or a test) without rendering anything; the
+camera helpers (``look_at``) serve the pybullet recorder too.
 
-Usage (writes the sample bag that ``make demo`` replays)::
+Usage::
 
-    python -m aapt_ros.data.trajectory aapt_ros/data/samples/demo_trajectory --seconds 12 --seed 0
+    python -m aapt_ros.data.trajectory poses_only_bag --seconds 12 --seed 0
 
 The bag holds ``/camera/pose`` (geometry_msgs/PoseStamped of the camera optical frame in
 ``world``) and ``/joint_states`` (sensor_msgs/JointState of a KUKA iiwa), stamped alike at a
