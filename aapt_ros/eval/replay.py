@@ -13,7 +13,9 @@ Written under ``--output-dir``, one folder per bag plus a summary:
   (each the mean of the frames in the second that ends at that horizon).
 
 ``--oracle`` passes the ground truth through instead of generating, to check the pipeline:
-PSNR is then infinite and SSIM 1.
+PSNR is then infinite and SSIM 1. ``--live recorded`` runs generator_node in its own process and
+publishes the episode to it over ROS 2 at the recorded rate with ``/clock`` (sim time), scoring
+what the node publishes; ``--live lockstep`` waits for each image before the next pose.
 
 Example::
 
@@ -37,6 +39,8 @@ from tqdm import tqdm
 from aapt_ros.data.bags import TYPESTORE, BagError, BagWriter
 from aapt_ros.data.episodes import Episode, bag_topics, read_episode
 from aapt_ros.data.mapping import SIM_COMPRESSED_MAPPING, SIM_MAPPING, MappingError, TopicMapping, load_mapping
+from aapt_ros.eval.live import ReplayError
+from aapt_ros.eval.live_rollout import rollout_live
 from aapt_ros.eval.metrics import psnr, ssim
 from aapt_ros.model.camera import Pose
 from aapt_ros.model.checkpoint import CheckpointError, load_checkpoint
@@ -221,7 +225,9 @@ def evaluate(
     seed: int,
     max_seconds: float | None,
     oracle: bool,
+    live: str | None = None,
 ) -> dict[str, dict[str, float]]:
+    """Score every bag; ``live`` ('recorded' or 'lockstep' pacing) runs a node process instead."""
     checkpoint = load_checkpoint(model)
     camera = checkpoint.config.camera
     session = StreamingSession(checkpoint, device=device, seed=seed)
@@ -240,10 +246,13 @@ def evaluate(
             raise EvalError(
                 f'bag {bag} gives {len(episode.stamps_ns)} frame(s) at {camera.rate_hz} Hz; need at least 2'
             )
-        generated = rollout(session, episode, oracle=oracle)
-        scores = score(generated, episode)
         folder = output_dir / bag.name
         folder.mkdir(parents=True)
+        if live:
+            generated = rollout_live(model, episode, folder / 'node.log', device=device, seed=seed, pacing=live)
+        else:
+            generated = rollout(session, episode, oracle=oracle)
+        scores = score(generated, episode)
         write_bag(folder / 'replay_bag', episode, generated)
         write_video(folder / 'side_by_side.mp4', episode, generated, camera.rate_hz)
         write_scores(folder, scores)
@@ -276,6 +285,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--seed', type=int, default=0, help='seed of the generation noise')
     parser.add_argument('--max-seconds', type=float, default=None, help='score at most this long per bag')
     parser.add_argument('--oracle', action='store_true', help='pass the recorded frames through (pipeline check)')
+    parser.add_argument(
+        '--live',
+        choices=['recorded', 'lockstep'],
+        default=None,
+        help='run generator_node in its own process and drive it over ROS 2 with /clock, at the '
+        'recorded rate or frame by frame',
+    )
     args = parser.parse_args(argv)
     if args.output_dir.exists() and any(args.output_dir.iterdir()):
         print(f'ERROR: refusing to overwrite the non-empty folder {args.output_dir}; see --help', file=sys.stderr)
@@ -291,8 +307,9 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             max_seconds=args.max_seconds,
             oracle=args.oracle,
+            live=args.live,
         )
-    except (EvalError, BagError, MappingError, CheckpointError, SessionError) as err:
+    except (EvalError, BagError, MappingError, CheckpointError, SessionError, ReplayError) as err:
         print(f'ERROR: {err}', file=sys.stderr)
         return 1
     print(summary_table(summary), end='')

@@ -25,6 +25,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped, Twist, TwistStamped
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -148,7 +149,8 @@ class GeneratorNode(Node):
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.status_pub = self.create_publisher(GeneratorStatus, 'status', 10) if GeneratorStatus else None
 
-        self.create_subscription(PoseStamped, 'pose', self._on_pose, input_qos)
+        # Actions and start images are subscribed before poses: the executor serves ready
+        # subscriptions in creation order, so a pose that arrives with its action uses that action.
         self.create_subscription(Image, 'start_image', self._on_start_image, input_qos)
         if self.action_source is ActionSource.JOINT_STATE:
             self.create_subscription(JointState, 'joint_states', self._on_joint_state, input_qos)
@@ -156,6 +158,7 @@ class GeneratorNode(Node):
             self.create_subscription(Twist, 'cmd_vel', self._on_twist, input_qos)
         elif self.action_source is ActionSource.TWIST_STAMPED:
             self.create_subscription(TwistStamped, 'cmd_vel', lambda m: self._on_twist(m.twist), input_qos)
+        self.create_subscription(PoseStamped, 'pose', self._on_pose, input_qos)
         if Control is not None:
             self.create_subscription(Control, 'control', self._on_control, input_qos)
         self.create_service(Trigger, 'reset', self._on_reset)
@@ -422,7 +425,7 @@ def main(args: list[str] | None = None) -> int:
     with rclpy.init(args=args):
         try:
             node = GeneratorNode()
-        except (CheckpointError, NodeConfigError) as err:
+        except (CheckpointError, NodeConfigError, ParameterException) as err:  # out-of-range values too
             rclpy.logging.get_logger('generator_node').fatal(f'cannot start: {err}')
             return 1
         try:

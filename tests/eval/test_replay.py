@@ -71,3 +71,14 @@ def test_replay_refuses_to_overwrite_and_reports_missing_topics(
     other = write_bag(tmp_path / 'other', [m for m in sim_messages(n=10) if m[0] != '/camera/pose'])
     assert _run(tiny_model, [other], tmp_path / 'out2') == 1
     assert '/camera/pose' in capsys.readouterr().err
+
+
+def test_live_replay_over_ros_equals_the_offline_rollout(
+    tiny_model: Path, held_out_bags: list[Path], tmp_path: Path
+) -> None:
+    for mode, extra in (('offline', ()), ('live', ('--live', 'recorded'))):
+        assert _run(tiny_model, held_out_bags[:1], tmp_path / mode, '--seed', '2', *extra) == 0
+    folder = held_out_bags[0].name
+    assert (tmp_path / 'live' / folder / 'node.log').is_file()
+    offline, live = (json.loads((tmp_path / m / folder / 'metrics.json').read_text()) for m in ('offline', 'live'))
+    assert offline == live

@@ -307,6 +307,11 @@ def test_invalid_parameter_refuses_to_start_with_the_valid_choices(tiny_model: P
     assert "parameter trigger_mode='sometimes' is invalid; valid: ['on_pose', 'timer']" in log
 
 
+def test_out_of_range_parameter_refuses_to_start_with_the_range(tiny_model: Path, tmp_path: Path) -> None:
+    log = _run_node_expecting_failure({'model_path': str(tiny_model), 'image_depth': 5000}, tmp_path)
+    assert 'cannot start:' in log and 'image_depth out of range' in log and 'Traceback' not in log
+
+
 def test_twist_actions_for_a_joint_model_refuse_to_start(tiny_model: Path, tmp_path: Path) -> None:
     log = _run_node_expecting_failure({'model_path': str(tiny_model), 'action_source': 'twist'}, tmp_path)
     assert "action_source 'twist' provides" in log
