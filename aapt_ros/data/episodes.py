@@ -47,7 +47,7 @@ import numpy.typing as npt
 from rosbags.rosbag2 import Reader
 
 from aapt_ros.data.bags import TYPESTORE, BagError, read_messages
-from aapt_ros.data.mapping import ActionType, MappingError, TopicMapping
+from aapt_ros.data.mapping import SIM_COMPRESSED_MAPPING, SIM_MAPPING, ActionType, MappingError, TopicMapping
 from aapt_ros.model.camera import QUATERNION_NORM_TOLERANCE
 from aapt_ros.node.image_conversion import ImageConversionError, compressed_msg_to_rgb8, image_msg_to_rgb8
 
@@ -507,3 +507,9 @@ def read_episode(
         source=str(path),
         skipped=skipped,
     )
+
+
+def sim_mapping(bag: Path) -> TopicMapping:
+    """The topics aapt-record-sim writes, with compressed images when the bag has them (its default)."""
+    types, _ = bag_topics(Path(bag))
+    return SIM_COMPRESSED_MAPPING if SIM_COMPRESSED_MAPPING.image_topic in types else SIM_MAPPING

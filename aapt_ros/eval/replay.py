@@ -37,11 +37,12 @@ import numpy as np
 from tqdm import tqdm
 
 from aapt_ros.data.bags import TYPESTORE, BagError, BagWriter
-from aapt_ros.data.episodes import Episode, bag_topics, read_episode
-from aapt_ros.data.mapping import SIM_COMPRESSED_MAPPING, SIM_MAPPING, MappingError, TopicMapping, load_mapping
+from aapt_ros.data.episodes import Episode, read_episode, sim_mapping
+from aapt_ros.data.mapping import MappingError, TopicMapping, load_mapping
 from aapt_ros.eval.live import ReplayError
 from aapt_ros.eval.live_rollout import rollout_live
 from aapt_ros.eval.metrics import psnr, ssim
+from aapt_ros.eval.pose_probe import PoseProbe, ProbeErrors, error_summary, load_probe, probe_errors
 from aapt_ros.model.camera import Pose
 from aapt_ros.model.checkpoint import CheckpointError, load_checkpoint
 from aapt_ros.streaming.session import SessionError, StreamingSession
@@ -209,10 +210,11 @@ def summary_table(summary: dict[str, dict[str, float]]) -> str:
     return '\n'.join(lines) + '\n'
 
 
-def sim_mapping(bag: Path) -> TopicMapping:
-    """Our recorder's topics, with compressed images when the bag has them (its default)."""
-    types, _ = bag_topics(bag)
-    return SIM_COMPRESSED_MAPPING if SIM_COMPRESSED_MAPPING.image_topic in types else SIM_MAPPING
+def probe_table(errors: dict[str, dict[str, float]]) -> str:
+    lines = ['', '| pose probe | translation (cm/frame) | rotation (deg/frame) | joints (rad) |', '|---|---|---|---|']
+    for name, e in errors.items():
+        lines.append(f'| {name} | {e["translation_m"] * 100:.2f} | {e["rotation_deg"]:.3f} | {e["joints_rad"]:.3f} |')
+    return '\n'.join(lines) + '\n'
 
 
 def evaluate(
@@ -226,6 +228,7 @@ def evaluate(
     max_seconds: float | None,
     oracle: bool,
     live: str | None = None,
+    probe: PoseProbe | None = None,
 ) -> dict[str, dict[str, float]]:
     """Score every bag; ``live`` ('recorded' or 'lockstep' pacing) runs a node process instead."""
     checkpoint = load_checkpoint(model)
@@ -233,6 +236,8 @@ def evaluate(
     session = StreamingSession(checkpoint, device=device, seed=seed)
     runs: dict[str, list[FrameScore]] = {}
     horizons: dict[str, dict[str, dict[str, float]]] = {}
+    probe_generated: list[ProbeErrors] = []
+    probe_recorded: list[ProbeErrors] = []
     for bag in tqdm(bags, desc='bags', unit='bag'):
         max_frames = None if max_seconds is None else int(max_seconds * camera.rate_hz) + 1
         episode = read_episode(
@@ -256,17 +261,40 @@ def evaluate(
         write_bag(folder / 'replay_bag', episode, generated)
         write_video(folder / 'side_by_side.mp4', episode, generated, camera.rate_hz)
         write_scores(folder, scores)
+        if probe is not None:  # motion and joints read from the frames vs the commanded ones
+            probe_generated.append(probe_errors(probe, np.stack(generated), episode))
+            probe_recorded.append(probe_errors(probe, episode.frames, episode))
+            (folder / 'probe.json').write_text(
+                json.dumps(
+                    {
+                        'generated': error_summary(probe_generated[-1:]),
+                        'recorded (probe floor)': error_summary(probe_recorded[-1:]),
+                    },
+                    indent=2,
+                )
+                + '\n'
+            )
         runs[bag.name] = scores
         horizons[bag.name] = at_horizons(scores)
     plot(output_dir / 'metrics.png', runs)
     summary = summarize(horizons)
-    (output_dir / 'summary.json').write_text(
-        json.dumps(
-            {'model': str(model), 'oracle': oracle, 'seed': seed, 'summary': summary, 'per_bag': horizons}, indent=2
-        )
-        + '\n'
-    )
-    (output_dir / 'summary.md').write_text(summary_table(summary))
+    report: dict[str, object] = {
+        'model': str(model),
+        'oracle': oracle,
+        'live': live,
+        'seed': seed,
+        'summary': summary,
+        'per_bag': horizons,
+    }
+    table = summary_table(summary)
+    if probe is not None:
+        report['pose_probe'] = {
+            'generated': error_summary(probe_generated),
+            'recorded (probe floor)': error_summary(probe_recorded),
+        }
+        table += probe_table(report['pose_probe'])  # type: ignore[arg-type]
+    (output_dir / 'summary.json').write_text(json.dumps(report, indent=2) + '\n')
+    (output_dir / 'summary.md').write_text(table)
     return summary
 
 
@@ -286,6 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--max-seconds', type=float, default=None, help='score at most this long per bag')
     parser.add_argument('--oracle', action='store_true', help='pass the recorded frames through (pipeline check)')
     parser.add_argument(
+        '--probe', type=Path, default=None, help='pose-following probe (aapt-train-probe): adds motion and joint errors'
+    )
+    parser.add_argument(
         '--live',
         choices=['recorded', 'lockstep'],
         default=None,
@@ -298,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         mapping = load_mapping(args.mapping) if args.mapping else None
-        summary = evaluate(
+        evaluate(
             args.model,
             args.bags,
             mapping,
@@ -308,11 +339,12 @@ def main(argv: list[str] | None = None) -> int:
             max_seconds=args.max_seconds,
             oracle=args.oracle,
             live=args.live,
+            probe=load_probe(args.probe) if args.probe else None,
         )
-    except (EvalError, BagError, MappingError, CheckpointError, SessionError, ReplayError) as err:
+    except (EvalError, BagError, MappingError, CheckpointError, SessionError, ReplayError, ValueError) as err:
         print(f'ERROR: {err}', file=sys.stderr)
         return 1
-    print(summary_table(summary), end='')
+    print((args.output_dir / 'summary.md').read_text(), end='')
     print(f'wrote {args.output_dir}')
     return 0
 
