@@ -33,8 +33,9 @@ import torch
 from einops import rearrange
 from torch.utils.data import Dataset
 
+from aapt_ros.data.alignment import NS
 from aapt_ros.data.bags import BagError
-from aapt_ros.data.episodes import NS, Episode, read_episode
+from aapt_ros.data.episodes import Episode, read_episode
 from aapt_ros.data.mapping import TopicMapping
 
 log = logging.getLogger(__name__)

@@ -43,9 +43,9 @@ from typing import Any, Final
 
 import cv2
 import numpy as np
-import numpy.typing as npt
 from rosbags.rosbag2 import Reader
 
+from aapt_ros.data.alignment import NS, lookup, resample, slerp
 from aapt_ros.data.bags import TYPESTORE, BagError, read_messages
 from aapt_ros.data.mapping import SIM_COMPRESSED_MAPPING, SIM_MAPPING, ActionType, MappingError, TopicMapping
 from aapt_ros.model.camera import QUATERNION_NORM_TOLERANCE
@@ -68,7 +68,6 @@ ACTION_TYPES: Final = {
     ActionType.TWIST_STAMPED: 'geometry_msgs/msg/TwistStamped',
     ActionType.JOY: 'sensor_msgs/msg/Joy',
 }
-NS: Final = 1_000_000_000
 
 
 @dataclass(frozen=True, eq=False)  # eq would compare arrays elementwise and fail
@@ -86,59 +85,6 @@ class Episode:
 
     def __len__(self) -> int:
         return len(self.stamps_ns)
-
-
-@dataclass(frozen=True)
-class _Lookup:
-    """Where each query time falls in a stream's sorted stamps."""
-
-    left: np.ndarray  # (N,) index of the last sample before t (clipped into range)
-    right: np.ndarray  # (N,) index of the first sample at or after t (clipped)
-    weight: np.ndarray  # (N,) float64 in [0, 1]: 0 -> left's value, 1 -> right's
-    nearest: np.ndarray  # (N,) index of the nearest sample
-    ok: np.ndarray  # (N,) bool: the nearest sample is within max_skew
-
-    def lerp(self, values: np.ndarray) -> np.ndarray:
-        w = self.weight.reshape((-1,) + (1,) * (values.ndim - 1))
-        out: np.ndarray = values[self.left] * (1 - w) + values[self.right] * w
-        return out
-
-
-def _lookup(stamps: np.ndarray, t: np.ndarray, max_skew_ns: float, interpolate: bool) -> _Lookup:
-    """Bracketing samples of each ``t`` in strictly increasing ``stamps`` (int64 nanoseconds)."""
-    m = len(stamps)
-    i = np.searchsorted(stamps, t, side='left')  # stamps[i - 1] < t <= stamps[i]
-    left, right = np.clip(i - 1, 0, m - 1), np.clip(i, 0, m - 1)
-    far = np.iinfo(np.int64).max
-    d_left = np.where(i > 0, t - stamps[left], far)  # int64: stamps near 1.7e18 stay exact
-    d_right = np.where(i < m, stamps[right] - t, far)
-    nearest = np.where(d_right < d_left, right, left)
-    bracketed = (i > 0) & (i < m)
-    if interpolate:
-        span = np.where(bracketed, stamps[right] - stamps[left], 1)
-        weight = np.where(bracketed, d_left / span, (nearest == right).astype(np.float64))
-    else:
-        weight = (nearest == right).astype(np.float64)
-    return _Lookup(left, right, weight, nearest, np.minimum(d_left, d_right) <= max_skew_ns)
-
-
-def slerp(q0: np.ndarray, q1: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """Spherical interpolation of unit quaternions (N, 4) x, y, z, w along the shorter arc, float64.
-
-    q(w) = sin((1 - w) θ) / sin θ · q0 + sin(w θ) / sin θ · q1 with cos θ = |q0 · q1| (q1 negated
-    when q0 · q1 < 0); normalised linear interpolation when θ is tiny.
-    """
-    dot = np.sum(q0 * q1, axis=1)
-    q1 = np.where(dot[:, None] < 0, -q1, q1)
-    dot = np.clip(np.abs(dot), 0.0, 1.0)
-    theta = np.arccos(dot)
-    small = theta < 1e-6
-    sin_theta = np.where(small, 1.0, np.sin(theta))
-    a = np.where(small, 1 - weight, np.sin((1 - weight) * theta) / sin_theta)
-    b = np.where(small, weight, np.sin(weight * theta) / sin_theta)
-    q = a[:, None] * q0 + b[:, None] * q1
-    out: np.ndarray = q / np.linalg.norm(q, axis=1, keepdims=True)
-    return out
 
 
 class _Series:
@@ -369,13 +315,13 @@ def _match(
     t = image_stamps[index]
     skew = round(mapping.max_skew_s * NS)
     pose_stamps, pose_values = _valid_poses(path, recording.pose)
-    pose = _lookup(pose_stamps, t, skew, mapping.interpolate)
+    pose = lookup(pose_stamps, t, skew, mapping.interpolate)
     ok = pose.ok.copy()
     actions = np.zeros((len(t), len(mapping.action_names)))
     unmatched_actions = 0
     for k, (name, series) in enumerate(zip(mapping.action_names, recording.actions, strict=True)):
         stamps, values = series.arrays()
-        found = _lookup(stamps, t, skew, mapping.interpolate)
+        found = lookup(stamps, t, skew, mapping.interpolate)
         actions[:, k] = values[found.nearest] if name.startswith('buttons.') else found.lerp(values)
         unmatched_actions = max(unmatched_actions, int((~found.ok).sum()))
         ok &= found.ok
@@ -402,21 +348,6 @@ def _match(
 
 def _span(stamps: np.ndarray) -> str:
     return f'{stamps[0] / NS:.3f}..{stamps[-1] / NS:.3f} s' if len(stamps) else 'none'
-
-
-def resample(stamps_ns: np.ndarray, rate_hz: float, tolerance_ns: float) -> np.ndarray:
-    """Indices into increasing ``stamps_ns`` of the image nearest each output time, each used once.
-
-    Output times are ``stamps_ns[0] + k / rate_hz`` up to the last stamp (plus the tolerance, so
-    nanosecond rounding of the stamps cannot lose the last image); a time without an image within
-    ``tolerance_ns`` gets none (the output has a gap there).
-    """
-    step = NS / rate_hz
-    count = int((stamps_ns[-1] - stamps_ns[0] + tolerance_ns) // step) + 1
-    targets = stamps_ns[0] + np.round(np.arange(count) * step).astype(np.int64)  # (K,)
-    found = _lookup(stamps_ns, targets, tolerance_ns, interpolate=False)
-    chosen: npt.NDArray[np.int64] = np.unique(found.nearest[found.ok])  # nearest is monotone in the target
-    return chosen
 
 
 def _decode(

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from aapt_ros.data.alignment import resample, slerp
 from aapt_ros.data.bags import BagError, Storage
-from aapt_ros.data.episodes import read_episode, resample, slerp
+from aapt_ros.data.episodes import read_episode
 from aapt_ros.data.mapping import (
     SIM_COMPRESSED_MAPPING,
     SIM_MAPPING,
