@@ -60,6 +60,7 @@ setup(
             'aapt-eval = aapt_ros.eval.replay:main',
             'aapt-train-probe = aapt_ros.eval.pose_probe:main',
             'aapt-record-sim = aapt_ros.data.sim_recorder:main',
+            'aapt-train = aapt_ros.training.cli:main',
         ],
     },
 )

@@ -1,0 +1,1 @@
+"""Training package: makes the checkpoints the runtime streams from (never imported by the runtime)."""

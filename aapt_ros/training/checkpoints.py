@@ -1,0 +1,98 @@
+"""What a stage writes: the checkpoint the runtime loads, its model-card fragment, and resumable state.
+
+The resumable state lives in ``<output>/train_state/``, without pickle:
+
+- ``model.safetensors``: the trained module's float32 weights;
+- ``optimizer.safetensors``: AdamW's per-parameter tensors, keyed ``<param index>.<name>``;
+- ``state.json``: the step, the optimiser's param groups and the run's scalars.
+
+Batches and noise are functions of (seed, step) (``data.step_generator``), so weights, moments
+and the step are all a resumed run needs to continue exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from aapt_ros.model.checkpoint import Checkpoint, save_checkpoint
+from aapt_ros.training.config import TrainConfig, TrainError, to_yaml
+
+STATE_DIR = 'train_state'
+MODEL_STATE = 'model.safetensors'
+OPTIMIZER_STATE = 'optimizer.safetensors'
+STATE_JSON = 'state.json'
+CARD_FILE = 'MODEL_CARD_FRAGMENT.md'
+RUN_CONFIG = 'train_config.yaml'
+
+
+def save_state(
+    folder: Path, module: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, scalars: dict[str, Any]
+) -> None:
+    """Write the state after ``step`` steps; each file is written whole and renamed into place."""
+    state_dir = folder / STATE_DIR
+    state_dir.mkdir(parents=True, exist_ok=True)
+    weights = {k: t.detach().to('cpu', torch.float32).contiguous() for k, t in module.state_dict().items()}
+    opt = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    for index, per_param in opt['state'].items():
+        for name, value in per_param.items():
+            tensor = value if isinstance(value, torch.Tensor) else torch.tensor(value)
+            tensors[f'{index}.{name}'] = tensor.detach().cpu().contiguous()
+    meta = {'step': step, 'param_groups': opt['param_groups'], 'scalars': scalars}
+    for name, write in (
+        (MODEL_STATE, lambda p: save_file(weights, p)),
+        (OPTIMIZER_STATE, lambda p: save_file(tensors, p)),
+        (STATE_JSON, lambda p: Path(p).write_text(json.dumps(meta, indent=1))),
+    ):
+        tmp = state_dir / f'.{name}.tmp'
+        write(str(tmp))
+        os.replace(tmp, state_dir / name)
+
+
+def load_state(folder: Path, module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, dict[str, Any]]:
+    """Restore module and optimizer from ``folder``; returns (step, scalars)."""
+    state_dir = folder / STATE_DIR
+    if not (state_dir / STATE_JSON).is_file():
+        raise TrainError(f'--resume: no training state in {state_dir}; start without --resume')
+    meta = json.loads((state_dir / STATE_JSON).read_text())
+    weights = load_file(str(state_dir / MODEL_STATE))
+    module.load_state_dict(weights)
+    per_param: dict[int, dict[str, torch.Tensor]] = {}
+    for key, tensor in load_file(str(state_dir / OPTIMIZER_STATE)).items():
+        index, name = key.split('.', 1)
+        per_param.setdefault(int(index), {})[name] = tensor
+    optimizer.load_state_dict({'state': per_param, 'param_groups': meta['param_groups']})
+    return int(meta['step']), dict(meta['scalars'])
+
+
+def check_output(folder: Path, resume: bool) -> None:
+    """Refuse to overwrite an earlier run's output unless it is being resumed."""
+    if resume:
+        if not (folder / STATE_DIR / STATE_JSON).is_file():
+            raise TrainError(f'--resume: {folder} has no {STATE_DIR}/{STATE_JSON} to resume from')
+    elif folder.exists() and any(folder.iterdir()):
+        raise TrainError(f'output {folder} exists and is not empty; pass --resume to continue it or choose another')
+
+
+def write_outputs(
+    folder: Path, checkpoint: Checkpoint, config: TrainConfig, card: dict[str, Any], bags: list[Path]
+) -> None:
+    """The loadable checkpoint (float32 weights, so later stages start from exact values) and its card."""
+    save_checkpoint(checkpoint, folder, weight_dtype=torch.float32, overwrite=True)
+    (folder / RUN_CONFIG).write_text(to_yaml(config))
+    lines = [
+        f'## Stage `{config.stage}`: {checkpoint.config.name}',
+        '',
+        f'- started from: `{config.model}`',
+        f'- data: {len(bags)} bag(s): ' + ', '.join(f'`{b}`' for b in bags),
+        f'- clips of {config.data.clip_length} frames at {checkpoint.config.camera.rate_hz:g} Hz, '
+        f'{checkpoint.config.camera.width}x{checkpoint.config.camera.height}',
+    ]
+    lines += [f'- {key}: {value}' for key, value in card.items()]
+    (folder / CARD_FILE).write_text('\n'.join(lines) + '\n')

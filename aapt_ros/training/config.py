@@ -1,0 +1,172 @@
+"""Run configuration of ``aapt-train``: frozen dataclasses loaded from YAML with the model's strict loader.
+
+A run config names a stage, the bags, the optimisation, the model to start from and the output
+folder. Relative paths in a YAML file are relative to that file's folder, so a config can ship
+next to its data; paths given as command-line overrides are relative to the working directory.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from aapt_ros.model.config import ConfigError, from_dict, to_dict
+
+STAGES = ('vae', 'adapt')  # later: base, distill, adversarial
+T_SAMPLINGS = ('uniform', 'logit_normal')
+
+
+class TrainError(RuntimeError):
+    """A training run cannot start or continue; the message names the file or value and the fix."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    bags: tuple[str, ...] = ()  # rosbag2 folders or glob patterns of them
+    val_bags: tuple[str, ...] = ()  # held-out bags; empty: the last val_fraction of each training episode
+    val_fraction: float = 0.2
+    mapping: str = ''  # topic mapping YAML; '' reads the aapt-record-sim topics
+    clip_length: int = 8  # frames per clip; frame 0 is the sink in the flow stages
+    cache_dir: str = ''  # decoded-episode cache; '' uses ~/.cache/aapt_ros/episodes
+
+    def __post_init__(self) -> None:
+        if self.clip_length < 2:
+            raise ConfigError(f'data.clip_length must be >= 2 (a sink and a frame to learn), got {self.clip_length}')
+        if not 0 < self.val_fraction < 1:
+            raise ConfigError(f'data.val_fraction must be in (0, 1), got {self.val_fraction}')
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    steps: int = 1000
+    batch_size: int = 8
+    lr: float = 2e-4
+    warmup_steps: int = 100  # linear warm-up, then cosine decay to min_lr_ratio * lr
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.99  # below Adam's 0.999: adapts faster in short runs
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1:
+            raise ConfigError(f'optim.steps and optim.batch_size must be >= 1, got {self.steps}, {self.batch_size}')
+        if not self.lr > 0 or self.warmup_steps < 0 or self.grad_clip < 0:
+            raise ConfigError('optim.lr must be positive; optim.warmup_steps and optim.grad_clip non-negative')
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise ConfigError(f'optim.beta1 and optim.beta2 must be in [0, 1), got {self.beta1}, {self.beta2}')
+
+
+@dataclass(frozen=True)
+class VAELossConfig:
+    ssim_weight: float = 1.0  # loss = L1 + ssim_weight * (1 - SSIM), images in [0, 1]
+    scale_batches: int = 8  # batches of training frames measured to set latent_scale
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    t_sampling: str = 'logit_normal'  # u ~ sigmoid(N(0, 1)) or U(0, 1), then shifted (generator.timestep_shift)
+
+    def __post_init__(self) -> None:
+        if self.t_sampling not in T_SAMPLINGS:
+            raise ConfigError(f'flow.t_sampling must be one of {list(T_SAMPLINGS)}, got {self.t_sampling!r}')
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    stage: str = ''  # set by the aapt-train subcommand; a YAML value must agree with it
+    model: str = ''  # vae: a ModelConfig YAML; adapt: the previous stage's checkpoint folder
+    output: str = ''  # folder of the checkpoint, model card, logs and resumable state
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    vae: VAELossConfig = field(default_factory=VAELossConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    log_every: int = 10
+    val_every: int = 0  # 0: validate at the end only
+    val_batches: int = 4
+    state_every: int = 100  # steps between resumable-state saves (and always at the end)
+    device: str = 'auto'  # auto: cuda when available
+    bf16: bool = True  # autocast to bfloat16 on CUDA (ignored on the CPU)
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise ConfigError(f'stage must be one of {list(STAGES)}, got {self.stage!r}')
+        if not self.model or not self.output:
+            raise ConfigError('model and output must be set (in the YAML or as model=... output=...)')
+        if not self.data.bags:
+            raise ConfigError('data.bags is empty: list at least one rosbag2 folder or glob')
+        if min(self.log_every, self.state_every, self.val_batches) < 1 or self.val_every < 0:
+            raise ConfigError('log_every, state_every and val_batches must be >= 1, val_every >= 0')
+
+
+def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split('.')
+    node = data
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f'override {dotted}: {key} is not a section')
+    node[keys[-1]] = value
+
+
+def _absolute(data: dict[str, Any], root: Path) -> None:
+    """Make the YAML's relative paths relative to ``root`` (the YAML file's folder)."""
+
+    def fix(p: str) -> str:
+        return p if not p or Path(p).is_absolute() else os.path.normpath(root / p)
+
+    for key in ('model', 'output'):
+        if isinstance(data.get(key), str):
+            data[key] = fix(data[key])
+    section = data.get('data')
+    if isinstance(section, dict):
+        for key in ('bags', 'val_bags'):
+            if isinstance(section.get(key), list):
+                section[key] = [fix(p) if isinstance(p, str) else p for p in section[key]]
+        for key in ('mapping', 'cache_dir'):
+            if isinstance(section.get(key), str):
+                section[key] = fix(section[key])
+
+
+def load_train_config(path: str | Path, stage: str, overrides: Sequence[str] = ()) -> TrainConfig:
+    """Read ``path``, apply ``key=value`` overrides (dotted keys, YAML values), check everything."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f'training config not found: {path}') from None
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f'could not read training config {path}: {err}') from None
+    if not isinstance(data, dict):
+        raise ConfigError(f'{path}: expected a mapping at the top level')
+    _absolute(data, path.parent.resolve())
+    if data.setdefault('stage', stage) != stage:
+        raise ConfigError(f'{path}: stage is {data["stage"]!r} but the command is aapt-train {stage}')
+    for item in overrides:
+        key, sep, text = item.partition('=')
+        if not sep or not key:
+            raise ConfigError(f'override {item!r} is not key=value (e.g. optim.steps=100)')
+        _set(data, key, yaml.safe_load(text))
+    return from_dict(TrainConfig, data, where=str(path))
+
+
+def expand_bags(patterns: tuple[str, ...], what: str) -> list[Path]:
+    """Bag folders matching ``patterns`` (globs), in sorted order per pattern; errors if one matches none."""
+    bags: list[Path] = []
+    for pattern in patterns:
+        found = sorted(Path(p) for p in glob.glob(pattern))
+        if not found:
+            raise TrainError(f'{what}: no bag matches {pattern!r}')
+        bags += found
+    return bags
+
+
+def to_yaml(config: TrainConfig) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False)

@@ -1,0 +1,110 @@
+"""Training and held-out clips, and deterministic batches: batch ``k`` depends only on (seed, k).
+
+Drawing each step's clip indices and noise from a generator seeded by the step number, instead
+of one generator carried through the run, is what makes ``--resume`` repeat an uninterrupted run
+exactly without saving any random-number state.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Subset
+
+from aapt_ros.data.clips import ClipDataset
+from aapt_ros.data.episodes import sim_mapping
+from aapt_ros.data.mapping import TopicMapping, load_mapping
+from aapt_ros.model.camera import Pose, relative_motion
+from aapt_ros.model.config import ModelConfig
+from aapt_ros.training.config import DataConfig, TrainError, expand_bags
+
+Clip = dict[str, torch.Tensor]
+STEP_SEED_STRIDE = 1_000_003  # a prime: (seed, step) pairs map to distinct generator seeds
+
+
+class Splits(NamedTuple):
+    train: Dataset[Clip]
+    val: Dataset[Clip]
+    bags: list[Path]
+    val_bags: list[Path]
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The CPU generator of one training step (or of validation with step = -1 - batch)."""
+    return torch.Generator().manual_seed(seed * STEP_SEED_STRIDE + step + 2**20)
+
+
+def _dataset(bags: list[Path], mapping: TopicMapping, data: DataConfig, model: ModelConfig) -> ClipDataset:
+    camera = model.camera
+    try:
+        return ClipDataset(
+            bags,
+            mapping,
+            clip_length=data.clip_length,
+            rate_hz=camera.rate_hz,
+            image_size=(camera.width, camera.height),
+            cache_dir=data.cache_dir or None,
+        )
+    except ValueError as err:
+        raise TrainError(str(err)) from None
+
+
+def load_splits(data: DataConfig, model: ModelConfig) -> Splits:
+    """Clips of ``data.bags`` (at the model's rate and size) and held-out clips.
+
+    Without ``val_bags`` the last ``val_fraction`` of every training episode is held out, and no
+    training clip overlaps it.
+    """
+    bags = expand_bags(data.bags, 'data.bags')
+    val_bags = expand_bags(data.val_bags, 'data.val_bags')
+    mapping = load_mapping(data.mapping) if data.mapping else sim_mapping(bags[0])
+    if model.generator.action_names != mapping.action_names:
+        raise TrainError(
+            f'the model acts on {list(model.generator.action_names)} but the mapping reads '
+            f'{list(mapping.action_names)}; make generator.action_names match the data'
+        )
+    full = _dataset(bags, mapping, data, model)
+    if val_bags:
+        return Splits(full, _dataset(val_bags, mapping, data, model), bags, val_bags)
+    ends: dict[int, int] = {}
+    for ref in full.clips:
+        ends[ref.episode] = max(ends.get(ref.episode, 0), ref.start + data.clip_length)
+    cut = {e: int(end * (1 - data.val_fraction)) for e, end in ends.items()}
+    train = [i for i, ref in enumerate(full.clips) if ref.start + data.clip_length <= cut[ref.episode]]
+    val = [i for i, ref in enumerate(full.clips) if ref.start >= cut[ref.episode]]
+    if not train or not val:
+        raise TrainError(
+            f'holding out the last {data.val_fraction:.0%} of each episode leaves {len(train)} training and '
+            f'{len(val)} held-out clips of {data.clip_length} frames; use longer bags, data.val_bags or a shorter clip'
+        )
+    return Splits(Subset(full, train), Subset(full, val), bags, [])
+
+
+def batch(dataset: Dataset[Clip], size: int, generator: torch.Generator, device: torch.device) -> Clip:
+    """``size`` clips drawn with replacement, stacked: each value gains a leading (B,) dimension."""
+    n = len(dataset)  # type: ignore[arg-type]
+    indices = torch.randint(n, (size,), generator=generator).tolist()
+    items = [dataset[i] for i in indices]
+    return {key: torch.stack([item[key] for item in items]).to(device) for key in items[0]}
+
+
+def relative_motions(positions: torch.Tensor, orientations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Camera motion of each frame relative to the frame before, as the streaming session computes it.
+
+    positions (B, F, 3), orientations (B, F, 4) xyzw -> rotation (B, F, 3, 3), translation (B, F, 3),
+    float64; frame 0 gets the identity (it is the sink, which has no previous frame). Uses the
+    runtime's own ``relative_motion`` so the rays seen in training and in streaming cannot differ.
+    """
+    pos = positions.detach().cpu().double().numpy()
+    ori = orientations.detach().cpu().double().numpy()
+    b, f = pos.shape[:2]
+    rotation = np.tile(np.eye(3), (b, f, 1, 1))  # (B, F, 3, 3)
+    translation = np.zeros((b, f, 3))
+    for i in range(b):
+        poses = [Pose(tuple(p), tuple(q / np.linalg.norm(q))).validated() for p, q in zip(pos[i], ori[i], strict=True)]
+        for j in range(1, f):
+            rotation[i, j], translation[i, j] = relative_motion(poses[j - 1], poses[j])
+    return torch.from_numpy(rotation), torch.from_numpy(translation)

@@ -1,0 +1,133 @@
+"""Stage ``vae``: train the video autoencoder on the recordings' frames.
+
+Loss: pixel L1 + (1 - SSIM). Afterwards ``vae.latent_scale`` is set from the latent std measured
+on training frames, so the generator sees latents of about unit std, and held-out PSNR/SSIM are
+measured with the evaluation package's own metrics. The checkpoint also holds an untrained
+generator (so the runtime can load it) and, as start frame, the first training frame.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from einops import rearrange
+
+from aapt_ros.data.clips import FRAMES
+from aapt_ros.eval import metrics
+from aapt_ros.model.checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_config
+from aapt_ros.model.config import ModelConfig
+from aapt_ros.model.generator import CausalGenerator
+from aapt_ros.model.vae import VideoAutoencoder
+from aapt_ros.training.checkpoints import write_outputs
+from aapt_ros.training.config import TrainConfig, TrainError
+from aapt_ros.training.data import Clip, batch, load_splits, step_generator
+from aapt_ros.training.loop import mean_first_last, resolve_device, train
+from aapt_ros.training.losses import reconstruction_loss
+
+VAL_SEED_OFFSET = -(2**20)  # validation batches use steps no training step reaches
+
+
+def _start_config(path: Path) -> ModelConfig:
+    """The model config from a ModelConfig YAML or from a checkpoint folder's config."""
+    try:
+        return load_config(path / 'config.yaml' if path.is_dir() else path)
+    except CheckpointError as err:
+        raise TrainError(f'model: {err}') from None
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) in [-1, 1] -> (N, H, W, 3) uint8, as the runtime publishes frames."""
+    scaled = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return rearrange(scaled, 'n c h w -> n h w c').cpu().numpy()
+
+
+@torch.no_grad()
+def reconstruction_metrics(
+    vae: VideoAutoencoder, dataset: torch.utils.data.Dataset[Clip], config: TrainConfig, device: torch.device
+) -> dict[str, float]:
+    """Mean PSNR (dB) and SSIM of held-out frames passed through encode and decode."""
+    vae.eval()
+    psnrs, ssims = [], []
+    for k in range(config.val_batches):
+        generator = step_generator(config.optim.seed, VAL_SEED_OFFSET - k)
+        frames = batch(dataset, config.optim.batch_size, generator, device)[FRAMES]  # (B, F, 3, H, W)
+        recon = vae.decode(vae.encode(frames))
+        for got, want in zip(to_uint8(recon.flatten(0, 1)), to_uint8(frames.flatten(0, 1)), strict=True):
+            psnrs.append(min(metrics.psnr(got, want), 100.0))  # an exact frame would be inf
+            ssims.append(metrics.ssim(got, want))
+    return {'psnr': float(np.mean(psnrs)), 'ssim': float(np.mean(ssims))}
+
+
+@torch.no_grad()
+def measure_latent_scale(
+    vae: VideoAutoencoder, dataset: torch.utils.data.Dataset[Clip], config: TrainConfig, device: torch.device
+) -> float:
+    """1 / std of the unscaled latents of training frames."""
+    values = []
+    for k in range(config.vae.scale_batches):
+        generator = step_generator(config.optim.seed, VAL_SEED_OFFSET - 1000 - k)
+        frames = batch(dataset, config.optim.batch_size, generator, device)[FRAMES]  # (B, F, 3, H, W)
+        values.append(vae.encode(frames).float().flatten() / vae.config.latent_scale)
+    return float(1 / torch.cat(values).std().clamp_min(1e-6))
+
+
+def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:
+    """Train, then write the checkpoint and card to ``config.output``; returns the card's values."""
+    folder = Path(config.output)
+    model_path = Path(config.model)
+    start = _start_config(model_path)
+    device = resolve_device(config.device)
+    splits = load_splits(config.data, start)
+    torch.manual_seed(config.optim.seed)
+    vae = VideoAutoencoder(start.vae)
+    if model_path.is_dir():  # continue from a checkpoint's autoencoder
+        vae.load_state_dict(load_checkpoint(model_path).vae.state_dict())
+    vae.to(device)
+    ssim_weight = config.vae.ssim_weight
+
+    def loss_fn(clips: Clip, _: torch.Generator) -> torch.Tensor:
+        frames = clips[FRAMES]  # (B, F, 3, H, W) in [-1, 1]
+        recon = vae.decode(vae.encode(frames))
+        return reconstruction_loss(recon.flatten(0, 1), frames.flatten(0, 1), ssim_weight)
+
+    def validate() -> dict[str, float]:
+        return reconstruction_metrics(vae, splits.val, config, device)
+
+    stats = train(
+        config,
+        vae,
+        loss_fn,
+        splits.train,
+        folder,
+        device=device,
+        resume=resume,
+        stop_after=stop_after,
+        validate=validate,
+    )
+    if stats.step < config.optim.steps:  # stopped early (--stop-after): the state is saved, no checkpoint yet
+        return {'steps': stats.step}
+    scale = measure_latent_scale(vae, splits.train, config, device) * start.vae.latent_scale
+    model_config = dataclasses.replace(start, stage='vae', vae=dataclasses.replace(start.vae, latent_scale=scale))
+    final = VideoAutoencoder(model_config.vae)
+    final.load_state_dict(vae.state_dict())  # same weights; latent_scale lives in the config
+    final.to(device)
+    val = reconstruction_metrics(final, splits.val, config, device)
+    torch.manual_seed(config.optim.seed)
+    first = splits.train[0][FRAMES][0]  # (3, H, W), the default start image of the runtime
+    start_frame = torch.from_numpy(to_uint8(first[None])[0])  # (H, W, 3) uint8
+    checkpoint = Checkpoint(model_config, final.cpu(), CausalGenerator(model_config), start_frame)
+    loss_first, loss_last = mean_first_last(stats.losses)
+    card = {
+        'steps': f'{stats.step} x batch {config.optim.batch_size}',
+        'wall time': f'{stats.wall_s:.1f} s on {device}',
+        'loss (L1 + (1 - SSIM)), first -> last 5 steps': f'{loss_first:.4f} -> {loss_last:.4f}',
+        'held-out reconstruction PSNR': f'{val["psnr"]:.2f} dB',
+        'held-out reconstruction SSIM': f'{val["ssim"]:.4f}',
+        'latent_scale': f'{scale:.4g}',
+    }
+    write_outputs(folder, checkpoint, config, card, splits.bags)
+    return {'steps': stats.step, 'loss_first': loss_first, 'loss_last': loss_last, 'latent_scale': scale, **val}
