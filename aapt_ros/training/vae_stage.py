@@ -110,7 +110,7 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
     )
     if stats.step < config.optim.steps:  # stopped early (--stop-after): the state is saved, no checkpoint yet
         return {'steps': stats.step}
-    scale = measure_latent_scale(vae, splits.train, config, device) * start.vae.latent_scale
+    scale = measure_latent_scale(vae, splits.train, config, device)  # absolute: std of unscaled latents
     model_config = dataclasses.replace(start, stage='vae', vae=dataclasses.replace(start.vae, latent_scale=scale))
     final = VideoAutoencoder(model_config.vae)
     final.load_state_dict(vae.state_dict())  # same weights; latent_scale lives in the config
