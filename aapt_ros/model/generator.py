@@ -6,7 +6,8 @@ the timestep and the action vector modulate every block through adaLN. Tokens of
 to frames i-window+1 .. i and to the sink (frame 0). The output is the flow-matching velocity
 v = noise - x0, so the same network samples in one step or many.
 
-Two entry points, never mixed: ``forward_train`` runs whole clips under the block-causal mask;
+Two entry points, never mixed: ``forward_train`` runs whole clips under the block-causal mask
+(or an explicit one: the bidirectional base model);
 ``step`` runs one frame against a KVCache. Both compute the same function (tested).
 """
 
@@ -125,18 +126,30 @@ class CausalGenerator(nn.Module):
         )
 
     def forward_train(
-        self, noisy: torch.Tensor, previous: torch.Tensor, rays: torch.Tensor, action: torch.Tensor, t: torch.Tensor
+        self,
+        noisy: torch.Tensor,
+        previous: torch.Tensor,
+        rays: torch.Tensor,
+        action: torch.Tensor,
+        t: torch.Tensor,
+        *,
+        mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Whole clips under the block-causal window mask; frame 0 of each clip is the sink.
+        """Whole clips in one pass; frame 0 of each clip is the sink.
 
         noisy, previous: (B, F, C, h, w) latents; rays: (B, F, 6, h, w); action: (B, F, A);
-        t: (B, F) flow times in [0, 1]. Returns the velocity (B, F, C, h, w).
+        t: (B, F) flow times in [0, 1]; mask: (F*T, F*T) bool, True where a query token may attend
+        to a key token; None is the block-causal window mask of ``step`` (``token_attention_mask``),
+        ``masks.bidirectional_attention_mask`` the all-to-all one of the base model.
+        Returns the velocity (B, F, C, h, w).
         """
         b, f = noisy.shape[:2]
         is_sink = torch.zeros(b, f, dtype=torch.bool, device=noisy.device)
         is_sink[:, 0] = True
         x, c = self._embed(noisy, previous, rays, action, t, is_sink)
-        mask = token_attention_mask(f, self.config.tokens_per_frame, self.config.generator.window_frames, noisy.device)
+        if mask is None:
+            window = self.config.generator.window_frames
+            mask = token_attention_mask(f, self.config.tokens_per_frame, window, noisy.device)
         for block in self._blocks():
             x = block.forward_train(x, c, mask)
         return self._unpatchify(x, c)

@@ -1,4 +1,4 @@
-"""Block-causal sliding-window attention masks over latent frames."""
+"""Attention masks over latent frames: block-causal sliding window (the engine) and all-to-all (the base model)."""
 
 from __future__ import annotations
 
@@ -22,3 +22,15 @@ def token_attention_mask(
     """Boolean (F*T, F*T) mask: tokens of one frame attend to each other and to visible frames."""
     frames = frame_attention_mask(num_frames, window_frames, device)
     return frames.repeat_interleave(tokens_per_frame, 0).repeat_interleave(tokens_per_frame, 1)
+
+
+def bidirectional_attention_mask(
+    num_frames: int, tokens_per_frame: int, device: torch.device | None = None
+) -> torch.Tensor:
+    """Boolean (F*T, F*T) mask, all True: every token attends to every frame of the clip, past and future.
+
+    The mask of the bidirectional ``base`` model that AAPT starts from (BRIEF section 2, step 0);
+    training-only, since a streaming step cannot see frames that do not exist yet.
+    """
+    size = num_frames * tokens_per_frame
+    return torch.ones(size, size, dtype=torch.bool, device=device)

@@ -3,7 +3,9 @@
 Usage::
 
     aapt-train vae --config config/train_tiny.yaml output=runs/vae
-    aapt-train adapt --config config/train_tiny.yaml model=runs/vae output=runs/adapt
+    aapt-train base --config config/train_tiny.yaml model=runs/vae output=runs/base
+    aapt-train adapt --config config/train_tiny.yaml model=runs/base output=runs/adapt
+    aapt-train distill --config config/train_tiny.yaml model=runs/adapt output=runs/distill
     aapt-train adapt --config ... --resume          # continue an interrupted run exactly
 
 Each stage writes to its output folder a checkpoint the runtime loads (config.yaml + safetensors),
@@ -22,11 +24,16 @@ from typing import Any
 from aapt_ros.data.bags import BagError
 from aapt_ros.data.mapping import MappingError
 from aapt_ros.model.config import ConfigError
-from aapt_ros.training import flow_stage, vae_stage
+from aapt_ros.training import distill_stage, flow_stage, vae_stage
 from aapt_ros.training.checkpoints import check_output
 from aapt_ros.training.config import STAGES, TrainConfig, TrainError, load_train_config
 
-RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {'vae': vae_stage.run, 'adapt': flow_stage.run}
+RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
+    'vae': vae_stage.run,
+    'base': flow_stage.run,
+    'adapt': flow_stage.run,
+    'distill': distill_stage.run,
+}
 assert set(RUNNERS) == set(STAGES)
 
 

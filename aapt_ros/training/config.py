@@ -18,7 +18,7 @@ import yaml
 
 from aapt_ros.model.config import ConfigError, from_dict, to_dict
 
-STAGES = ('vae', 'adapt')  # later: base, distill, adversarial
+STAGES = ('vae', 'base', 'adapt', 'distill')  # later: adversarial
 T_SAMPLINGS = ('uniform', 'logit_normal')
 
 
@@ -80,14 +80,26 @@ class FlowConfig:
 
 
 @dataclass(frozen=True)
+class DistillConfig:
+    # N of the shifted grid 1 = t_0 > ... > t_N = 0 of the distill stage; t' = t_{k+1} is one grid
+    # step below t = t_k. Larger N: smaller teacher steps (more accurate targets), slower propagation.
+    schedule_steps: int = 16
+
+    def __post_init__(self) -> None:
+        if self.schedule_steps < 1:
+            raise ConfigError(f'distill.schedule_steps must be >= 1, got {self.schedule_steps}')
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     stage: str = ''  # set by the aapt-train subcommand; a YAML value must agree with it
-    model: str = ''  # vae: a ModelConfig YAML; adapt: the previous stage's checkpoint folder
+    model: str = ''  # vae: a ModelConfig YAML; base, adapt, distill: the previous stage's checkpoint folder
     output: str = ''  # folder of the checkpoint, model card, logs and resumable state
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     vae: VAELossConfig = field(default_factory=VAELossConfig)
     flow: FlowConfig = field(default_factory=FlowConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     log_every: int = 10
     val_every: int = 0  # 0: validate at the end only
     val_batches: int = 4

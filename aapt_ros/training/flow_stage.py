@@ -1,13 +1,21 @@
-"""Stage ``adapt``: block-causal teacher forcing with the flow-matching loss (BRIEF section 2, step 1).
+"""Stages ``base`` and ``adapt``: latent flow matching on clips (BRIEF section 2, steps 0 and 1).
 
 Per clip of F latent frames (VAE frozen):
 
 - x0 = vae.encode(frames); noise ~ N(0, 1); one t per clip, the SAME for all its frames,
   t = s u / (1 + (s - 1) u) with u uniform or logit-normal and s = generator.timestep_shift;
 - x_t = (1 - t) x0 + t noise; frame 0 is the sink: its input is the clean x0 with t = 0, no loss;
-- the recycled input of frame i is the ground-truth x0 of frame i - 1 (frame 0: itself);
 - rays from the camera motion between consecutive poses (identity for frame 0), actions per frame;
 - loss = MSE(v_pred, noise - x0) over frames 1 .. F - 1.
+
+The two stages differ in the attention mask and the recycled input:
+
+- ``base`` (the "pretrained" bidirectional model AAPT starts from): every frame attends to every
+  frame of the clip; the recycled input is zero. Recycling ground truth under bidirectional
+  attention would leak the answer: frame i + 1's recycled input is frame i's clean x0, which
+  frame i could read. The paper's pretrained model has no recycled input either; ``adapt`` learns it.
+- ``adapt`` (teacher forcing): the block-causal window mask of the engine, and the recycled input
+  of frame i is the ground-truth x0 of frame i - 1 (frame 0: itself). Starts from ``base``.
 """
 
 from __future__ import annotations
@@ -22,7 +30,9 @@ from torch.nn import functional as F
 
 from aapt_ros.data.clips import ACTIONS, FRAMES, ORIENTATIONS, POSITIONS
 from aapt_ros.model.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from aapt_ros.model.config import ModelConfig
 from aapt_ros.model.generator import CausalGenerator
+from aapt_ros.model.masks import bidirectional_attention_mask
 from aapt_ros.model.vae import VideoAutoencoder
 from aapt_ros.training.checkpoints import write_outputs
 from aapt_ros.training.config import TrainConfig, TrainError
@@ -31,6 +41,8 @@ from aapt_ros.training.loop import mean_first_last, resolve_device, train
 
 VAL_T = (0.25, 0.5, 0.75)  # fixed times of the held-out loss, so it is comparable across runs
 VAL_SEED_OFFSET = -(2**20)
+# The checkpoint stages each stage may start from (a stage may also continue its own checkpoints).
+START_STAGES = {'base': ('vae', 'base'), 'adapt': ('base', 'adapt'), 'distill': ('adapt',)}
 
 
 def sample_t(batch_size: int, shift: float, how: str, generator: torch.Generator) -> torch.Tensor:
@@ -42,58 +54,109 @@ def sample_t(batch_size: int, shift: float, how: str, generator: torch.Generator
     return (shift * u / (1 + (shift - 1) * u)).float()
 
 
-def flow_inputs(
-    generator_net: CausalGenerator, vae: VideoAutoencoder, clips: Clip, t_clip: torch.Tensor, noise: torch.Tensor
-) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
-    """The arguments of ``forward_train`` and the target velocity of a batch of clips.
+def clip_latents(
+    generator_net: CausalGenerator, vae: VideoAutoencoder, clips: Clip, *, recycle: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x0 (B, F, C, h, w), the recycled input (B, F, C, h, w) and rays (B, F, 6, h, w) of a batch.
 
-    t_clip: (B,) one time per clip; noise: (B, F, C, h, w) on the clips' device.
+    recycle: the ground-truth x0 of frame i - 1 (frame 0: itself) when True, zeros when False.
     """
     with torch.no_grad():
         x0 = vae.encode(clips[FRAMES]).float()  # (B, F, C, h, w), about unit std
-    b, f = x0.shape[:2]
-    t = t_clip.to(x0.device)[:, None].expand(b, f).clone()  # (B, F): the same t for every frame
-    t[:, 0] = 0.0  # the sink is given clean
-    t5 = t[:, :, None, None, None]
-    noisy = (1 - t5) * x0 + t5 * noise  # (B, F, C, h, w); frame 0 equals x0 since t = 0
-    previous = torch.cat([x0[:, :1], x0[:, :-1]], dim=1)  # ground-truth recycled input
+    b = x0.shape[0]
+    previous = torch.cat([x0[:, :1], x0[:, :-1]], dim=1) if recycle else torch.zeros_like(x0)
     rotation, translation = relative_motions(clips[POSITIONS], clips[ORIENTATIONS])  # (B, F, 3, 3), (B, F, 3)
     rays = generator_net.rays(rotation.flatten(0, 1).to(x0.device), translation.flatten(0, 1).to(x0.device))
     rays = rearrange(rays, '(b f) c h w -> b f c h w', b=b)  # from [(B F), 6, h, w] to [B, F, 6, h, w]
-    return (noisy, previous, rays, clips[ACTIONS], t), noise - x0
+    return x0, previous, rays
 
 
-def flow_loss(generator_net: CausalGenerator, inputs: tuple[torch.Tensor, ...], target: torch.Tensor) -> torch.Tensor:
-    velocity = generator_net.forward_train(*inputs)  # (B, F, C, h, w)
+def clip_times(t_clip: torch.Tensor, num_frames: int, device: torch.device) -> torch.Tensor:
+    """(B,) one time per clip -> (B, F): the same t for every frame, 0 for the clean sink frame 0."""
+    t = t_clip.to(device)[:, None].expand(-1, num_frames).clone()
+    t[:, 0] = 0.0
+    return t
+
+
+def noised(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """x_t = (1 - t) x0 + t noise with t (B, F) per frame; frame 0 stays x0 where t = 0."""
+    t5 = t[:, :, None, None, None]
+    return (1 - t5) * x0 + t5 * noise
+
+
+def flow_inputs(
+    generator_net: CausalGenerator,
+    vae: VideoAutoencoder,
+    clips: Clip,
+    t_clip: torch.Tensor,
+    noise: torch.Tensor,
+    *,
+    recycle: bool,
+) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    """The positional arguments of ``forward_train`` and the target velocity of a batch of clips.
+
+    t_clip: (B,) one time per clip; noise: (B, F, C, h, w) on the clips' device.
+    """
+    x0, previous, rays = clip_latents(generator_net, vae, clips, recycle=recycle)
+    t = clip_times(t_clip, x0.shape[1], x0.device)
+    return (noised(x0, noise, t), previous, rays, clips[ACTIONS], t), noise - x0
+
+
+def flow_loss(
+    generator_net: CausalGenerator,
+    inputs: tuple[torch.Tensor, ...],
+    target: torch.Tensor,
+    mask: torch.Tensor | None,
+) -> torch.Tensor:
+    velocity = generator_net.forward_train(*inputs, mask=mask)  # (B, F, C, h, w)
     return F.mse_loss(velocity[:, 1:].float(), target[:, 1:])  # no loss on the sink
 
 
-def _load_start(path: Path) -> Checkpoint:
+def load_start(path: Path, stage: str) -> Checkpoint:
+    """The checkpoint ``stage`` starts from, checked against ``START_STAGES``."""
+    allowed = START_STAGES[stage]
     try:
-        return load_checkpoint(path)
+        start = load_checkpoint(path)
     except CheckpointError as err:
-        raise TrainError(f'model: the adapt stage starts from a checkpoint folder (vae or base): {err}') from None
+        raise TrainError(f'model: the {stage} stage starts from a {" or ".join(allowed)} checkpoint: {err}') from None
+    if start.config.stage not in allowed:
+        raise TrainError(
+            f'model: {path} is a {start.config.stage!r} checkpoint; the {stage} stage starts from '
+            f'{" or ".join(repr(s) for s in allowed)} (run aapt-train {allowed[0]} first)'
+        )
+    if start.config.vae.temporal_factor != 1:
+        raise TrainError(f'the {stage} stage supports vae.temporal_factor 1 only for now (poses per latent frame)')
+    return start
+
+
+def latent_shape(model_config: ModelConfig, b: int, f: int) -> tuple[int, ...]:
+    return (b, f, model_config.vae.latent_channels, model_config.latent_height, model_config.latent_width)
 
 
 def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:
-    """Train the generator with teacher forcing; write the checkpoint and card to ``config.output``."""
+    """Train the generator (``base`` or ``adapt``); write the checkpoint and card to ``config.output``."""
+    stage = config.stage
     folder = Path(config.output)
-    start = _load_start(Path(config.model))
-    model_config = dataclasses.replace(start.config, stage='adapt')
-    if model_config.vae.temporal_factor != 1:
-        raise TrainError('the adapt stage supports vae.temporal_factor 1 only for now (poses per latent frame)')
+    start = load_start(Path(config.model), stage)
+    model_config = dataclasses.replace(start.config, stage=stage)
     device = resolve_device(config.device)
     splits = load_splits(config.data, model_config)
     vae = start.vae.to(device).eval().requires_grad_(False)
     net = start.generator.to(device)
     g = model_config.generator
+    recycle = stage == 'adapt'
+
+    def mask_of(num_frames: int) -> torch.Tensor | None:
+        if stage == 'base':
+            return bidirectional_attention_mask(num_frames, model_config.tokens_per_frame, device)
+        return None  # forward_train's block-causal window mask
 
     def loss_fn(clips: Clip, generator: torch.Generator) -> torch.Tensor:
         b, f = clips[FRAMES].shape[:2]
         t = sample_t(b, g.timestep_shift, config.flow.t_sampling, generator)
-        shape = (b, f, model_config.vae.latent_channels, model_config.latent_height, model_config.latent_width)
-        noise = torch.randn(shape, generator=generator).to(device)  # drawn on the CPU: same on every device
-        return flow_loss(net, *flow_inputs(net, vae, clips, t, noise))
+        # drawn on the CPU: the same on every device
+        noise = torch.randn(latent_shape(model_config, b, f), generator=generator).to(device)
+        return flow_loss(net, *flow_inputs(net, vae, clips, t, noise, recycle=recycle), mask_of(f))
 
     @torch.no_grad()
     def validate() -> dict[str, float]:
@@ -104,9 +167,9 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
             clips = batch(splits.val, config.optim.batch_size, generator, device)
             b, f = clips[FRAMES].shape[:2]
             for value in VAL_T:
-                shape = (b, f, model_config.vae.latent_channels, model_config.latent_height, model_config.latent_width)
-                noise = torch.randn(shape, generator=generator).to(device)
-                losses.append(float(flow_loss(net, *flow_inputs(net, vae, clips, torch.full((b,), value), noise))))
+                noise = torch.randn(latent_shape(model_config, b, f), generator=generator).to(device)
+                inputs = flow_inputs(net, vae, clips, torch.full((b,), value), noise, recycle=recycle)
+                losses.append(float(flow_loss(net, *inputs, mask_of(f))))
         return {'flow_loss': sum(losses) / len(losses)}
 
     stats = train(
@@ -128,6 +191,9 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
     checkpoint = Checkpoint(model_config, start.vae.cpu(), generator_out, start.start_frame)
     loss_first, loss_last = mean_first_last(stats.losses)
     card = {
+        'attention': 'bidirectional over the clip, no recycled input'
+        if stage == 'base'
+        else 'block-causal window, ground-truth recycled previous frame (teacher forcing)',
         'steps': f'{stats.step} x batch {config.optim.batch_size}',
         'wall time': f'{stats.wall_s:.1f} s on {device}',
         'flow-matching loss, first -> last 5 steps': f'{loss_first:.4f} -> {loss_last:.4f}',

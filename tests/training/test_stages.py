@@ -15,7 +15,7 @@ from aapt_ros.model.checkpoint import load_checkpoint
 from aapt_ros.streaming.session import StreamingSession
 from aapt_ros.training import cli
 from aapt_ros.training.checkpoints import CARD_FILE, MODEL_STATE, STATE_DIR
-from aapt_ros.training.config import load_train_config
+from aapt_ros.training.config import TrainError, load_train_config
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / 'config' / 'train_tiny.yaml'
@@ -30,8 +30,10 @@ def run_stage(stage: str, tmp: Path, *overrides: str, **kwargs: Any) -> dict[str
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tmp = tmp_path_factory.mktemp('train')
     vae = run_stage('vae', tmp, f'output={tmp / "vae"}', 'optim.steps=150')
-    adapt = run_stage('adapt', tmp, f'model={tmp / "vae"}', f'output={tmp / "adapt"}')
-    return {'tmp': tmp, 'vae': vae, 'adapt': adapt}
+    base = run_stage('base', tmp, f'model={tmp / "vae"}', f'output={tmp / "base"}')
+    adapt = run_stage('adapt', tmp, f'model={tmp / "base"}', f'output={tmp / "adapt"}')
+    distill = run_stage('distill', tmp, f'model={tmp / "adapt"}', f'output={tmp / "distill"}', 'optim.steps=30')
+    return {'tmp': tmp, 'vae': vae, 'base': base, 'adapt': adapt, 'distill': distill}
 
 
 def stream(folder: Path, sampling_steps: int | None = None) -> list[np.ndarray]:
@@ -55,11 +57,21 @@ def test_vae_stage_learns_and_streams(runs: dict[str, Any]) -> None:
     assert all(f.shape == (32, 32, 3) and f.dtype == np.uint8 for f in frames)
 
 
-def test_adapt_stage_learns_keeps_the_vae_and_streams_multistep(runs: dict[str, Any]) -> None:
+def test_base_stage_learns_and_streams_multistep(runs: dict[str, Any]) -> None:
+    summary, folder = runs['base'], runs['tmp'] / 'base'
+    assert summary['loss_last'] < 0.7 * summary['loss_first']  # 1.97 -> 0.98 when written
+    assert load_checkpoint(folder).config.stage == 'base'
+    assert 'bidirectional' in (folder / CARD_FILE).read_text()
+    frames = stream(folder, sampling_steps=4)
+    assert len(frames) == 4 and all(f.shape == (32, 32, 3) for f in frames)
+
+
+def test_adapt_stage_starts_from_base_keeps_the_vae_and_streams_multistep(runs: dict[str, Any]) -> None:
     summary, tmp = runs['adapt'], runs['tmp']
-    assert summary['loss_last'] < 0.5 * summary['loss_first']
+    assert summary['loss_last'] < 0.7 * summary['loss_first']
     adapt, vae = load_checkpoint(tmp / 'adapt'), load_checkpoint(tmp / 'vae')
     assert adapt.config.stage == 'adapt'
+    assert f'started from: `{tmp / "base"}`' in (tmp / 'adapt' / CARD_FILE).read_text()
     assert adapt.config.vae == vae.config.vae
     assert torch.equal(adapt.start_frame, vae.start_frame)
     for name, tensor in vae.vae.state_dict().items():
@@ -70,10 +82,32 @@ def test_adapt_stage_learns_keeps_the_vae_and_streams_multistep(runs: dict[str, 
     assert any(logs.glob('events.*')) or (logs / 'scalars.csv').read_text().startswith('step,name,value')
 
 
-@pytest.mark.parametrize('stage', ['vae', 'adapt'])
+def test_chain_ends_in_a_distilled_model_that_streams_at_one_step_and_more(runs: dict[str, Any]) -> None:
+    summary, folder = runs['distill'], runs['tmp'] / 'distill'
+    losses = [summary['loss_first'], summary['loss_last'], summary['distill_loss'], summary['x0_mse_1step']]
+    assert all(np.isfinite(losses))
+    assert summary['loss_last'] < 2 * summary['loss_first']  # bounded: the target moves with the student
+    assert load_checkpoint(folder).config.stage == 'distill'
+    assert 'no CFG, no EMA target' in (folder / CARD_FILE).read_text()
+    for steps in (1, 2):
+        frames = stream(folder, sampling_steps=steps)
+        assert len(frames) == 4 and all(f.shape == (32, 32, 3) and f.dtype == np.uint8 for f in frames)
+
+
+@pytest.mark.parametrize(('stage', 'wrong'), [('base', 'adapt'), ('adapt', 'vae'), ('distill', 'base')])
+def test_a_stage_refuses_the_wrong_previous_checkpoint(runs: dict[str, Any], stage: str, wrong: str) -> None:
+    tmp = runs['tmp']
+    with pytest.raises(TrainError, match=f"is a '{wrong}' checkpoint; the {stage} stage starts from"):
+        run_stage(stage, tmp, f'model={tmp / wrong}', f'output={tmp / f"{stage}-from-{wrong}"}')
+
+
+PREVIOUS = {'base': 'vae', 'adapt': 'base', 'distill': 'adapt'}
+
+
+@pytest.mark.parametrize('stage', ['vae', 'base', 'adapt', 'distill'])
 def test_resume_repeats_an_uninterrupted_run(runs: dict[str, Any], stage: str) -> None:
     tmp = runs['tmp']
-    model = tmp / 'vae' if stage == 'adapt' else TINY.parent / 'train_tiny_model.yaml'
+    model = tmp / PREVIOUS[stage] if stage in PREVIOUS else TINY.parent / 'train_tiny_model.yaml'
     common = [f'model={model}', 'optim.steps=6', 'optim.batch_size=2', 'state_every=2', 'val_batches=1']
     common.append('vae.scale_batches=1')
     whole, split = tmp / f'{stage}-whole', tmp / f'{stage}-split'
