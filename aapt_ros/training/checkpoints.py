@@ -21,6 +21,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from aapt_ros.model.checkpoint import Checkpoint, save_checkpoint
+from aapt_ros.model.config import ModelConfig
+from aapt_ros.model.generator import CausalGenerator
 from aapt_ros.training.config import TrainConfig, TrainError, to_yaml
 
 STATE_DIR = 'train_state'
@@ -78,6 +80,13 @@ def check_output(folder: Path, resume: bool) -> None:
             raise TrainError(f'--resume: {folder} has no {STATE_DIR}/{STATE_JSON} to resume from')
     elif folder.exists() and any(folder.iterdir()):
         raise TrainError(f'output {folder} exists and is not empty; pass --resume to continue it or choose another')
+
+
+def generator_checkpoint(model_config: ModelConfig, trained: torch.nn.Module, start: Checkpoint) -> Checkpoint:
+    """A checkpoint of ``trained`` generator weights with ``start``'s autoencoder and start frame."""
+    generator = CausalGenerator(model_config)
+    generator.load_state_dict(trained.state_dict())
+    return Checkpoint(model_config, start.vae.cpu(), generator, start.start_frame)
 
 
 def write_outputs(

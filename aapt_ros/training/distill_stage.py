@@ -27,11 +27,10 @@ import torch
 from torch.nn import functional as F
 
 from aapt_ros.data.clips import ACTIONS, FRAMES
-from aapt_ros.model.checkpoint import Checkpoint
 from aapt_ros.model.generator import CausalGenerator
 from aapt_ros.model.sampling import shifted_timesteps, velocity_to_x0
 from aapt_ros.model.vae import VideoAutoencoder
-from aapt_ros.training.checkpoints import write_outputs
+from aapt_ros.training.checkpoints import generator_checkpoint, write_outputs
 from aapt_ros.training.config import TrainConfig
 from aapt_ros.training.data import Clip, batch, load_splits, step_generator
 from aapt_ros.training.flow_stage import VAL_SEED_OFFSET, clip_latents, clip_times, latent_shape, load_start, noised
@@ -133,9 +132,7 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
     if stats.step < config.optim.steps:  # stopped early (--stop-after): the state is saved, no checkpoint yet
         return {'steps': stats.step}
     val = validate()
-    generator_out = CausalGenerator(model_config)
-    generator_out.load_state_dict(student.state_dict())
-    checkpoint = Checkpoint(model_config, start.vae.cpu(), generator_out, start.start_frame)
+    checkpoint = generator_checkpoint(model_config, student, start)
     loss_first, loss_last = mean_first_last(stats.losses)
     card = {
         'method': f'consistency distillation from the adapt teacher, {n}-step shifted grid, no CFG, no EMA target',

@@ -34,7 +34,7 @@ from aapt_ros.model.config import ModelConfig
 from aapt_ros.model.generator import CausalGenerator
 from aapt_ros.model.masks import bidirectional_attention_mask
 from aapt_ros.model.vae import VideoAutoencoder
-from aapt_ros.training.checkpoints import write_outputs
+from aapt_ros.training.checkpoints import generator_checkpoint, write_outputs
 from aapt_ros.training.config import TrainConfig, TrainError
 from aapt_ros.training.data import Clip, batch, load_splits, relative_motions, step_generator
 from aapt_ros.training.loop import mean_first_last, resolve_device, train
@@ -186,9 +186,7 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
     if stats.step < config.optim.steps:  # stopped early (--stop-after): the state is saved, no checkpoint yet
         return {'steps': stats.step}
     val = validate()
-    generator_out = CausalGenerator(model_config)
-    generator_out.load_state_dict(net.state_dict())
-    checkpoint = Checkpoint(model_config, start.vae.cpu(), generator_out, start.start_frame)
+    checkpoint = generator_checkpoint(model_config, net, start)
     loss_first, loss_last = mean_first_last(stats.losses)
     card = {
         'attention': 'bidirectional over the clip, no recycled input'
