@@ -34,6 +34,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from aapt_ros.data.bags import TYPESTORE, BagError, BagWriter
@@ -44,7 +45,8 @@ from aapt_ros.eval.live_rollout import rollout_live
 from aapt_ros.eval.metrics import psnr, ssim
 from aapt_ros.eval.pose_probe import PoseProbe, ProbeErrors, error_summary, load_probe, probe_errors
 from aapt_ros.model.camera import Pose
-from aapt_ros.model.checkpoint import CheckpointError, load_checkpoint
+from aapt_ros.model.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from aapt_ros.streaming.engine import resolve_device, to_uint8_images
 from aapt_ros.streaming.session import SessionError, StreamingSession
 
 HORIZONS_S = (1, 5, 30, 60)
@@ -72,6 +74,20 @@ def rollout(session: StreamingSession, episode: Episode, *, oracle: bool = False
     for i in range(1, len(poses)):
         generated = session.step(poses[i], episode.actions[i])
         frames.append(episode.frames[i].copy() if oracle else generated)
+    return frames
+
+
+@torch.no_grad()
+def autoencoded(checkpoint: Checkpoint, episode: Episode, device: str, chunk: int = 64) -> list[np.ndarray]:
+    """The recorded frames after the autoencoder alone (frame 0 as given): the best any generator
+    of this checkpoint can score, since its frames are decoded by the same autoencoder."""
+    target = resolve_device(device)
+    vae = checkpoint.vae.to(target).eval()
+    frames = [episode.frames[0].copy()]
+    for start in range(1, len(episode.frames), chunk):
+        batch = torch.from_numpy(np.ascontiguousarray(episode.frames[start : start + chunk])).to(target)
+        images = batch.permute(0, 3, 1, 2)[:, None].float() / 127.5 - 1  # (N, 1, 3, H, W): a latent per frame
+        frames += list(to_uint8_images(vae.decode(vae.encode(images))[:, 0]).cpu().numpy())
     return frames
 
 
@@ -229,11 +245,14 @@ def evaluate(
     oracle: bool,
     live: str | None = None,
     probe: PoseProbe | None = None,
+    sampling_steps: int | None = None,
+    autoencode: bool = False,
 ) -> dict[str, dict[str, float]]:
-    """Score every bag; ``live`` ('recorded' or 'lockstep' pacing) runs a node process instead."""
+    """Score every bag; ``live`` ('recorded' or 'lockstep' pacing) runs a node process instead,
+    ``autoencode`` scores the autoencoder's reconstructions (the ceiling of the generator)."""
     checkpoint = load_checkpoint(model)
     camera = checkpoint.config.camera
-    session = StreamingSession(checkpoint, device=device, seed=seed)
+    session = StreamingSession(checkpoint, device=device, seed=seed, sampling_steps=sampling_steps)
     runs: dict[str, list[FrameScore]] = {}
     horizons: dict[str, dict[str, dict[str, float]]] = {}
     probe_generated: list[ProbeErrors] = []
@@ -255,6 +274,8 @@ def evaluate(
         folder.mkdir(parents=True)
         if live:
             generated = rollout_live(model, episode, folder / 'node.log', device=device, seed=seed, pacing=live)
+        elif autoencode:
+            generated = autoencoded(checkpoint, episode, device)
         else:
             generated = rollout(session, episode, oracle=oracle)
         scores = score(generated, episode)
@@ -281,7 +302,9 @@ def evaluate(
     report: dict[str, object] = {
         'model': str(model),
         'oracle': oracle,
+        'autoencode': autoencode,
         'live': live,
+        'sampling_steps': session.engine.sampling_steps,
         'seed': seed,
         'summary': summary,
         'per_bag': horizons,
@@ -314,6 +337,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--max-seconds', type=float, default=None, help='score at most this long per bag')
     parser.add_argument('--oracle', action='store_true', help='pass the recorded frames through (pipeline check)')
     parser.add_argument(
+        '--autoencode',
+        action='store_true',
+        help="score the autoencoder's reconstructions of the recorded frames (the generator's ceiling)",
+    )
+    parser.add_argument(
+        '--steps', type=int, default=None, help="sampling steps per frame (default: the checkpoint's sampling_steps)"
+    )
+    parser.add_argument(
         '--probe', type=Path, default=None, help='pose-following probe (aapt-train-probe): adds motion and joint errors'
     )
     parser.add_argument(
@@ -339,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
             max_seconds=args.max_seconds,
             oracle=args.oracle,
             live=args.live,
+            sampling_steps=args.steps,
+            autoencode=args.autoencode,
             probe=load_probe(args.probe) if args.probe else None,
         )
     except (EvalError, BagError, MappingError, CheckpointError, SessionError, ReplayError, ValueError) as err:

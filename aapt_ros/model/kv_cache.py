@@ -87,10 +87,12 @@ class KVCache:
         """Move the scratch frame of every layer into the ring of the streams selected by the (B,)
         bool ``streams``; the other streams keep their contents. Then count the frame."""
         batch = torch.arange(self.batch_size, device=streams.device)
-        slots = self.write_slots()
-        keep = ~streams[None, :, None, None, None]
+        # A stream that does not commit copies its scratch slot onto itself: one scatter per
+        # tensor, with no read-back of the ring and no host sync to pick the committing streams.
+        scratch = torch.full_like(self.frames_seen, self.ring_slots + 1)
+        slots = torch.where(streams, self.write_slots(), scratch)
         for cache in (self.k, self.v):
-            cache[:, batch, slots] = torch.where(keep, cache[:, batch, slots], cache[:, :, -1])
+            cache[:, batch, slots] = cache[:, :, -1]
         self.frames_seen += streams
 
     def window_fill(self) -> torch.Tensor:

@@ -34,6 +34,16 @@ def test_oracle_replay_scores_infinite_psnr_and_unit_ssim(
     assert summary['1s']['bags'] == 2
 
 
+def test_autoencode_scores_the_reconstruction_and_steps_reach_the_engine(
+    tiny_model: Path, held_out_bags: list[Path], tmp_path: Path
+) -> None:
+    assert _run(tiny_model, held_out_bags[:1], tmp_path / 'ae', '--autoencode') == 0
+    report = json.loads((tmp_path / 'ae' / 'summary.json').read_text())
+    assert report['autoencode'] and 0 < report['summary']['1s']['psnr_mean'] < math.inf
+    assert _run(tiny_model, held_out_bags[:1], tmp_path / 'steps', '--steps', '3') == 0
+    assert json.loads((tmp_path / 'steps' / 'summary.json').read_text())['sampling_steps'] == 3
+
+
 def test_replay_writes_bag_video_metrics_plot_and_summary(
     tiny_model: Path, held_out_bags: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
