@@ -1,4 +1,4 @@
-"""Multi-head self-attention with QK-norm, for the full block-causal pass and the cached step."""
+"""Multi-head self-attention with QK-norm, for the full block-causal pass (whole or by segments) and the cached step."""
 
 from __future__ import annotations
 
@@ -34,6 +34,21 @@ class Attention(nn.Module):
         """x (B, F*T, dim), mask (F*T, F*T) bool -> (B, F*T, dim): all frames in one pass."""
         q, k, v = self._qkv(x)
         return self._attend(q, k, v, mask)
+
+    def forward_segment(
+        self, x: torch.Tensor, mask: torch.Tensor, prefix: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``forward_train`` for a segment of a longer rollout that also attends to earlier frames.
+
+        x (B, F*T, dim) of the segment; prefix: keys and values (B, P*T, H, D) of earlier frames,
+        detached, or None; mask (F*T, P*T + F*T) bool over [prefix, segment].
+        Returns the output (B, F*T, dim) and the keys and values attended, [prefix, segment]
+        ((B, P*T + F*T, H, D)), from which the caller keeps the next segment's prefix.
+        """
+        q, k, v = self._qkv(x)
+        if prefix is not None:
+            k, v = torch.cat([prefix[0], k], 1), torch.cat([prefix[1], v], 1)
+        return self._attend(q, k, v, mask), k, v
 
     def step(self, x: torch.Tensor, cache: KVCache, layer: int, mask: torch.Tensor) -> torch.Tensor:
         """x (B, T, dim) of the current frame -> (B, T, dim), attending to the cache and itself.

@@ -9,12 +9,16 @@ v = noise - x0, so the same network samples in one step or many.
 Two entry points, never mixed: ``forward_train`` runs whole clips under the block-causal mask
 (or an explicit one: the bidirectional base model);
 ``step`` runs one frame against a KVCache. Both compute the same function (tested).
+``forward_segment`` is ``forward_train`` for one segment of a long training rollout: it also
+attends to the detached keys and values of earlier frames (a ``KVPrefix``), so a rollout can be
+back-propagated segment by segment in bounded memory (AAPT sec. 3.4, long-video training).
 """
 
 from __future__ import annotations
 
 import math
 import typing
+from typing import NamedTuple
 
 import torch
 from einops import rearrange
@@ -24,7 +28,7 @@ from aapt_ros.model.attention import Attention
 from aapt_ros.model.camera import RayEncoder
 from aapt_ros.model.config import ModelConfig
 from aapt_ros.model.kv_cache import KVCache
-from aapt_ros.model.masks import token_attention_mask
+from aapt_ros.model.masks import frame_attention_mask, token_attention_mask
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -63,12 +67,37 @@ class Block(nn.Module):
         x = x + gate1 * rearrange(self.attn.forward_train(h, mask), 'b (f t) d -> b f t d', f=f)
         return x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
 
+    def forward_segment(
+        self, x: torch.Tensor, c: torch.Tensor, mask: torch.Tensor, prefix: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (B, F, T, dim), c (B, F, dim); prefix keys and values (B, P*T, H, D) or None;
+        mask (F*T, P*T + F*T). Returns x and the keys and values attended, (B, P*T + F*T, H, D)."""
+        shift1, scale1, gate1, shift2, scale2, gate2 = self._mods(c)
+        f = x.shape[1]
+        h = rearrange(modulate(self.norm1(x), shift1, scale1), 'b f t d -> b (f t) d')
+        out, k, v = self.attn.forward_segment(h, mask, prefix)
+        x = x + gate1 * rearrange(out, 'b (f t) d -> b f t d', f=f)
+        return x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2)), k, v
+
     def step(self, x: torch.Tensor, c: torch.Tensor, cache: KVCache, layer: int, mask: torch.Tensor) -> torch.Tensor:
         """x (B, 1, T, dim), c (B, 1, dim): one frame per stream."""
         shift1, scale1, gate1, shift2, scale2, gate2 = self._mods(c)
         h = modulate(self.norm1(x), shift1, scale1)[:, 0]
         x = x + gate1 * self.attn.step(h, cache, layer, mask)[:, None]
         return x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
+
+
+class KVPrefix(NamedTuple):
+    """Detached keys and values of the earlier frames of a rollout, attended by ``forward_segment``.
+
+    Holds what a KVCache holds before frame ``end``: the sink (frame 0) and frames ``first .. end - 1``
+    (the last ``window_frames - 1``), in frame order. Training only: ``step``'s cache is a ring.
+    """
+
+    keys: tuple[torch.Tensor, ...]  # per layer (B, P*T, H, D), P = 1 + end - first frames
+    values: tuple[torch.Tensor, ...]  # per layer (B, P*T, H, D)
+    first: int  # rollout index of the oldest non-sink frame held
+    end: int  # rollout index of the next frame: one past the newest held
 
 
 class CausalGenerator(nn.Module):
@@ -153,6 +182,75 @@ class CausalGenerator(nn.Module):
         for block in self._blocks():
             x = block.forward_train(x, c, mask)
         return self._unpatchify(x, c)
+
+    def forward_segment(
+        self,
+        noisy: torch.Tensor,
+        previous: torch.Tensor,
+        rays: torch.Tensor,
+        action: torch.Tensor,
+        t: torch.Tensor,
+        prefix: KVPrefix | None,
+    ) -> tuple[torch.Tensor, KVPrefix]:
+        """Frames ``prefix.end .. prefix.end + F - 1`` of a rollout whose earlier frames ``prefix`` holds.
+
+        Without a prefix these are frames 0 .. F - 1, frame 0 the sink, and the velocity equals
+        ``forward_train``'s. Inputs as ``forward_train``'s. Returns the velocity (B, F, C, h, w) and
+        the prefix of the next segment (detached: gradients stop at segment boundaries). Feeding
+        each segment the prefix the last one returned reproduces one ``forward_train`` over the
+        whole rollout (tested), with memory bounded by the segment and the window.
+        """
+        x, c, following = self.segment_features(noisy, previous, rays, action, t, prefix)
+        return self._unpatchify(x, c), following
+
+    def segment_features(
+        self,
+        noisy: torch.Tensor,
+        previous: torch.Tensor,
+        rays: torch.Tensor,
+        action: torch.Tensor,
+        t: torch.Tensor,
+        prefix: KVPrefix | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, KVPrefix]:
+        """``forward_segment`` up to the last block: its tokens (B, F, T, dim), the conditioning
+        (B, F, dim) and the next prefix (a discriminator reads the tokens)."""
+        b, f = noisy.shape[:2]
+        first, end = (prefix.first, prefix.end) if prefix is not None else (1, 0)
+        is_sink = torch.zeros(b, f, dtype=torch.bool, device=noisy.device)
+        if prefix is None:
+            is_sink[:, 0] = True
+        x, c = self._embed(noisy, previous, rays, action, t, is_sink)
+        mask = self._segment_mask(first, end, f, noisy.device)
+        keys: list[torch.Tensor] = []
+        values: list[torch.Tensor] = []
+        for layer, block in enumerate(self._blocks()):
+            layer_prefix = (prefix.keys[layer], prefix.values[layer]) if prefix is not None else None
+            x, k, v = block.forward_segment(x, c, mask, layer_prefix)  # k, v: [prefix, segment]
+            keys.append(k)
+            values.append(v)
+        # Keep the sink and the last window_frames - 1 frames; in ``keys`` frame j >= first sits at
+        # position 1 + j - first (also without a prefix, where frame j is at j and first is 1).
+        tpf, new_end = self.config.tokens_per_frame, end + f
+        new_first = max(1, new_end - self.config.generator.window_frames + 1)
+        drop = (1 + new_first - first) * tpf
+
+        def keep(z: torch.Tensor) -> torch.Tensor:
+            z = z.detach()
+            return torch.cat([z[:, :tpf], z[:, drop:]], 1)
+
+        following = KVPrefix(tuple(map(keep, keys)), tuple(map(keep, values)), new_first, new_end)
+        return x, c, following
+
+    def _segment_mask(self, first: int, end: int, num_frames: int, device: torch.device) -> torch.Tensor:
+        """(F*T, (P + F)*T) bool mask of frames end .. end + F - 1 over [sink, frames first .. end - 1,
+        the segment]: the rows of the whole rollout's ``frame_attention_mask``, so the window and
+        the sink mean exactly what they mean for ``forward_train`` and the KV cache."""
+        frames = frame_attention_mask(end + num_frames, self.config.generator.window_frames, device)[end:]
+        if end > 0:
+            sink = torch.zeros(1, dtype=torch.long, device=device)
+            frames = frames[:, torch.cat([sink, torch.arange(first, end + num_frames, device=device)])]
+        tpf = self.config.tokens_per_frame
+        return frames.repeat_interleave(tpf, 0).repeat_interleave(tpf, 1)
 
     def step(
         self,

@@ -6,6 +6,8 @@ Usage::
     aapt-train base --config config/train_tiny.yaml model=runs/vae output=runs/base
     aapt-train adapt --config config/train_tiny.yaml model=runs/base output=runs/adapt
     aapt-train distill --config config/train_tiny.yaml model=runs/adapt output=runs/distill
+    aapt-train adversarial --config config/train_tiny.yaml model=runs/distill output=runs/adversarial \
+        adversarial.discriminator_init=runs/adapt
     aapt-train adapt --config ... --resume          # continue an interrupted run exactly
 
 Each stage writes to its output folder a checkpoint the runtime loads (config.yaml + safetensors),
@@ -24,7 +26,7 @@ from typing import Any
 from aapt_ros.data.bags import BagError
 from aapt_ros.data.mapping import MappingError
 from aapt_ros.model.config import ConfigError
-from aapt_ros.training import distill_stage, flow_stage, vae_stage
+from aapt_ros.training import adversarial_stage, distill_stage, flow_stage, vae_stage
 from aapt_ros.training.checkpoints import check_output
 from aapt_ros.training.config import STAGES, TrainConfig, TrainError, load_train_config
 
@@ -33,6 +35,7 @@ RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
     'base': flow_stage.run,
     'adapt': flow_stage.run,
     'distill': distill_stage.run,
+    'adversarial': adversarial_stage.run,
 }
 assert set(RUNNERS) == set(STAGES)
 

@@ -18,8 +18,9 @@ import yaml
 
 from aapt_ros.model.config import ConfigError, from_dict, to_dict
 
-STAGES = ('vae', 'base', 'adapt', 'distill')  # later: adversarial
+STAGES = ('vae', 'base', 'adapt', 'distill', 'adversarial')
 T_SAMPLINGS = ('uniform', 'logit_normal')
+FORCINGS = ('student', 'teacher')
 
 
 class TrainError(RuntimeError):
@@ -91,15 +92,57 @@ class DistillConfig:
 
 
 @dataclass(frozen=True)
+class AdversarialConfig:
+    """Stage ``adversarial`` (AAPT sec. 3.3-3.4). The rollout is a clip of data.clip_length frames,
+    frame 0 the recorded sink; optim.steps, batch_size, warmup_steps, min_lr_ratio, grad_clip and
+    seed apply, optim.lr, beta1, beta2 and weight_decay do not (RMSProp with the rates below)."""
+
+    discriminator_init: str = ''  # the adapt checkpoint the discriminator starts from (the stage-1 weights)
+    # student: the recycled input is the generator's own previous output, as at inference (the
+    # method); teacher: the recorded previous latent (the ablation the paper reports drifting).
+    forcing: str = 'student'
+    r1_lambda: float = 1000.0  # approximated R1: lambda (D(x) - D(x + sigma n))^2 on real frames (paper 1000)
+    r2_lambda: float = 1000.0  # approximated R2: the same on generated frames (paper 1000)
+    sigma: float = 0.1  # std of the perturbation n, in latent units (latents have about unit std; paper 0.1)
+    g_lr: float = 1e-5  # RMSProp moves every weight by about lr per step: small for fine-tuning
+    d_lr: float = 1e-5
+    rmsprop_alpha: float = 0.9  # RMSProp's squared-gradient decay (paper 0.9; PyTorch's default is 0.99)
+    # Long rollouts are trained by segments of segment_frames frames, of which the first
+    # segment_overlap repeat the end of the previous segment as the discriminator's context
+    # (paper: 10 s with 1 s overlap = 150 and 15 frames at 15 Hz). Memory grows with the segment,
+    # not with data.clip_length.
+    segment_frames: int = 150
+    segment_overlap: int = 15
+    d_steps: int = 1  # discriminator updates per generator update, each on its own batch and rollout
+
+    def __post_init__(self) -> None:
+        if self.forcing not in FORCINGS:
+            raise ConfigError(f'adversarial.forcing must be one of {list(FORCINGS)}, got {self.forcing!r}')
+        if not 0 <= self.segment_overlap < self.segment_frames:
+            raise ConfigError(
+                'adversarial.segment_overlap must be in [0, segment_frames), got '
+                f'{self.segment_overlap} with segment_frames {self.segment_frames}'
+            )
+        if min(self.r1_lambda, self.r2_lambda) < 0 or not self.sigma > 0:
+            raise ConfigError('adversarial.r1_lambda and r2_lambda must be >= 0 and adversarial.sigma positive')
+        if not (self.g_lr > 0 and self.d_lr > 0 and 0 < self.rmsprop_alpha < 1) or self.d_steps < 1:
+            raise ConfigError(
+                'adversarial.g_lr and d_lr must be positive, rmsprop_alpha in (0, 1) and d_steps >= 1, got '
+                f'{self.g_lr}, {self.d_lr}, {self.rmsprop_alpha}, {self.d_steps}'
+            )
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     stage: str = ''  # set by the aapt-train subcommand; a YAML value must agree with it
-    model: str = ''  # vae: a ModelConfig YAML; base, adapt, distill: the previous stage's checkpoint folder
+    model: str = ''  # vae: a ModelConfig YAML; base, adapt, distill, adversarial: the previous stage's checkpoint
     output: str = ''  # folder of the checkpoint, model card, logs and resumable state
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     vae: VAELossConfig = field(default_factory=VAELossConfig)
     flow: FlowConfig = field(default_factory=FlowConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
     log_every: int = 10
     val_every: int = 0  # 0: validate at the end only
     val_batches: int = 4
@@ -116,6 +159,10 @@ class TrainConfig:
             raise ConfigError('data.bags is empty: list at least one rosbag2 folder or glob')
         if min(self.log_every, self.state_every, self.val_batches) < 1 or self.val_every < 0:
             raise ConfigError('log_every, state_every and val_batches must be >= 1, val_every >= 0')
+        if self.stage == 'adversarial' and not self.adversarial.discriminator_init:
+            raise ConfigError(
+                'adversarial.discriminator_init must be set: the adapt checkpoint the discriminator starts from'
+            )
 
 
 def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
@@ -145,6 +192,9 @@ def _absolute(data: dict[str, Any], root: Path) -> None:
         for key in ('mapping', 'cache_dir'):
             if isinstance(section.get(key), str):
                 section[key] = fix(section[key])
+    section = data.get('adversarial')
+    if isinstance(section, dict) and isinstance(section.get('discriminator_init'), str):
+        section['discriminator_init'] = fix(section['discriminator_init'])
 
 
 def load_train_config(path: str | Path, stage: str, overrides: Sequence[str] = ()) -> TrainConfig:

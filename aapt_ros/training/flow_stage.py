@@ -42,7 +42,12 @@ from aapt_ros.training.loop import mean_first_last, resolve_device, train
 VAL_T = (0.25, 0.5, 0.75)  # fixed times of the held-out loss, so it is comparable across runs
 VAL_SEED_OFFSET = -(2**20)
 # The checkpoint stages each stage may start from (a stage may also continue its own checkpoints).
-START_STAGES = {'base': ('vae', 'base'), 'adapt': ('base', 'adapt'), 'distill': ('adapt',)}
+START_STAGES = {
+    'base': ('vae', 'base'),
+    'adapt': ('base', 'adapt'),
+    'distill': ('adapt',),
+    'adversarial': ('distill', 'adversarial'),
+}
 
 
 def sample_t(batch_size: int, shift: float, how: str, generator: torch.Generator) -> torch.Tensor:

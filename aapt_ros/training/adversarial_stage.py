@@ -1,0 +1,434 @@
+"""Stage ``adversarial``: autoregressive adversarial post-training (BRIEF section 2, step 3; AAPT sec. 3.3-3.4).
+
+Generator: the ``distill`` student, trained to make each frame in ONE pass from noise at t = 1,
+as the engine runs at ``sampling_steps`` 1. Discriminator: the ``adapt`` network with a per-frame
+logit (``discriminator.py``). Per step, on recorded clips of data.clip_length frames (frame 0 is
+the recorded sink, fed clean at t = 0 as ``StreamEngine.start`` does):
+
+1. Rollout, no gradient, exactly as the engine runs: frame by frame with ``step`` and a KV
+   cache; frame i's recycled input is the generator's own output for frame i - 1 (student
+   forcing) or the recorded latent (teacher forcing: ``adversarial.forcing``, the ablation).
+2. Discriminator update: relativistic pairing per frame (R3GAN), softplus(D(fake) - D(real)),
+   real and generated frames paired under the same poses and actions, plus the approximated
+   R1 and R2, lambda (D(x) - D(x + sigma n))^2 on real and on generated frames.
+3. Generator update: softplus(D(real) - D(fake)). With the recycled inputs fixed by step 1 and
+   detached, the sequential rollout equals ONE block-causal pass over the clip, since frame i's
+   keys and values depend only on frames <= i: back-propagating through that pass is
+   back-propagating through the KV cache (tested against the rollout).
+
+Long rollouts go by segments in steps 2 and 3: segment k shows the discriminator
+``segment_frames`` frames, of which the first ``segment_overlap`` repeat the end of segment k - 1
+as context (judged once, in the earlier segment). The generator recomputes only the new frames,
+attending to the detached keys and values of earlier ones (``KVPrefix``), and each segment is
+back-propagated before the next, so memory is bounded by the segment, not the rollout.
+
+Both nets use RMSProp (alpha 0.9, paper) through one optimiser with a generator and a
+discriminator param group: a phase's backward fills only its own net's gradients and RMSProp
+skips parameters without one, so each phase's step moves one net, and the resumable state is
+the pickle-free ``train_state/`` of the other stages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from aapt_ros.data.clips import ACTIONS, FRAMES
+from aapt_ros.model.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from aapt_ros.model.config import ModelConfig
+from aapt_ros.model.generator import CausalGenerator, KVPrefix
+from aapt_ros.model.kv_cache import KVCache
+from aapt_ros.model.sampling import velocity_to_x0
+from aapt_ros.model.vae import VideoAutoencoder
+from aapt_ros.training.checkpoints import generator_checkpoint, load_state, save_state, write_outputs
+from aapt_ros.training.config import AdversarialConfig, TrainConfig, TrainError
+from aapt_ros.training.data import Clip, Splits, batch, load_splits, step_generator
+from aapt_ros.training.discriminator import Discriminator
+from aapt_ros.training.flow_stage import VAL_SEED_OFFSET, clip_latents, clip_times, latent_shape, load_start, noised
+from aapt_ros.training.loop import learning_rate, make_logger, mean_first_last, resolve_device
+
+GENERATOR, DISCRIMINATOR = 'generator', 'discriminator'  # module names, and the optimiser's group order
+LOGGED = ('d_loss', 'r1', 'r2', 'd_grad_norm', 'g_loss', 'g_grad_norm')  # per step, in Trainer.step's order
+
+
+class Segment(NamedTuple):
+    context: int  # first frame the discriminator sees after the sink
+    start: int  # first frame judged and generated with gradient
+    end: int  # one past the last frame
+
+
+def segments(num_frames: int, length: int, overlap: int) -> list[Segment]:
+    """Segments covering frames 1 .. num_frames - 1 (frame 0 is the sink): each shows the
+    discriminator ``length`` frames (fewer at the end), the first ``overlap`` of them repeated
+    from the segment before."""
+    plan, start = [], 1
+    while start < num_frames:
+        context = max(1, start - overlap)
+        end = min(context + length, num_frames)
+        plan.append(Segment(context, start, end))
+        start = end
+    return plan
+
+
+class Sample(NamedTuple):
+    """A batch of recorded clips and the generator's rollout on them; latents (B, F, C, h, w)."""
+
+    real: torch.Tensor  # encoded recorded frames; frame 0 is the sink
+    fake: torch.Tensor  # the rollout (no gradient); frame 0 is the recorded sink
+    noisy: torch.Tensor  # the generator's input: noise at t = 1, the clean sink at t = 0
+    recycled: torch.Tensor  # each frame's recycled input: fake or real frame i - 1 (frame 0: itself)
+    t: torch.Tensor  # (B, F) 1, and 0 for the sink
+    rays: torch.Tensor  # (B, F, 6, h, w)
+    actions: torch.Tensor  # (B, F, A)
+
+
+@torch.no_grad()
+def rollout(
+    net: CausalGenerator,
+    noisy: torch.Tensor,
+    recorded: torch.Tensor,
+    rays: torch.Tensor,
+    actions: torch.Tensor,
+    t: torch.Tensor,
+    *,
+    teacher: bool,
+    cache_dtype: torch.dtype,
+) -> torch.Tensor:
+    """The engine's rollout at one pass per frame: x0 of every frame, (B, F, C, h, w) float32.
+
+    Frame 0 (noisy = the recorded sink, t = 0) enters the KV cache as in ``StreamEngine.start``;
+    frame i >= 1 is x0 = noise - v(noise, recycled, t = 1). recorded: (B, F, C, h, w) recorded
+    latents, the recycled inputs under teacher forcing (frame i - 1's; the sink's for frame 0).
+    """
+    b, f = noisy.shape[:2]
+    cache = KVCache.allocate(net.config, b, noisy.device, cache_dtype)
+    every = torch.ones(b, dtype=torch.bool, device=noisy.device)
+    frames: list[torch.Tensor] = []
+    for i in range(f):
+        previous = recorded[:, max(i - 1, 0)] if teacher or i == 0 else frames[-1]
+        velocity = net.step(noisy[:, i], previous, rays[:, i], actions[:, i], t[:, i], cache, commit=every)
+        frames.append(velocity_to_x0(noisy[:, i], velocity, t[:, i]))  # the sink: t = 0 gives it back exactly
+    return torch.stack(frames, dim=1)
+
+
+def draw_sample(
+    net: CausalGenerator,
+    vae: VideoAutoencoder,
+    clips: Clip,
+    noise: torch.Tensor,
+    *,
+    teacher: bool,
+    cache_dtype: torch.dtype,
+) -> Sample:
+    """Encode the clips and roll the generator out on them; noise (B, F, C, h, w) on their device."""
+    real, recorded_previous, rays = clip_latents(net, vae, clips, recycle=True)
+    b, f = real.shape[:2]
+    t = clip_times(torch.ones(b), f, real.device)
+    noisy = noised(real, noise, t)
+    actions = clips[ACTIONS]
+    fake = rollout(net, noisy, real, rays, actions, t, teacher=teacher, cache_dtype=cache_dtype)
+    recycled = recorded_previous if teacher else torch.cat([real[:, :1], fake[:, :-1]], dim=1)
+    return Sample(real, fake, noisy, recycled, t, rays, actions)
+
+
+def generate(net: CausalGenerator, sample: Sample, plan: list[Segment]) -> Iterator[tuple[Segment, torch.Tensor]]:
+    """Recompute the rollout segment by segment (with gradient when enabled): yields each
+    segment and the x0 of its new frames ``start .. end - 1``, (B, end - start, C, h, w).
+
+    The first pass also runs the sink. Only the detached keys and values of earlier frames
+    carry over, so back-propagating a segment before taking the next keeps memory bounded.
+    """
+    prefix: KVPrefix | None = None
+    for segment in plan:
+        first = 0 if prefix is None else segment.start
+        assert prefix is None or prefix.end == segment.start, 'segments must be contiguous'
+        window = slice(first, segment.end)
+        noisy, t = sample.noisy[:, window], sample.t[:, window]
+        velocity, prefix = net.forward_segment(
+            noisy, sample.recycled[:, window], sample.rays[:, window], sample.actions[:, window], t, prefix
+        )
+        new = segment.start - first
+        yield segment, velocity_to_x0(noisy[:, new:], velocity[:, new:], t[:, -1])
+
+
+def judge(
+    disc: Discriminator, sample: Sample, segment: Segment, sequences: list[tuple[torch.Tensor, torch.Tensor]]
+) -> list[torch.Tensor]:
+    """Logits (B, end - start) of the new frames of each sequence, all in one discriminator pass.
+
+    sequences: (frames context .. end - 1 (B, end - context, C, h, w), frame context - 1 (B, C, h, w)).
+    """
+    k = len(sequences)
+    conditions = [
+        torch.cat([x[:, :1], x[:, segment.context : segment.end]], dim=1) for x in (sample.rays, sample.actions)
+    ]
+    rays, actions = (c.repeat(k, *([1] * (c.dim() - 1))) for c in conditions)  # (k B, 1 + S, ...)
+    frames = torch.cat([s[0] for s in sequences])  # (k B, S, C, h, w)
+    before = torch.cat([s[1] for s in sequences])  # (k B, C, h, w)
+    sink = sample.real[:, 0].repeat(k, 1, 1, 1)
+    logits = disc(frames, before, sink, rays, actions)[:, segment.start - segment.context :]
+    return list(logits.chunk(k))
+
+
+def sequence(latents: torch.Tensor, segment: Segment) -> tuple[torch.Tensor, torch.Tensor]:
+    """The frames the discriminator sees in ``segment`` and the one before them."""
+    return latents[:, segment.context : segment.end], latents[:, segment.context - 1]
+
+
+def discriminator_loss(
+    disc: Discriminator, sample: Sample, segment: Segment, perturbation: torch.Tensor, adv: AdversarialConfig
+) -> torch.Tensor:
+    """(3,) the pairing loss, the approximated R1 and R2 of one segment; perturbation (2, B, F, C, h, w) ~ N(0, 1)."""
+    (real, before_real), (fake, before_fake) = sequence(sample.real, segment), sequence(sample.fake, segment)
+    n_real, n_fake = (adv.sigma * n[:, segment.context : segment.end] for n in perturbation)
+    d_real, d_fake, d_real_n, d_fake_n = judge(
+        disc,
+        sample,
+        segment,
+        [(real, before_real), (fake, before_fake), (real + n_real, before_real), (fake + n_fake, before_fake)],
+    )
+    pairing = F.softplus(d_fake - d_real).mean()
+    return torch.stack([pairing, (d_real - d_real_n).square().mean(), (d_fake - d_fake_n).square().mean()])
+
+
+def generator_loss(disc: Discriminator, sample: Sample, segment: Segment, new: torch.Tensor) -> torch.Tensor:
+    """softplus(D(real) - D(fake)) of one segment's new frames ``new`` (B, end - start, C, h, w)."""
+    with torch.no_grad():
+        (d_real,) = judge(disc, sample, segment, [sequence(sample.real, segment)])
+    context, before = sequence(sample.fake, segment)
+    frames = torch.cat([context[:, : segment.start - segment.context], new], dim=1)
+    (d_fake,) = judge(disc, sample, segment, [(frames, before)])
+    return F.softplus(d_real - d_fake).mean()
+
+
+def load_discriminator_start(path: Path, generator_config: ModelConfig) -> Checkpoint:
+    """The ``adapt`` checkpoint the discriminator starts from, checked against the generator's."""
+    what = 'adversarial.discriminator_init'
+    try:
+        start = load_checkpoint(path)
+    except CheckpointError as err:
+        raise TrainError(f'{what}: the discriminator starts from an adapt checkpoint: {err}') from None
+    if start.config.stage != 'adapt':
+        raise TrainError(
+            f"{what}: {path} is a {start.config.stage!r} checkpoint; the discriminator starts from an 'adapt' "
+            'checkpoint (the stage-1 weights, AAPT sec. 3.3): give the folder aapt-train adapt wrote'
+        )
+
+    def inputs(config: ModelConfig) -> tuple[Any, ...]:  # what the discriminator reads must mean the same
+        return config.camera, config.vae, config.generator.action_names
+
+    if inputs(start.config) != inputs(generator_config):
+        raise TrainError(
+            f'{what}: {path} has another camera, autoencoder or action list than the generator '
+            f'{generator_config.name!r}; use the adapt checkpoint of the same chain'
+        )
+    return start
+
+
+@dataclass
+class AdversarialStats:
+    step: int = 0
+    wall_s: float = 0.0
+    start_rollout_mse: float = math.nan  # held-out rollout error of the starting generator
+    values: dict[str, list[float]] = field(default_factory=lambda: {name: [] for name in LOGGED})  # one per step
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class Trainer:
+    """The generator, the discriminator, their optimiser and one training step of each."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        model_config: ModelConfig,
+        net: CausalGenerator,
+        disc: Discriminator,
+        vae: VideoAutoencoder,
+        splits: Splits,
+        device: torch.device,
+    ):
+        adv = self.adv = config.adversarial
+        self.config, self.model_config, self.device = config, model_config, device
+        self.net, self.disc, self.vae, self.splits = net, disc, vae, splits
+        self.nets = nn.ModuleDict({GENERATOR: net, DISCRIMINATOR: disc})  # one state dict for train_state/
+        self.params = {name: list(module.parameters()) for name, module in self.nets.items()}
+        self.optimizer = torch.optim.RMSprop(
+            [
+                {'params': self.params[GENERATOR], 'lr': adv.g_lr},
+                {'params': self.params[DISCRIMINATOR], 'lr': adv.d_lr},
+            ],
+            alpha=adv.rmsprop_alpha,
+        )
+        self.use_bf16 = config.bf16 and device.type == 'cuda'
+        self.cache_dtype = torch.bfloat16 if self.use_bf16 else torch.float32
+        self.plan = segments(config.data.clip_length, adv.segment_frames, adv.segment_overlap)
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16)
+
+    def weight(self, segment: Segment) -> float:
+        """The segment's share of the generated frames: segment losses add up to the per-frame mean."""
+        return (segment.end - segment.start) / (self.config.data.clip_length - 1)
+
+    def noise(self, generator: torch.Generator, b: int, copies: int) -> torch.Tensor:
+        """(copies, B, F, C, h, w) ~ N(0, 1), drawn on the CPU: the same on every device."""
+        shape = latent_shape(self.model_config, b, self.config.data.clip_length)
+        return torch.randn(copies, *shape, generator=generator).to(self.device)
+
+    def draw(self, clips: Clip, generator: torch.Generator, *, teacher: bool) -> Sample:
+        noise = self.noise(generator, clips[FRAMES].shape[0], copies=1)[0]
+        with self.autocast():
+            return draw_sample(self.net, self.vae, clips, noise, teacher=teacher, cache_dtype=self.cache_dtype)
+
+    def update(self, name: str) -> torch.Tensor:
+        """Clip and apply the gradients of one net; returns () its gradient norm."""
+        norm = torch.nn.utils.clip_grad_norm_(self.params[name], self.config.optim.grad_clip or math.inf)
+        self.optimizer.step()  # moves only the parameters that have a gradient: this net's
+        self.optimizer.zero_grad(set_to_none=True)
+        return norm
+
+    def discriminator_update(self, sample: Sample, generator: torch.Generator) -> torch.Tensor:
+        """(4,) the pairing loss, R1, R2 (before lambda) and the gradient norm, detached."""
+        adv = self.adv
+        perturbation = self.noise(generator, sample.real.shape[0], copies=2)
+        total = torch.zeros(3, device=self.device)
+        for segment in self.plan:
+            with self.autocast():
+                terms = discriminator_loss(self.disc, sample, segment, perturbation, adv) * self.weight(segment)
+                loss = terms[0] + adv.r1_lambda * terms[1] + adv.r2_lambda * terms[2]
+            loss.backward(inputs=self.params[DISCRIMINATOR])  # type: ignore[no-untyped-call]
+            total += terms.detach()
+        return torch.cat([total, self.update(DISCRIMINATOR)[None]])
+
+    def generator_update(self, sample: Sample) -> torch.Tensor:
+        """(2,) the loss and the gradient norm, detached; back-propagates segment by segment."""
+        total = torch.zeros((), device=self.device)
+        passes = generate(self.net, sample, self.plan)
+        for _ in self.plan:
+            with self.autocast():  # a segment's generator pass runs when the iterator advances
+                segment, new = next(passes)
+                loss = generator_loss(self.disc, sample, segment, new) * self.weight(segment)
+            loss.backward(inputs=self.params[GENERATOR])  # type: ignore[no-untyped-call]
+            total += loss.detach()
+        return torch.stack([total, self.update(GENERATOR)])
+
+    def step(self, step: int) -> torch.Tensor:
+        """Training step ``step``: ``d_steps`` discriminator updates, then a generator update on the
+        last one's rollout (the generator has not changed since). Returns the ``LOGGED`` values."""
+        optim, adv = self.config.optim, self.adv
+        for group, lr in zip(self.optimizer.param_groups, (adv.g_lr, adv.d_lr), strict=True):
+            group['lr'] = learning_rate(dataclasses.replace(optim, lr=lr), step)
+        generator = step_generator(optim.seed, step)
+        for _ in range(adv.d_steps):
+            clips = batch(self.splits.train, optim.batch_size, generator, self.device)
+            sample = self.draw(clips, generator, teacher=adv.forcing == 'teacher')
+            d_values = self.discriminator_update(sample, generator)
+        return torch.cat([d_values, self.generator_update(sample)])
+
+    @torch.no_grad()
+    def rollout_error(self) -> float:
+        """Held-out latent MSE of student-forced rollouts (as at inference) against the recorded frames."""
+        errors = []
+        for k in range(self.config.val_batches):
+            generator = step_generator(self.config.optim.seed, VAL_SEED_OFFSET - k)
+            clips = batch(self.splits.val, self.config.optim.batch_size, generator, self.device)
+            sample = self.draw(clips, generator, teacher=False)
+            errors.append(F.mse_loss(sample.fake[:, 1:], sample.real[:, 1:]))
+        return float(torch.stack(errors).mean())
+
+
+def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:
+    """Post-train the distilled generator adversarially; write the checkpoint and card to ``config.output``."""
+    adv, optim = config.adversarial, config.optim
+    folder = Path(config.output)
+    start = load_start(Path(config.model), 'adversarial')
+    generator = dataclasses.replace(start.config.generator, sampling_steps=1)  # one pass per frame
+    model_config = dataclasses.replace(start.config, stage='adversarial', generator=generator)
+    disc_start = load_discriminator_start(Path(adv.discriminator_init), start.config)
+    device = resolve_device(config.device)
+    splits = load_splits(config.data, model_config)
+    vae = start.vae.to(device).eval().requires_grad_(False)
+    trainer = Trainer(
+        config,
+        model_config,
+        start.generator.to(device),
+        Discriminator(disc_start.generator).to(device),
+        vae,
+        splits,
+        device,
+    )
+    stats = AdversarialStats()
+    if resume:
+        stats.step, scalars = load_state(folder, trainer.nets, trainer.optimizer)
+        stats.wall_s, stats.start_rollout_mse = float(scalars['wall_s']), float(scalars['start_rollout_mse'])
+        stats.values = {name: list(scalars['values'][name]) for name in LOGGED}
+    else:
+        stats.start_rollout_mse = trainer.rollout_error()
+    end = min(optim.steps, stop_after) if stop_after is not None else optim.steps
+    logger = make_logger(folder)
+    started = time.perf_counter() - stats.wall_s
+    try:
+        with tqdm(total=end, initial=stats.step, desc='aapt-train adversarial', dynamic_ncols=True) as bar:
+            while stats.step < end:
+                values = trainer.step(stats.step).tolist()  # the step's one host sync
+                for name, value in zip(LOGGED, values, strict=True):
+                    stats.values[name].append(value)
+                stats.step += 1
+                stats.wall_s = time.perf_counter() - started
+                bar.update(1)
+                if stats.step % config.log_every == 0 or stats.step == end:
+                    bar.set_postfix(d=f'{values[0]:.3f}', g=f'{values[4]:.3f}')
+                    for name, value in zip(LOGGED, values, strict=True):
+                        logger.scalar(f'train/{name}', value, stats.step)
+                    logger.scalar('train/g_lr', trainer.optimizer.param_groups[0]['lr'], stats.step)
+                if config.val_every and stats.step % config.val_every == 0:
+                    logger.scalar('val/rollout_mse', trainer.rollout_error(), stats.step)
+                if stats.step % config.state_every == 0 or stats.step == end:
+                    save_state(folder, trainer.nets, trainer.optimizer, stats.step, stats.as_dict())
+    finally:
+        logger.close()
+    trainer.nets.eval()
+    if stats.step < optim.steps:  # stopped early (--stop-after): the state is saved, no checkpoint yet
+        return {'steps': stats.step}
+    val = trainer.rollout_error()
+    checkpoint = generator_checkpoint(model_config, trainer.net, start)
+    d_first, d_last = mean_first_last(stats.values['d_loss'])
+    g_first, g_last = mean_first_last(stats.values['g_loss'])
+    card = {
+        'method': (
+            f'adversarial post-training, {adv.forcing} forcing, one pass per frame from noise; '
+            f'discriminator from `{adv.discriminator_init}`'
+        ),
+        'steps': f'{stats.step} x batch {optim.batch_size}, {adv.d_steps} discriminator update(s) per step',
+        'wall time': f'{stats.wall_s:.1f} s on {device}',
+        'segments': f'{adv.segment_frames} frames with {adv.segment_overlap} of overlap ({len(trainer.plan)} per clip)',
+        'discriminator pairing loss, first -> last 5 steps': f'{d_first:.4f} -> {d_last:.4f}',
+        'generator loss, first -> last 5 steps': f'{g_first:.4f} -> {g_last:.4f}',
+        'approximated R1 / R2': f'lambda {adv.r1_lambda:g} / {adv.r2_lambda:g}, sigma {adv.sigma:g}',
+        'optimiser': f'RMSProp alpha {adv.rmsprop_alpha:g}, lr {adv.g_lr:g} (generator) / {adv.d_lr:g} (discriminator)',
+        'held-out rollout latent MSE, start -> end (drift, not the GAN objective)': (
+            f'{stats.start_rollout_mse:.4f} -> {val:.4f}'
+        ),
+    }
+    write_outputs(folder, checkpoint, config, card, splits.bags)
+    return {
+        'steps': stats.step,
+        'd_loss_first': d_first,
+        'd_loss_last': d_last,
+        'g_loss_first': g_first,
+        'g_loss_last': g_last,
+        'start_rollout_mse': stats.start_rollout_mse,
+        'rollout_mse': val,
+    }

@@ -1,0 +1,226 @@
+"""Stage ``adversarial``: the rollout the engine runs, its one-pass re-forward by segments, the
+discriminator, and the stage end to end on the tiny config (a short vae -> ... -> distill chain)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from aapt_ros.model.camera import Pose
+from aapt_ros.model.checkpoint import load_checkpoint
+from aapt_ros.model.config import ConfigError
+from aapt_ros.model.generator import CausalGenerator
+from aapt_ros.streaming.engine import StreamEngine
+from aapt_ros.streaming.session import StreamingSession
+from aapt_ros.training import cli
+from aapt_ros.training.adversarial_stage import Sample, generate, rollout, segments
+from aapt_ros.training.checkpoints import CARD_FILE, MODEL_STATE, OPTIMIZER_STATE, STATE_DIR
+from aapt_ros.training.config import TrainError, load_train_config
+from aapt_ros.training.discriminator import Discriminator
+from tests.conftest import tiny_config
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = REPO / 'config' / 'train_tiny.yaml'
+FAST = ['optim.batch_size=2', 'val_batches=1']
+
+
+def random_generator(window_frames: int) -> CausalGenerator:
+    torch.manual_seed(0)
+    generator = CausalGenerator(tiny_config(window_frames=window_frames))
+    with torch.no_grad():  # leave adaLN-Zero's zeros: every path must contribute
+        for p in generator.parameters():
+            p.normal_(std=0.2)
+    return generator.eval()
+
+
+def random_sample(generator: CausalGenerator, batch: int, frames: int, *, teacher: bool) -> Sample:
+    """Recorded latents and conditions drawn at random, rolled out by the engine's step."""
+    config = generator.config
+    c, h, w = config.vae.latent_channels, config.latent_height, config.latent_width
+    g = torch.Generator().manual_seed(1)
+    real = torch.randn(batch, frames, c, h, w, generator=g)
+    noisy = torch.cat([real[:, :1], torch.randn(batch, frames - 1, c, h, w, generator=g)], dim=1)
+    rays = torch.randn(batch, frames, 6, h, w, generator=g)
+    actions = torch.randn(batch, frames, config.generator.action_dim, generator=g)
+    t = torch.ones(batch, frames)
+    t[:, 0] = 0.0
+    fake = rollout(generator, noisy, real, rays, actions, t, teacher=teacher, cache_dtype=torch.float32)
+    recycled = torch.cat([real[:, :1], (real if teacher else fake)[:, :-1]], dim=1)
+    return Sample(real, fake, noisy, recycled, t, rays, actions)
+
+
+def test_forward_segment_chained_over_a_clip_equals_forward_train() -> None:
+    generator = random_generator(window_frames=3)
+    sample = random_sample(generator, batch=2, frames=9, teacher=True)
+    inputs = (sample.noisy, sample.recycled, sample.rays, sample.actions, sample.t)
+    with torch.no_grad():
+        whole = generator.forward_train(*inputs)
+        parts, prefix = [], None
+        for a, b in ((0, 4), (4, 5), (5, 9)):  # the window (3) slides across every boundary
+            velocity, prefix = generator.forward_segment(*(x[:, a:b] for x in inputs), prefix)
+            parts.append(velocity)
+    torch.testing.assert_close(torch.cat(parts, dim=1), whole, atol=1e-5, rtol=1e-5)
+    assert prefix is not None and (prefix.first, prefix.end) == (7, 9)
+    assert prefix.keys[0].shape[1] == 3 * generator.config.tokens_per_frame  # the sink and 2 frames
+
+
+def test_segments_judge_every_generated_frame_once_with_context() -> None:
+    assert segments(6, 3, 1) == [(1, 1, 4), (3, 4, 6)]
+    assert segments(6, 10, 2) == [(1, 1, 6)]
+    plan = segments(40, 7, 3)
+    assert [f for s in plan for f in range(s.start, s.end)] == list(range(1, 40))
+    assert all(s.end - s.context <= 7 and s.start - s.context == 3 for s in plan[1:])
+
+
+@pytest.mark.parametrize('teacher', [False, True])
+@pytest.mark.parametrize(('length', 'overlap'), [(100, 0), (3, 1), (4, 0)])
+def test_one_pass_by_segments_reproduces_the_sequential_rollout(teacher: bool, length: int, overlap: int) -> None:
+    # 11 frames with a window of 4: the rollout evicts frames, and short segments carry the window over.
+    generator = random_generator(window_frames=4)
+    sample = random_sample(generator, batch=2, frames=11, teacher=teacher)
+    with torch.no_grad():
+        outputs = [new for _, new in generate(generator, sample, segments(11, length, overlap))]
+    torch.testing.assert_close(torch.cat(outputs, dim=1), sample.fake[:, 1:], atol=2e-5, rtol=1e-5)
+    if not teacher:  # student forcing: each frame's recycled input is the frame generated before it
+        torch.testing.assert_close(sample.recycled[:, 2:], sample.fake[:, 1:-1])
+
+
+def test_gradients_stop_at_segment_boundaries_and_reach_each_segment() -> None:
+    generator = random_generator(window_frames=4)
+    sample = random_sample(generator, batch=1, frames=8, teacher=False)
+    first_layer = generator.patch_embed.weight
+    grads = []
+    for _, new in generate(generator.train(), sample, segments(8, 3, 1)):
+        (grad,) = torch.autograd.grad(new.square().sum(), first_layer)
+        grads.append(grad)
+    assert len(grads) == 3 and all(g.abs().sum() > 0 for g in grads)
+    _, prefix = generator.forward_segment(
+        sample.noisy[:, :3], sample.recycled[:, :3], sample.rays[:, :3], sample.actions[:, :3], sample.t[:, :3], None
+    )
+    assert not any(k.requires_grad for k in prefix.keys + prefix.values)
+    assert (prefix.first, prefix.end) == (1, 3)
+
+
+def test_the_rollout_is_what_the_engine_streams(tmp_path: Path) -> None:
+    from tests.conftest import save_tiny_model
+
+    checkpoint = load_checkpoint(save_tiny_model(tmp_path / 'tiny'))
+    engine = StreamEngine(checkpoint, device='cpu', dtype='float32', decode=False, seed=0)
+    start = checkpoint.start_frame.numpy()[None]
+    rotations = np.tile(np.eye(3), (5, 1, 1))
+    translations = np.array([[0.01 * i, 0.0, 0.005 * i] for i in range(5)])  # none for the sink
+    actions = np.linspace(-1, 1, 5 * 7).reshape(5, 1, 7)
+    engine.start(np.ones(1, dtype=bool), start, actions[0])
+    sink = engine.previous.clone()  # (1, C, h, w): the encoded start image
+    # copied: with float32 latents the engine returns a view of its reused host buffer
+    streamed = [
+        torch.from_numpy(engine.step(rotations[i][None], translations[i][None], actions[i]).copy()) for i in range(1, 5)
+    ]
+    # The same run through the training rollout: the engine's noise comes from its seeded generator.
+    g = torch.Generator().manual_seed(0)
+    noise = [torch.empty_like(sink).normal_(generator=g) for _ in range(4)]
+    net = checkpoint.generator
+    motion = torch.tensor(rotations, dtype=torch.float32), torch.tensor(translations, dtype=torch.float32)
+    rays = net.rays(*motion)[None]  # (1, 5, 6, h, w)
+    noisy = torch.stack([sink, *noise], dim=1)
+    t = torch.tensor([[0.0, 1.0, 1.0, 1.0, 1.0]])
+    action = torch.tensor(actions, dtype=torch.float32).transpose(0, 1)  # (1, 5, 7)
+    fake = rollout(net, noisy, noisy, rays, action, t, teacher=False, cache_dtype=torch.float32)
+    torch.testing.assert_close(fake[0, 1:], torch.cat(streamed), atol=1e-5, rtol=1e-5)
+
+
+def test_discriminator_gives_one_causal_logit_per_frame_after_the_sink() -> None:
+    body = random_generator(window_frames=4)
+    disc = Discriminator(body)
+    torch.nn.init.normal_(disc.head.weight)
+    config = body.config
+    c, h, w, a = config.vae.latent_channels, config.latent_height, config.latent_width, config.generator.action_dim
+    g = torch.Generator().manual_seed(2)
+    frames, before, sink = torch.randn(2, 5, c, h, w, generator=g), torch.randn(2, c, h, w), torch.randn(2, c, h, w)
+    rays, action = torch.randn(2, 6, 6, h, w, generator=g), torch.randn(2, 6, a, generator=g)
+    with torch.no_grad():
+        logits = disc(frames, before, sink, rays, action)
+        changed = frames.clone()
+        changed[:, 3] += 1.0
+        after = disc(changed, before, sink, rays, action)
+    assert logits.shape == (2, 5) and logits.dtype == torch.float32
+    torch.testing.assert_close(after[:, :3], logits[:, :3])  # frames before 3 never see it
+    assert not torch.allclose(after[:, 3:], logits[:, 3:])
+    assert torch.equal(Discriminator(body)(frames, before, sink, rays, action), torch.zeros(2, 5))  # zero head
+
+
+def run_stage(stage: str, tmp: Path, *overrides: str, **kwargs: Any) -> dict[str, Any]:
+    config = load_train_config(TINY, stage, [f'data.cache_dir={tmp / "cache"}', *FAST, *overrides])
+    return cli.run(stage, config, **kwargs)
+
+
+@pytest.fixture(scope='module')
+def chain(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """vae -> base -> adapt -> distill in a few steps each: checkpoints of the right stages, quickly."""
+    tmp = tmp_path_factory.mktemp('adversarial')
+    run_stage('vae', tmp, f'output={tmp / "vae"}', 'optim.steps=2', 'vae.scale_batches=1')
+    for stage, previous in (('base', 'vae'), ('adapt', 'base'), ('distill', 'adapt')):
+        run_stage(stage, tmp, f'model={tmp / previous}', f'output={tmp / stage}', 'optim.steps=2')
+    return tmp
+
+
+def adversarial(tmp: Path, output: str, *overrides: str, **kwargs: Any) -> dict[str, Any]:
+    common = [f'model={tmp / "distill"}', f'adversarial.discriminator_init={tmp / "adapt"}']
+    return run_stage('adversarial', tmp, f'output={tmp / output}', *common, *overrides, **kwargs)
+
+
+def test_adversarial_stage_trains_and_its_checkpoint_streams_at_one_step(chain: Path) -> None:
+    summary = adversarial(chain, 'adversarial', 'optim.steps=6', 'optim.warmup_steps=1')
+    values = [v for k, v in summary.items() if k != 'steps']
+    assert summary['steps'] == 6 and all(np.isfinite(values))
+    assert summary['d_loss_last'] != summary['d_loss_first']  # the discriminator learns
+    folder = chain / 'adversarial'
+    checkpoint = load_checkpoint(folder)
+    assert checkpoint.config.stage == 'adversarial' and checkpoint.config.generator.sampling_steps == 1
+    card = (folder / CARD_FILE).read_text()
+    assert 'student forcing' in card and 'discriminator pairing loss' in card and 'wall time' in card
+    session = StreamingSession(checkpoint, seed=0)
+    assert session.engine.sampling_steps == 1
+    frames = [session.start(Pose.identity(), np.zeros(7))]
+    frames += [session.step(Pose((0.01 * i, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0)), np.zeros(7)) for i in range(1, 4)]
+    assert all(f.shape == (32, 32, 3) and f.dtype == np.uint8 for f in frames)
+    engine = StreamEngine(checkpoint, batch_size=2, device='cpu')
+    engine.start(np.ones(2, dtype=bool), np.repeat(checkpoint.start_frame.numpy()[None], 2, axis=0))
+    assert engine.step(np.tile(np.eye(3), (2, 1, 1)), np.zeros((2, 3))).shape == (2, 32, 32, 3)
+
+
+def test_teacher_forcing_runs_for_the_ablation(chain: Path) -> None:
+    summary = adversarial(chain, 'teacher', 'optim.steps=2', 'adversarial.forcing=teacher')
+    assert summary['steps'] == 2 and np.isfinite(summary['g_loss_last'])
+    assert 'teacher forcing' in (chain / 'teacher' / CARD_FILE).read_text()
+
+
+def test_resume_repeats_an_uninterrupted_run(chain: Path) -> None:
+    common = ['optim.steps=4', 'state_every=1', 'adversarial.d_steps=2']
+    adversarial(chain, 'whole', *common)
+    assert adversarial(chain, 'split', *common, stop_after=2) == {'steps': 2}
+    adversarial(chain, 'split', *common, resume=True)
+    for name in (MODEL_STATE, OPTIMIZER_STATE):  # both nets' weights, and RMSProp's averages of both
+        a = load_file(str(chain / 'whole' / STATE_DIR / name))
+        b = load_file(str(chain / 'split' / STATE_DIR / name))
+        assert a.keys() == b.keys()
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=0)
+    weights = load_file(str(chain / 'split' / STATE_DIR / MODEL_STATE))
+    assert {key.split('.')[0] for key in weights} == {'generator', 'discriminator'}
+
+
+def test_the_discriminator_must_start_from_an_adapt_checkpoint(chain: Path) -> None:
+    with pytest.raises(TrainError, match="is a 'distill' checkpoint; the discriminator starts from an 'adapt'"):
+        adversarial(chain, 'bad-init', f'adversarial.discriminator_init={chain / "distill"}')
+    with pytest.raises(TrainError, match="is a 'adapt' checkpoint; the adversarial stage starts from 'distill'"):
+        adversarial(chain, 'bad-start', f'model={chain / "adapt"}')
+    with pytest.raises(ConfigError, match=r'adversarial\.discriminator_init must be set'):
+        load_train_config(TINY, 'adversarial', [f'model={chain / "distill"}', 'output=out'])
+    with pytest.raises(ConfigError, match='segment_overlap must be in'):
+        load_train_config(TINY, 'adversarial', ['adversarial.segment_overlap=3'])
