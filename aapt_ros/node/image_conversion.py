@@ -34,13 +34,18 @@ makes rclpy check every byte in Python (about 60 ms per frame).
 from __future__ import annotations
 
 import sys
-from typing import Any, Final, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple
 
 import cv2
 import numpy as np
 import numpy.typing as npt
-from sensor_msgs.msg import CompressedImage, Image  # type: ignore[import-untyped]
-from std_msgs.msg import Header  # type: ignore[import-untyped]
+
+# The readers take any object with the message's fields (rclpy's or rosbags' deserialised ones),
+# so the data and training packages decode recordings without ROS installed; only the builders
+# import the message classes.
+if TYPE_CHECKING:
+    from sensor_msgs.msg import CompressedImage, Image  # type: ignore[import-untyped]
+    from std_msgs.msg import Header  # type: ignore[import-untyped]
 
 try:
     from cv_bridge import CvBridge  # type: ignore[import-not-found,import-untyped,unused-ignore]
@@ -194,6 +199,8 @@ def array_to_image_msg(array: npt.NDArray[Any], encoding: str, *, header: Header
     height, width = array.shape[:2]
     if height == 0 or width == 0:
         raise ImageConversionError(f'Array of shape {array.shape} has zero size; an image needs height and width >= 1.')
+    from sensor_msgs.msg import Image
+
     msg = Image()
     if header is not None:
         msg.header = header
@@ -275,6 +282,8 @@ def rgb8_to_compressed_msg(
     ok, encoded = cv2.imencode(_CV2_EXTENSIONS[fmt], cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
     if not ok:  # pragma: no cover - OpenCV builds always carry the JPEG and PNG codecs
         raise ImageConversionError(f'OpenCV failed to encode a {rgb.shape} image as {fmt}.')
+    from sensor_msgs.msg import CompressedImage
+
     msg = CompressedImage()
     if header is not None:
         msg.header = header
