@@ -48,6 +48,7 @@ setup(
         ('share/aapt_ros', ['package.xml']),
         ('share/aapt_ros/launch', glob('launch/*.py') + glob('launch/*.xml') + glob('launch/*.yaml')),
         ('share/aapt_ros/config', glob('config/*.yaml')),
+        ('share/aapt_ros/config/train_sim', glob('config/train_sim/*.yaml')),
         ('share/aapt_ros/models/default', glob('models/default/*')),
         ('lib/aapt_ros', glob('scripts/*')),
     ],

@@ -23,9 +23,15 @@ def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Mean SSIM of images (N, C, H, W) in [0, 1], over the valid (unpadded) window positions.
 
     SSIM = (2 mu_x mu_y + C1)(2 sigma_xy + C2) / ((mu_x^2 + mu_y^2 + C1)(sigma_x^2 + sigma_y^2 + C2)).
-    Computed in float32 even under autocast: variances are small differences of large terms.
+    Computed in float32 even under autocast, which would otherwise run the blur convolutions in
+    bfloat16: variances are small differences of large terms, and in bfloat16 they are noise (the
+    first CUDA run of the vae stage never learned because of it).
     """
-    x, y = x.float(), y.float()
+    with torch.autocast(x.device.type, enabled=False):
+        return _ssim_float32(x.float(), y.float())
+
+
+def _ssim_float32(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     c = x.shape[1]
     if min(x.shape[-2:]) < SSIM_WINDOW:
         raise ValueError(f'SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW}, got {tuple(x.shape[-2:])}')
