@@ -214,4 +214,4 @@ class StreamEngine:
         host.copy_(source, non_blocking=True)
         if self.device.type == 'cuda':
             torch.cuda.current_stream().synchronize()
-        return host.numpy().copy() if self.decode else host.float().numpy()  # the buffer is reused
+        return host.float().numpy().copy() if not self.decode else host.numpy().copy()  # the buffer is reused

@@ -12,6 +12,7 @@ and the step are all a resumed run needs to continue exactly as an uninterrupted
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -82,8 +83,19 @@ def check_output(folder: Path, resume: bool) -> None:
         raise TrainError(f'output {folder} exists and is not empty; pass --resume to continue it or choose another')
 
 
+# Sampling steps a stage's checkpoint streams with unless the user asks otherwise: the flow
+# models integrate the velocity in several steps; distillation and adversarial training exist to
+# make one pass per frame enough.
+STAGE_SAMPLING_STEPS = {'base': 8, 'adapt': 8, 'distill': 1, 'adversarial': 1}
+
+
 def generator_checkpoint(model_config: ModelConfig, trained: torch.nn.Module, start: Checkpoint) -> Checkpoint:
-    """A checkpoint of ``trained`` generator weights with ``start``'s autoencoder and start frame."""
+    """A checkpoint of ``trained`` generator weights with ``start``'s autoencoder and start frame,
+    set to stream with its stage's ``STAGE_SAMPLING_STEPS``."""
+    steps = STAGE_SAMPLING_STEPS.get(model_config.stage, model_config.generator.sampling_steps)
+    model_config = dataclasses.replace(
+        model_config, generator=dataclasses.replace(model_config.generator, sampling_steps=steps)
+    )
     generator = CausalGenerator(model_config)
     generator.load_state_dict(trained.state_dict())
     return Checkpoint(model_config, start.vae.cpu(), generator, start.start_frame)

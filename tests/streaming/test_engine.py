@@ -54,7 +54,11 @@ def test_a_stream_is_not_affected_by_what_its_neighbour_sees(tiny_model: Path) -
 def test_latent_only_engine_returns_latents(tiny_model: Path) -> None:
     engine = StreamEngine(load_checkpoint(tiny_model), batch_size=2, decode=False)
     engine.start(np.ones(2, bool), np.zeros((2, 32, 48, 3), np.uint8))
-    assert engine.step(*_motion(2)).shape == (2, 4, 4, 6)
+    first = engine.step(*_motion(2))
+    assert first.shape == (2, 4, 4, 6)
+    kept = first.copy()
+    engine.step(*_motion(2))
+    np.testing.assert_array_equal(first, kept)  # a returned array is the caller's, not the reused buffer
 
 
 def test_inputs_of_the_wrong_shape_are_rejected_with_the_expected_shape(tiny_model: Path) -> None:

@@ -61,6 +61,7 @@ def test_base_stage_learns_and_streams_multistep(runs: dict[str, Any]) -> None:
     summary, folder = runs['base'], runs['tmp'] / 'base'
     assert summary['loss_last'] < 0.7 * summary['loss_first']  # 1.97 -> 0.98 when written
     assert load_checkpoint(folder).config.stage == 'base'
+    assert load_checkpoint(folder).config.generator.sampling_steps == 8  # a flow model streams multi-step
     assert 'bidirectional' in (folder / CARD_FILE).read_text()
     frames = stream(folder, sampling_steps=4)
     assert len(frames) == 4 and all(f.shape == (32, 32, 3) for f in frames)
@@ -88,6 +89,7 @@ def test_chain_ends_in_a_distilled_model_that_streams_at_one_step_and_more(runs:
     assert all(np.isfinite(losses))
     assert summary['loss_last'] < 2 * summary['loss_first']  # bounded: the target moves with the student
     assert load_checkpoint(folder).config.stage == 'distill'
+    assert load_checkpoint(folder).config.generator.sampling_steps == 1
     assert 'no CFG, no EMA target' in (folder / CARD_FILE).read_text()
     for steps in (1, 2):
         frames = stream(folder, sampling_steps=steps)
