@@ -59,6 +59,7 @@ setup(
             'aapt-init-model = aapt_ros.model.init_checkpoint:main',
             'aapt-bench = aapt_ros.eval.bench:main',
             'aapt-eval = aapt_ros.eval.replay:main',
+            'aapt-eval-compare = aapt_ros.eval.compare:main',
             'aapt-train-probe = aapt_ros.eval.pose_probe:main',
             'aapt-record-sim = aapt_ros.data.sim_recorder:main',
             'aapt-train = aapt_ros.training.cli:main',

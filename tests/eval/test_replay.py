@@ -10,6 +10,7 @@ import cv2
 import pytest
 
 from aapt_ros.data.bags import read_messages
+from aapt_ros.eval import compare
 from aapt_ros.eval.replay import GENERATED_TOPIC, RECORDED_TOPIC, main
 from tests.data.synthetic_bags import sim_messages, write_bag
 
@@ -92,3 +93,17 @@ def test_live_replay_over_ros_equals_the_offline_rollout(
     assert (tmp_path / 'live' / folder / 'node.log').is_file()
     offline, live = (json.loads((tmp_path / m / folder / 'metrics.json').read_text()) for m in ('offline', 'live'))
     assert offline == live
+
+
+def test_compare_tabulates_and_plots_several_evaluations(
+    tiny_model: Path, held_out_bags: list[Path], tmp_path: Path
+) -> None:
+    assert _run(tiny_model, held_out_bags, tmp_path / 'generated') == 0
+    assert _run(tiny_model, held_out_bags, tmp_path / 'autoencoded', '--autoencode') == 0
+    out = tmp_path / 'compare'
+    assert compare.main([f'model={tmp_path / "generated"}', str(tmp_path / 'autoencoded'), '--output', str(out)]) == 0
+    rows = (out / 'compare.md').read_text().splitlines()
+    assert rows[0].startswith('| run | bags | 1s PSNR / SSIM')
+    assert rows[2].startswith('| model | 2 |') and rows[3].startswith('| autoencoded | 2 |')
+    assert (out / 'compare.png').stat().st_size > 0
+    assert compare.main([str(tmp_path), '--output', str(tmp_path / 'other')]) == 1  # not an aapt-eval folder
