@@ -9,19 +9,27 @@ Usage::
     aapt-train adversarial --config config/train_tiny.yaml model=runs/distill output=runs/adversarial \
         adversarial.discriminator_init=runs/adapt
     aapt-train adapt --config ... --resume          # continue an interrupted run exactly
+    torchrun --nproc_per_node 4 -m aapt_ros.training.cli base --config ...   # 4 GPUs, DDP
 
 Each stage writes to its output folder a checkpoint the runtime loads (config.yaml + safetensors),
 MODEL_CARD_FRAGMENT.md, logs/ (TensorBoard when installed, else scalars.csv) and train_state/.
 Overrides are dotted keys with YAML values, e.g. optim.steps=2000 optim.lr=1e-4 device=cuda.
+
+Under torchrun the vae, base, adapt and distill stages train data-parallel (DDP, one rank per GPU,
+gloo ranks on the CPU): optim.batch_size is the global batch, split evenly over the ranks, and rank
+0 writes everything. The adversarial stage runs in one process only.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import torch.distributed as dist
 
 from aapt_ros.data.bags import BagError
 from aapt_ros.data.mapping import MappingError
@@ -29,6 +37,8 @@ from aapt_ros.model.config import ConfigError
 from aapt_ros.training import adversarial_stage, distill_stage, flow_stage, vae_stage
 from aapt_ros.training.checkpoints import check_output
 from aapt_ros.training.config import STAGES, TrainConfig, TrainError, load_train_config
+from aapt_ros.training.data import distributed, rank_share
+from aapt_ros.training.loop import process_group, world_size
 
 RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
     'vae': vae_stage.run,
@@ -38,6 +48,7 @@ RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
     'adversarial': adversarial_stage.run,
 }
 assert set(RUNNERS) == set(STAGES)
+SINGLE_PROCESS_STAGES = ('adversarial',)  # its own loop (adversarial_stage), not data-parallel yet
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -59,9 +70,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run(stage: str, config: TrainConfig, *, resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:
-    """Run one stage after checking its output folder; returns the stage's summary values."""
-    check_output(Path(config.output), resume)
-    return RUNNERS[stage](config, resume=resume, stop_after=stop_after)
+    """Run one stage after checking its output folder; returns the stage's summary values.
+
+    Under torchrun (WORLD_SIZE > 1) every rank runs this: the stage trains data-parallel and rank 0
+    writes the outputs while the others wait.
+    """
+    if world_size() > 1 and stage in SINGLE_PROCESS_STAGES:
+        raise TrainError(f'the {stage} stage runs in one process: start it without torchrun')
+    with process_group(config.device):
+        rank_share(config.optim.batch_size)  # under DDP: the global batch must split evenly
+        check_output(Path(config.output), resume)
+        if distributed():
+            dist.barrier()  # every rank has checked the folder before rank 0 writes to it
+        return RUNNERS[stage](config, resume=resume, stop_after=stop_after)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, TrainError, BagError, MappingError) as err:
         print(f'ERROR: {err}; see --help', file=sys.stderr)
         return 1
+    if os.environ.get('RANK', '0') != '0':  # torchrun: rank 0 prints the summary
+        return 0
     values = ', '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}' for k, v in summary.items())
     print(f'aapt-train {args.stage}: {config.output}: {values}')
     return 0

@@ -3,6 +3,10 @@
 Drawing each step's clip indices and noise from a generator seeded by the step number, instead
 of one generator carried through the run, is what makes ``--resume`` repeat an uninterrupted run
 exactly without saving any random-number state.
+
+Under ``torchrun`` (DDP, see ``loop.train``) every rank draws the same global batch of
+``optim.batch_size`` clip indices and the same global noise from that generator and keeps its
+contiguous share (:func:`rank_share`), so N ranks train as one process with the global batch.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch.utils.data import Dataset, Subset
 
 from aapt_ros.data.clips import ClipDataset
@@ -37,6 +42,26 @@ def step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * STEP_SEED_STRIDE + step + 2**20)
 
 
+def distributed() -> bool:
+    """True inside a process group of more than one rank (``torchrun --nproc_per_node N``, N > 1)."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank_share(size: int) -> slice:
+    """This rank's contiguous share of a global batch of ``size``: all of it outside DDP.
+
+    Stages index the global batch's per-clip random draws (times, noise) with it, so that rank r's
+    noise is its slice of the single-process draw.
+    """
+    if not distributed():
+        return slice(0, size)
+    world, rank = dist.get_world_size(), dist.get_rank()
+    if size % world:
+        raise TrainError(f'optim.batch_size {size} is not divisible by the {world} processes of torchrun')
+    per = size // world
+    return slice(rank * per, (rank + 1) * per)
+
+
 def _dataset(bags: list[Path], mapping: TopicMapping, data: DataConfig, model: ModelConfig) -> ClipDataset:
     camera = model.camera
     try:
@@ -58,6 +83,16 @@ def load_splits(data: DataConfig, model: ModelConfig) -> Splits:
     Without ``val_bags`` the last ``val_fraction`` of every training episode is held out, and no
     training clip overlaps it.
     """
+    if distributed() and dist.get_rank() != 0:
+        dist.barrier()  # rank 0 decodes the bags into the cache first; the others then read it
+        return _load_splits(data, model)
+    splits = _load_splits(data, model)
+    if distributed():
+        dist.barrier()
+    return splits
+
+
+def _load_splits(data: DataConfig, model: ModelConfig) -> Splits:
     bags = expand_bags(data.bags, 'data.bags')
     val_bags = expand_bags(data.val_bags, 'data.val_bags')
     mapping = load_mapping(data.mapping) if data.mapping else sim_mapping(bags[0])
@@ -83,10 +118,22 @@ def load_splits(data: DataConfig, model: ModelConfig) -> Splits:
     return Splits(Subset(full, train), Subset(full, val), bags, [])
 
 
-def batch(dataset: Dataset[Clip], size: int, generator: torch.Generator, device: torch.device) -> Clip:
-    """``size`` clips drawn with replacement, stacked: each value gains a leading (B,) dimension."""
+def batch(
+    dataset: Dataset[Clip],
+    size: int,
+    generator: torch.Generator,
+    device: torch.device,
+    share: slice | None = None,
+) -> Clip:
+    """``size`` clips drawn with replacement, stacked: each value gains a leading (B,) dimension.
+
+    share: keep only these of the ``size`` drawn clips (a DDP rank's part, :func:`rank_share`); the
+    generator advances as for the whole batch, so later draws are the same on every rank.
+    """
     n = len(dataset)  # type: ignore[arg-type]
     indices = torch.randint(n, (size,), generator=generator).tolist()
+    if share is not None:
+        indices = indices[share]
     items = [dataset[i] for i in indices]
     return {key: torch.stack([item[key] for item in items]).to(device) for key in items[0]}
 

@@ -32,9 +32,9 @@ from aapt_ros.model.sampling import shifted_timesteps, velocity_to_x0
 from aapt_ros.model.vae import VideoAutoencoder
 from aapt_ros.training.checkpoints import generator_checkpoint, write_outputs
 from aapt_ros.training.config import TrainConfig
-from aapt_ros.training.data import Clip, batch, load_splits, step_generator
+from aapt_ros.training.data import Clip, batch, load_splits, rank_share, step_generator
 from aapt_ros.training.flow_stage import VAL_SEED_OFFSET, clip_latents, clip_times, latent_shape, load_start, noised
-from aapt_ros.training.loop import mean_first_last, resolve_device, train
+from aapt_ros.training.loop import is_main_process, mean_first_last, resolve_device, train
 
 
 def x0_prediction(net: CausalGenerator, inputs: tuple[torch.Tensor, ...], t_clip: torch.Tensor) -> torch.Tensor:
@@ -94,9 +94,10 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
     grid = shifted_timesteps(n, model_config.generator.timestep_shift)  # (N + 1,) float64, 1 -> 0
 
     def loss_fn(clips: Clip, generator: torch.Generator) -> torch.Tensor:
-        b, f = clips[FRAMES].shape[:2]
-        k = torch.randint(n, (b,), generator=generator)
-        noise = torch.randn(latent_shape(model_config, b, f), generator=generator).to(device)
+        f = clips[FRAMES].shape[1]
+        b, share = config.optim.batch_size, rank_share(config.optim.batch_size)  # DDP: this rank's part
+        k = torch.randint(n, (b,), generator=generator)[share]
+        noise = torch.randn(latent_shape(model_config, b, f), generator=generator)[share].to(device)
         return distill_loss(student, teacher, vae, clips, k, grid, noise)
 
     @torch.no_grad()
@@ -130,6 +131,8 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
         validate=validate,
     )
     if stats.step < config.optim.steps:  # stopped early (--stop-after): the state is saved, no checkpoint yet
+        return {'steps': stats.step}
+    if not is_main_process():  # DDP: rank 0 validates and writes while the others wait
         return {'steps': stats.step}
     val = validate()
     checkpoint = generator_checkpoint(model_config, student, start)

@@ -36,8 +36,8 @@ from aapt_ros.model.masks import bidirectional_attention_mask
 from aapt_ros.model.vae import VideoAutoencoder
 from aapt_ros.training.checkpoints import generator_checkpoint, write_outputs
 from aapt_ros.training.config import TrainConfig, TrainError
-from aapt_ros.training.data import Clip, batch, load_splits, relative_motions, step_generator
-from aapt_ros.training.loop import mean_first_last, resolve_device, train
+from aapt_ros.training.data import Clip, batch, load_splits, rank_share, relative_motions, step_generator
+from aapt_ros.training.loop import is_main_process, mean_first_last, resolve_device, train
 
 VAL_T = (0.25, 0.5, 0.75)  # fixed times of the held-out loss, so it is comparable across runs
 VAL_SEED_OFFSET = -(2**20)
@@ -157,10 +157,11 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
         return None  # forward_train's block-causal window mask
 
     def loss_fn(clips: Clip, generator: torch.Generator) -> torch.Tensor:
-        b, f = clips[FRAMES].shape[:2]
-        t = sample_t(b, g.timestep_shift, config.flow.t_sampling, generator)
+        f = clips[FRAMES].shape[1]
+        b, share = config.optim.batch_size, rank_share(config.optim.batch_size)  # DDP: this rank's part
+        t = sample_t(b, g.timestep_shift, config.flow.t_sampling, generator)[share]
         # drawn on the CPU: the same on every device
-        noise = torch.randn(latent_shape(model_config, b, f), generator=generator).to(device)
+        noise = torch.randn(latent_shape(model_config, b, f), generator=generator)[share].to(device)
         return flow_loss(net, *flow_inputs(net, vae, clips, t, noise, recycle=recycle), mask_of(f))
 
     @torch.no_grad()
@@ -189,6 +190,8 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
         validate=validate,
     )
     if stats.step < config.optim.steps:  # stopped early (--stop-after): the state is saved, no checkpoint yet
+        return {'steps': stats.step}
+    if not is_main_process():  # DDP: rank 0 validates and writes while the others wait
         return {'steps': stats.step}
     val = validate()
     checkpoint = generator_checkpoint(model_config, net, start)
