@@ -19,6 +19,15 @@ from torch import nn
 
 from aapt_ros.model.generator import CausalGenerator
 
+# The head's logit is HEAD_GAIN * (w . pooled). RMSProp moves every weight by about lr per step
+# whatever its gradient's size, so a zero-initialised head at the trunk's fine-tuning rate (5e-5)
+# cannot reach the weights a separating head needs: on the default model's adapt features a
+# linear head separating real from generated frames needs |w| ~ 20-40 (about 1-3 per weight),
+# i.e. tens of thousands of steps at 5e-5 per weight. Measured: the first two GPU runs' pairing
+# loss stayed at ln 2 (0.6931) for 356 and 475 steps. The gain makes the head's effective rate
+# HEAD_GAIN * d_lr (1e-2 at d_lr 5e-5) while the pretrained trunk keeps d_lr.
+HEAD_GAIN = 200.0
+
 
 class Discriminator(nn.Module):
     """A ``CausalGenerator`` body with a per-frame logit head."""
@@ -53,5 +62,5 @@ class Discriminator(nn.Module):
         t = torch.zeros(sequence.shape[:2], device=frames.device)  # (B, 1 + S): clean latents
         tokens, _, _ = self.body.segment_features(sequence, previous, rays, action, t, None)  # (B, 1 + S, T, dim)
         pooled = self.norm(tokens[:, 1:]).mean(dim=2)  # (B, S, dim), no logit for the sink
-        logits: torch.Tensor = self.head(pooled)  # (B, S, 1)
+        logits: torch.Tensor = self.head(pooled) * HEAD_GAIN  # (B, S, 1)
         return logits[..., 0].float()

@@ -3,6 +3,7 @@ discriminator, and the stage end to end on the tiny config (a short vae -> ... -
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,10 @@ from aapt_ros.model.generator import CausalGenerator
 from aapt_ros.streaming.engine import StreamEngine
 from aapt_ros.streaming.session import StreamingSession
 from aapt_ros.training import cli
-from aapt_ros.training.adversarial_stage import Sample, generate, rollout, segments
+from aapt_ros.training.adversarial_stage import Sample, Trainer, generate, judge, rollout, segments, sequence
 from aapt_ros.training.checkpoints import CARD_FILE, MODEL_STATE, OPTIMIZER_STATE, STATE_DIR
 from aapt_ros.training.config import TrainError, load_train_config
+from aapt_ros.training.data import batch, load_splits
 from aapt_ros.training.discriminator import Discriminator
 from tests.conftest import tiny_config
 
@@ -224,3 +226,47 @@ def test_the_discriminator_must_start_from_an_adapt_checkpoint(chain: Path) -> N
         load_train_config(TINY, 'adversarial', [f'model={chain / "distill"}', 'output=out'])
     with pytest.raises(ConfigError, match='segment_overlap must be in'):
         load_train_config(TINY, 'adversarial', ['adversarial.segment_overlap=3'])
+
+
+def test_the_discriminator_separates_noise_from_recorded_frames_within_a_few_steps(chain: Path) -> None:
+    # The first GPU runs' pairing loss stayed at ln 2 for hundreds of steps: RMSProp moves each weight
+    # by about lr per step, too little for the zero-initialised head at the fine-tuning rate. With the
+    # generator frozen and its frames replaced by noise, a working discriminator learns within steps.
+    config = load_train_config(
+        TINY,
+        'adversarial',
+        [
+            f'data.cache_dir={chain / "cache"}',
+            *FAST,
+            f'model={chain / "distill"}',
+            f'output={chain / "d-only"}',
+            f'adversarial.discriminator_init={chain / "adapt"}',
+            'optim.warmup_steps=1',
+        ],
+    )
+    start = load_checkpoint(chain / 'distill')
+    device = torch.device('cpu')
+    trainer = Trainer(
+        config,
+        start.config,
+        start.generator,
+        Discriminator(load_checkpoint(chain / 'adapt').generator),
+        start.vae.requires_grad_(False),
+        load_splits(config.data, start.config),
+        device,
+    )
+    for group in trainer.optimizer.param_groups:
+        group['lr'] = config.adversarial.d_lr
+    g = torch.Generator().manual_seed(0)
+    sample = trainer.draw(batch(trainer.splits.train, 2, g, device), g, teacher=False)
+    noise = torch.randn(sample.real[:, 1:].shape, generator=g)
+    sample = sample._replace(fake=torch.cat([sample.real[:, :1], noise], dim=1))
+    losses = [float(trainer.discriminator_update(sample, g)[0]) for _ in range(8)]
+    assert losses[0] == pytest.approx(math.log(2), abs=1e-4)  # the zero head: no opinion at first
+    assert losses[-1] < 0.5, losses
+    with torch.no_grad():
+        for segment in trainer.plan:
+            d_real, d_fake = judge(
+                trainer.disc, sample, segment, [sequence(sample.real, segment), sequence(sample.fake, segment)]
+            )
+            assert (d_real > d_fake).all()
