@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Run aapt-train stages one after another, each for a fixed time instead of a fixed step count.
+
+Made for rented GPU time: per stage, a short calibration (10 steps, then 30 more resumed) measures
+seconds per step, and the real run gets ``budget / (s/step)`` steps, its warm-up and validation
+scaled to match. A stage whose checkpoint already exists is skipped, and nothing starts once
+``--deadline`` is too close. After each stage the results are packed into ``--pack``, so a run
+that is cut off keeps the stages it finished:
+
+- ``<stage>_generator.safetensors``: the generator in bfloat16;
+- ``meta.tar``: every stage folder without its generator and train_state, with the vae stage's
+  autoencoder once (later stages keep it frozen);
+- ``summary.json`` and ``chain.log``.
+
+Usage (``config/train_sim/<stage>.yaml`` per stage; ``adversarial_*`` stages run ``aapt-train
+adversarial``)::
+
+    python3 tools/train_budgeted.py vae=110 base=170 adapt=170 --runs runs/sim --pack out \\
+        --deadline 570 -- data.bags=[recordings/carry*/*] data.cache_dir=runs/cache
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+CALIBRATION_STEPS = (10, 40)  # the first steps (compilation, caches) are timed apart
+STAGE_OVERHEAD_S = 60  # calibration, start-up, validation and saving of one stage
+
+
+def train(stage: str, output: Path, overrides: list[str], *extra: str) -> float:
+    """Run one ``aapt-train`` process; returns its wall time. Exits with its output on failure."""
+    command = 'adversarial' if stage.startswith('adversarial') else stage
+    argv = [sys.executable, '-m', 'aapt_ros.training.cli', command, '--config', f'config/train_sim/{stage}.yaml']
+    started = time.time()
+    result = subprocess.run([*argv, f'output={output}', *overrides, *extra], capture_output=True, text=True)
+    if result.returncode:
+        raise SystemExit(f'{stage} failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}')
+    return time.time() - started
+
+
+def trained_seconds(folder: Path) -> float:
+    return float(json.loads((folder / 'train_state' / 'state.json').read_text())['scalars']['wall_s'])
+
+
+def pack(runs: Path, out: Path, summary: dict[str, dict[str, float]]) -> None:
+    with tarfile.open(out / 'meta.tar', 'w') as tar:
+        for folder in sorted(p for p in runs.iterdir() if p.is_dir()):
+            for path in sorted(folder.rglob('*')):
+                skip = 'train_state' in path.parts or path.name == 'generator.safetensors'
+                if path.is_file() and not skip and (path.name != 'vae.safetensors' or folder.name == 'vae'):
+                    tar.add(path, arcname=str(path.relative_to(runs.parent)))
+    (out / 'summary.json').write_text(json.dumps(summary, indent=1))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('stages', nargs='+', help='STAGE=SECONDS, in order')
+    parser.add_argument('--runs', type=Path, default=Path('runs/sim'), help='folder of the stage outputs')
+    parser.add_argument('--pack', type=Path, required=True, help='folder for the packed results')
+    parser.add_argument('--deadline', type=float, default=1e9, help='seconds from now by which to be done')
+    args, overrides = parser.parse_known_args()
+    overrides = [o for o in overrides if o != '--']
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    deadline = time.time() + args.deadline
+    args.pack.mkdir(parents=True, exist_ok=True)
+    log = (args.pack / 'chain.log').open('a')
+    summary: dict[str, dict[str, float]] = {}
+
+    def say(message: str) -> None:
+        print(message, flush=True)
+        log.write(message + '\n')
+        log.flush()
+
+    for item in args.stages:
+        stage, _, seconds = item.partition('=')
+        output = args.runs / stage
+        if (output / 'generator.safetensors').exists():
+            say(f'{stage}: already trained, skipped')
+            continue
+        budget = min(float(seconds), deadline - time.time() - STAGE_OVERHEAD_S)
+        if budget < 20:
+            say(f'{stage}: {budget:.0f} s left, stopping')
+            break
+        calibration = args.runs.parent / 'calibration' / stage
+        shutil.rmtree(calibration, ignore_errors=True)
+        first, last = CALIBRATION_STEPS
+        train(stage, calibration, overrides, 'optim.steps=100000', 'val_every=0', '--stop-after', str(first))
+        before = trained_seconds(calibration)
+        train(stage, calibration, overrides, 'optim.steps=100000', 'val_every=0', '--resume', '--stop-after', str(last))
+        per_step = (trained_seconds(calibration) - before) / (last - first)
+        steps = max(50, int(budget / per_step))
+        say(f'{stage}: {per_step * 1e3:.1f} ms/step -> {steps} steps in {budget:.0f} s')
+        wall = train(
+            stage,
+            output,
+            overrides,
+            f'optim.steps={steps}',
+            f'optim.warmup_steps={max(10, steps // 20)}',
+            f'val_every={max(1, steps // 6)}',
+        )
+        say(f'{stage}: done in {wall:.0f} s\n' + (output / 'MODEL_CARD_FRAGMENT.md').read_text())
+        summary[stage] = {'ms_per_step': per_step * 1e3, 'steps': steps, 'seconds': wall}
+        if stage != 'vae':
+            weights = load_file(str(output / 'generator.safetensors'))
+            bf16 = {k: v.to(torch.bfloat16) for k, v in weights.items()}
+            save_file(bf16, str(args.pack / f'{stage}_generator.safetensors'))
+        pack(args.runs, args.pack, summary)
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
