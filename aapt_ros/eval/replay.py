@@ -45,7 +45,7 @@ from aapt_ros.eval.live_rollout import rollout_live
 from aapt_ros.eval.metrics import psnr, ssim
 from aapt_ros.eval.pose_probe import PoseProbe, ProbeErrors, error_summary, load_probe, probe_errors
 from aapt_ros.model.camera import Pose
-from aapt_ros.model.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from aapt_ros.model.checkpoint import CARD_FILE, Checkpoint, CheckpointError, load_checkpoint
 from aapt_ros.streaming.engine import resolve_device, to_uint8_images
 from aapt_ros.streaming.session import SessionError, StreamingSession
 
@@ -226,6 +226,20 @@ def summary_table(summary: dict[str, dict[str, float]]) -> str:
     return '\n'.join(lines) + '\n'
 
 
+def append_to_card(model: Path, bags: list[Path], report: dict[str, object], table: str) -> Path:
+    """Append the held-out scores to the checkpoint's model card (``CARD_FILE``); returns its path.
+
+    Only appends: what aapt-train wrote before stays as it was.
+    """
+    mode = 'autoencoder only' if report['autoencode'] else f'{report["sampling_steps"]} sampling step(s) per frame'
+    names = ', '.join(f'`{b.name}`' for b in bags)
+    lines = ['', f'### Held-out evaluation (aapt-eval, {mode}, seed {report["seed"]})', '', f'bags: {names}', '']
+    card = model / CARD_FILE
+    with card.open('a') as file:
+        file.write('\n'.join(lines) + '\n' + table)
+    return card
+
+
 def probe_table(errors: dict[str, dict[str, float]]) -> str:
     lines = ['', '| pose probe | translation (cm/frame) | rotation (deg/frame) | joints (rad) |', '|---|---|---|---|']
     for name, e in errors.items():
@@ -247,6 +261,7 @@ def evaluate(
     probe: PoseProbe | None = None,
     sampling_steps: int | None = None,
     autoencode: bool = False,
+    append_card: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Score every bag; ``live`` ('recorded' or 'lockstep' pacing) runs a node process instead,
     ``autoencode`` scores the autoencoder's reconstructions (the ceiling of the generator)."""
@@ -318,6 +333,8 @@ def evaluate(
         table += probe_table(report['pose_probe'])  # type: ignore[arg-type]
     (output_dir / 'summary.json').write_text(json.dumps(report, indent=2) + '\n')
     (output_dir / 'summary.md').write_text(table)
+    if append_card:
+        append_to_card(model, bags, report, table)
     return summary
 
 
@@ -343,6 +360,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         '--steps', type=int, default=None, help="sampling steps per frame (default: the checkpoint's sampling_steps)"
+    )
+    parser.add_argument(
+        '--append-card',
+        action='store_true',
+        help=f"append the summary table to the model folder's {CARD_FILE} (created if missing)",
     )
     parser.add_argument(
         '--probe', type=Path, default=None, help='pose-following probe (aapt-train-probe): adds motion and joint errors'
@@ -372,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
             live=args.live,
             sampling_steps=args.steps,
             autoencode=args.autoencode,
+            append_card=args.append_card,
             probe=load_probe(args.probe) if args.probe else None,
         )
     except (EvalError, BagError, MappingError, CheckpointError, SessionError, ReplayError, ValueError) as err:

@@ -23,6 +23,7 @@ CONFIG_FILE = 'config.yaml'
 VAE_FILE = 'vae.safetensors'
 GENERATOR_FILE = 'generator.safetensors'
 EXTRAS_FILE = 'extras.safetensors'
+CARD_FILE = 'MODEL_CARD_FRAGMENT.md'  # what made the checkpoint and how it scores (aapt-train, aapt-eval)
 START_FRAME_KEY = 'start_frame'  # (H, W, 3) uint8 image used when no start image is received
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from aapt_ros.model.checkpoint import Checkpoint, save_checkpoint
+from aapt_ros.model.checkpoint import CARD_FILE, Checkpoint, save_checkpoint
 from aapt_ros.model.config import ModelConfig
 from aapt_ros.model.generator import CausalGenerator
 from aapt_ros.training.config import TrainConfig, TrainError, to_yaml
@@ -30,7 +30,6 @@ STATE_DIR = 'train_state'
 MODEL_STATE = 'model.safetensors'
 OPTIMIZER_STATE = 'optimizer.safetensors'
 STATE_JSON = 'state.json'
-CARD_FILE = 'MODEL_CARD_FRAGMENT.md'
 RUN_CONFIG = 'train_config.yaml'
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import cv2
@@ -12,6 +13,7 @@ import pytest
 from aapt_ros.data.bags import read_messages
 from aapt_ros.eval import compare
 from aapt_ros.eval.replay import GENERATED_TOPIC, RECORDED_TOPIC, main
+from aapt_ros.model.checkpoint import CARD_FILE
 from tests.data.synthetic_bags import sim_messages, write_bag
 
 
@@ -33,6 +35,19 @@ def test_oracle_replay_scores_infinite_psnr_and_unit_ssim(
     summary = json.loads((tmp_path / 'out' / 'summary.json').read_text())['summary']
     assert summary['1s']['psnr_mean'] == math.inf and summary['1s']['ssim_mean'] == pytest.approx(1.0)
     assert summary['1s']['bags'] == 2
+
+
+def test_append_card_adds_the_scores_to_the_model_card_and_keeps_what_was_there(
+    tiny_model: Path, held_out_bags: list[Path], tmp_path: Path
+) -> None:
+    model = tmp_path / 'model'
+    shutil.copytree(tiny_model, model)
+    (model / CARD_FILE).write_text('## Stage `distill`\n')
+    assert _run(model, held_out_bags[:1], tmp_path / 'out', '--append-card') == 0
+    card = (model / CARD_FILE).read_text()
+    assert card.startswith('## Stage `distill`\n')
+    assert 'Held-out evaluation (aapt-eval, 1 sampling step(s) per frame, seed 0)' in card
+    assert f'`{held_out_bags[0].name}`' in card and '| 1s | 1 |' in card
 
 
 def test_autoencode_scores_the_reconstruction_and_steps_reach_the_engine(

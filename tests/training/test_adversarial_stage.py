@@ -13,14 +13,14 @@ import torch
 from safetensors.torch import load_file
 
 from aapt_ros.model.camera import Pose
-from aapt_ros.model.checkpoint import load_checkpoint
+from aapt_ros.model.checkpoint import CARD_FILE, load_checkpoint
 from aapt_ros.model.config import ConfigError
 from aapt_ros.model.generator import CausalGenerator
 from aapt_ros.streaming.engine import StreamEngine
 from aapt_ros.streaming.session import StreamingSession
 from aapt_ros.training import cli
 from aapt_ros.training.adversarial_stage import Sample, Trainer, generate, judge, rollout, segments, sequence
-from aapt_ros.training.checkpoints import CARD_FILE, MODEL_STATE, OPTIMIZER_STATE, STATE_DIR
+from aapt_ros.training.checkpoints import MODEL_STATE, OPTIMIZER_STATE, STATE_DIR
 from aapt_ros.training.config import TrainError, load_train_config
 from aapt_ros.training.data import batch, load_splits
 from aapt_ros.training.discriminator import Discriminator

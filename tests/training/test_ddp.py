@@ -13,8 +13,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from aapt_ros.model.checkpoint import CARD_FILE
 from aapt_ros.training import cli
-from aapt_ros.training.checkpoints import CARD_FILE, MODEL_STATE, STATE_DIR, STATE_JSON
+from aapt_ros.training.checkpoints import MODEL_STATE, STATE_DIR, STATE_JSON
 from aapt_ros.training.config import TrainError, load_train_config
 from aapt_ros.training.data import rank_share
 

@@ -11,10 +11,10 @@ import torch
 from safetensors.torch import load_file
 
 from aapt_ros.model.camera import Pose
-from aapt_ros.model.checkpoint import load_checkpoint
+from aapt_ros.model.checkpoint import CARD_FILE, load_checkpoint
 from aapt_ros.streaming.session import StreamingSession
 from aapt_ros.training import cli
-from aapt_ros.training.checkpoints import CARD_FILE, MODEL_STATE, STATE_DIR
+from aapt_ros.training.checkpoints import MODEL_STATE, STATE_DIR
 from aapt_ros.training.config import TrainError, load_train_config
 
 REPO = Path(__file__).resolve().parents[2]
