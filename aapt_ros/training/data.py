@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, Subset
 
-from aapt_ros.data.clips import ClipDataset
+from aapt_ros.data.clips import FRAMES, ClipDataset, frames_to_float
 from aapt_ros.data.episodes import sim_mapping
 from aapt_ros.data.mapping import TopicMapping, load_mapping
 from aapt_ros.model.camera import Pose, relative_motion
@@ -135,7 +135,9 @@ def batch(
     if share is not None:
         indices = indices[share]
     items = [dataset[i] for i in indices]
-    return {key: torch.stack([item[key] for item in items]).to(device) for key in items[0]}
+    clips = {key: torch.stack([item[key] for item in items]).to(device) for key in items[0]}
+    clips[FRAMES] = frames_to_float(clips[FRAMES])  # on the device: uint8 crosses the bus
+    return clips
 
 
 def relative_motions(positions: torch.Tensor, orientations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

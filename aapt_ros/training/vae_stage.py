@@ -119,8 +119,8 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
     final.to(device)
     val = reconstruction_metrics(final, splits.val, config, device)
     torch.manual_seed(config.optim.seed)
-    first = splits.train[0][FRAMES][0]  # (3, H, W), the default start image of the runtime
-    start_frame = torch.from_numpy(to_uint8(first[None])[0])  # (H, W, 3) uint8
+    first = splits.train[0][FRAMES][0]  # (3, H, W) uint8, the default start image of the runtime
+    start_frame = rearrange(first, 'c h w -> h w c').contiguous()  # (H, W, 3) uint8
     checkpoint = Checkpoint(model_config, final.cpu(), CausalGenerator(model_config), start_frame)
     loss_first, loss_last = mean_first_last(stats.losses)
     card = {

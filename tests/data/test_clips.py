@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from aapt_ros.data import clips
 from aapt_ros.data.bags import BagError
-from aapt_ros.data.clips import ClipDataset, ClipRef, default_cache_dir, segments
+from aapt_ros.data.clips import ClipDataset, ClipRef, default_cache_dir, frames_to_float, segments
 from aapt_ros.data.mapping import SIM_MAPPING, MappingError, TopicMapping
 from tests.data.synthetic_bags import NS, START_NS, frame_value, joints_at, position_at, sim_messages, write_bag
 
@@ -43,10 +43,12 @@ def test_clip_tensors_have_the_documented_shapes_types_and_values(tmp_path: Path
     (bag,) = _bags(tmp_path, 12)
     dataset = ClipDataset([bag], SIM_MAPPING, clip_length=4, rate_hz=15.0, image_size=(16, 12), cache_dir=tmp_path)
     clip = dataset[1]  # frames 1..4 of the 15 Hz episode: bag images 2, 4, 6, 8
-    assert clip['frames'].shape == (4, 3, 12, 16) and clip['frames'].dtype == torch.float32
-    expected = torch.tensor([frame_value(i) for i in (2, 4, 6, 8)], dtype=torch.float32) / 127.5 - 1
-    torch.testing.assert_close(clip['frames'][:, 0, 0, 0], expected)  # red channel, in [-1, 1]
-    torch.testing.assert_close(clip['frames'][:, 1, 5, 7], -expected)  # green = 255 - red
+    assert clip['frames'].shape == (4, 3, 12, 16) and clip['frames'].dtype == torch.uint8
+    expected = torch.tensor([frame_value(i) for i in (2, 4, 6, 8)], dtype=torch.uint8)
+    torch.testing.assert_close(clip['frames'][:, 0, 0, 0], expected)  # red channel
+    torch.testing.assert_close(clip['frames'][:, 1, 5, 7], 255 - expected)  # green = 255 - red
+    in_range = frames_to_float(clip['frames'])
+    assert in_range.dtype == torch.float32 and in_range.min() >= -1 and in_range.max() <= 1
     t = np.array([2, 4, 6, 8]) * STEP_30HZ / NS
     assert clip['positions'].dtype == clip['orientations'].dtype == clip['actions'].dtype == torch.float32
     torch.testing.assert_close(clip['positions'], torch.from_numpy(position_at(t)).float())

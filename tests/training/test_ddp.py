@@ -31,7 +31,7 @@ def torchrun(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env['OMP_NUM_THREADS'] = '1'
     command = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--standalone']
     command += ['-m', 'aapt_ros.training.cli', 'vae', '--config', str(TINY), f'data.cache_dir={tmp / "cache"}']
-    return subprocess.run([*command, *COMMON, *args], cwd=tmp, env=env, capture_output=True, text=True, timeout=180)
+    return subprocess.run([*command, *COMMON, *args], cwd=tmp, env=env, capture_output=True, text=True, timeout=600)
 
 
 def test_two_ranks_resume_and_match_one_process(tmp_path: Path) -> None:
