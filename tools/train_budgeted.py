@@ -30,6 +30,9 @@ import tarfile
 import time
 from pathlib import Path
 
+from aapt_ros.model.checkpoint import CARD_FILE, GENERATOR_FILE, VAE_FILE
+from aapt_ros.training.checkpoints import STATE_DIR, STATE_JSON
+
 CALIBRATION_STEPS = (10, 40)  # the first steps (compilation, caches) are timed apart
 STAGE_OVERHEAD_S = 60  # calibration, start-up, validation and saving of one stage
 
@@ -46,15 +49,15 @@ def train(stage: str, output: Path, overrides: list[str], *extra: str) -> float:
 
 
 def trained_seconds(folder: Path) -> float:
-    return float(json.loads((folder / 'train_state' / 'state.json').read_text())['scalars']['wall_s'])
+    return float(json.loads((folder / STATE_DIR / STATE_JSON).read_text())['scalars']['wall_s'])
 
 
 def pack(runs: Path, out: Path, summary: dict[str, dict[str, float]]) -> None:
     with tarfile.open(out / 'meta.tar', 'w') as tar:
         for folder in sorted(p for p in runs.iterdir() if p.is_dir()):
             for path in sorted(folder.rglob('*')):
-                skip = 'train_state' in path.parts or path.name == 'generator.safetensors'
-                if path.is_file() and not skip and (path.name != 'vae.safetensors' or folder.name == 'vae'):
+                skip = STATE_DIR in path.parts or path.name == GENERATOR_FILE
+                if path.is_file() and not skip and (path.name != VAE_FILE or folder.name == 'vae'):
                     tar.add(path, arcname=str(path.relative_to(runs.parent)))
     (out / 'summary.json').write_text(json.dumps(summary, indent=1))
 
@@ -83,7 +86,7 @@ def main() -> int:
     for item in args.stages:
         stage, _, seconds = item.partition('=')
         output = args.runs / stage
-        if (output / 'generator.safetensors').exists():
+        if (output / GENERATOR_FILE).exists():
             say(f'{stage}: already trained, skipped')
             continue
         budget = min(float(seconds), deadline - time.time() - STAGE_OVERHEAD_S)
@@ -107,10 +110,10 @@ def main() -> int:
             f'optim.warmup_steps={max(10, steps // 20)}',
             f'val_every={max(1, steps // 6)}',
         )
-        say(f'{stage}: done in {wall:.0f} s\n' + (output / 'MODEL_CARD_FRAGMENT.md').read_text())
+        say(f'{stage}: done in {wall:.0f} s\n' + (output / CARD_FILE).read_text())
         summary[stage] = {'ms_per_step': per_step * 1e3, 'steps': steps, 'seconds': wall}
         if stage != 'vae':
-            weights = load_file(str(output / 'generator.safetensors'))
+            weights = load_file(str(output / GENERATOR_FILE))
             bf16 = {k: v.to(torch.bfloat16) for k, v in weights.items()}
             save_file(bf16, str(args.pack / f'{stage}_generator.safetensors'))
         pack(args.runs, args.pack, summary)

@@ -45,8 +45,8 @@ from aapt_ros.eval.live_rollout import rollout_live
 from aapt_ros.eval.metrics import psnr, ssim
 from aapt_ros.eval.pose_probe import PoseProbe, ProbeErrors, error_summary, load_probe, probe_errors
 from aapt_ros.model.camera import Pose
-from aapt_ros.model.checkpoint import CARD_FILE, Checkpoint, CheckpointError, load_checkpoint
-from aapt_ros.streaming.engine import resolve_device, to_uint8_images
+from aapt_ros.model.checkpoint import CARD_FILE, CheckpointError, load_checkpoint
+from aapt_ros.streaming.engine import StreamEngine, to_uint8_images
 from aapt_ros.streaming.session import SessionError, StreamingSession
 
 HORIZONS_S = (1, 5, 30, 60)
@@ -78,15 +78,14 @@ def rollout(session: StreamingSession, episode: Episode, *, oracle: bool = False
 
 
 @torch.no_grad()
-def autoencoded(checkpoint: Checkpoint, episode: Episode, device: str, chunk: int = 64) -> list[np.ndarray]:
-    """The recorded frames after the autoencoder alone (frame 0 as given): the best any generator
-    of this checkpoint can score, since its frames are decoded by the same autoencoder."""
-    target = resolve_device(device)
-    vae = checkpoint.vae.to(target).eval()
+def autoencoded(engine: StreamEngine, episode: Episode, chunk: int = 64) -> list[np.ndarray]:
+    """The recorded frames after the engine's autoencoder alone (frame 0 as given): the best any
+    generator of this checkpoint can score, since its frames are decoded by the same autoencoder."""
+    vae = engine.vae  # on the engine's device, in its dtype
     frames = [episode.frames[0].copy()]
     for start in range(1, len(episode.frames), chunk):
-        batch = torch.from_numpy(np.ascontiguousarray(episode.frames[start : start + chunk])).to(target)
-        images = batch.permute(0, 3, 1, 2)[:, None].float() / 127.5 - 1  # (N, 1, 3, H, W): a latent per frame
+        batch = torch.from_numpy(np.ascontiguousarray(episode.frames[start : start + chunk])).to(engine.device)
+        images = batch.permute(0, 3, 1, 2)[:, None].to(engine.dtype) / 127.5 - 1  # (N, 1, 3, H, W): a latent per frame
         frames += list(to_uint8_images(vae.decode(vae.encode(images))[:, 0]).cpu().numpy())
     return frames
 
@@ -290,7 +289,7 @@ def evaluate(
         if live:
             generated = rollout_live(model, episode, folder / 'node.log', device=device, seed=seed, pacing=live)
         elif autoencode:
-            generated = autoencoded(checkpoint, episode, device)
+            generated = autoencoded(session.engine, episode)
         else:
             generated = rollout(session, episode, oracle=oracle)
         scores = score(generated, episode)

@@ -214,4 +214,5 @@ class StreamEngine:
         host.copy_(source, non_blocking=True)
         if self.device.type == 'cuda':
             torch.cuda.current_stream().synchronize()
-        return host.float().numpy().copy() if not self.decode else host.numpy().copy()  # the buffer is reused
+        # The pinned buffer is reused by the next step: return one copy of it.
+        return host.numpy().copy() if self.decode else host.to(torch.float32, copy=True).numpy()

@@ -354,8 +354,7 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
     adv, optim = config.adversarial, config.optim
     folder = Path(config.output)
     start = load_start(Path(config.model), 'adversarial')
-    generator = dataclasses.replace(start.config.generator, sampling_steps=1)  # one pass per frame
-    model_config = dataclasses.replace(start.config, stage='adversarial', generator=generator)
+    model_config = dataclasses.replace(start.config, stage='adversarial')  # streams at 1 step: STAGE_SAMPLING_STEPS
     disc_start = load_discriminator_start(Path(adv.discriminator_init), start.config)
     device = resolve_device(config.device)
     splits = load_splits(config.data, model_config)

@@ -34,7 +34,7 @@ from aapt_ros.training.checkpoints import generator_checkpoint, write_outputs
 from aapt_ros.training.config import TrainConfig
 from aapt_ros.training.data import Clip, batch, load_splits, rank_share, step_generator
 from aapt_ros.training.flow_stage import VAL_SEED_OFFSET, clip_latents, clip_times, latent_shape, load_start, noised
-from aapt_ros.training.loop import is_main_process, mean_first_last, resolve_device, train
+from aapt_ros.training.loop import mean_first_last, resolve_device, train, writes_outputs
 
 
 def x0_prediction(net: CausalGenerator, inputs: tuple[torch.Tensor, ...], t_clip: torch.Tensor) -> torch.Tensor:
@@ -130,9 +130,7 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
         stop_after=stop_after,
         validate=validate,
     )
-    if stats.step < config.optim.steps:  # stopped early (--stop-after): the state is saved, no checkpoint yet
-        return {'steps': stats.step}
-    if not is_main_process():  # DDP: rank 0 validates and writes while the others wait
+    if not writes_outputs(stats, config):
         return {'steps': stats.step}
     val = validate()
     checkpoint = generator_checkpoint(model_config, student, start)

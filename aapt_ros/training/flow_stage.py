@@ -37,7 +37,7 @@ from aapt_ros.model.vae import VideoAutoencoder
 from aapt_ros.training.checkpoints import generator_checkpoint, write_outputs
 from aapt_ros.training.config import TrainConfig, TrainError
 from aapt_ros.training.data import Clip, batch, load_splits, rank_share, relative_motions, step_generator
-from aapt_ros.training.loop import is_main_process, mean_first_last, resolve_device, train
+from aapt_ros.training.loop import mean_first_last, resolve_device, train, writes_outputs
 
 VAL_T = (0.25, 0.5, 0.75)  # fixed times of the held-out loss, so it is comparable across runs
 VAL_SEED_OFFSET = -(2**20)
@@ -189,9 +189,7 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
         stop_after=stop_after,
         validate=validate,
     )
-    if stats.step < config.optim.steps:  # stopped early (--stop-after): the state is saved, no checkpoint yet
-        return {'steps': stats.step}
-    if not is_main_process():  # DDP: rank 0 validates and writes while the others wait
+    if not writes_outputs(stats, config):
         return {'steps': stats.step}
     val = validate()
     checkpoint = generator_checkpoint(model_config, net, start)

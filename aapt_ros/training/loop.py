@@ -172,6 +172,12 @@ class RunStats:
         return {'wall_s': self.wall_s, 'losses': self.losses}
 
 
+def writes_outputs(stats: RunStats, config: TrainConfig) -> bool:
+    """Whether this process writes the stage's checkpoint: the run reached ``optim.steps`` (after
+    ``--stop-after`` only the state is saved) and, under DDP, this is rank 0 (the others just wait)."""
+    return stats.step >= config.optim.steps and is_main_process()
+
+
 def train(
     config: TrainConfig,
     module: torch.nn.Module,

@@ -25,7 +25,7 @@ from aapt_ros.model.vae import VideoAutoencoder
 from aapt_ros.training.checkpoints import write_outputs
 from aapt_ros.training.config import TrainConfig, TrainError
 from aapt_ros.training.data import Clip, batch, load_splits, step_generator
-from aapt_ros.training.loop import is_main_process, mean_first_last, resolve_device, train
+from aapt_ros.training.loop import mean_first_last, resolve_device, train, writes_outputs
 from aapt_ros.training.losses import reconstruction_loss
 
 VAL_SEED_OFFSET = -(2**20)  # validation batches use steps no training step reaches
@@ -108,9 +108,7 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
         stop_after=stop_after,
         validate=validate,
     )
-    if stats.step < config.optim.steps:  # stopped early (--stop-after): the state is saved, no checkpoint yet
-        return {'steps': stats.step}
-    if not is_main_process():  # DDP: rank 0 measures, validates and writes while the others wait
+    if not writes_outputs(stats, config):
         return {'steps': stats.step}
     scale = measure_latent_scale(vae, splits.train, config, device)  # absolute: std of unscaled latents
     model_config = dataclasses.replace(start, stage='vae', vae=dataclasses.replace(start.vae, latent_scale=scale))
