@@ -91,7 +91,7 @@ class StreamEngine:
         self.decode = decode  # False: latents only, to time the generator alone
         self.vae = checkpoint.vae.to(self.device, self.dtype).eval()
         if self.device.type == 'cuda':  # cuDNN's half-precision convolutions want NHWC; NCHW adds transposes
-            self.vae = self.vae.to(memory_format=torch.channels_last)
+            self.vae = self.vae.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # untyped overload
         self.generator = checkpoint.generator.to(self.device, self.dtype).eval()
         self.cache = KVCache.allocate(config, batch_size, self.device, self.dtype)
         self.seed = seed

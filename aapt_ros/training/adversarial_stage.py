@@ -264,10 +264,12 @@ class Trainer:
         self.net, self.disc, self.vae, self.splits = net, disc, vae, splits
         self.nets = nn.ModuleDict({GENERATOR: net, DISCRIMINATOR: disc})  # one state dict for train_state/
         self.params = {name: list(module.parameters()) for name, module in self.nets.items()}
+        head = {id(p) for p in disc.head_parameters()}
         self.optimizer = torch.optim.RMSprop(
             [
                 {'params': self.params[GENERATOR], 'lr': adv.g_lr},
-                {'params': self.params[DISCRIMINATOR], 'lr': adv.d_lr},
+                {'params': [p for p in self.params[DISCRIMINATOR] if id(p) not in head], 'lr': adv.d_lr},
+                {'params': disc.head_parameters(), 'lr': adv.d_head_lr},
             ],
             alpha=adv.rmsprop_alpha,
         )
@@ -328,7 +330,7 @@ class Trainer:
         """Training step ``step``: ``d_steps`` discriminator updates, then a generator update on the
         last one's rollout (the generator has not changed since). Returns the ``LOGGED`` values."""
         optim, adv = self.config.optim, self.adv
-        for group, lr in zip(self.optimizer.param_groups, (adv.g_lr, adv.d_lr), strict=True):
+        for group, lr in zip(self.optimizer.param_groups, (adv.g_lr, adv.d_lr, adv.d_head_lr), strict=True):
             group['lr'] = learning_rate(dataclasses.replace(optim, lr=lr), step)
         generator = step_generator(optim.seed, step)
         for _ in range(adv.d_steps):
@@ -416,7 +418,8 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
         'discriminator pairing loss, first -> last 5 steps': f'{d_first:.4f} -> {d_last:.4f}',
         'generator loss, first -> last 5 steps': f'{g_first:.4f} -> {g_last:.4f}',
         'approximated R1 / R2': f'lambda {adv.r1_lambda:g} / {adv.r2_lambda:g}, sigma {adv.sigma:g}',
-        'optimiser': f'RMSProp alpha {adv.rmsprop_alpha:g}, lr {adv.g_lr:g} (generator) / {adv.d_lr:g} (discriminator)',
+        'optimiser': f'RMSProp alpha {adv.rmsprop_alpha:g}, lr {adv.g_lr:g} (generator) / {adv.d_lr:g} '
+        f'(discriminator) / {adv.d_head_lr:g} (its head)',
         'held-out rollout latent MSE, start -> end (drift, not the GAN objective)': (
             f'{stats.start_rollout_mse:.4f} -> {val:.4f}'
         ),

@@ -105,7 +105,10 @@ class AdversarialConfig:
     r2_lambda: float = 1000.0  # approximated R2: the same on generated frames (paper 1000)
     sigma: float = 0.1  # std of the perturbation n, in latent units (latents have about unit std; paper 0.1)
     g_lr: float = 1e-5  # RMSProp moves every weight by about lr per step: small for fine-tuning
-    d_lr: float = 1e-5
+    d_lr: float = 1e-5  # the discriminator's pretrained trunk
+    # The discriminator's new, zero-initialised logit head learns from scratch and needs a rate of
+    # its own (see discriminator.py).
+    d_head_lr: float = 1e-3
     rmsprop_alpha: float = 0.9  # RMSProp's squared-gradient decay (paper 0.9; PyTorch's default is 0.99)
     # Long rollouts are trained by segments of segment_frames frames, of which the first
     # segment_overlap repeat the end of the previous segment as the discriminator's context
@@ -125,10 +128,10 @@ class AdversarialConfig:
             )
         if min(self.r1_lambda, self.r2_lambda) < 0 or not self.sigma > 0:
             raise ConfigError('adversarial.r1_lambda and r2_lambda must be >= 0 and adversarial.sigma positive')
-        if not (self.g_lr > 0 and self.d_lr > 0 and 0 < self.rmsprop_alpha < 1) or self.d_steps < 1:
+        if not (min(self.g_lr, self.d_lr, self.d_head_lr) > 0 and 0 < self.rmsprop_alpha < 1) or self.d_steps < 1:
             raise ConfigError(
-                'adversarial.g_lr and d_lr must be positive, rmsprop_alpha in (0, 1) and d_steps >= 1, got '
-                f'{self.g_lr}, {self.d_lr}, {self.rmsprop_alpha}, {self.d_steps}'
+                'adversarial.g_lr, d_lr and d_head_lr must be positive, rmsprop_alpha in (0, 1) and d_steps >= 1, '
+                f'got {self.g_lr}, {self.d_lr}, {self.d_head_lr}, {self.rmsprop_alpha}, {self.d_steps}'
             )
 
 

@@ -19,15 +19,6 @@ from torch import nn
 
 from aapt_ros.model.generator import CausalGenerator
 
-# The head's logit is HEAD_GAIN * (w . pooled). RMSProp moves every weight by about lr per step
-# whatever its gradient's size, so a zero-initialised head at the trunk's fine-tuning rate (5e-5)
-# cannot reach the weights a separating head needs: on the default model's adapt features a
-# linear head separating real from generated frames needs |w| ~ 20-40 (about 1-3 per weight),
-# i.e. tens of thousands of steps at 5e-5 per weight. Measured: the first two GPU runs' pairing
-# loss stayed at ln 2 (0.6931) for 356 and 475 steps. The gain makes the head's effective rate
-# HEAD_GAIN * d_lr (1e-2 at d_lr 5e-5) while the pretrained trunk keeps d_lr.
-HEAD_GAIN = 200.0
-
 
 class Discriminator(nn.Module):
     """A ``CausalGenerator`` body with a per-frame logit head."""
@@ -42,6 +33,15 @@ class Discriminator(nn.Module):
         # instead of with a random opinion, and the run does not depend on a global seed.
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """The new head's weights. RMSProp moves every weight by about its rate per step, whatever the
+        gradient's size; a separating head needs weights of order 0.1-1 while the pretrained trunk
+        must move by 1e-5-ish, so the head trains at ``adversarial.d_head_lr``, the trunk at ``d_lr``.
+        (One rate for both left the first GPU runs' pairing loss at ln 2 for hundreds of steps; a
+        head gain of 200 instead made the logits jump by about 1 per step and the discriminator
+        collapse to a constant, 2026-11-21.)"""
+        return list(self.head.parameters())
 
     def forward(
         self,
@@ -62,5 +62,5 @@ class Discriminator(nn.Module):
         t = torch.zeros(sequence.shape[:2], device=frames.device)  # (B, 1 + S): clean latents
         tokens, _, _ = self.body.segment_features(sequence, previous, rays, action, t, None)  # (B, 1 + S, T, dim)
         pooled = self.norm(tokens[:, 1:]).mean(dim=2)  # (B, S, dim), no logit for the sink
-        logits: torch.Tensor = self.head(pooled) * HEAD_GAIN  # (B, S, 1)
+        logits: torch.Tensor = self.head(pooled)  # (B, S, 1)
         return logits[..., 0].float()
