@@ -13,9 +13,11 @@ Written under ``--output-dir``, one folder per bag plus a summary:
   (each the mean of the frames in the second that ends at that horizon).
 
 ``--oracle`` passes the ground truth through instead of generating, to check the pipeline:
-PSNR is then infinite and SSIM 1. ``--live recorded`` runs generator_node in its own process and
-publishes the episode to it over ROS 2 at the recorded rate with ``/clock`` (sim time), scoring
-what the node publishes; ``--live lockstep`` waits for each image before the next pose.
+PSNR is then infinite and SSIM 1. ``--hold-first-frame`` publishes the start image at every step:
+the score of no model at all, which a generator has to beat to show it follows the camera.
+``--live recorded`` runs generator_node in its own process and publishes the episode to it over
+ROS 2 at the recorded rate with ``/clock`` (sim time), scoring what the node publishes;
+``--live lockstep`` waits for each image before the next pose.
 
 Example::
 
@@ -230,7 +232,13 @@ def append_to_card(model: Path, bags: list[Path], report: dict[str, object], tab
 
     Only appends: what aapt-train wrote before stays as it was.
     """
-    mode = 'autoencoder only' if report['autoencode'] else f'{report["sampling_steps"]} sampling step(s) per frame'
+    mode = (
+        'autoencoder only'
+        if report['autoencode']
+        else 'first frame held, no model'
+        if report.get('hold_first_frame')
+        else f'{report["sampling_steps"]} sampling step(s) per frame'
+    )
     names = ', '.join(f'`{b.name}`' for b in bags)
     lines = ['', f'### Held-out evaluation (aapt-eval, {mode}, seed {report["seed"]})', '', f'bags: {names}', '']
     card = model / CARD_FILE
@@ -260,10 +268,12 @@ def evaluate(
     probe: PoseProbe | None = None,
     sampling_steps: int | None = None,
     autoencode: bool = False,
+    hold_first_frame: bool = False,
     append_card: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Score every bag; ``live`` ('recorded' or 'lockstep' pacing) runs a node process instead,
-    ``autoencode`` scores the autoencoder's reconstructions (the ceiling of the generator)."""
+    ``autoencode`` scores the autoencoder's reconstructions (the ceiling of the generator),
+    ``hold_first_frame`` the start image repeated (the floor: no model)."""
     checkpoint = load_checkpoint(model)
     camera = checkpoint.config.camera
     session = StreamingSession(checkpoint, device=device, seed=seed, sampling_steps=sampling_steps)
@@ -290,6 +300,8 @@ def evaluate(
             generated = rollout_live(model, episode, folder / 'node.log', device=device, seed=seed, pacing=live)
         elif autoencode:
             generated = autoencoded(session.engine, episode)
+        elif hold_first_frame:
+            generated = [episode.frames[0].copy() for _ in episode.frames]
         else:
             generated = rollout(session, episode, oracle=oracle)
         scores = score(generated, episode)
@@ -317,6 +329,7 @@ def evaluate(
         'model': str(model),
         'oracle': oracle,
         'autoencode': autoencode,
+        'hold_first_frame': hold_first_frame,
         'live': live,
         'sampling_steps': session.engine.sampling_steps,
         'seed': seed,
@@ -358,6 +371,11 @@ def main(argv: list[str] | None = None) -> int:
         help="score the autoencoder's reconstructions of the recorded frames (the generator's ceiling)",
     )
     parser.add_argument(
+        '--hold-first-frame',
+        action='store_true',
+        help='publish the start image at every step: the no-model baseline a generator must beat',
+    )
+    parser.add_argument(
         '--steps', type=int, default=None, help="sampling steps per frame (default: the checkpoint's sampling_steps)"
     )
     parser.add_argument(
@@ -376,6 +394,16 @@ def main(argv: list[str] | None = None) -> int:
         'recorded rate or frame by frame',
     )
     args = parser.parse_args(argv)
+    modes = {
+        '--oracle': args.oracle,
+        '--autoencode': args.autoencode,
+        '--hold-first-frame': args.hold_first_frame,
+        '--live': args.live is not None,
+    }
+    chosen = [name for name, on in modes.items() if on]
+    if len(chosen) > 1:
+        print(f'ERROR: {" and ".join(chosen)} choose what is scored; give one of them; see --help', file=sys.stderr)
+        return 1
     if args.output_dir.exists() and any(args.output_dir.iterdir()):
         print(f'ERROR: refusing to overwrite the non-empty folder {args.output_dir}; see --help', file=sys.stderr)
         return 1
@@ -393,6 +421,7 @@ def main(argv: list[str] | None = None) -> int:
             live=args.live,
             sampling_steps=args.steps,
             autoencode=args.autoencode,
+            hold_first_frame=args.hold_first_frame,
             append_card=args.append_card,
             probe=load_probe(args.probe) if args.probe else None,
         )

@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from aapt_ros.data.bags import read_messages
+from aapt_ros.data.bags import TYPESTORE, read_messages
 from aapt_ros.eval import compare
 from aapt_ros.eval.replay import GENERATED_TOPIC, RECORDED_TOPIC, main
 from aapt_ros.model.checkpoint import CARD_FILE
@@ -35,6 +35,20 @@ def test_oracle_replay_scores_infinite_psnr_and_unit_ssim(
     summary = json.loads((tmp_path / 'out' / 'summary.json').read_text())['summary']
     assert summary['1s']['psnr_mean'] == math.inf and summary['1s']['ssim_mean'] == pytest.approx(1.0)
     assert summary['1s']['bags'] == 2
+
+
+def test_hold_first_frame_scores_the_start_image_repeated_and_modes_exclude_each_other(
+    tiny_model: Path, held_out_bags: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _run(tiny_model, held_out_bags[:1], tmp_path / 'held', '--hold-first-frame') == 0
+    report = json.loads((tmp_path / 'held' / 'summary.json').read_text())
+    assert report['hold_first_frame'] and 0 < report['summary']['1s']['psnr_mean'] < math.inf
+    published = read_messages(tmp_path / 'held' / held_out_bags[0].name / 'replay_bag', [GENERATED_TOPIC])
+    images = {TYPESTORE.deserialize_cdr(m.data, m.msgtype).data.tobytes() for m in published}
+    assert len(images) == 1  # the same image at every step
+    assert _run(tiny_model, held_out_bags[:1], tmp_path / 'both', '--hold-first-frame', '--oracle') == 1
+    assert '--oracle and --hold-first-frame' in capsys.readouterr().err
+    assert not (tmp_path / 'both').exists()
 
 
 def test_append_card_adds_the_scores_to_the_model_card_and_keeps_what_was_there(
