@@ -3,7 +3,9 @@ discriminator, and the stage end to end on the tiny config (a short vae -> ... -
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -274,3 +276,21 @@ def test_the_discriminator_separates_noise_from_recorded_frames_within_a_few_ste
                 trainer.disc, sample, segment, [sequence(sample.real, segment), sequence(sample.fake, segment)]
             )
             assert (d_real > d_fake).all()
+
+
+def test_forcing_gap_tool_scores_both_rollouts_per_frame(chain: Path, tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location('forcing_gap', REPO / 'tools' / 'forcing_gap.py')
+    assert spec is not None and spec.loader is not None
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    output = tmp_path / 'gap.json'
+    bag = str(REPO / 'aapt_ros' / 'data' / 'samples' / 'sim_episode')
+    argv = ['--model', str(chain / 'distill'), '--bags', bag, '--clip-length', '5', '--clips', '2']
+    assert tool.main([*argv, '--cache-dir', str(chain / 'cache'), '--output', str(output)]) == 0
+    gap = json.loads(output.read_text())
+    assert len(gap['teacher_forced']) == len(gap['student_forced']) == 4  # the frames after the sink
+    # The first generated frame recycles the sink either way; later ones differ in what they recycle.
+    assert gap['teacher_forced'][0] == pytest.approx(gap['student_forced'][0])
+    assert all(math.isfinite(x) for x in gap['teacher_forced'] + gap['student_forced'])
+    with pytest.raises(SystemExit):  # never overwrites a result
+        tool.main([*argv, '--output', str(output)])
