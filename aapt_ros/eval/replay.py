@@ -48,7 +48,7 @@ from aapt_ros.eval.metrics import psnr, ssim
 from aapt_ros.eval.pose_probe import PoseProbe, ProbeErrors, error_summary, load_probe, probe_errors
 from aapt_ros.model.camera import Pose
 from aapt_ros.model.checkpoint import CARD_FILE, CheckpointError, load_checkpoint
-from aapt_ros.streaming.engine import StreamEngine, to_uint8_images
+from aapt_ros.streaming.engine import StreamEngine, from_uint8_images, to_uint8_images
 from aapt_ros.streaming.session import SessionError, StreamingSession
 
 HORIZONS_S = (1, 5, 30, 60)
@@ -87,8 +87,8 @@ def autoencoded(engine: StreamEngine, episode: Episode, chunk: int = 64) -> list
     frames = [episode.frames[0].copy()]
     for start in range(1, len(episode.frames), chunk):
         batch = torch.from_numpy(np.ascontiguousarray(episode.frames[start : start + chunk])).to(engine.device)
-        images = batch.permute(0, 3, 1, 2)[:, None].to(engine.dtype) / 127.5 - 1  # (N, 1, 3, H, W): a latent per frame
-        frames += list(to_uint8_images(vae.decode(vae.encode(images))[:, 0]).cpu().numpy())
+        latents = vae.encode(from_uint8_images(batch, engine.dtype))
+        frames += list(to_uint8_images(vae.decode(latents)[:, 0]).cpu().numpy())
     return frames
 
 

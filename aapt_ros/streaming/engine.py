@@ -53,6 +53,11 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return choices[dtype]
 
 
+def from_uint8_images(frames: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, H, W, 3) uint8 -> (B, 1, 3, H, W) in [-1, 1] of ``dtype``: one latent frame per image."""
+    return frames.permute(0, 3, 1, 2)[:, None].to(dtype) / 127.5 - 1
+
+
 def to_uint8_images(images: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) in [-1, 1] -> (B, H, W, 3) uint8."""
     return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
@@ -179,8 +184,7 @@ class StreamEngine:
         self._upload()
         mask = torch.as_tensor(np.asarray(streams, dtype=bool), device=self.device)
         frames = torch.from_numpy(np.ascontiguousarray(first_frames)).to(self.device)
-        images = frames.permute(0, 3, 1, 2)[:, None].to(self.dtype) / 127.5 - 1  # (B, 1, 3, H, W) in [-1, 1]
-        latents = self.vae.encode(images)[:, 0]
+        latents = self.vae.encode(from_uint8_images(frames, self.dtype))[:, 0]
         self.cache.reset(mask)
         identity = torch.eye(3, device=self.device).repeat(b, 1, 1)
         rays = self.generator.rays(identity, torch.zeros(b, 3, device=self.device)).to(self.dtype)
