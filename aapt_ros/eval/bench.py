@@ -4,8 +4,9 @@ Every number comes from the same run and the same network (random weights: speed
 depend on training):
 
 - end to end (pose + action in -> RGB uint8 on the host, autoencoder included) and generator
-  only, per-step latency p50/p99 and frames/s at batch 1;
-- 1-step (AAPT) vs 4-step and 50-step sampling of the same network;
+  only, per-step latency p50/p99 and frames/s at batch 1; end to end with the light decoder
+  (``model/fast_decoder.py``) as well as the autoencoder's full one;
+- 1-step (AAPT) vs 4-step and 50-step sampling of the same network, with either decoder;
 - KV-cached step vs recomputing the whole attention window without a cache;
 - step cost at frame ~2000 vs frame ~50 (constant by construction: the ring buffer);
 - many streams: frames/s, step latency and peak memory per batch size, and how many 30 Hz
@@ -44,15 +45,16 @@ from aapt_ros.streaming.engine import StreamEngine, resolve_device, resolve_dtyp
 from aapt_ros.streaming.session import StreamingSession
 
 H100_BF16_DENSE_TFLOPS = 989.0  # datasheet peak (SXM); the brief's plain probe reaches about 790
+FAST = VAEConfig(fast_decoder_channels=128)  # every config carries the light decoder too, timed beside the full one
 CONFIGS: dict[str, ModelConfig] = {
-    'default': ModelConfig(),
+    'default': ModelConfig(vae=FAST),
     'qvga': ModelConfig(  # 320x240, 60 deg horizontal field of view
-        name='qvga', camera=CameraConfig(width=320, height=240, fx=277.1, fy=277.1, cx=160.0, cy=120.0)
+        name='qvga', camera=CameraConfig(width=320, height=240, fx=277.1, fy=277.1, cx=160.0, cy=120.0), vae=FAST
     ),
     'small': ModelConfig(  # the default architecture at the smallest useful size, for CPUs
         name='small',
         camera=CameraConfig(width=64, height=64, fx=55.4, fy=55.4, cx=32.0, cy=32.0),
-        vae=VAEConfig(base_channels=16, max_channels=64),
+        vae=VAEConfig(base_channels=16, max_channels=64, fast_decoder_channels=64),
         generator=GeneratorConfig(dim=128, depth=4, heads=2),
     ),
 }
@@ -225,6 +227,16 @@ def bench_config(name: str, device: torch.device, batches: list[int], quick: boo
             ),
         ),
         (
+            'end_to_end_fast_decoder_batch1',
+            lambda: asdict(bench_engine(checkpoint, device, 1, n, decoder='fast', compile=compile)),
+        ),
+        (
+            'steps_4_fast_decoder_batch1',
+            lambda: asdict(
+                bench_engine(checkpoint, device, 1, max(n // 4, 10), sampling_steps=4, decoder='fast', compile=compile)
+            ),
+        ),
+        (
             'steps_50_batch1',
             lambda: asdict(bench_engine(checkpoint, device, 1, max(n // 50, 5), sampling_steps=50, compile=compile)),
         ),
@@ -252,6 +264,9 @@ def bench_config(name: str, device: torch.device, batches: list[int], quick: boo
     r['one_step_speedup_over_4_steps_generator_only'] = (
         r['steps_4_generator_only_batch1']['p50_ms'] / r['generator_only_batch1']['p50_ms']
     )
+    r['one_step_speedup_over_4_steps_fast_decoder'] = (
+        r['steps_4_fast_decoder_batch1']['p50_ms'] / r['end_to_end_fast_decoder_batch1']['p50_ms']
+    )
     r['cache_speedup_over_recompute'] = r['recompute_without_cache_batch1']['p50_ms'] / r['end_to_end_batch1']['p50_ms']
     r['batches'] = {}
     for batch in tqdm(batches, desc=f'{name} batches', unit='batch'):
@@ -264,6 +279,13 @@ def bench_config(name: str, device: torch.device, batches: list[int], quick: boo
         four = bench_engine(checkpoint, device, batch, max(n // 20, 10), sampling_steps=4, compile=compile)
         entry['steps_4_p50_ms'] = four.p50_ms
         entry['one_step_speedup_over_4_steps'] = four.p50_ms / timing.p50_ms
+        fast = bench_engine(checkpoint, device, batch, max(n // 5, 10), decoder='fast', compile=compile)
+        fast_four = bench_engine(
+            checkpoint, device, batch, max(n // 20, 10), sampling_steps=4, decoder='fast', compile=compile
+        )
+        entry['fast_decoder'] = asdict(fast)
+        entry['fast_decoder_steps_4_p50_ms'] = fast_four.p50_ms
+        entry['fast_decoder_one_step_speedup_over_4_steps'] = fast_four.p50_ms / fast.p50_ms
         if gpu:
             entry['peak_memory_mib'] = torch.cuda.max_memory_allocated() / 2**20
             flops = step_flops(checkpoint, device, batch)
@@ -324,7 +346,9 @@ def main(argv: list[str] | None = None) -> int:
             f'{report["config"]} {report["resolution"]}: end to end {r["end_to_end_batch1"]["fps"]:.0f} frames/s '
             f'(p50 {r["end_to_end_batch1"]["p50_ms"]:.2f} ms, p99 {r["end_to_end_batch1"]["p99_ms"]:.2f} ms), '
             f'generator only {r["generator_only_batch1"]["fps"]:.0f} frames/s, 1-step vs 4-step '
-            f'{r["one_step_speedup_over_4_steps"]:.2f}x, cache vs recompute {r["cache_speedup_over_recompute"]:.1f}x, '
+            f'{r["one_step_speedup_over_4_steps"]:.2f}x; fast decoder {r["end_to_end_fast_decoder_batch1"]["fps"]:.0f} '
+            f'frames/s, 1-step vs 4-step {r["one_step_speedup_over_4_steps_fast_decoder"]:.2f}x; '
+            f'cache vs recompute {r["cache_speedup_over_recompute"]:.1f}x, '
             f'late/early step {r["rollout_length"]["late_over_early_p50"]:.3f}, '
             f'streams at 30 Hz {r["max_streams_at_30hz"]}',
             flush=True,

@@ -38,6 +38,7 @@ def rollout_live(
     seed: int,
     pacing: str = 'recorded',
     timeout: float = 120.0,
+    decoder: str = 'full',
 ) -> list[np.ndarray]:
     """Generated frames for ``episode`` from a node process; frame 0 is the start image as published.
 
@@ -48,6 +49,7 @@ def rollout_live(
         'model_path': str(model.resolve()),
         'device': device,
         'seed': seed,
+        'decoder': decoder,
         'use_sim_time': True,
         'input_depth': 1000,
         'image_depth': 1000,

@@ -88,7 +88,8 @@ def autoencoded(engine: StreamEngine, episode: Episode, chunk: int = 64) -> list
     for start in range(1, len(episode.frames), chunk):
         batch = torch.from_numpy(np.ascontiguousarray(episode.frames[start : start + chunk])).to(engine.device)
         latents = vae.encode(from_uint8_images(batch, engine.dtype))
-        frames += list(to_uint8_images(vae.decode(latents)[:, 0]).cpu().numpy())
+        decode = vae.decode_fast if engine.decoder == 'fast' else vae.decode
+        frames += list(to_uint8_images(decode(latents)[:, 0]).cpu().numpy())
     return frames
 
 
@@ -239,6 +240,8 @@ def append_to_card(model: Path, bags: list[Path], report: dict[str, object], tab
         if report.get('hold_first_frame')
         else f'{report["sampling_steps"]} sampling step(s) per frame'
     )
+    if report.get('decoder') == 'fast':
+        mode += ', fast decoder'
     names = ', '.join(f'`{b.name}`' for b in bags)
     lines = ['', f'### Held-out evaluation (aapt-eval, {mode}, seed {report["seed"]})', '', f'bags: {names}', '']
     card = model / CARD_FILE
@@ -270,13 +273,14 @@ def evaluate(
     autoencode: bool = False,
     hold_first_frame: bool = False,
     append_card: bool = False,
+    decoder: str = 'full',
 ) -> dict[str, dict[str, float]]:
     """Score every bag; ``live`` ('recorded' or 'lockstep' pacing) runs a node process instead,
     ``autoencode`` scores the autoencoder's reconstructions (the ceiling of the generator),
     ``hold_first_frame`` the start image repeated (the floor: no model)."""
     checkpoint = load_checkpoint(model)
     camera = checkpoint.config.camera
-    session = StreamingSession(checkpoint, device=device, seed=seed, sampling_steps=sampling_steps)
+    session = StreamingSession(checkpoint, device=device, seed=seed, sampling_steps=sampling_steps, decoder=decoder)
     runs: dict[str, list[FrameScore]] = {}
     horizons: dict[str, dict[str, dict[str, float]]] = {}
     probe_generated: list[ProbeErrors] = []
@@ -297,7 +301,9 @@ def evaluate(
         folder = output_dir / bag.name
         folder.mkdir(parents=True)
         if live:
-            generated = rollout_live(model, episode, folder / 'node.log', device=device, seed=seed, pacing=live)
+            generated = rollout_live(
+                model, episode, folder / 'node.log', device=device, seed=seed, pacing=live, decoder=decoder
+            )
         elif autoencode:
             generated = autoencoded(session.engine, episode)
         elif hold_first_frame:
@@ -332,6 +338,7 @@ def evaluate(
         'hold_first_frame': hold_first_frame,
         'live': live,
         'sampling_steps': session.engine.sampling_steps,
+        'decoder': decoder,
         'seed': seed,
         'summary': summary,
         'per_bag': horizons,
@@ -379,6 +386,12 @@ def main(argv: list[str] | None = None) -> int:
         '--steps', type=int, default=None, help="sampling steps per frame (default: the checkpoint's sampling_steps)"
     )
     parser.add_argument(
+        '--decoder',
+        choices=['full', 'fast'],
+        default='full',
+        help="the autoencoder's decoder, or the light one of checkpoints trained with aapt-train decoder",
+    )
+    parser.add_argument(
         '--append-card',
         action='store_true',
         help=f"append the summary table to the model folder's {CARD_FILE} (created if missing)",
@@ -423,6 +436,7 @@ def main(argv: list[str] | None = None) -> int:
             autoencode=args.autoencode,
             hold_first_frame=args.hold_first_frame,
             append_card=args.append_card,
+            decoder=args.decoder,
             probe=load_probe(args.probe) if args.probe else None,
         )
     except (EvalError, BagError, MappingError, CheckpointError, SessionError, ReplayError, ValueError) as err:

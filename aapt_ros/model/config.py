@@ -52,6 +52,7 @@ class VAEConfig:
     base_channels: int = 32  # channels at full resolution, doubled at each downsampling
     max_channels: int = 128
     latent_scale: float = 1.0  # multiplies latents so the generator sees about unit std
+    fast_decoder_channels: int = 0  # > 0: a light second decoder of this width is present (stage decoder)
 
     def __post_init__(self) -> None:
         if self.spatial_factor not in (4, 8, 16):
@@ -60,6 +61,11 @@ class VAEConfig:
             raise ConfigError(f'vae.temporal_factor must be 1 or 4, got {self.temporal_factor}')
         if self.latent_channels <= 0 or self.base_channels <= 0:
             raise ConfigError('vae.latent_channels and vae.base_channels must be positive')
+        if self.fast_decoder_channels < 0 or (self.fast_decoder_channels and self.temporal_factor != 1):
+            raise ConfigError(
+                f'vae.fast_decoder_channels must be >= 0 and needs temporal_factor 1 (it decodes each latent '
+                f'frame on its own), got {self.fast_decoder_channels} with temporal_factor {self.temporal_factor}'
+            )
 
     @property
     def num_downsamples(self) -> int:

@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from aapt_ros.model.config import VAEConfig
+from aapt_ros.model.fast_decoder import FastDecoder
 from aapt_ros.model.temporal import TemporalDownsample, TemporalUpsample
 
 
@@ -107,6 +108,7 @@ class VideoAutoencoder(nn.Module):
         factor = config.temporal_factor
         self.down = TemporalDownsample(channels, factor) if factor > 1 else None
         self.up = TemporalUpsample(channels, factor) if factor > 1 else None
+        self.fast_decoder = FastDecoder(config) if config.fast_decoder_channels else None
 
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         """Whole clips; F must be a multiple of the temporal factor."""
@@ -130,6 +132,14 @@ class VideoAutoencoder(nn.Module):
             series = rearrange(features, '(b l) c h w -> (b h w) c l', b=b)
             features = rearrange(self.up(series)[0], '(b h w) c f -> (b f) c h w', b=b, h=h, w=w)
         return rearrange(self.decoder.image(features), '(b f) c h w -> b f c h w', b=b)
+
+    def decode_fast(self, latents: torch.Tensor) -> torch.Tensor:
+        """``decode`` with the light decoder: (B, L, C, h, w) -> (B, L, 3, H, W)."""
+        if self.fast_decoder is None:
+            raise ValueError('no fast decoder here (vae.fast_decoder_channels is 0): train one with aapt-train decoder')
+        b = latents.shape[0]
+        images = self.fast_decoder(rearrange(latents, 'b l c h w -> (b l) c h w') / self.config.latent_scale)
+        return rearrange(images, '(b l) c h w -> b l c h w', b=b)
 
     def encode_stream(self, frame: torch.Tensor, state: StreamState) -> torch.Tensor | None:
         """One frame (B, 3, H, W) -> its group's latent (B, C, h, w) once the group is complete."""

@@ -124,6 +124,7 @@ class GeneratorNode(Node):
                 seed=p['seed'],
                 sampling_steps=p['sampling_steps'] or None,
                 compile=p['compile'],
+                decoder=p['decoder'],
             )
             check_action_source(self.action_source, checkpoint.config.generator.action_names)
         except (SessionError, InputError) as err:
@@ -213,6 +214,14 @@ class GeneratorNode(Node):
                 'compile',
                 False,
                 desc('torch.compile the step (CUDA: about 2x faster at batch 1, 20-60 s longer start-up).'),
+            ),
+            (
+                'decoder',
+                'full',
+                desc(
+                    '"full": the autoencoder\'s decoder; "fast": the light one of models trained with '
+                    'aapt-train decoder (several times cheaper, a little less sharp; see the model card).'
+                ),
             ),
             (
                 'trigger_mode',

@@ -2,8 +2,9 @@
 
 State is explicit and preallocated: the KV cache, the recycled previous latent of each stream,
 and static input buffers (relative camera motion, actions, noise, which streams commit). A step
-is a pure function of those buffers, so on CUDA it is captured once in a CUDA graph and replayed:
-a frame then costs one graph launch plus two small copies, whatever the model's kernel count.
+is a pure function of those buffers, so on CUDA it is captured once in a CUDA graph, together
+with the copies of its inputs from and its output to pinned host memory, and replayed: a frame
+then costs one graph launch, whatever the model's kernel count.
 
 Host API (numpy in, numpy out)::
 
@@ -26,6 +27,7 @@ from aapt_ros.streaming import cuda_graphs
 
 COMMIT = 12  # column of the packed inputs that says whether a stream advances
 INPUT_FIELDS = 13  # rotation (9), translation (3), commit (1); the actions follow
+DECODERS = ('full', 'fast')  # the autoencoder's decoder, or its light one (model/fast_decoder.py)
 
 
 class EngineError(ValueError):
@@ -80,6 +82,7 @@ class StreamEngine:
         cuda_graph: bool = True,
         decode: bool = True,
         compile: bool = False,
+        decoder: str = 'full',
     ):
         config = self.config = checkpoint.config
         self.device = resolve_device(device)
@@ -94,6 +97,14 @@ class StreamEngine:
         if self.sampling_steps < 1 or batch_size < 1:
             raise EngineError(f'sampling_steps and batch_size must be >= 1, got {self.sampling_steps}, {batch_size}')
         self.decode = decode  # False: latents only, to time the generator alone
+        if decoder not in DECODERS:
+            raise EngineError(f'unknown decoder {decoder!r}; valid: {", ".join(repr(d) for d in DECODERS)}')
+        if decoder == 'fast' and checkpoint.vae.fast_decoder is None:
+            raise EngineError(
+                'decoder "fast" requested but the checkpoint has no fast decoder (vae.fast_decoder_channels is 0); '
+                'use "full" or train one with aapt-train decoder'
+            )
+        self.decoder = decoder
         self.vae = checkpoint.vae.to(self.device, self.dtype).eval()
         if self.device.type == 'cuda':  # cuDNN's half-precision convolutions want NHWC; NCHW adds transposes
             self.vae = self.vae.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # untyped overload
@@ -125,7 +136,7 @@ class StreamEngine:
         )
         self._graph: torch.cuda.CUDAGraph | None = None
         if cuda_graph and self.device.type == 'cuda':
-            self._graph = cuda_graphs.capture(self._step_fn, generators=[self.rng])
+            self._graph = cuda_graphs.capture(self._transfer_and_step, generators=[self.rng])
             self.reset()  # the warm-up steps ran for real
 
     # -- the step, as the graph records it ------------------------------------------------
@@ -149,7 +160,14 @@ class StreamEngine:
         self.latents.copy_(x)
         self.previous.copy_(torch.where(commit[:, None, None, None], x, self.previous))
         if self.decode:
-            self.frames.copy_(to_uint8_images(self.vae.decode(x[:, None])[:, 0]))
+            decode = self.vae.decode_fast if self.decoder == 'fast' else self.vae.decode
+            self.frames.copy_(to_uint8_images(decode(x[:, None])[:, 0]))
+
+    def _transfer_and_step(self) -> None:
+        """Upload the packed inputs, step, download the result: what a CUDA graph replays."""
+        self._upload()
+        self._step_fn()
+        self._download()
 
     # -- host API ---------------------------------------------------------------------------
 
@@ -174,6 +192,10 @@ class StreamEngine:
     def _upload(self) -> None:
         # Safe to reuse the pinned rows next step: every step ends with a synchronisation.
         self.inputs.copy_(self._host_inputs, non_blocking=True)
+
+    def _download(self) -> None:
+        source, host = (self.frames, self._host_frames) if self.decode else (self.latents, self._host_latents)
+        host.copy_(source, non_blocking=True)
 
     @torch.no_grad()
     def start(self, streams: np.ndarray, first_frames: np.ndarray, actions: np.ndarray | None = None) -> None:
@@ -211,14 +233,13 @@ class StreamEngine:
         self._pack(slice(9, 12), translations, (b, 3), 'translations')
         self._pack(slice(INPUT_FIELDS, None), actions, (b, self.config.generator.action_dim), 'actions')
         self._pack(slice(COMMIT, COMMIT + 1), np.ones(b) if commit is None else commit, (b,), 'commit')
-        self._upload()
         if self._graph is not None:
             self._graph.replay()
         else:
-            self._step_fn()
-        source, host = (self.frames, self._host_frames) if self.decode else (self.latents, self._host_latents)
-        host.copy_(source, non_blocking=True)
+            self._transfer_and_step()
         if self.device.type == 'cuda':
             torch.cuda.current_stream().synchronize()
         # The pinned buffer is reused by the next step: return one copy of it.
-        return host.numpy().copy() if self.decode else host.to(torch.float32, copy=True).numpy()
+        if self.decode:
+            return self._host_frames.numpy().copy()
+        return self._host_latents.to(torch.float32, copy=True).numpy()

@@ -42,6 +42,7 @@ class StreamingSession:
         sampling_steps: int | None = None,
         cuda_graph: bool = True,
         compile: bool = False,
+        decoder: str = 'full',
     ):
         self.config = checkpoint.config
         try:
@@ -54,6 +55,7 @@ class StreamingSession:
                 sampling_steps=sampling_steps,
                 cuda_graph=cuda_graph,
                 compile=compile,
+                decoder=decoder,
             )
         except EngineError as err:
             raise SessionError(str(err)) from None

@@ -59,3 +59,22 @@ def test_latents_never_depend_on_later_frames() -> None:
 def test_clip_length_must_be_a_multiple_of_the_temporal_factor() -> None:
     with pytest.raises(ValueError, match='clip of 6 frames: the temporal factor 4 needs a multiple of 4'):
         _vae(temporal_factor=4).encode(torch.zeros(1, 6, 3, 32, 32))
+
+
+@pytest.mark.parametrize(('size', 'spatial'), [((120, 160), 8), ((64, 96), 4), ((64, 64), 16)])
+def test_fast_decoder_gives_images_of_the_full_decoders_shape_frame_by_frame(
+    size: tuple[int, int], spatial: int
+) -> None:
+    vae = _vae(spatial_factor=spatial, fast_decoder_channels=16)
+    latents = vae.encode(torch.rand(2, 3, 3, *size) * 2 - 1)
+    with torch.no_grad():
+        images = vae.decode_fast(latents)
+        assert images.shape == vae.decode(latents).shape
+        torch.testing.assert_close(vae.decode_fast(latents[:, 1:2]), images[:, 1:2])  # no temporal mixing
+
+
+def test_fast_decoder_is_optional_and_needs_temporal_factor_one() -> None:
+    with pytest.raises(ValueError, match='no fast decoder'):
+        _vae().decode_fast(torch.zeros(1, 1, 4, 4, 4))
+    with pytest.raises(ValueError, match='needs temporal_factor 1'):
+        VAEConfig(fast_decoder_channels=16, temporal_factor=4)

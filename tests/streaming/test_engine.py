@@ -1,13 +1,15 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from aapt_ros.model.checkpoint import load_checkpoint
-from aapt_ros.streaming.engine import EngineError, StreamEngine, resolve_device, resolve_dtype
+from aapt_ros.model.checkpoint import Checkpoint, load_checkpoint
+from aapt_ros.model.vae import VideoAutoencoder
+from aapt_ros.streaming.engine import EngineError, StreamEngine, resolve_device, resolve_dtype, to_uint8_images
 
 IDENTITY = np.eye(3)
 
@@ -98,10 +100,39 @@ def test_cuda_graph_replay_matches_eager_steps(tiny_model: Path, dtype: str) -> 
 
 
 def test_engine_refuses_a_temporal_factor_above_one(tiny_model: Path) -> None:
-    import dataclasses
-
     checkpoint = load_checkpoint(tiny_model)
     config = checkpoint.config
     checkpoint.config = dataclasses.replace(config, vae=dataclasses.replace(config.vae, temporal_factor=4))
     with pytest.raises(EngineError, match=r'needs vae\.temporal_factor 1, got 4'):
         StreamEngine(checkpoint)
+
+
+def _with_fast_decoder(tiny_model: Path) -> Checkpoint:
+    checkpoint = load_checkpoint(tiny_model)
+    config = dataclasses.replace(
+        checkpoint.config, vae=dataclasses.replace(checkpoint.config.vae, fast_decoder_channels=16)
+    )
+    vae = VideoAutoencoder(config.vae)
+    vae.load_state_dict(checkpoint.vae.state_dict(), strict=False)  # the fast decoder stays random
+    return dataclasses.replace(checkpoint, config=config, vae=vae.eval())
+
+
+def test_fast_decoder_publishes_the_decode_of_the_same_latents(tiny_model: Path) -> None:
+    checkpoint = _with_fast_decoder(tiny_model)
+    start = np.random.default_rng(4).integers(0, 256, (2, 32, 48, 3), dtype=np.uint8)
+    outputs = {}
+    for decoder, decode in (('full', True), ('fast', True), ('full', False)):
+        engine = StreamEngine(checkpoint, batch_size=2, seed=7, decoder=decoder, decode=decode)
+        engine.start(np.ones(2, bool), start)
+        outputs[decoder, decode] = [engine.step(*_motion(2, 0.01 * i)) for i in range(3)]
+    for latents, fast, full in zip(outputs['full', False], outputs['fast', True], outputs['full', True], strict=True):
+        images = checkpoint.vae.decode_fast(torch.from_numpy(latents)[:, None])[:, 0]  # (B, C, h, w) latents
+        np.testing.assert_array_equal(fast, to_uint8_images(images).numpy())
+        assert not np.array_equal(fast, full)  # the option really switches the decoder
+
+
+def test_decoder_choice_is_checked(tiny_model: Path) -> None:
+    with pytest.raises(EngineError, match='unknown decoder'):
+        StreamEngine(load_checkpoint(tiny_model), decoder='tiny')
+    with pytest.raises(EngineError, match='has no fast decoder'):
+        StreamEngine(load_checkpoint(tiny_model), decoder='fast')

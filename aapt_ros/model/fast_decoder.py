@@ -1,0 +1,50 @@
+"""A light per-frame decoder for the autoencoder's latents (TAESD-like), trained after the VAE.
+
+Why: at batch 1 the full decoder costs about 3.5 GFLOP per 128x128 frame, more than a generator
+pass (about 1 GFLOP), and on the H100 it is a third of the end-to-end step. This decoder does most
+of its work at the latent resolution, where convolutions are cheap, and reaches the image size by
+pixel shuffles instead of convolutions at full resolution: about 0.4 GFLOP and few kernels, with no
+normalisation layers (no reductions to wait for).
+
+It reads the same latents as the full decoder (the encoder is frozen while it trains: stage
+``decoder``), so a checkpoint can publish with either; ``vae.fast_decoder_channels`` > 0 says one
+is present. Temporal factor 1 only: it decodes each latent frame on its own.
+
+Layout for spatial factor 8 and 128 channels (c = channels, halved per upsampling)::
+
+    (N, C_lat, h, w) -conv3x3-> (N, 128, h, w) -residual conv pair-> (N, 128, h, w)
+    -conv1x1, shuffle x2-> (N, 64, 2h, 2w) -conv3x3-> -conv1x1, shuffle x2-> (N, 32, 4h, 4w)
+    -conv3x3-> -conv3x3 to 3 * 4, shuffle x2-> (N, 3, 8h, 8w)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from aapt_ros.model.config import VAEConfig
+
+
+class FastDecoder(nn.Module):
+    def __init__(self, config: VAEConfig):
+        super().__init__()
+        width = config.fast_decoder_channels
+        ups = config.num_downsamples  # 2x upsamplings to the image size
+        widths = [max(width // 2**i, 16) for i in range(ups)]  # channels at each resolution, latent first
+        self.stem = nn.Conv2d(config.latent_channels, widths[0], 3, padding=1)
+        self.res1 = nn.Conv2d(widths[0], widths[0], 3, padding=1)
+        self.res2 = nn.Conv2d(widths[0], widths[0], 3, padding=1)
+        # Upsampling i: a 1x1 convolution to 4 x the next width, a pixel shuffle, a 3x3 convolution.
+        self.expand = nn.ModuleList(nn.Conv2d(widths[i], 4 * widths[i + 1], 1) for i in range(ups - 1))
+        self.refine = nn.ModuleList(nn.Conv2d(widths[i + 1], widths[i + 1], 3, padding=1) for i in range(ups - 1))
+        self.head = nn.Conv2d(widths[-1], 4 * config.image_channels, 3, padding=1)  # the last 2x by a shuffle
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        """(N, C_lat, h, w) unscaled latents -> (N, 3, H, W) images in about [-1, 1]."""
+        x = F.silu(self.stem(latents))
+        x = x + self.res2(F.silu(self.res1(x)))
+        for expand, refine in zip(self.expand, self.refine, strict=True):
+            x = F.silu(F.pixel_shuffle(expand(x), 2))
+            x = F.silu(refine(x))
+        return F.pixel_shuffle(self.head(x), 2)
