@@ -8,8 +8,8 @@ scaled to match. A stage whose checkpoint already exists is skipped, and nothing
 that is cut off keeps the stages it finished:
 
 - ``<stage>_generator.safetensors``: the generator in bfloat16;
-- ``meta.tar``: every stage folder without its generator and train_state, with the vae stage's
-  autoencoder once (later stages keep it frozen);
+- ``meta.tar``: every stage folder without its generator and train_state, with the autoencoder of
+  the vae and decoder stages only (the others keep the one they start from);
 - ``summary.json`` and ``chain.log``.
 
 Usage (``config/train_sim/<stage>.yaml`` per stage; ``adversarial_*`` stages run ``aapt-train
@@ -35,6 +35,7 @@ from aapt_ros.training.checkpoints import STATE_DIR, STATE_JSON
 
 CALIBRATION_STEPS = (10, 40)  # the first steps (compilation, caches) are timed apart
 STAGE_OVERHEAD_S = 60  # calibration, start-up, validation and saving of one stage
+AUTOENCODER_STAGES = ('vae', 'decoder')  # the stages that change the autoencoder and keep the generator
 
 
 def train(stage: str, output: Path, overrides: list[str], *extra: str) -> float:
@@ -57,7 +58,7 @@ def pack(runs: Path, out: Path, summary: dict[str, dict[str, float]]) -> None:
         for folder in sorted(p for p in runs.iterdir() if p.is_dir()):
             for path in sorted(folder.rglob('*')):
                 skip = STATE_DIR in path.parts or path.name == GENERATOR_FILE
-                if path.is_file() and not skip and (path.name != VAE_FILE or folder.name == 'vae'):
+                if path.is_file() and not skip and (path.name != VAE_FILE or folder.name in AUTOENCODER_STAGES):
                     tar.add(path, arcname=str(path.relative_to(runs.parent)))
     (out / 'summary.json').write_text(json.dumps(summary, indent=1))
 
@@ -112,7 +113,7 @@ def main() -> int:
         )
         say(f'{stage}: done in {wall:.0f} s\n' + (output / CARD_FILE).read_text())
         summary[stage] = {'ms_per_step': per_step * 1e3, 'steps': steps, 'seconds': wall}
-        if stage != 'vae':
+        if stage not in AUTOENCODER_STAGES:
             weights = load_file(str(output / GENERATOR_FILE))
             bf16 = {k: v.to(torch.bfloat16) for k, v in weights.items()}
             save_file(bf16, str(args.pack / f'{stage}_generator.safetensors'))

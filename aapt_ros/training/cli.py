@@ -8,6 +8,7 @@ Usage::
     aapt-train distill --config config/train_tiny.yaml model=runs/adapt output=runs/distill
     aapt-train adversarial --config config/train_tiny.yaml model=runs/distill output=runs/adversarial \
         adversarial.discriminator_init=runs/adapt
+    aapt-train decoder --config config/train_tiny.yaml model=runs/adversarial output=runs/decoder
     aapt-train adapt --config ... --resume          # continue an interrupted run exactly
     torchrun --nproc_per_node 4 -m aapt_ros.training.cli base --config ...   # 4 GPUs, DDP
 
@@ -15,9 +16,12 @@ Each stage writes to its output folder a checkpoint the runtime loads (config.ya
 MODEL_CARD_FRAGMENT.md, logs/ (TensorBoard when installed, else scalars.csv) and train_state/.
 Overrides are dotted keys with YAML values, e.g. optim.steps=2000 optim.lr=1e-4 device=cuda.
 
-Under torchrun the vae, base, adapt and distill stages train data-parallel (DDP, one rank per GPU,
-gloo ranks on the CPU): optim.batch_size is the global batch, split evenly over the ranks, and rank
-0 writes everything. The adversarial stage runs in one process only.
+The decoder stage is optional and takes any stage's checkpoint: it adds a light per-frame decoder
+(vae.fast_decoder_channels) and changes nothing else of the model.
+
+Under torchrun the vae, base, adapt, distill and decoder stages train data-parallel (DDP, one rank
+per GPU, gloo ranks on the CPU): optim.batch_size is the global batch, split evenly over the ranks,
+and rank 0 writes everything. The adversarial stage runs in one process only.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import torch.distributed as dist
 from aapt_ros.data.bags import BagError
 from aapt_ros.data.mapping import MappingError
 from aapt_ros.model.config import ConfigError
-from aapt_ros.training import adversarial_stage, distill_stage, flow_stage, vae_stage
+from aapt_ros.training import adversarial_stage, decoder_stage, distill_stage, flow_stage, vae_stage
 from aapt_ros.training.checkpoints import check_output
 from aapt_ros.training.config import STAGES, TrainConfig, TrainError, load_train_config
 from aapt_ros.training.data import distributed, rank_share
@@ -46,6 +50,7 @@ RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
     'adapt': flow_stage.run,
     'distill': distill_stage.run,
     'adversarial': adversarial_stage.run,
+    'decoder': decoder_stage.run,
 }
 assert set(RUNNERS) == set(STAGES)
 SINGLE_PROCESS_STAGES = ('adversarial',)  # its own loop (adversarial_stage), not data-parallel yet

@@ -18,7 +18,7 @@ import yaml
 
 from aapt_ros.model.config import ConfigError, from_dict, to_dict
 
-STAGES = ('vae', 'base', 'adapt', 'distill', 'adversarial')
+STAGES = ('vae', 'base', 'adapt', 'distill', 'adversarial', 'decoder')
 T_SAMPLINGS = ('uniform', 'logit_normal')
 FORCINGS = ('student', 'teacher')
 
@@ -72,6 +72,30 @@ class VAELossConfig:
 
 
 @dataclass(frozen=True)
+class DecoderConfig:
+    """Stage ``decoder``: the light per-frame decoder (model/fast_decoder.py), trained on the frozen
+    encoder's latents of recorded frames."""
+
+    channels: int = 128  # width at the latent resolution, halved per upsampling (vae.fast_decoder_channels)
+    ssim_weight: float = 1.0  # loss = L1 + ssim_weight * (1 - SSIM), as in stage vae
+    # Std of Gaussian noise added to the latents (about unit std) while training. Generated latents
+    # lie near, not on, the encoder's outputs; a decoder fitted to exact encoder latents alone may
+    # amplify the difference (pixel shuffles turn it into checkerboards), and input noise bounds
+    # that sensitivity. Kept small: the decoder learns E[frame | noisy latent], so a std near the
+    # generator's own error (RMS about 0.3 per element) would teach it to blur every frame.
+    latent_noise: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.channels < 16:  # FastDecoder keeps its later layers at >= 16 channels
+            raise ConfigError(f'decoder.channels must be >= 16 (the default is 128), got {self.channels}')
+        if not (0 <= self.latent_noise < 1 and self.ssim_weight >= 0):
+            raise ConfigError(
+                'decoder.latent_noise must be in [0, 1) (latents have about unit std) and decoder.ssim_weight '
+                f'>= 0, got {self.latent_noise}, {self.ssim_weight}'
+            )
+
+
+@dataclass(frozen=True)
 class FlowConfig:
     t_sampling: str = 'logit_normal'  # u ~ sigmoid(N(0, 1)) or U(0, 1), then shifted (generator.timestep_shift)
 
@@ -117,6 +141,15 @@ class AdversarialConfig:
     segment_frames: int = 150
     segment_overlap: int = 15
     d_steps: int = 1  # discriminator updates per generator update, each on its own batch and rollout
+    # Our addition, not the paper's: the weight of the latent MSE between each generated frame of
+    # the rollout and the recorded frame of the same poses and actions, added to the generator's
+    # loss. Under student forcing it trains away compounding error directly (DAgger-like): one
+    # step is at 26-28 dB teacher-forced, but each model's own rollout loses about 6 dB within 4
+    # frames (docs/training). 0: the paper's pure adversarial recipe.
+    regression_weight: float = 0.0
+    # The weight of the generator's adversarial loss. 0 leaves the discriminator out, neither run
+    # nor updated: a pure regression stage at the cost of the generator's passes alone.
+    adversarial_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.forcing not in FORCINGS:
@@ -133,12 +166,20 @@ class AdversarialConfig:
                 'adversarial.g_lr, d_lr and d_head_lr must be positive, rmsprop_alpha in (0, 1) and d_steps >= 1, '
                 f'got {self.g_lr}, {self.d_lr}, {self.d_head_lr}, {self.rmsprop_alpha}, {self.d_steps}'
             )
+        weights = self.regression_weight, self.adversarial_weight
+        if not all(w >= 0 for w in weights) or not any(w > 0 for w in weights):
+            raise ConfigError(
+                'adversarial.regression_weight and adversarial_weight must be >= 0 and not both 0 (the generator '
+                f'would have no loss), got {self.regression_weight} and {self.adversarial_weight}'
+            )
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     stage: str = ''  # set by the aapt-train subcommand; a YAML value must agree with it
-    model: str = ''  # vae: a ModelConfig YAML; base, adapt, distill, adversarial: the previous stage's checkpoint
+    # vae: a ModelConfig YAML; base, adapt, distill, adversarial: the previous stage's checkpoint;
+    # decoder: any stage's checkpoint
+    model: str = ''
     output: str = ''  # folder of the checkpoint, model card, logs and resumable state
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -146,6 +187,7 @@ class TrainConfig:
     flow: FlowConfig = field(default_factory=FlowConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
     log_every: int = 10
     val_every: int = 0  # 0: validate at the end only
     val_batches: int = 4

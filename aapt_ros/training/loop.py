@@ -8,9 +8,9 @@ cuda:LOCAL_RANK on CUDA, gloo on the CPU). Every rank draws step k's global batc
 and keeps its contiguous share (``data.rank_share``); the gradients are averaged over the equal
 shares, so N ranks follow the single-process run with the same global batch up to float summation
 order. Only rank 0 logs, validates, saves ``train_state/`` and writes the checkpoint and card; the
-logged loss is the mean over ranks. Used by the vae, base, adapt and distill stages; the
-adversarial stage has its own loop and stays on one GPU. FSDP ("where the config is large") is not
-built: the default model has 7.4M parameters, which every GPU holds whole.
+logged loss is the mean over ranks. Used by the vae, base, adapt, distill and decoder stages;
+the adversarial stage has its own loop and stays on one GPU. FSDP ("where the config is large")
+is not built: the default model has 7.4M parameters, which every GPU holds whole.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ generator (so the runtime can load it) and, as start frame, the first training f
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from aapt_ros.training.loop import mean_first_last, resolve_device, train, write
 from aapt_ros.training.losses import reconstruction_loss
 
 VAL_SEED_OFFSET = -(2**20)  # validation batches use steps no training step reaches
+FAST_DECODER_PREFIX = 'fast_decoder.'  # its weights' keys in VideoAutoencoder.state_dict()
 
 
 def _start_config(path: Path) -> ModelConfig:
@@ -47,15 +49,26 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 @torch.no_grad()
 def reconstruction_metrics(
-    vae: VideoAutoencoder, dataset: torch.utils.data.Dataset[Clip], config: TrainConfig, device: torch.device
+    vae: VideoAutoencoder,
+    dataset: torch.utils.data.Dataset[Clip],
+    config: TrainConfig,
+    device: torch.device,
+    *,
+    decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, float]:
-    """Mean PSNR (dB) and SSIM of held-out frames passed through encode and decode."""
+    """Mean PSNR (dB) and SSIM of held-out frames passed through ``vae.encode`` and ``decode``.
+
+    decode: (B, L, C, h, w) latents -> (B, F, 3, H, W) images in [-1, 1]; ``vae.decode`` if None
+    (stage decoder passes ``vae.decode_fast``). The frames depend on the seed only, so two decoders
+    are scored on the same ones.
+    """
+    decode = decode or vae.decode
     vae.eval()
     psnrs, ssims = [], []
     for k in range(config.val_batches):
         generator = step_generator(config.optim.seed, VAL_SEED_OFFSET - k)
         frames = batch(dataset, config.optim.batch_size, generator, device)[FRAMES]  # (B, F, 3, H, W)
-        recon = vae.decode(vae.encode(frames))
+        recon = decode(vae.encode(frames))
         for got, want in zip(to_uint8(recon.flatten(0, 1)), to_uint8(frames.flatten(0, 1)), strict=True):
             psnrs.append(min(metrics.psnr(got, want), 100.0))  # an exact frame would be inf
             ssims.append(metrics.ssim(got, want))
@@ -82,10 +95,14 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
     start = _start_config(model_path)
     device = resolve_device(config.device)
     splits = load_splits(config.data, start)
+    # A fast decoder (stage decoder) fits the current encoder's latents, which this stage moves:
+    # it is dropped, and stage decoder must run again on the result.
+    start = dataclasses.replace(start, vae=dataclasses.replace(start.vae, fast_decoder_channels=0))
     torch.manual_seed(config.optim.seed)
     vae = VideoAutoencoder(start.vae)
     if model_path.is_dir():  # continue from a checkpoint's autoencoder
-        vae.load_state_dict(load_checkpoint(model_path).vae.state_dict())
+        weights = load_checkpoint(model_path).vae.state_dict()
+        vae.load_state_dict({k: t for k, t in weights.items() if not k.startswith(FAST_DECODER_PREFIX)})
     vae.to(device)
     ssim_weight = config.vae.ssim_weight
 

@@ -22,9 +22,20 @@ from aapt_ros.model.generator import CausalGenerator
 from aapt_ros.streaming.engine import StreamEngine
 from aapt_ros.streaming.session import StreamingSession
 from aapt_ros.training import cli
-from aapt_ros.training.adversarial_stage import Sample, Trainer, generate, judge, rollout, segments, sequence
+from aapt_ros.training.adversarial_stage import (
+    DISCRIMINATOR,
+    GENERATOR,
+    Sample,
+    Trainer,
+    generate,
+    generator_loss,
+    judge,
+    rollout,
+    segments,
+    sequence,
+)
 from aapt_ros.training.checkpoints import MODEL_STATE, OPTIMIZER_STATE, STATE_DIR
-from aapt_ros.training.config import TrainError, load_train_config
+from aapt_ros.training.config import AdversarialConfig, TrainError, load_train_config
 from aapt_ros.training.data import batch, load_splits
 from aapt_ros.training.discriminator import Discriminator
 from tests.conftest import tiny_config
@@ -231,11 +242,8 @@ def test_the_discriminator_must_start_from_an_adapt_checkpoint(chain: Path) -> N
         load_train_config(TINY, 'adversarial', ['adversarial.segment_overlap=3'])
 
 
-def test_the_discriminator_separates_noise_from_recorded_frames_within_a_few_steps(chain: Path) -> None:
-    # The first GPU runs' pairing loss stayed at ln 2 for hundreds of steps: RMSProp moves each weight
-    # by about lr per step, too little for the zero-initialised head at the trunk's fine-tuning rate;
-    # the head has a rate of its own. With the generator frozen and its frames replaced by noise, a
-    # working discriminator learns within steps.
+def make_trainer(chain: Path, *overrides: str) -> Trainer:
+    """A CPU trainer of the chain's distill generator and adapt discriminator, at its full rates."""
     config = load_train_config(
         TINY,
         'adversarial',
@@ -243,13 +251,12 @@ def test_the_discriminator_separates_noise_from_recorded_frames_within_a_few_ste
             f'data.cache_dir={chain / "cache"}',
             *FAST,
             f'model={chain / "distill"}',
-            f'output={chain / "d-only"}',
+            f'output={chain / "unused"}',
             f'adversarial.discriminator_init={chain / "adapt"}',
-            'optim.warmup_steps=1',
+            *overrides,
         ],
     )
     start = load_checkpoint(chain / 'distill')
-    device = torch.device('cpu')
     trainer = Trainer(
         config,
         start.config,
@@ -257,11 +264,21 @@ def test_the_discriminator_separates_noise_from_recorded_frames_within_a_few_ste
         Discriminator(load_checkpoint(chain / 'adapt').generator),
         start.vae.requires_grad_(False),
         load_splits(config.data, start.config),
-        device,
+        torch.device('cpu'),
     )
     adv = config.adversarial
     for group, lr in zip(trainer.optimizer.param_groups, (adv.g_lr, adv.d_lr, adv.d_head_lr), strict=True):
         group['lr'] = lr
+    return trainer
+
+
+def test_the_discriminator_separates_noise_from_recorded_frames_within_a_few_steps(chain: Path) -> None:
+    # The first GPU runs' pairing loss stayed at ln 2 for hundreds of steps: RMSProp moves each weight
+    # by about lr per step, too little for the zero-initialised head at the trunk's fine-tuning rate;
+    # the head has a rate of its own. With the generator frozen and its frames replaced by noise, a
+    # working discriminator learns within steps.
+    trainer = make_trainer(chain)
+    device = trainer.device
     g = torch.Generator().manual_seed(0)
     sample = trainer.draw(batch(trainer.splits.train, 2, g, device), g, teacher=False)
     noise = torch.randn(sample.real[:, 1:].shape, generator=g)
@@ -276,6 +293,44 @@ def test_the_discriminator_separates_noise_from_recorded_frames_within_a_few_ste
                 trainer.disc, sample, segment, [sequence(sample.real, segment), sequence(sample.fake, segment)]
             )
             assert (d_real > d_fake).all()
+
+
+def test_without_regression_the_generator_update_is_the_papers(chain: Path) -> None:
+    # The default weights (regression 0, adversarial 1) must leave the paper's recipe bit for bit:
+    # the same loss and the same generator step as softplus(D(real) - D(fake)) alone.
+    trainer, reference = make_trainer(chain), make_trainer(chain)
+    g = torch.Generator().manual_seed(0)
+    sample = trainer.draw(batch(trainer.splits.train, 2, g, trainer.device), g, teacher=False)
+    adversarial, regression, _ = trainer.generator_update(sample).tolist()
+    total = 0.0
+    for segment, new in generate(reference.net, sample, reference.plan):
+        loss = generator_loss(reference.disc, sample, segment, new) * reference.weight(segment)
+        loss.backward(inputs=reference.params[GENERATOR])
+        total += float(loss.detach())
+    reference.update(GENERATOR)
+    assert adversarial == pytest.approx(total, rel=1e-6) and regression > 0  # the regression loss is still measured
+    for ours, theirs in zip(trainer.params[GENERATOR], reference.params[GENERATOR], strict=True):
+        assert torch.equal(ours, theirs)
+
+
+def test_pure_regression_reduces_the_rollout_error_and_leaves_the_discriminator_untouched(chain: Path) -> None:
+    overrides = ['adversarial.adversarial_weight=0', 'adversarial.regression_weight=1', 'adversarial.g_lr=1.0e-3']
+    summary = adversarial(chain, 'regression', 'optim.steps=3', 'optim.warmup_steps=0', *overrides)
+    assert summary['rollout_mse'] < 0.95 * summary['start_rollout_mse'], summary  # the held-out student-forced error
+    assert all(math.isnan(summary[k]) for k in ('d_loss_first', 'd_loss_last', 'g_loss_first', 'g_loss_last'))
+    weights = load_file(str(chain / 'regression' / STATE_DIR / MODEL_STATE))
+    start = Discriminator(load_checkpoint(chain / 'adapt').generator).state_dict()
+    assert all(torch.equal(weights[f'{DISCRIMINATOR}.{key}'], value) for key, value in start.items())
+    card = (chain / 'regression' / CARD_FILE).read_text()
+    assert 'regression post-training, student forcing' in card and 'regression loss' in card
+    assert 'discriminator pairing loss' not in card
+
+
+@pytest.mark.parametrize(('regression', 'adversarial'), [(-1.0, 1.0), (1.0, -0.5), (0.0, 0.0)])
+def test_the_loss_weights_must_be_non_negative_and_not_both_zero(regression: float, adversarial: float) -> None:
+    message = rf'regression_weight and adversarial_weight must be >= 0 and not both 0 .* got {regression} and'
+    with pytest.raises(ConfigError, match=message):
+        AdversarialConfig(regression_weight=regression, adversarial_weight=adversarial)
 
 
 def test_forcing_gap_tool_scores_both_rollouts_per_frame(chain: Path, tmp_path: Path) -> None:

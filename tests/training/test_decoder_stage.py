@@ -1,0 +1,123 @@
+"""Stage ``decoder`` on the tiny config and the sample bag, on the CPU: a fast decoder added to a
+checkpoint that otherwise stays bit for bit the same."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from aapt_ros.model.checkpoint import CARD_FILE, Checkpoint, load_checkpoint, load_config, save_checkpoint
+from aapt_ros.model.config import ConfigError
+from aapt_ros.model.generator import CausalGenerator
+from aapt_ros.model.vae import VideoAutoencoder
+from aapt_ros.training import cli
+from aapt_ros.training.checkpoints import MODEL_STATE, STATE_DIR
+from aapt_ros.training.config import TrainError, load_train_config
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = REPO / 'config' / 'train_tiny.yaml'
+TINY_MODEL = REPO / 'config' / 'train_tiny_model.yaml'
+QUICK = ('val_batches=1', 'vae.scale_batches=1')
+SMALL = ('data.clip_length=2', 'optim.batch_size=2')  # for runs whose learning is not checked
+
+
+def run_stage(stage: str, tmp: Path, *overrides: str, **kwargs: Any) -> dict[str, Any]:
+    config = load_train_config(TINY, stage, [f'data.cache_dir={tmp / "cache"}', *QUICK, *overrides])
+    return cli.run(stage, config, **kwargs)
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """An untrained tiny checkpoint (any stage's will do, and training one is slow), then stage decoder."""
+    tmp = tmp_path_factory.mktemp('decoder')
+    config = load_config(TINY_MODEL)
+    torch.manual_seed(0)
+    start_frame = torch.randint(0, 256, (32, 32, 3), dtype=torch.uint8)
+    start = Checkpoint(config, VideoAutoencoder(config.vae), CausalGenerator(config), start_frame)
+    save_checkpoint(start, tmp / 'start', weight_dtype=torch.float32)
+    quick = ('optim.steps=40', 'optim.lr=0.01')  # 1.07 -> 0.60 when written
+    summary = run_stage('decoder', tmp, f'model={tmp / "start"}', f'output={tmp / "decoder"}', *quick)
+    return {'tmp': tmp, 'summary': summary}
+
+
+def fast_weights(folder: Path) -> dict[str, torch.Tensor]:
+    state = load_checkpoint(folder).vae.state_dict()
+    return {k: t for k, t in state.items() if k.startswith('fast_decoder.')}
+
+
+def test_decoder_stage_learns_and_keeps_the_rest_of_the_checkpoint(runs: dict[str, Any]) -> None:
+    summary, tmp = runs['summary'], runs['tmp']
+    assert summary['loss_last'] < 0.7 * summary['loss_first']
+    assert summary['psnr'] > summary['full_psnr']  # the untrained full decoder is the baseline here
+    start, out = load_checkpoint(tmp / 'start'), load_checkpoint(tmp / 'decoder')
+    assert out.config.vae.fast_decoder_channels == 16  # train_tiny.yaml's decoder.channels
+    assert out.config == dataclasses.replace(start.config, vae=out.config.vae)  # stage, generator, camera
+    assert out.config.stage == 'untrained'
+    assert out.config.vae == dataclasses.replace(start.config.vae, fast_decoder_channels=16)
+    assert torch.equal(out.start_frame, start.start_frame)
+    for name, tensor in start.generator.state_dict().items():
+        assert torch.equal(out.generator.state_dict()[name], tensor), name
+    for name, tensor in start.vae.state_dict().items():
+        assert torch.equal(out.vae.state_dict()[name], tensor), name
+    latents = torch.randn(2, 3, 4, 8, 8)  # (B, L, C, h, w) of the 32x32 tiny model
+    assert out.vae.decode_fast(latents).shape == (2, 3, 3, 32, 32)
+    card = (tmp / 'decoder' / CARD_FILE).read_text()
+    assert '## Stage `decoder`' in card and 'fast decoder parameters' in card
+    assert f'held-out reconstruction PSNR, fast decoder: {summary["psnr"]:.2f} dB' in card
+    assert f'held-out reconstruction PSNR, full decoder: {summary["full_psnr"]:.2f} dB' in card
+
+
+def test_decoder_stage_continues_a_fast_decoder_of_the_same_width_and_refuses_another(runs: dict[str, Any]) -> None:
+    tmp = runs['tmp']
+    tiny_lr = ('optim.steps=1', 'optim.warmup_steps=0', 'optim.lr=1.0e-12')  # the weights stay where they start
+    run_stage('decoder', tmp, f'model={tmp / "decoder"}', f'output={tmp / "again"}', *SMALL, *tiny_lr)
+    before, after = fast_weights(tmp / 'decoder'), fast_weights(tmp / 'again')
+    for name, tensor in before.items():
+        torch.testing.assert_close(after[name], tensor, atol=1e-8, rtol=0)
+    with pytest.raises(TrainError, match=r'already has a fast decoder of width 16, but decoder\.channels is 32'):
+        run_stage('decoder', tmp, f'model={tmp / "decoder"}', f'output={tmp / "wider"}', 'decoder.channels=32')
+
+
+def test_vae_stage_drops_a_fast_decoder_its_new_encoder_would_invalidate(runs: dict[str, Any]) -> None:
+    tmp = runs['tmp']
+    run_stage('vae', tmp, f'model={tmp / "decoder"}', f'output={tmp / "vae-again"}', *SMALL, 'optim.steps=2')
+    checkpoint = load_checkpoint(tmp / 'vae-again')
+    assert checkpoint.config.vae.fast_decoder_channels == 0 and checkpoint.vae.fast_decoder is None
+
+
+def test_decoder_stage_resume_repeats_an_uninterrupted_run(runs: dict[str, Any]) -> None:
+    tmp = runs['tmp']
+    common = [f'model={tmp / "start"}', *SMALL, 'optim.steps=6', 'state_every=2']
+    whole, split = tmp / 'whole', tmp / 'split'
+    run_stage('decoder', tmp, f'output={whole}', *common)
+    assert run_stage('decoder', tmp, f'output={split}', *common, stop_after=3) == {'steps': 3}
+    run_stage('decoder', tmp, f'output={split}', *common, resume=True)
+    a = load_file(str(whole / STATE_DIR / MODEL_STATE))
+    b = load_file(str(split / STATE_DIR / MODEL_STATE))
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ('override', 'match'),
+    [
+        ('decoder.channels=8', 'decoder.channels must be >= 16'),
+        ('decoder.latent_noise=-0.1', r'decoder.latent_noise must be in \[0, 1\)'),
+        ('decoder.ssim_weight=-1', 'decoder.ssim_weight >= 0'),
+        ('decoder.width=64', r"unknown key\(s\) \['width'\]"),
+    ],
+)
+def test_bad_decoder_values_are_config_errors(override: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        load_train_config(TINY, 'decoder', [override])
+
+
+def test_decoder_stage_needs_a_checkpoint_folder(tmp_path: Path) -> None:
+    with pytest.raises(TrainError, match='the decoder stage starts from a checkpoint folder'):
+        run_stage('decoder', tmp_path, f'model={TINY_MODEL}', f'output={tmp_path / "out"}')
