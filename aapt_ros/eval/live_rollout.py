@@ -38,7 +38,7 @@ def rollout_live(
     seed: int,
     pacing: str = 'recorded',
     timeout: float = 120.0,
-    decoder: str = 'full',
+    decoder: str = 'auto',
 ) -> list[np.ndarray]:
     """Generated frames for ``episode`` from a node process; frame 0 is the start image as published.
 

@@ -240,8 +240,8 @@ def append_to_card(model: Path, bags: list[Path], report: dict[str, object], tab
         if report.get('hold_first_frame')
         else f'{report["sampling_steps"]} sampling step(s) per frame'
     )
-    if report.get('decoder') == 'fast':
-        mode += ', fast decoder'
+    if report.get('decoder'):
+        mode += f', {report["decoder"]} decoder'
     names = ', '.join(f'`{b.name}`' for b in bags)
     lines = ['', f'### Held-out evaluation (aapt-eval, {mode}, seed {report["seed"]})', '', f'bags: {names}', '']
     card = model / CARD_FILE
@@ -273,7 +273,7 @@ def evaluate(
     autoencode: bool = False,
     hold_first_frame: bool = False,
     append_card: bool = False,
-    decoder: str = 'full',
+    decoder: str = 'auto',
 ) -> dict[str, dict[str, float]]:
     """Score every bag; ``live`` ('recorded' or 'lockstep' pacing) runs a node process instead,
     ``autoencode`` scores the autoencoder's reconstructions (the ceiling of the generator),
@@ -338,7 +338,7 @@ def evaluate(
         'hold_first_frame': hold_first_frame,
         'live': live,
         'sampling_steps': session.engine.sampling_steps,
-        'decoder': decoder,
+        'decoder': session.engine.decoder,
         'seed': seed,
         'summary': summary,
         'per_bag': horizons,
@@ -387,9 +387,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         '--decoder',
-        choices=['full', 'fast'],
-        default='full',
-        help="the autoencoder's decoder, or the light one of checkpoints trained with aapt-train decoder",
+        choices=['auto', 'full', 'fast'],
+        default='auto',
+        help="the autoencoder's decoder (full), its light one (fast, from aapt-train decoder) or auto: "
+        'the light one when the checkpoint has one, as the node does',
     )
     parser.add_argument(
         '--append-card',

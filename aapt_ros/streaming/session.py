@@ -42,7 +42,7 @@ class StreamingSession:
         sampling_steps: int | None = None,
         cuda_graph: bool = True,
         compile: bool = False,
-        decoder: str = 'full',
+        decoder: str = 'auto',
     ):
         self.config = checkpoint.config
         try:

@@ -241,7 +241,8 @@ def load_discriminator_start(path: Path, generator_config: ModelConfig) -> Check
         )
 
     def inputs(config: ModelConfig) -> tuple[Any, ...]:  # what the discriminator reads must mean the same
-        return config.camera, config.vae, config.generator.action_names
+        # A light decoder (stage decoder) leaves the latents as they are.
+        return config.camera, dataclasses.replace(config.vae, fast_decoder_channels=0), config.generator.action_names
 
     if inputs(start.config) != inputs(generator_config):
         raise TrainError(

@@ -60,7 +60,7 @@ def test_append_card_adds_the_scores_to_the_model_card_and_keeps_what_was_there(
     assert _run(model, held_out_bags[:1], tmp_path / 'out', '--append-card') == 0
     card = (model / CARD_FILE).read_text()
     assert card.startswith('## Stage `distill`\n')
-    assert 'Held-out evaluation (aapt-eval, 1 sampling step(s) per frame, seed 0)' in card
+    assert 'Held-out evaluation (aapt-eval, 1 sampling step(s) per frame, full decoder, seed 0)' in card
     assert f'`{held_out_bags[0].name}`' in card and '| 1s | 1 |' in card
 
 
@@ -136,3 +136,10 @@ def test_compare_tabulates_and_plots_several_evaluations(
     assert rows[2].startswith('| model | 2 |') and rows[3].startswith('| autoencoded | 2 |')
     assert (out / 'compare.png').stat().st_size > 0
     assert compare.main([str(tmp_path), '--output', str(tmp_path / 'other')]) == 1  # not an aapt-eval folder
+
+
+def test_fast_decoder_on_a_model_without_one_is_a_clear_error(
+    tiny_model: Path, held_out_bags: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _run(tiny_model, held_out_bags[:1], tmp_path / 'fast', '--decoder', 'fast') == 1
+    assert 'has no fast decoder' in capsys.readouterr().err

@@ -131,6 +131,11 @@ def test_fast_decoder_publishes_the_decode_of_the_same_latents(tiny_model: Path)
         assert not np.array_equal(fast, full)  # the option really switches the decoder
 
 
+def test_auto_decoder_is_the_fast_one_when_the_checkpoint_has_one(tiny_model: Path) -> None:
+    assert StreamEngine(_with_fast_decoder(tiny_model)).decoder == 'fast'
+    assert StreamEngine(load_checkpoint(tiny_model)).decoder == 'full'
+
+
 def test_decoder_choice_is_checked(tiny_model: Path) -> None:
     with pytest.raises(EngineError, match='unknown decoder'):
         StreamEngine(load_checkpoint(tiny_model), decoder='tiny')
