@@ -271,29 +271,31 @@ class Trainer:
         config: TrainConfig,
         model_config: ModelConfig,
         net: CausalGenerator,
-        disc: Discriminator,
+        disc: Discriminator | None,
         vae: VideoAutoencoder,
         splits: Splits,
         device: torch.device,
     ):
+        """``disc`` None (at adversarial_weight 0): the generator alone, a pure regression stage."""
         adv = self.adv = config.adversarial
         self.config, self.model_config, self.device = config, model_config, device
         self.net, self.disc, self.vae, self.splits = net, disc, vae, splits
-        self.nets = nn.ModuleDict({GENERATOR: net, DISCRIMINATOR: disc})  # one state dict for train_state/
+        nets: dict[str, nn.Module] = {GENERATOR: net} if disc is None else {GENERATOR: net, DISCRIMINATOR: disc}
+        self.nets = nn.ModuleDict(nets)  # one state dict for train_state/
         self.params = {name: list(module.parameters()) for name, module in self.nets.items()}
-        head = {id(p) for p in disc.head_parameters()}
-        self.optimizer = torch.optim.RMSprop(
-            [
-                {'params': self.params[GENERATOR], 'lr': adv.g_lr},
+        groups: list[dict[str, Any]] = [{'params': self.params[GENERATOR], 'lr': adv.g_lr}]
+        if disc is not None:
+            head = {id(p) for p in disc.head_parameters()}
+            groups += [
                 {'params': [p for p in self.params[DISCRIMINATOR] if id(p) not in head], 'lr': adv.d_lr},
                 {'params': disc.head_parameters(), 'lr': adv.d_head_lr},
-            ],
-            alpha=adv.rmsprop_alpha,
-        )
+            ]
+        self.optimizer = torch.optim.RMSprop(groups, alpha=adv.rmsprop_alpha)
+        self.rates = (adv.g_lr, adv.d_lr, adv.d_head_lr)[: len(groups)]  # per group, before the schedule
         self.use_bf16 = config.bf16 and device.type == 'cuda'
         self.cache_dtype = torch.bfloat16 if self.use_bf16 else torch.float32
         self.plan = segments(config.data.clip_length, adv.segment_frames, adv.segment_overlap)
-        self.judged = adv.adversarial_weight > 0  # otherwise the discriminator is neither run nor updated
+        self.judged = disc is not None  # otherwise there is no discriminator to run or update
 
     def autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16)
@@ -321,12 +323,13 @@ class Trainer:
 
     def discriminator_update(self, sample: Sample, generator: torch.Generator) -> torch.Tensor:
         """(4,) the pairing loss, R1, R2 (before lambda) and the gradient norm, detached."""
-        adv = self.adv
+        adv, disc = self.adv, self.disc
+        assert disc is not None, 'no discriminator at adversarial_weight 0'
         perturbation = self.noise(generator, sample.real.shape[0], copies=2)
         total = torch.zeros(3, device=self.device)
         for segment in self.plan:
             with self.autocast():
-                terms = discriminator_loss(self.disc, sample, segment, perturbation, adv) * self.weight(segment)
+                terms = discriminator_loss(disc, sample, segment, perturbation, adv) * self.weight(segment)
                 loss = terms[0] + adv.r1_lambda * terms[1] + adv.r2_lambda * terms[2]
             loss.backward(inputs=self.params[DISCRIMINATOR])  # type: ignore[no-untyped-call]
             total += terms.detach()
@@ -344,7 +347,7 @@ class Trainer:
                 segment, new = next(passes)
                 regression = regression_loss(sample, segment, new) * self.weight(segment)
                 loss = adv.regression_weight * regression
-                if self.judged:
+                if self.disc is not None:
                     adversarial = generator_loss(self.disc, sample, segment, new) * self.weight(segment)
                     loss = loss + adv.adversarial_weight * adversarial
                     total[0] += adversarial.detach()
@@ -357,7 +360,7 @@ class Trainer:
         then a generator update on the last rollout (the generator has not changed since). Returns
         the ``LOGGED`` values."""
         optim, adv = self.config.optim, self.adv
-        for group, lr in zip(self.optimizer.param_groups, (adv.g_lr, adv.d_lr, adv.d_head_lr), strict=True):
+        for group, lr in zip(self.optimizer.param_groups, self.rates, strict=True):
             group['lr'] = learning_rate(dataclasses.replace(optim, lr=lr), step)
         generator = step_generator(optim.seed, step)
         # Without a discriminator its values are NaN, not 0, which would read as a perfect one.
@@ -387,7 +390,10 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
     folder = Path(config.output)
     start = load_start(Path(config.model), 'adversarial')
     model_config = dataclasses.replace(start.config, stage='adversarial')  # streams at 1 step: STAGE_SAMPLING_STEPS
-    disc_start = load_discriminator_start(Path(adv.discriminator_init), start.config)
+    # At adversarial_weight 0 no discriminator is built, so no adapt checkpoint is needed.
+    disc_start = (
+        load_discriminator_start(Path(adv.discriminator_init), start.config) if adv.adversarial_weight else None
+    )
     device = resolve_device(config.device)
     splits = load_splits(config.data, model_config)
     vae = start.vae.to(device).eval().requires_grad_(False)
@@ -395,7 +401,7 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
         config,
         model_config,
         start.generator.to(device),
-        Discriminator(disc_start.generator).to(device),
+        None if disc_start is None else Discriminator(disc_start.generator).to(device),
         vae,
         splits,
         device,

@@ -204,9 +204,14 @@ class TrainConfig:
             raise ConfigError('data.bags is empty: list at least one rosbag2 folder or glob')
         if min(self.log_every, self.state_every, self.val_batches) < 1 or self.val_every < 0:
             raise ConfigError('log_every, state_every and val_batches must be >= 1, val_every >= 0')
-        if self.stage == 'adversarial' and not self.adversarial.discriminator_init:
+        if (
+            self.stage == 'adversarial'
+            and self.adversarial.adversarial_weight
+            and not self.adversarial.discriminator_init
+        ):
             raise ConfigError(
-                'adversarial.discriminator_init must be set: the adapt checkpoint the discriminator starts from'
+                'adversarial.discriminator_init must be set: the adapt checkpoint the discriminator starts from '
+                '(not needed at adversarial.adversarial_weight 0, which trains without a discriminator)'
             )
 
 
