@@ -168,7 +168,8 @@ class GeneratorNode(Node):
             self.create_timer(1.0 / rate, self._on_timer)
         self.create_timer(p['diagnostics_period'], self._publish_diagnostics)
         self.get_logger().info(
-            f'model {self.model_name!r} from {model_path} on {self.session.device} ({self.session.dtype}); '
+            f'model {self.model_name!r} from {model_path} on {self.session.device} ({self.session.dtype}, '
+            f'{self.session.decoder} decoder); '
             f'trigger {self.trigger_mode}, actions from {self.action_source.value} '
             f'{list(self.session.action_names)}, control topic {"on" if Control else "off (pip install)"}'
         )
@@ -400,6 +401,7 @@ class GeneratorNode(Node):
             status.level, status.message = DiagnosticStatus.OK, 'generating'
         values = {
             'model': self.model_name,
+            'decoder': self.session.decoder,
             'frames': s.frames,
             'rate_hz': f'{s.rate_hz:.2f}',
             'latency_ms': f'{s.latency_last_ms:.2f}',

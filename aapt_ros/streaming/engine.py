@@ -121,6 +121,8 @@ class StreamEngine:
         self._host_inputs = torch.zeros(b, INPUT_FIELDS + config.generator.action_dim, pin_memory=pin)
         self._host_inputs[:, :9] = torch.eye(3).flatten()
         self._host_inputs[:, COMMIT] = 1.0
+        self._host_rows = self._host_inputs.numpy()  # the same memory, written by the host API
+        self._all_streams = np.ones(b, dtype=bool)
         self.inputs = self._host_inputs.to(dev)  # (B, 13 + A) float32, read through the views below
         self.rotations = self.inputs[:, :9].unflatten(1, (3, 3))  # type: ignore[no-untyped-call]  # (B, 3, 3) view
         self.translations = self.inputs[:, 9:12]  # (B, 3) metres, in the previous camera frame
@@ -190,7 +192,7 @@ class StreamEngine:
         array = np.asarray(values)
         if array.shape != shape:
             raise EngineError(f'{name} must have shape {shape}, got {array.shape}')
-        self._host_inputs.numpy()[:, columns] = array.reshape(self.batch_size, -1)
+        self._host_rows[:, columns] = array.reshape(self.batch_size, -1)
 
     def _upload(self) -> None:
         # Safe to reuse the pinned rows next step: every step ends with a synchronisation.
@@ -235,7 +237,7 @@ class StreamEngine:
         self._pack(slice(0, 9), rotations, (b, 3, 3), 'rotations')
         self._pack(slice(9, 12), translations, (b, 3), 'translations')
         self._pack(slice(INPUT_FIELDS, None), actions, (b, self.config.generator.action_dim), 'actions')
-        self._pack(slice(COMMIT, COMMIT + 1), np.ones(b) if commit is None else commit, (b,), 'commit')
+        self._pack(slice(COMMIT, COMMIT + 1), self._all_streams if commit is None else commit, (b,), 'commit')
         if self._graph is not None:
             self._graph.replay()
         else:

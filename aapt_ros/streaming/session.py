@@ -72,6 +72,11 @@ class StreamingSession:
         return str(self.engine.dtype).removeprefix('torch.')
 
     @property
+    def decoder(self) -> str:
+        """'full' or 'fast': the decoder in use ('auto' resolved)."""
+        return self.engine.decoder
+
+    @property
     def camera(self) -> CameraConfig:
         return self.config.camera
 

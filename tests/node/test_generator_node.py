@@ -243,7 +243,8 @@ def test_compressed_images_and_diagnostics_are_published(fresh: Harness) -> None
     count = len(fresh.client.diagnostics)
     fresh.client.spin_until(lambda: len(fresh.client.diagnostics) > count, TIMEOUT, 'diagnostics')
     values = {kv.key: kv.value for kv in fresh.client.diagnostics[-1].msg.status[0].values}
-    assert {'rate_hz', 'latency_p50_ms', 'latency_p99_ms', 'window_fill', 'window_size'} <= set(values)
+    assert {'rate_hz', 'latency_p50_ms', 'latency_p99_ms', 'window_fill', 'window_size', 'decoder'} <= set(values)
+    assert values['decoder'] == 'full'  # the tiny model has no light decoder
     assert int(values['window_size']) == 4 and 1 <= int(values['window_fill']) <= 4
     fresh.client.destroy_subscription(sub)
 
