@@ -1,0 +1,58 @@
+"""tools/visibility_bound.py: the reprojection geometry, and a re-simulated recording."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+pytest.importorskip('pybullet')
+
+from aapt_ros.data.sim_episode import EpisodeSpec, record_episode
+from aapt_ros.data.sim_scene import Intrinsics
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope='module')
+def tool() -> ModuleType:
+    spec = importlib.util.spec_from_file_location('visibility_bound', REPO / 'tools' / 'visibility_bound.py')
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_sideways_step_over_a_wall_shifts_the_first_frame_and_leaves_a_strip_unseen(tool: ModuleType) -> None:
+    k = Intrinsics.from_fov(32, 24, 60.0)
+    first = np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    wall = np.full((24, 32), 2.0)  # a wall 2 m ahead, square to the camera
+    no_arm = np.zeros((24, 32), bool)
+    identity = (np.eye(3), np.zeros(3))
+    same, masks = tool.oracle_frame(first, wall, no_arm, first, wall, no_arm, k, identity, identity)
+    np.testing.assert_array_equal(same, first)
+    assert masks['seen'].all()
+    shift = 4  # pixels: the camera moves right by 4 px at the wall's depth
+    step = (np.eye(3), np.array([shift * 2.0 / k.fx, 0.0, 0.0]))
+    moved, masks = tool.oracle_frame(first, wall, no_arm, first, wall, no_arm, k, identity, step)
+    np.testing.assert_array_equal(moved[:, : 32 - shift], first[:, shift:])  # the scene slides left
+    assert masks['unseen'][:, 32 - shift :].all() and masks['seen'][:, : 32 - shift].all()
+
+
+def test_the_re_simulated_episode_is_the_recorded_one_and_the_shares_add_up(tool: ModuleType, tmp_path: Path) -> None:
+    bag = tmp_path / 'episode_000007'
+    record_episode(EpisodeSpec(seed=7, seconds=2.0, width=64, height=48), bag)
+    result = tool.episode_bound(bag)
+    assert result['seed'] == 7 and list(result['horizons']) == ['1s']  # 2 s: no 5 s horizon
+    one = result['horizons']['1s']
+    assert one['render_psnr'] > 25  # the same scene, arm and camera, up to JPEG
+    assert sum(one[s] for s in tool.SHARES) == pytest.approx(1.0)
+    assert one['seen'] > 0.2 and one['oracle_psnr'] > 15
+    output = tmp_path / 'bound.json'
+    assert tool.main([str(bag), '--output', str(output)]) == 0
+    assert json.loads(output.read_text())['mean']['1s']['seen'] == pytest.approx(one['seen'])
+    assert tool.main([str(bag), '--output', str(output)]) == 1  # never overwrites

@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""How much of a recorded frame do the first frame, the camera poses and the joints determine?
+
+For episodes recorded by ``aapt-record-sim`` (the seed is in the folder name ``episode_<seed>``),
+the scene is rebuilt from the seed and re-simulated; at the scored frames it renders depth and the
+arm's mask from the recorded camera poses, and reprojects the recorded first frame into each frame:
+
+- **seen**: static surfaces visible in frame 0 (depth-consistent, not the arm): frame 0's colour;
+- **arm**: the arm, which the joints determine: the recorded colour (a perfect arm renderer);
+- **sky**: nothing rendered, the uniform background: frame 0's background colour;
+- **unseen**: surfaces frame 0 does not show: frame 0's mean colour.
+
+The PSNR of that image ("geometric oracle") is what the inputs give without knowing the unseen
+surfaces; a model can beat it there only from scene priors learnt in training. Scores are means
+over the frames of the second that ends at each horizon (every other frame), as in ``aapt-eval``.
+
+Usage::
+
+    python3 tools/visibility_bound.py recordings/sim/test/* --output visibility.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pybullet as p
+from tqdm import tqdm
+
+from aapt_ros.data.episodes import read_episode, sim_mapping
+from aapt_ros.data.sim_motion import joint_command_path
+from aapt_ros.data.sim_scene import (
+    PHYSICS_HZ,
+    Intrinsics,
+    Scene,
+    build_scene,
+    bullet_client,
+    projection_matrix,
+    quaternion_to_rotation,
+    view_matrix,
+)
+from aapt_ros.eval.metrics import psnr
+
+NEAR, FAR = 0.01, 10.0  # the recorder's clipping planes (projection_matrix defaults)
+HORIZONS_S = (1, 5, 30, 60)
+SHARES = ('seen', 'arm', 'sky', 'unseen')
+
+
+def render(scene: Scene, k: Intrinsics, position: np.ndarray, quaternion: np.ndarray) -> tuple[np.ndarray, ...]:
+    """RGB (H, W, 3) uint8, depth along the optical axis (H, W) metres, arm mask (H, W) bool."""
+    light = scene.lighting
+    _, _, rgba, depth, segmentation = p.getCameraImage(
+        k.width,
+        k.height,
+        view_matrix(position, quaternion),
+        projection_matrix(k, NEAR, FAR),
+        renderer=p.ER_TINY_RENDERER,
+        shadow=int(light.shadow),
+        lightDirection=light.direction,
+        lightAmbientCoeff=light.ambient,
+        lightDiffuseCoeff=light.diffuse,
+        lightSpecularCoeff=light.specular,
+        physicsClientId=scene.client,
+    )
+    rgb = np.asarray(rgba, np.uint8).reshape(k.height, k.width, 4)[..., :3]
+    buffer = np.asarray(depth, np.float64).reshape(k.height, k.width)
+    z = FAR * NEAR / (FAR - (FAR - NEAR) * buffer)  # OpenGL depth buffer -> metres
+    arm = np.asarray(segmentation).reshape(k.height, k.width) == scene.arm
+    return rgb, z, arm
+
+
+def oracle_frame(
+    first: np.ndarray,
+    first_z: np.ndarray,
+    first_arm: np.ndarray,
+    frame: np.ndarray,
+    z: np.ndarray,
+    arm: np.ndarray,
+    k: Intrinsics,
+    first_pose: tuple[np.ndarray, np.ndarray],
+    pose: tuple[np.ndarray, np.ndarray],
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The geometric oracle of ``frame`` (H, W, 3) uint8 and the pixel masks of each share.
+
+    first/frame: recorded images; *_z: rendered depth; *_arm: rendered arm masks; poses: (R, t)
+    of the optical frames in the world.
+    """
+    v, u = np.mgrid[0 : k.height, 0 : k.width].astype(np.float64)
+    points = np.stack([(u - k.cx) * z / k.fx, (v - k.cy) * z / k.fy, z], -1) @ pose[0].T + pose[1]  # world
+    in_first = (points - first_pose[1]) @ first_pose[0]  # the same points in frame 0's optical frame
+    depth = in_first[..., 2]
+    with np.errstate(divide='ignore', invalid='ignore'):
+        u0 = np.round(k.fx * in_first[..., 0] / depth + k.cx)
+        v0 = np.round(k.fy * in_first[..., 1] / depth + k.cy)
+    inside = (depth > NEAR) & (u0 >= 0) & (u0 < k.width) & (v0 >= 0) & (v0 < k.height)
+    uc, vc = np.where(inside, u0, 0).astype(int), np.where(inside, v0, 0).astype(int)
+    unoccluded = np.abs(first_z[vc, uc] - depth) < 0.02 + 0.02 * depth  # frame 0 sees this very point
+    sky = z >= 0.99 * FAR
+    seen = inside & unoccluded & ~first_arm[vc, uc] & ~arm & ~sky
+    first_sky = first_z >= 0.99 * FAR
+    oracle = np.broadcast_to(first.reshape(-1, 3).mean(0), first.shape).astype(np.float64)
+    oracle[sky] = first[first_sky].mean(0) if first_sky.any() else 255.0
+    oracle[seen] = first[vc[seen], uc[seen]]
+    oracle[arm] = frame[arm]
+    masks = {'seen': seen, 'arm': arm, 'sky': sky, 'unseen': ~(seen | arm | sky)}
+    return oracle.round().astype(np.uint8), masks
+
+
+def episode_bound(bag: Path, fov_deg: float = 60.0, rate_hz: float = 15.0, shadows: bool = True) -> dict[str, Any]:
+    """Per horizon: the mean share of each pixel class and the PSNR of the oracle and of the re-render
+    (the latter checks that the re-simulation is the recorded scene: about 30 dB with JPEG)."""
+    seed = int(bag.name.rsplit('_', 1)[1])
+    episode = read_episode(bag, sim_mapping(bag), rate_hz=rate_hz)
+    frames = episode.frames
+    height, width = frames.shape[1:3]
+    k = Intrinsics.from_fov(width, height, fov_deg)
+    n = len(frames)  # a 60 s episode has frames 0..899: its last second is 886..899
+    horizons = {
+        f'{h}s': range(round((h - 1) * rate_hz) + 1, min(round(h * rate_hz) + 1, n), 2)
+        for h in HORIZONS_S
+        if round(h * rate_hz) <= n
+    }
+    wanted = {0} | {i for r in horizons.values() for i in r}
+    scene_seq, arm_seq, _, _ = np.random.SeedSequence(seed).spawn(4)  # as sim_episode.record_episode
+    commands = joint_command_path(np.arange(len(frames)) / rate_hz, np.random.default_rng(arm_seq))
+    steps = max(1, round(PHYSICS_HZ / rate_hz))
+    poses = [(quaternion_to_rotation(q), x) for q, x in zip(episode.orientations, episode.positions, strict=True)]
+    rows: dict[int, dict[str, float]] = {}
+    with bullet_client() as client:
+        scene = build_scene(client, np.random.default_rng(scene_seq), commands[0], rate_hz=rate_hz, shadows=shadows)
+        for i in range(max(wanted) + 1):
+            if i in wanted:
+                rgb, z, arm = render(scene, k, episode.positions[i], episode.orientations[i])
+                if i == 0:
+                    first_z, first_arm = z, arm
+                else:
+                    oracle, masks = oracle_frame(
+                        frames[0], first_z, first_arm, frames[i], z, arm, k, poses[0], poses[i]
+                    )
+                    rows[i] = {name: float(mask.mean()) for name, mask in masks.items()}
+                    rows[i] |= {'oracle_psnr': psnr(oracle, frames[i]), 'render_psnr': psnr(rgb, frames[i])}
+            scene.command(commands[i])
+            scene.step(steps)
+    keys = (*SHARES, 'oracle_psnr', 'render_psnr')
+    return {
+        'bag': str(bag),
+        'seed': seed,
+        'horizons': {
+            name: {key: float(np.mean([rows[i][key] for i in r])) for key in keys} for name, r in horizons.items()
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('bags', type=Path, nargs='+', help='episode folders recorded by aapt-record-sim')
+    parser.add_argument('--fov', type=float, default=60.0, help='horizontal field of view of the recording (deg)')
+    parser.add_argument('--output', type=Path, required=True, help='JSON file to write (must not exist)')
+    args = parser.parse_args(argv)
+    if args.output.exists():
+        print(f'ERROR: refusing to overwrite {args.output}; see --help', file=sys.stderr)
+        return 1
+    results = [episode_bound(bag, args.fov) for bag in tqdm(args.bags, desc='episodes', unit='episode')]
+    names = results[0]['horizons']
+    mean = {h: {key: float(np.mean([r['horizons'][h][key] for r in results])) for key in names[h]} for h in names}
+    args.output.write_text(json.dumps({'mean': mean, 'episodes': results}, indent=1) + '\n')
+    print('| horizon | seen | arm | sky | unseen | oracle PSNR (dB) | re-render PSNR (dB) |')
+    print('|---|---|---|---|---|---|---|')
+    for h, m in mean.items():
+        shares = ' | '.join(f'{m[s]:.0%}' for s in SHARES)
+        print(f'| {h} | {shares} | {m["oracle_psnr"]:.2f} | {m["render_psnr"]:.1f} |')
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
