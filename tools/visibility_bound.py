@@ -28,49 +28,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pybullet as p
 from tqdm import tqdm
 
 from aapt_ros.data.episodes import read_episode, sim_mapping
 from aapt_ros.data.sim_motion import joint_command_path
 from aapt_ros.data.sim_scene import (
+    FAR,
+    NEAR,
     PHYSICS_HZ,
     Intrinsics,
-    Scene,
     build_scene,
     bullet_client,
-    projection_matrix,
     quaternion_to_rotation,
-    view_matrix,
 )
 from aapt_ros.eval.metrics import psnr
 
-NEAR, FAR = 0.01, 10.0  # the recorder's clipping planes (projection_matrix defaults)
 HORIZONS_S = (1, 5, 30, 60)
 SHARES = ('seen', 'arm', 'sky', 'unseen')
-
-
-def render(scene: Scene, k: Intrinsics, position: np.ndarray, quaternion: np.ndarray) -> tuple[np.ndarray, ...]:
-    """RGB (H, W, 3) uint8, depth along the optical axis (H, W) metres, arm mask (H, W) bool."""
-    light = scene.lighting
-    _, _, rgba, depth, segmentation = p.getCameraImage(
-        k.width,
-        k.height,
-        view_matrix(position, quaternion),
-        projection_matrix(k, NEAR, FAR),
-        renderer=p.ER_TINY_RENDERER,
-        shadow=int(light.shadow),
-        lightDirection=light.direction,
-        lightAmbientCoeff=light.ambient,
-        lightDiffuseCoeff=light.diffuse,
-        lightSpecularCoeff=light.specular,
-        physicsClientId=scene.client,
-    )
-    rgb = np.asarray(rgba, np.uint8).reshape(k.height, k.width, 4)[..., :3]
-    buffer = np.asarray(depth, np.float64).reshape(k.height, k.width)
-    z = FAR * NEAR / (FAR - (FAR - NEAR) * buffer)  # OpenGL depth buffer -> metres
-    arm = np.asarray(segmentation).reshape(k.height, k.width) == scene.arm
-    return rgb, z, arm
 
 
 def oracle_frame(
@@ -134,7 +108,7 @@ def episode_bound(bag: Path, fov_deg: float = 60.0, rate_hz: float = 15.0, shado
         scene = build_scene(client, np.random.default_rng(scene_seq), commands[0], rate_hz=rate_hz, shadows=shadows)
         for i in range(max(wanted) + 1):
             if i in wanted:
-                rgb, z, arm = render(scene, k, episode.positions[i], episode.orientations[i])
+                rgb, z, arm = scene.render_geometry(k, episode.positions[i], episode.orientations[i])
                 if i == 0:
                     first_z, first_arm = z, arm
                 else:

@@ -100,7 +100,10 @@ def view_matrix(position: np.ndarray, quaternion: np.ndarray) -> list[float]:
     return view.flatten(order='F').tolist()
 
 
-def projection_matrix(k: Intrinsics, near: float = 0.01, far: float = 10.0) -> list[float]:
+NEAR, FAR = 0.01, 10.0  # clipping planes of the rendered camera (metres)
+
+
+def projection_matrix(k: Intrinsics, near: float = NEAR, far: float = FAR) -> list[float]:
     """TinyRenderer projection matrix (16 floats, column-major) that reproduces the pinhole ``k``.
 
     Image column u = window x and image row v = H - 1 - window y (TinyRenderer samples at integer
@@ -160,14 +163,29 @@ class Scene:
 
     def render(self, k: Intrinsics, position: np.ndarray, quaternion: np.ndarray) -> np.ndarray:
         """RGB image (H, W, 3) uint8 seen by the optical frame at ``position``/``quaternion``."""
+        _, _, rgba, _, _ = self._camera_image(k, position, quaternion, p.ER_NO_SEGMENTATION_MASK)
+        return np.ascontiguousarray(np.asarray(rgba, dtype=np.uint8).reshape(k.height, k.width, 4)[..., :3])
+
+    def render_geometry(
+        self, k: Intrinsics, position: np.ndarray, quaternion: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``render``'s image plus the depth along the optical axis (H, W) in metres (``FAR`` where
+        nothing is drawn) and the arm's mask (H, W) bool."""
+        _, _, rgba, buffer, segmentation = self._camera_image(k, position, quaternion, 0)
+        rgb = np.ascontiguousarray(np.asarray(rgba, dtype=np.uint8).reshape(k.height, k.width, 4)[..., :3])
+        depth_buffer = np.asarray(buffer, dtype=np.float64).reshape(k.height, k.width)
+        depth = FAR * NEAR / (FAR - (FAR - NEAR) * depth_buffer)  # OpenGL depth buffer -> metres
+        return rgb, depth, np.asarray(segmentation).reshape(k.height, k.width) == self.arm
+
+    def _camera_image(self, k: Intrinsics, position: np.ndarray, quaternion: np.ndarray, flags: int) -> Any:
         light = self.lighting
-        _, _, rgba, _, _ = p.getCameraImage(
+        return p.getCameraImage(
             k.width,
             k.height,
             view_matrix(position, quaternion),
             projection_matrix(k),
             renderer=p.ER_TINY_RENDERER,
-            flags=p.ER_NO_SEGMENTATION_MASK,
+            flags=flags,
             shadow=int(light.shadow),
             lightDirection=light.direction,
             lightAmbientCoeff=light.ambient,
@@ -175,7 +193,6 @@ class Scene:
             lightSpecularCoeff=light.specular,
             physicsClientId=self.client,
         )
-        return np.ascontiguousarray(np.asarray(rgba, dtype=np.uint8).reshape(k.height, k.width, 4)[..., :3])
 
 
 @contextmanager
