@@ -190,6 +190,14 @@ def bench_recompute(checkpoint: Checkpoint, device: torch.device, steps: int, co
     return Timing.of(time_calls(run, steps, warmup=3, device=device))
 
 
+def step_split(one_step_ms: float, four_steps_ms: float) -> dict[str, float]:
+    """A step of k passes costs k G + F: the pass G and the work paid once per frame F (decode,
+    copies, launch, KV commit), from the 1- and 4-step times; 1 step is 3.5x faster only if F <= 0.2 G."""
+    pass_ms = (four_steps_ms - one_step_ms) / 3
+    per_frame_ms = one_step_ms - pass_ms
+    return {'pass_ms': pass_ms, 'per_frame_ms': per_frame_ms, 'per_frame_ms_for_3_5x': 0.2 * pass_ms}
+
+
 def step_flops(checkpoint: Checkpoint, device: torch.device, batch: int) -> int:
     engine = StreamEngine(checkpoint, batch_size=batch, device=str(device), cuda_graph=False, decoder='full')
     with FlopCounterMode(display=False) as counter:
@@ -269,6 +277,14 @@ def bench_config(name: str, device: torch.device, batches: list[int], quick: boo
         r['steps_4_fast_decoder_batch1']['p50_ms'] / r['end_to_end_fast_decoder_batch1']['p50_ms']
     )
     r['cache_speedup_over_recompute'] = r['recompute_without_cache_batch1']['p50_ms'] / r['end_to_end_batch1']['p50_ms']
+    r['step_split_batch1'] = {
+        name: step_split(r[one]['p50_ms'], r[four]['p50_ms'])
+        for name, one, four in (
+            ('full_decoder', 'end_to_end_engine_batch1', 'steps_4_batch1'),
+            ('fast_decoder', 'end_to_end_fast_decoder_batch1', 'steps_4_fast_decoder_batch1'),
+            ('generator_only', 'generator_only_batch1', 'steps_4_generator_only_batch1'),
+        )
+    }
     r['batches'] = {}
     for batch in tqdm(batches, desc=f'{name} batches', unit='batch'):
         if gpu:

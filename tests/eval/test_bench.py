@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from aapt_ros.eval.bench import main
+from aapt_ros.eval.bench import main, step_split
 
 
 def test_bench_writes_every_measurement_for_the_small_config_on_cpu(tmp_path: Path) -> None:
@@ -21,12 +21,20 @@ def test_bench_writes_every_measurement_for_the_small_config_on_cpu(tmp_path: Pa
         'steps_4_batch1',
         'steps_50_batch1',
         'recompute_without_cache_batch1',
+        'end_to_end_fast_decoder_batch1',
+        'steps_4_fast_decoder_batch1',
         'rollout_length',
         'batches',
     ):
         assert key in results, key
     assert results['end_to_end_batch1']['p99_ms'] >= results['end_to_end_batch1']['p50_ms'] > 0
     assert set(results['batches']) == {'1', '2'}
+    assert set(results['step_split_batch1']) == {'full_decoder', 'fast_decoder', 'generator_only'}
+
+
+def test_step_split_recovers_the_pass_and_the_per_frame_work() -> None:
+    split = step_split(one_step_ms=0.6, four_steps_ms=2.1)  # G = 0.5, F = 0.1
+    assert split == pytest.approx({'pass_ms': 0.5, 'per_frame_ms': 0.1, 'per_frame_ms_for_3_5x': 0.1})
 
 
 def test_bench_refuses_unknown_configs_and_existing_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
