@@ -222,7 +222,7 @@ class GeneratorNode(Node):
                 desc(
                     '"auto": the light decoder when the model has one (aapt-train decoder), else the full one; '
                     '"full": the autoencoder\'s decoder; "fast": the light one (several times cheaper, '
-                    'within 0.2 dB on held-out rollouts; see the model card).'
+                    'within 0.3 dB on held-out rollouts; see the model card).'
                 ),
             ),
             (

@@ -28,7 +28,7 @@ from aapt_ros.streaming import cuda_graphs
 COMMIT = 12  # column of the packed inputs that says whether a stream advances
 INPUT_FIELDS = 13  # rotation (9), translation (3), commit (1); the actions follow
 # The autoencoder's decoder, its light one (model/fast_decoder.py), or 'auto': the light one when
-# the checkpoint has one (within 0.2 dB on held-out rollouts, several times cheaper), else the full one.
+# the checkpoint has one (within 0.3 dB on held-out rollouts, several times cheaper), else the full one.
 DECODERS = ('auto', 'full', 'fast')
 
 
