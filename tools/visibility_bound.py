@@ -42,8 +42,8 @@ from aapt_ros.data.sim_scene import (
     quaternion_to_rotation,
 )
 from aapt_ros.eval.metrics import psnr
+from aapt_ros.eval.replay import HORIZONS_S
 
-HORIZONS_S = (1, 5, 30, 60)
 SHARES = ('seen', 'arm', 'sky', 'unseen')
 
 

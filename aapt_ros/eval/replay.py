@@ -88,8 +88,7 @@ def autoencoded(engine: StreamEngine, episode: Episode, chunk: int = 64) -> list
     for start in range(1, len(episode.frames), chunk):
         batch = torch.from_numpy(np.ascontiguousarray(episode.frames[start : start + chunk])).to(engine.device)
         latents = vae.encode(from_uint8_images(batch, engine.dtype))
-        decode = vae.decode_fast if engine.decoder == 'fast' else vae.decode
-        frames += list(to_uint8_images(decode(latents)[:, 0]).cpu().numpy())
+        frames += list(to_uint8_images(engine.decode_latents(latents)[:, 0]).cpu().numpy())
     return frames
 
 

@@ -101,12 +101,12 @@ class StreamEngine:
         self.decode = decode  # False: latents only, to time the generator alone
         if decoder not in DECODERS:
             raise EngineError(f'unknown decoder {decoder!r}; valid: {", ".join(repr(d) for d in DECODERS)}')
-        if decoder == 'fast' and checkpoint.vae.fast_decoder is None:
+        has_fast = checkpoint.vae.fast_decoder is not None
+        if decoder == 'fast' and not has_fast:
             raise EngineError(
                 'decoder "fast" requested but the checkpoint has no fast decoder (vae.fast_decoder_channels is 0); '
                 'use "full" or train one with aapt-train decoder'
             )
-        has_fast = checkpoint.vae.fast_decoder is not None
         self.decoder = ('fast' if has_fast else 'full') if decoder == 'auto' else decoder
         self.vae = checkpoint.vae.to(self.device, self.dtype).eval()
         if self.device.type == 'cuda':  # cuDNN's half-precision convolutions want NHWC; NCHW adds transposes
@@ -165,8 +165,11 @@ class StreamEngine:
         self.latents.copy_(x)
         self.previous.copy_(torch.where(commit[:, None, None, None], x, self.previous))
         if self.decode:
-            decode = self.vae.decode_fast if self.decoder == 'fast' else self.vae.decode
-            self.frames.copy_(to_uint8_images(decode(x[:, None])[:, 0]))
+            self.frames.copy_(to_uint8_images(self.decode_latents(x[:, None])[:, 0]))
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, L, C, h, w) latents -> (B, L, 3, H, W) images in [-1, 1], with the decoder in use."""
+        return self.vae.decode_fast(latents) if self.decoder == 'fast' else self.vae.decode(latents)
 
     def _transfer_and_step(self) -> None:
         """Upload the packed inputs, step, download the result: what a CUDA graph replays."""

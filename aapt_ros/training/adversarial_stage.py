@@ -295,7 +295,11 @@ class Trainer:
         self.use_bf16 = config.bf16 and device.type == 'cuda'
         self.cache_dtype = torch.bfloat16 if self.use_bf16 else torch.float32
         self.plan = segments(config.data.clip_length, adv.segment_frames, adv.segment_overlap)
-        self.judged = disc is not None  # otherwise there is no discriminator to run or update
+
+    @property
+    def judged(self) -> bool:
+        """Whether a discriminator runs (adversarial_weight > 0); without one only the generator trains."""
+        return self.disc is not None
 
     def autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16)
