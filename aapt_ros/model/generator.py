@@ -23,6 +23,7 @@ from typing import NamedTuple
 import torch
 from einops import rearrange
 from torch import nn
+from torch.nn import functional as F
 
 from aapt_ros.model.attention import Attention
 from aapt_ros.model.camera import RayEncoder
@@ -136,10 +137,12 @@ class CausalGenerator(nn.Module):
         is_sink: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs (B, F, ...) -> tokens (B, F, T, dim) and conditioning (B, F, dim)."""
-        b = noisy.shape[0]
         x = torch.cat([noisy, previous, rays.to(noisy.dtype)], dim=2)  # (B, F, 2C+6, h, w)
-        x = self.patch_embed(rearrange(x, 'b f c h w -> (b f) c h w'))
-        x = rearrange(x, '(b f) d hp wp -> b f (hp wp) d', b=b) + self.pos_embed
+        # The stride-p convolution as one matrix product over flattened patches: the same numbers,
+        # but cuDNN's kernel for so few input channels took 8 us per pass at batch 1 on an H100.
+        p = self.config.generator.patch_size
+        patches = rearrange(x, 'b f c (hp p1) (wp p2) -> b f (hp wp) (c p1 p2)', p1=p, p2=p)
+        x = F.linear(patches, self.patch_embed.weight.flatten(1), self.patch_embed.bias) + self.pos_embed
         x = x + is_sink[:, :, None, None].to(x.dtype) * self.sink_embed
         dim = self.config.generator.dim
         c = self.time_embed(timestep_embedding(t, dim).to(x.dtype)) + self.action_embed(action.to(x.dtype))

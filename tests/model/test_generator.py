@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.nn import functional as F
 
+from aapt_ros.model.attention import attend_few_queries
 from aapt_ros.model.generator import CausalGenerator
 from aapt_ros.model.kv_cache import KVCache
 from aapt_ros.model.masks import frame_attention_mask
@@ -79,10 +81,10 @@ def test_step_without_commit_leaves_the_cache_unchanged() -> None:
     cache = KVCache.allocate(generator.config, 1, 'cpu')
     with torch.no_grad():
         generator.step(noisy[:, 0], previous[:, 0], rays[:, 0], action[:, 0], t[:, 0], cache, commit=every(1))
-        k_before, seen_before = cache.k[:, :, :-1].clone(), cache.frames_seen.clone()  # all but scratch
+        k_before, seen_before = cache.k[:, :, :, :-1].clone(), cache.frames_seen.clone()  # all but scratch
         first = generator.step(noisy[:, 1], previous[:, 1], rays[:, 1], action[:, 1], t[:, 1], cache, commit=None)
         again = generator.step(noisy[:, 1], previous[:, 1], rays[:, 1], action[:, 1], t[:, 1], cache, commit=None)
-    assert torch.equal(cache.k[:, :, :-1], k_before) and torch.equal(cache.frames_seen, seen_before)
+    assert torch.equal(cache.k[:, :, :, :-1], k_before) and torch.equal(cache.frames_seen, seen_before)
     torch.testing.assert_close(first, again)
 
 
@@ -115,5 +117,18 @@ def test_only_committed_streams_write_their_cache() -> None:
         commit = torch.tensor([True, False])
         generator.step(noisy[:, 1], previous[:, 1], rays[:, 1], action[:, 1], t[:, 1], cache, commit=commit)
     assert cache.frames_seen.tolist() == [2, 1]
-    assert torch.equal(cache.k[:, 1, :-1], k_before[:, 1, :-1])  # the scratch slot aside
-    assert not torch.equal(cache.k[:, 0, :-1], k_before[:, 0, :-1])
+    assert torch.equal(cache.k[:, 1, :, :-1], k_before[:, 1, :, :-1])  # the scratch slot aside
+    assert not torch.equal(cache.k[:, 0, :, :-1], k_before[:, 0, :, :-1])
+
+
+def test_the_gpu_step_attention_equals_sdpa_with_the_cache_mask() -> None:
+    """The products the GPU runs at few streams compute SDPA's function, invisible slots included."""
+    generator = _random_generator(window_frames=3)
+    cache = KVCache.allocate(generator.config, 2, 'cpu')
+    cache.frames_seen[:] = torch.tensor([0, 2])  # a new stream sees only itself, the other a partial ring
+    g = generator.config.generator
+    q = torch.randn(2, g.heads, generator.config.tokens_per_frame, g.head_dim)
+    keys, values = (torch.randn(2, g.heads, cache.k.shape[3] * cache.tokens_per_frame, g.head_dim) for _ in range(2))
+    mask = cache.visible()[:, None, None, :]
+    expected = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+    torch.testing.assert_close(attend_few_queries(q, keys, values, mask), expected, atol=1e-5, rtol=1e-5)
