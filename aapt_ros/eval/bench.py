@@ -80,6 +80,10 @@ class Timing:
         )
 
 
+class BenchError(ValueError):
+    """A bench request that cannot run (an unknown measurement); the message lists the valid ones."""
+
+
 @dataclass
 class ConfigReport:
     config: str
@@ -205,7 +209,11 @@ def step_flops(checkpoint: Checkpoint, device: torch.device, batch: int) -> int:
     return int(counter.get_total_flops())
 
 
-def bench_config(name: str, device: torch.device, batches: list[int], quick: bool, compile: bool) -> ConfigReport:
+def bench_config(
+    name: str, device: torch.device, batches: list[int], quick: bool, compile: bool, only: set[str] | None = None
+) -> ConfigReport:
+    """Every measurement of one config, or those named in ``only`` ('batches' is the batch sweep);
+    a ratio between measurements is None when one of them was not run."""
     config = CONFIGS[name]
     checkpoint = untrained_checkpoint(config)
     report = ConfigReport(
@@ -266,17 +274,27 @@ def bench_config(name: str, device: torch.device, batches: list[int], quick: boo
                 lambda: asdict(bench_session(checkpoint, device, n // 2, cuda_graph=False, compile=compile)),
             ),
         )
+    if only is not None:
+        unknown = only - {key for key, _ in jobs} - {'batches'}
+        if unknown:
+            valid = ', '.join([key for key, _ in jobs] + ['batches'])
+            raise BenchError(f'unknown measurement(s) {sorted(unknown)} on {device.type}; valid: {valid}')
+        jobs = [(key, job) for key, job in jobs if key in only]
     for key, job in tqdm(jobs, desc=name, unit='bench'):
         r[key] = job()
+
+    def speedup(slower: str, faster: str) -> float | None:
+        return r[slower]['p50_ms'] / r[faster]['p50_ms'] if slower in r and faster in r else None
+
     # Both through the engine, so the session's pose checks are not counted on one side only.
-    r['one_step_speedup_over_4_steps'] = r['steps_4_batch1']['p50_ms'] / r['end_to_end_engine_batch1']['p50_ms']
-    r['one_step_speedup_over_4_steps_generator_only'] = (
-        r['steps_4_generator_only_batch1']['p50_ms'] / r['generator_only_batch1']['p50_ms']
+    r['one_step_speedup_over_4_steps'] = speedup('steps_4_batch1', 'end_to_end_engine_batch1')
+    r['one_step_speedup_over_4_steps_generator_only'] = speedup(
+        'steps_4_generator_only_batch1', 'generator_only_batch1'
     )
-    r['one_step_speedup_over_4_steps_fast_decoder'] = (
-        r['steps_4_fast_decoder_batch1']['p50_ms'] / r['end_to_end_fast_decoder_batch1']['p50_ms']
+    r['one_step_speedup_over_4_steps_fast_decoder'] = speedup(
+        'steps_4_fast_decoder_batch1', 'end_to_end_fast_decoder_batch1'
     )
-    r['cache_speedup_over_recompute'] = r['recompute_without_cache_batch1']['p50_ms'] / r['end_to_end_batch1']['p50_ms']
+    r['cache_speedup_over_recompute'] = speedup('recompute_without_cache_batch1', 'end_to_end_batch1')
     r['step_split_batch1'] = {
         name: step_split(r[one]['p50_ms'], r[four]['p50_ms'])
         for name, one, four in (
@@ -284,9 +302,10 @@ def bench_config(name: str, device: torch.device, batches: list[int], quick: boo
             ('fast_decoder', 'end_to_end_fast_decoder_batch1', 'steps_4_fast_decoder_batch1'),
             ('generator_only', 'generator_only_batch1', 'steps_4_generator_only_batch1'),
         )
+        if one in r and four in r
     }
     r['batches'] = {}
-    for batch in tqdm(batches, desc=f'{name} batches', unit='batch'):
+    for batch in tqdm(batches if only is None or 'batches' in only else [], desc=f'{name} batches', unit='batch'):
         if gpu:
             torch.cuda.reset_peak_memory_stats()
         timing = bench_engine(checkpoint, device, batch, max(n // 5, 10), compile=compile)
@@ -310,7 +329,7 @@ def bench_config(name: str, device: torch.device, batches: list[int], quick: boo
             entry['achieved_tflops'] = flops / (timing.p50_ms * 1e-3) / 1e12
             entry['fraction_of_bf16_peak'] = entry['achieved_tflops'] / H100_BF16_DENSE_TFLOPS
         r['batches'][str(batch)] = entry
-    r['max_streams_at_30hz'] = max((e['streams_at_30hz'] for e in r['batches'].values()), default=0)
+    r['max_streams_at_30hz'] = max((e['streams_at_30hz'] for e in r['batches'].values()), default=None)
     return report
 
 
@@ -333,6 +352,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--batches', default='1,8,64,256,512', help='batch sizes (streams) for the throughput sweep')
     parser.add_argument('--quick', action='store_true', help='fewer steps per measurement (for smoke tests)')
     parser.add_argument('--compile', action='store_true', help='torch.compile the step (then captured in a CUDA graph)')
+    parser.add_argument(
+        '--only',
+        default='',
+        help='comma-separated measurements to run (keys of "results", plus "batches" for the batch sweep); '
+        'default: all. With --compile every measurement compiles its own step, so a whole run can outlast a '
+        'time-limited GPU session: split it',
+    )
     parser.add_argument('--output', type=Path, required=True, help='JSON file to write (must not exist)')
     args = parser.parse_args(argv)
     names = args.configs.split(',')
@@ -354,22 +380,26 @@ def main(argv: list[str] | None = None) -> int:
         'compile': args.compile,
         'configs': [],
     }
+    only = set(args.only.split(',')) if args.only else None
     for name in names:  # written after each config, so a run cut short keeps what it measured
-        report = asdict(bench_config(name, device, batches, args.quick, args.compile))
+        try:
+            report = asdict(bench_config(name, device, batches, args.quick, args.compile, only))
+        except BenchError as error:
+            print(f'ERROR: {error}; see --help', file=sys.stderr)
+            return 1
         result['configs'].append(report)
         args.output.write_text(json.dumps(result, indent=2) + '\n')
-        r = report['results']
-        print(
-            f'{report["config"]} {report["resolution"]}: end to end {r["end_to_end_batch1"]["fps"]:.0f} frames/s '
-            f'(p50 {r["end_to_end_batch1"]["p50_ms"]:.2f} ms, p99 {r["end_to_end_batch1"]["p99_ms"]:.2f} ms), '
-            f'generator only {r["generator_only_batch1"]["fps"]:.0f} frames/s, 1-step vs 4-step '
-            f'{r["one_step_speedup_over_4_steps"]:.2f}x; fast decoder {r["end_to_end_fast_decoder_batch1"]["fps"]:.0f} '
-            f'frames/s, 1-step vs 4-step {r["one_step_speedup_over_4_steps_fast_decoder"]:.2f}x; '
-            f'cache vs recompute {r["cache_speedup_over_recompute"]:.1f}x, '
-            f'late/early step {r["rollout_length"]["late_over_early_p50"]:.3f}, '
-            f'streams at 30 Hz {r["max_streams_at_30hz"]}',
-            flush=True,
-        )
+        print(f'{report["config"]} {report["resolution"]}:', flush=True)
+        for key, value in report['results'].items():
+            if isinstance(value, dict) and 'fps' in value:
+                timing = f'p50 {value["p50_ms"]:.3f} ms, p99 {value["p99_ms"]:.3f} ms'
+                print(f'  {key}: {value["fps"]:.0f} frames/s, {timing}')
+            elif isinstance(value, float):
+                print(f'  {key}: {value:.3f}')
+            elif isinstance(value, int):
+                print(f'  {key}: {value}')
+            elif key == 'rollout_length':
+                print(f'  late/early step: {value["late_over_early_p50"]:.3f}')
     print(f'wrote {args.output}')
     return 0
 

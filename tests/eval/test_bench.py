@@ -43,3 +43,18 @@ def test_bench_refuses_unknown_configs_and_existing_output(tmp_path: Path, capsy
     assert main(['--configs', 'small', '--output', str(tmp_path / 'y.json')]) == 1
     err = capsys.readouterr().err
     assert "unknown config(s) ['huge']" in err and 'refusing to overwrite' in err
+
+
+def test_bench_runs_only_the_named_measurements(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / 'some.json'
+    only = 'end_to_end_engine_batch1,steps_4_batch1'
+    assert main(['--device', 'cpu', '--configs', 'small', '--quick', '--only', only, '--output', str(out)]) == 0
+    results = json.loads(out.read_text())['configs'][0]['results']
+    timed = {key for key, value in results.items() if isinstance(value, dict) and 'p50_ms' in value}
+    assert timed == set(only.split(','))
+    assert results['one_step_speedup_over_4_steps'] > 0  # both sides ran
+    assert results['one_step_speedup_over_4_steps_fast_decoder'] is None and results['batches'] == {}
+    assert set(results['step_split_batch1']) == {'full_decoder'}
+    unknown = ['--device', 'cpu', '--configs', 'small', '--only', 'fastest', '--output', str(tmp_path / 'x.json')]
+    assert main(unknown) == 1
+    assert "unknown measurement(s) ['fastest']" in capsys.readouterr().err
