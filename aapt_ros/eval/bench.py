@@ -378,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         'machine': machine(),
         'quick': args.quick,
         'compile': args.compile,
+        'only': args.only or None,
         'configs': [],
     }
     only = set(args.only.split(',')) if args.only else None
