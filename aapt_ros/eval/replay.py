@@ -48,7 +48,7 @@ from aapt_ros.eval.metrics import psnr, ssim
 from aapt_ros.eval.pose_probe import PoseProbe, ProbeErrors, error_summary, load_probe, probe_errors
 from aapt_ros.model.camera import Pose
 from aapt_ros.model.checkpoint import CARD_FILE, CheckpointError, load_checkpoint
-from aapt_ros.streaming.engine import StreamEngine, from_uint8_images, to_uint8_images
+from aapt_ros.streaming.engine import DECODERS, StreamEngine, from_uint8_images, to_uint8_images
 from aapt_ros.streaming.session import SessionError, StreamingSession
 
 HORIZONS_S = (1, 5, 30, 60)
@@ -386,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         '--decoder',
-        choices=['auto', 'full', 'fast'],
+        choices=DECODERS,
         default='auto',
         help="the autoencoder's decoder (full), its light one (fast, from aapt-train decoder) or auto: "
         'the light one when the checkpoint has one, as the node does',
