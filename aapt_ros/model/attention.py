@@ -57,14 +57,16 @@ class Attention(nn.Module):
             k, v = torch.cat([prefix[0], k], 1), torch.cat([prefix[1], v], 1)
         return self._attend(q, k, v, mask), k, v
 
-    def step(self, x: torch.Tensor, cache: KVCache, layer: int, mask: torch.Tensor) -> torch.Tensor:
+    def step(
+        self, x: torch.Tensor, cache: KVCache, layer: int, slots: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
         """x (B, T, dim) of the current frame -> (B, T, dim), attending to the cache and itself.
 
-        The frame's keys and values go to the cache's scratch slot; ``mask`` (B, 1, 1, S*T) marks
-        the visible tokens (computed once per step from ``cache.visible()``).
+        The frame's keys and values go to each stream's cache slot ``slots`` (B,); ``mask``
+        (B, 1, 1, S*T) marks the visible tokens. Both are computed once per step.
         """
         q, k, v = self._qkv(x)
-        keys, values = cache.write_current(layer, k, v)  # (B, H, S*T, D), views of the cache
+        keys, values = cache.write_current(layer, slots, k, v)  # (B, H, S*T, D), views of the cache
         q = q.transpose(1, 2)  # (B, H, T, D)
         if q.is_cuda and q.shape[0] * q.shape[1] <= FEW_STREAM_HEADS:
             out = attend_few_queries(q, keys, values, mask)

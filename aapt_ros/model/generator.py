@@ -80,11 +80,13 @@ class Block(nn.Module):
         x = x + gate1 * rearrange(out, 'b (f t) d -> b f t d', f=f)
         return x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2)), k, v
 
-    def step(self, x: torch.Tensor, c: torch.Tensor, cache: KVCache, layer: int, mask: torch.Tensor) -> torch.Tensor:
+    def step(
+        self, x: torch.Tensor, c: torch.Tensor, cache: KVCache, layer: int, slots: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
         """x (B, 1, T, dim), c (B, 1, dim): one frame per stream."""
         shift1, scale1, gate1, shift2, scale2, gate2 = self._mods(c)
         h = modulate(self.norm1(x), shift1, scale1)[:, 0]
-        x = x + gate1 * self.attn.step(h, cache, layer, mask)[:, None]
+        x = x + gate1 * self.attn.step(h, cache, layer, slots, mask)[:, None]
         return x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
 
 
@@ -278,9 +280,10 @@ class CausalGenerator(nn.Module):
         x, c = self._embed(
             noisy[:, None], previous[:, None], rays[:, None], action[:, None], t[:, None], is_sink[:, None]
         )
-        mask = cache.visible()[:, None, None, :]  # (B, 1, 1, S*T), shared by all layers
+        slots = cache.write_slots()  # (B,), shared by all layers
+        mask = cache.visible()[:, None, None, :]  # (B, 1, 1, S*T)
         for layer, block in enumerate(self._blocks()):
-            x = block.step(x, c, cache, layer, mask)
+            x = block.step(x, c, cache, layer, slots, mask)
         if commit is not None:
             cache.commit(commit)
         return self._unpatchify(x, c)[:, 0]
