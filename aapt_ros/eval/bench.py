@@ -349,7 +349,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--device', default='auto', help='cpu, cuda, cuda:N or auto')
     parser.add_argument('--configs', default='default,qvga', help=f'comma-separated, from {sorted(CONFIGS)}')
-    parser.add_argument('--batches', default='1,8,64,256,512', help='batch sizes (streams) for the throughput sweep')
+    parser.add_argument(
+        '--batches', default='1,8,64,256,1024,2048', help='batch sizes (streams) for the throughput sweep'
+    )
     parser.add_argument('--quick', action='store_true', help='fewer steps per measurement (for smoke tests)')
     parser.add_argument('--compile', action='store_true', help='torch.compile the step (then captured in a CUDA graph)')
     parser.add_argument(

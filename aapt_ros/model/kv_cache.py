@@ -32,8 +32,13 @@ from aapt_ros.model.config import ModelConfig
 
 @torch.library.custom_op('aapt::write_frame', mutates_args=('keys', 'values'))
 def write_frame(
-    keys: torch.Tensor, values: torch.Tensor, layer: int, streams: torch.Tensor, slots: torch.Tensor,
-    k: torch.Tensor, v: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    layer: int,
+    streams: torch.Tensor,
+    slots: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
 ) -> None:
     """Write one frame's (B, H, T, D) keys and values of ``layer`` into slot ``slots[i]`` of stream
     ``streams[i]`` of the (L, B, H, S, T, D) ``keys`` and ``values``."""
@@ -43,8 +48,13 @@ def write_frame(
 
 @write_frame.register_fake
 def _(
-    keys: torch.Tensor, values: torch.Tensor, layer: int, streams: torch.Tensor, slots: torch.Tensor,
-    k: torch.Tensor, v: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    layer: int,
+    streams: torch.Tensor,
+    slots: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
 ) -> None:
     return None
 

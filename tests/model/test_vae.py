@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from aapt_ros.model.config import VAEConfig
+from aapt_ros.model.fast_decoder import conv_with_padded_outputs
 from aapt_ros.model.vae import StreamState, VideoAutoencoder
 
 
@@ -78,3 +79,10 @@ def test_fast_decoder_is_optional_and_needs_temporal_factor_one() -> None:
         _vae().decode_fast(torch.zeros(1, 1, 4, 4, 4))
     with pytest.raises(ValueError, match='needs temporal_factor 1'):
         VAEConfig(fast_decoder_channels=16, temporal_factor=4)
+
+
+def test_the_gpu_decoder_head_with_padded_filters_computes_the_same_convolution() -> None:
+    conv = torch.nn.Conv2d(16, 12, 3, padding=1)
+    x = torch.randn(2, 16, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(conv_with_padded_outputs(conv, x), conv(x))
