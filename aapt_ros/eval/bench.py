@@ -92,6 +92,7 @@ class ConfigReport:
     tokens_per_frame: int
     window_frames: int
     results: dict[str, Any] = field(default_factory=dict)
+    complete: bool = False  # False in what a run cut short left: the measurements it finished
 
 
 def _sync(device: torch.device) -> None:
@@ -210,10 +211,17 @@ def step_flops(checkpoint: Checkpoint, device: torch.device, batch: int) -> int:
 
 
 def bench_config(
-    name: str, device: torch.device, batches: list[int], quick: bool, compile: bool, only: set[str] | None = None
+    name: str,
+    device: torch.device,
+    batches: list[int],
+    quick: bool,
+    compile: bool,
+    only: set[str] | None = None,
+    saved: Callable[[ConfigReport], None] = lambda report: None,
 ) -> ConfigReport:
     """Every measurement of one config, or those named in ``only`` ('batches' is the batch sweep);
-    a ratio between measurements is None when one of them was not run."""
+    a ratio between measurements is None when one of them was not run. ``saved`` receives the
+    report after every measurement, so a run cut short keeps what it measured."""
     config = CONFIGS[name]
     checkpoint = untrained_checkpoint(config)
     report = ConfigReport(
@@ -282,6 +290,7 @@ def bench_config(
         jobs = [(key, job) for key, job in jobs if key in only]
     for key, job in tqdm(jobs, desc=name, unit='bench'):
         r[key] = job()
+        saved(report)
 
     def speedup(slower: str, faster: str) -> float | None:
         return r[slower]['p50_ms'] / r[faster]['p50_ms'] if slower in r and faster in r else None
@@ -329,7 +338,10 @@ def bench_config(
             entry['achieved_tflops'] = flops / (timing.p50_ms * 1e-3) / 1e12
             entry['fraction_of_bf16_peak'] = entry['achieved_tflops'] / H100_BF16_DENSE_TFLOPS
         r['batches'][str(batch)] = entry
+        saved(report)
     r['max_streams_at_30hz'] = max((e['streams_at_30hz'] for e in r['batches'].values()), default=None)
+    report.complete = True
+    saved(report)
     return report
 
 
@@ -384,14 +396,19 @@ def main(argv: list[str] | None = None) -> int:
         'configs': [],
     }
     only = set(args.only.split(',')) if args.only else None
-    for name in names:  # written after each config, so a run cut short keeps what it measured
+    finished: list[dict[str, Any]] = []
+
+    def save(partial: ConfigReport) -> None:  # after every measurement: a run cut short keeps what it measured
+        result['configs'] = [*finished, asdict(partial)]
+        args.output.write_text(json.dumps(result, indent=2) + '\n')
+
+    for name in names:
         try:
-            report = asdict(bench_config(name, device, batches, args.quick, args.compile, only))
+            report = asdict(bench_config(name, device, batches, args.quick, args.compile, only, save))
         except BenchError as error:
             print(f'ERROR: {error}; see --help', file=sys.stderr)
             return 1
-        result['configs'].append(report)
-        args.output.write_text(json.dumps(result, indent=2) + '\n')
+        finished.append(report)
         print(f'{report["config"]} {report["resolution"]}:', flush=True)
         for key, value in report['results'].items():
             if isinstance(value, dict) and 'fps' in value:

@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
-from aapt_ros.eval.bench import main, step_split
+from aapt_ros.eval.bench import ConfigReport, bench_config, main, step_split
 
 
 def test_bench_writes_every_measurement_for_the_small_config_on_cpu(tmp_path: Path) -> None:
@@ -30,6 +31,23 @@ def test_bench_writes_every_measurement_for_the_small_config_on_cpu(tmp_path: Pa
     assert results['end_to_end_batch1']['p99_ms'] >= results['end_to_end_batch1']['p50_ms'] > 0
     assert set(results['batches']) == {'1', '2'}
     assert set(results['step_split_batch1']) == {'full_decoder', 'fast_decoder', 'generator_only'}
+
+
+def test_bench_hands_out_the_report_after_every_measurement() -> None:
+    """What a run cut short (a GPU session's time limit) leaves on disk: the finished measurements."""
+    snapshots: list[tuple[list[str], bool]] = []
+
+    def saved(report: ConfigReport) -> None:
+        timed = [key for key, value in report.results.items() if isinstance(value, dict) and 'p50_ms' in value]
+        snapshots.append((timed, report.complete))
+
+    only = {'end_to_end_engine_batch1', 'steps_4_batch1'}
+    bench_config('small', torch.device('cpu'), [], quick=True, compile=False, only=only, saved=saved)
+    assert snapshots == [
+        (['end_to_end_engine_batch1'], False),
+        (['end_to_end_engine_batch1', 'steps_4_batch1'], False),
+        (['end_to_end_engine_batch1', 'steps_4_batch1'], True),
+    ]
 
 
 def test_step_split_recovers_the_pass_and_the_per_frame_work() -> None:
