@@ -268,7 +268,8 @@ class CausalGenerator(nn.Module):
         *,
         commit: torch.Tensor | None,
     ) -> torch.Tensor:
-        """One frame per stream against the KV cache.
+        """One frame per stream against the KV cache, for inference: the cache is written in place,
+        so gradients do not flow through it (training differentiates ``forward_segment``).
 
         noisy, previous: (B, C, h, w); rays: (B, 6, h, w); action: (B, A); t: (B,).
         A stream whose cache is empty takes this frame as its sink. The streams selected by the
