@@ -46,17 +46,8 @@ def write_frame(
     values[layer, streams, :, slots] = v
 
 
-@write_frame.register_fake
-def _(
-    keys: torch.Tensor,
-    values: torch.Tensor,
-    layer: int,
-    streams: torch.Tensor,
-    slots: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-) -> None:
-    return None
+# What torch.compile traces in its place: the operator returns nothing, it only writes.
+write_frame.register_fake(lambda *args: None)
 
 
 @dataclass

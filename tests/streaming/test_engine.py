@@ -141,3 +141,20 @@ def test_decoder_choice_is_checked(tiny_model: Path) -> None:
         StreamEngine(load_checkpoint(tiny_model), decoder='tiny')
     with pytest.raises(EngineError, match='has no fast decoder'):
         StreamEngine(load_checkpoint(tiny_model), decoder='fast')
+
+
+def test_the_compiled_step_equals_the_eager_one(tiny_model: Path) -> None:
+    """torch.compile traces the cache write (a custom operator) through its fake and runs it in
+    place; the frames and the cache must come out as in eager mode, past the window's first wrap."""
+    checkpoint = load_checkpoint(tiny_model)
+    start = np.random.default_rng(4).integers(0, 256, (2, 32, 48, 3), dtype=np.uint8)
+    runs = []
+    for compile in (False, True):
+        engine = StreamEngine(checkpoint, batch_size=2, seed=5, compile=compile)
+        engine.start(np.ones(2, bool), start)
+        frames = [engine.step(*_motion(2), commit=np.array([True, i != 3])) for i in range(7)]
+        runs.append((np.stack(frames), engine.cache.k.clone(), engine.cache.frames_seen.tolist()))
+    (eager, eager_k, eager_seen), (compiled, compiled_k, compiled_seen) = runs
+    assert compiled_seen == eager_seen == [8, 7]
+    torch.testing.assert_close(compiled_k, eager_k, atol=1e-4, rtol=1e-4)
+    assert np.abs(compiled.astype(int) - eager.astype(int)).max() <= 1
