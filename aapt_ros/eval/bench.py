@@ -197,7 +197,7 @@ def bench_recompute(checkpoint: Checkpoint, device: torch.device, steps: int, co
 
 def step_split(one_step_ms: float, four_steps_ms: float) -> dict[str, float]:
     """A step of k passes costs k G + F: the pass G and the work paid once per frame F (decode,
-    copies, launch, KV commit), from the 1- and 4-step times; 1 step is 3.5x faster only if F <= 0.2 G."""
+    rays, noise, copies, launch), from the 1- and 4-step times; 1 step is 3.5x faster only if F <= 0.2 G."""
     pass_ms = (four_steps_ms - one_step_ms) / 3
     per_frame_ms = one_step_ms - pass_ms
     return {'pass_ms': pass_ms, 'per_frame_ms': per_frame_ms, 'per_frame_ms_for_3_5x': 0.2 * pass_ms}

@@ -91,8 +91,7 @@ class KVCache:
 
     def write_slots(self) -> torch.Tensor:
         """(B,) slot index of each stream's current frame: 0 for the sink, then around the ring."""
-        ring_position = 1 + (self.frames_seen - 1).clamp(min=0) % self.ring_slots
-        return torch.where(self.frames_seen == 0, torch.zeros_like(ring_position), ring_position)
+        return torch.where(self.frames_seen == 0, 0, 1 + (self.frames_seen - 1) % self.ring_slots)
 
     def visible(self) -> torch.Tensor:
         """(B, (W + 1) * T) bool: the tokens the current frame attends to, its own included.
