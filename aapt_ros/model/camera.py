@@ -77,17 +77,27 @@ def relative_motion(previous: Pose, current: Pose) -> tuple[np.ndarray, np.ndarr
 
 
 class RayEncoder(nn.Module):
-    """Per-latent-pixel ray origin and direction of the current frame in the previous frame.
+    """Per-latent-pixel ray origin and direction of the current frame in the previous frame and,
+    when ``sink_origin_scale`` > 0, also in the sink (first) frame of the stream.
 
-    Output channels: origin (3, divided by ``origin_scale``) then unit direction (3).
+    Output channels: origin (3, divided by ``origin_scale``) then unit direction (3), followed by
+    the same in the sink frame (origin divided by ``sink_origin_scale``) when that is on.
     """
 
-    num_channels = 6
     camera_directions: torch.Tensor  # (3, h, w) unit rays in the camera frame, a buffer
 
-    def __init__(self, camera: CameraConfig, latent_height: int, latent_width: int, origin_scale: float):
+    def __init__(
+        self,
+        camera: CameraConfig,
+        latent_height: int,
+        latent_width: int,
+        origin_scale: float,
+        sink_origin_scale: float = 0.0,
+    ):
         super().__init__()
         self.origin_scale = origin_scale
+        self.sink_origin_scale = sink_origin_scale
+        self.num_channels = 12 if sink_origin_scale > 0 else 6
         # Centre of each latent cell in image pixel coordinates (pixel i has its centre at i).
         fy_cell = camera.height / latent_height
         fx_cell = camera.width / latent_width
@@ -98,15 +108,32 @@ class RayEncoder(nn.Module):
         dirs = dirs / dirs.norm(dim=0, keepdim=True)  # (3, h, w) unit rays in the camera frame
         self.register_buffer('camera_directions', dirs.float(), persistent=False)
 
-    def forward(self, rotation: torch.Tensor, translation: torch.Tensor) -> torch.Tensor:
-        """rotation (B, 3, 3), translation (B, 3) -> float32 rays (B, 6, h, w).
+    def _rays(self, rotation: torch.Tensor, translation: torch.Tensor, origin_scale: float) -> torch.Tensor:
+        b = rotation.shape[0]
+        _, h, w = self.camera_directions.shape
+        directions = torch.einsum('bij,jhw->bihw', rotation.float(), self.camera_directions.float())  # (B, 3, h, w)
+        origins = (translation.float() / origin_scale)[:, :, None, None].expand(b, 3, h, w)
+        return torch.cat([origins, directions], dim=1)
+
+    def forward(
+        self,
+        rotation: torch.Tensor,
+        translation: torch.Tensor,
+        sink_rotation: torch.Tensor | None = None,
+        sink_translation: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """rotation (B, 3, 3), translation (B, 3): the motion since the previous frame; sink_rotation
+        and sink_translation: the camera in the sink frame (needed when sink rays are on)
+        -> float32 rays (B, num_channels, h, w).
 
         Computed in float32 whatever the module's dtype: a half-precision direction map would
         round the small differences between neighbouring rays.
         """
-        b = rotation.shape[0]
-        _, h, w = self.camera_directions.shape
-        directions = torch.einsum('bij,jhw->bihw', rotation.float(), self.camera_directions.float())  # (B, 3, h, w)
-        translation = translation.float()
-        origins = (translation / self.origin_scale)[:, :, None, None].expand(b, 3, h, w)
-        return torch.cat([origins, directions], dim=1)
+        rays = self._rays(rotation, translation, self.origin_scale)
+        if self.sink_origin_scale <= 0:
+            return rays
+        if sink_rotation is None or sink_translation is None:
+            raise ValueError(
+                'this generator also takes the camera in the sink frame: pass sink_rotation, sink_translation'
+            )
+        return torch.cat([rays, self._rays(sink_rotation, sink_translation, self.sink_origin_scale)], dim=1)

@@ -84,6 +84,11 @@ class GeneratorConfig:
     window_frames: int = 30  # frames attended besides the sink, the current one included: 2 s at 15 Hz
     action_names: tuple[str, ...] = KUKA_IIWA_JOINTS
     ray_origin_scale: float = 0.05  # metres; typical camera motion between frames -> about unit std
+    # Our addition to AAPT: > 0 also gives each frame its rays in the sink (first) frame's camera,
+    # origins divided by this many metres (camera travel since the start -> about unit std). With
+    # previous-frame rays alone, where the current view lies relative to the sink, the one real image,
+    # is lost once the frames in between have left the window. 0: previous-frame rays only (AAPT).
+    sink_ray_origin_scale: float = 0.0
     sampling_steps: int = 1  # network passes per frame at inference (1 after adversarial training)
     timestep_shift: float = 3.0  # shifted t schedule (SD3): spends more steps at high noise
 
@@ -98,6 +103,8 @@ class GeneratorConfig:
             raise ConfigError(f'generator.action_names has duplicates: {list(self.action_names)}')
         if not self.ray_origin_scale > 0:
             raise ConfigError(f'generator.ray_origin_scale must be positive, got {self.ray_origin_scale}')
+        if self.sink_ray_origin_scale < 0:
+            raise ConfigError(f'generator.sink_ray_origin_scale must be >= 0, got {self.sink_ray_origin_scale}')
 
     @property
     def head_dim(self) -> int:

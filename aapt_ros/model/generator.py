@@ -110,8 +110,10 @@ class CausalGenerator(nn.Module):
         super().__init__()
         self.config = config
         g, v = config.generator, config.vae
-        self.rays = RayEncoder(config.camera, config.latent_height, config.latent_width, g.ray_origin_scale)
-        in_channels = 2 * v.latent_channels + RayEncoder.num_channels
+        self.rays = RayEncoder(
+            config.camera, config.latent_height, config.latent_width, g.ray_origin_scale, g.sink_ray_origin_scale
+        )
+        in_channels = 2 * v.latent_channels + self.rays.num_channels
         self.patch_embed = nn.Conv2d(in_channels, g.dim, g.patch_size, stride=g.patch_size)
         self.pos_embed = nn.Parameter(torch.randn(config.tokens_per_frame, g.dim) * 0.02)
         # The sink frame is the user's image, not a generated one: a learned marker tells them apart.
@@ -139,7 +141,7 @@ class CausalGenerator(nn.Module):
         is_sink: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs (B, F, ...) -> tokens (B, F, T, dim) and conditioning (B, F, dim)."""
-        x = torch.cat([noisy, previous, rays.to(noisy.dtype)], dim=2)  # (B, F, 2C+6, h, w)
+        x = torch.cat([noisy, previous, rays.to(noisy.dtype)], dim=2)  # (B, F, 2C+R, h, w), R ray channels
         # The stride-p convolution as one matrix product over flattened patches: the same numbers,
         # but cuDNN's kernel for so few input channels took 8 us per pass at batch 1 on an H100.
         p = self.config.generator.patch_size
@@ -171,7 +173,7 @@ class CausalGenerator(nn.Module):
     ) -> torch.Tensor:
         """Whole clips in one pass; frame 0 of each clip is the sink.
 
-        noisy, previous: (B, F, C, h, w) latents; rays: (B, F, 6, h, w); action: (B, F, A);
+        noisy, previous: (B, F, C, h, w) latents; rays: (B, F, R, h, w); action: (B, F, A);
         t: (B, F) flow times in [0, 1]; mask: (F*T, F*T) bool, True where a query token may attend
         to a key token; None is the block-causal window mask of ``step`` (``token_attention_mask``),
         ``masks.bidirectional_attention_mask`` the all-to-all one of the base model.
@@ -271,7 +273,7 @@ class CausalGenerator(nn.Module):
         """One frame per stream against the KV cache, for inference: the cache is written in place,
         so gradients do not flow through it (training differentiates ``forward_segment``).
 
-        noisy, previous: (B, C, h, w); rays: (B, 6, h, w); action: (B, A); t: (B,).
+        noisy, previous: (B, C, h, w); rays: (B, R, h, w); action: (B, A); t: (B,).
         A stream whose cache is empty takes this frame as its sink. The streams selected by the
         (B,) bool ``commit`` (on a frame's last sampling pass) add the frame to their cache; with
         None the cache is left untouched.

@@ -1,7 +1,8 @@
 """The batched streaming engine: B camera streams stepped together, one network pass per frame.
 
 State is explicit and preallocated: the KV cache, the recycled previous latent of each stream,
-and static input buffers (relative camera motion, actions, noise, which streams commit). A step
+each camera's pose in its stream's sink frame (on the host, float64), and static input buffers
+(relative camera motion, actions, noise, which streams commit). A step
 is a pure function of those buffers, so on CUDA it is captured once in a CUDA graph, together
 with the copies of its inputs from and its output to pinned host memory, and replayed: a frame
 then costs one graph launch, whatever the model's kernel count.
@@ -26,7 +27,8 @@ from aapt_ros.model.sampling import euler_update, shifted_timesteps, velocity_to
 from aapt_ros.streaming import cuda_graphs
 
 COMMIT = 12  # column of the packed inputs that says whether a stream advances
-INPUT_FIELDS = 13  # rotation (9), translation (3), commit (1); the actions follow
+SINK_ROTATION, SINK_TRANSLATION = slice(13, 22), slice(22, 25)  # the camera in the stream's sink frame
+INPUT_FIELDS = 25  # rotation (9), translation (3), commit (1), sink rotation (9) and translation (3); then actions
 # The autoencoder's decoder, its light one (model/fast_decoder.py), or 'auto': the light one when
 # the checkpoint has one (within 0.3 dB on held-out rollouts, several times cheaper), else the full one.
 DECODERS = ('auto', 'full', 'fast')
@@ -69,8 +71,11 @@ def to_uint8_images(images: torch.Tensor) -> torch.Tensor:
 
 class StreamEngine:
     """B streams on one device. Inputs of a step are packed per stream in one row,
-    ``rotation (9) | translation (3) | commit (1) | actions (A)``, so they reach the device in a
-    single copy from pinned memory; the step reads them through the views below."""
+    ``rotation (9) | translation (3) | commit (1) | sink rotation (9) | sink translation (3) |
+    actions (A)``, so they reach the device in a single copy from pinned memory; the step reads
+    them through the views below. The sink columns are filled only for a generator with sink rays
+    (``generator.sink_ray_origin_scale``): the engine chains each stream's motions into its camera
+    in the sink frame, so callers pass frame-to-frame motion either way."""
 
     def __init__(
         self,
@@ -120,12 +125,20 @@ class StreamEngine:
         dev, pin = self.device, self.device.type == 'cuda'
         self._host_inputs = torch.zeros(b, INPUT_FIELDS + config.generator.action_dim, pin_memory=pin)
         self._host_inputs[:, :9] = torch.eye(3).flatten()
+        self._host_inputs[:, SINK_ROTATION] = torch.eye(3).flatten()
         self._host_inputs[:, COMMIT] = 1.0
         self._host_rows = self._host_inputs.numpy()  # the same memory, written by the host API
         self._all_streams = np.ones(b, dtype=bool)
+        self._sink_rays = config.generator.sink_ray_origin_scale > 0
+        # Each camera in its stream's sink frame as of its last committed frame, float64: chaining
+        # thousands of float32 motions would drift.
+        self._sink_rotations = np.tile(np.eye(3), (b, 1, 1))  # (B, 3, 3)
+        self._sink_translations = np.zeros((b, 3))  # (B, 3) metres
         self.inputs = self._host_inputs.to(dev)  # (B, 13 + A) float32, read through the views below
         self.rotations = self.inputs[:, :9].unflatten(1, (3, 3))  # type: ignore[no-untyped-call]  # (B, 3, 3) view
         self.translations = self.inputs[:, 9:12]  # (B, 3) metres, in the previous camera frame
+        self.sink_rotations = self.inputs[:, SINK_ROTATION].unflatten(1, (3, 3))  # type: ignore[no-untyped-call]
+        self.sink_translations = self.inputs[:, SINK_TRANSLATION]  # (B, 3) metres, in the sink camera frame
         self.actions = self.inputs[:, INPUT_FIELDS:]  # (B, A)
         self.noise = torch.zeros(b, c, h, w, device=dev, dtype=self.dtype)  # (B, C, h, w)
         self.previous = torch.zeros(b, c, h, w, device=dev, dtype=self.dtype)  # recycled latent of the last frame
@@ -150,7 +163,8 @@ class StreamEngine:
     def _step_tensors(self) -> None:
         commit = self.inputs[:, COMMIT] > 0.5  # (B,) bool
         actions = self.actions.to(self.dtype)
-        rays = self.generator.rays(self.rotations, self.translations).to(self.dtype)  # (B, 6, h, w)
+        rays = self.generator.rays(self.rotations, self.translations, self.sink_rotations, self.sink_translations)
+        rays = rays.to(self.dtype)  # (B, R, h, w)
         x = self.noise.normal_(generator=self.rng)
         last = self.sampling_steps - 1
         for i in range(self.sampling_steps):
@@ -185,8 +199,11 @@ class StreamEngine:
             self.cache.reset()
             self.previous.zero_()
             self.rng.manual_seed(self.seed)
+            streams = self._all_streams
         else:
             self.cache.reset(torch.as_tensor(streams, device=self.device))
+        self._sink_rotations[streams] = np.eye(3)
+        self._sink_translations[streams] = 0.0
 
     def _pack(self, columns: slice, values: np.ndarray | None, shape: tuple[int, ...], name: str) -> None:
         """Write ``values`` of ``shape`` into the pinned input rows (None: keep the last ones)."""
@@ -215,13 +232,27 @@ class StreamEngine:
         mask = torch.as_tensor(np.asarray(streams, dtype=bool), device=self.device)
         frames = torch.from_numpy(np.ascontiguousarray(first_frames)).to(self.device)
         latents = self.vae.encode(from_uint8_images(frames, self.dtype))[:, 0]
-        self.cache.reset(mask)
-        identity = torch.eye(3, device=self.device).repeat(b, 1, 1)
-        rays = self.generator.rays(identity, torch.zeros(b, 3, device=self.device)).to(self.dtype)
+        self.reset(np.asarray(streams, dtype=bool))
+        identity, zero = torch.eye(3, device=self.device).repeat(b, 1, 1), torch.zeros(b, 3, device=self.device)
+        rays = self.generator.rays(identity, zero, identity, zero).to(self.dtype)
         zero_t = torch.zeros(b, device=self.device, dtype=self.dtype)
         # The sink pass: the clean first latent at t = 0 enters the cache; its output is not needed.
         self.generator.step(latents, latents, rays, self.actions.to(self.dtype), zero_t, self.cache, commit=mask)
         self.previous.copy_(torch.where(mask[:, None, None, None], latents, self.previous))
+
+    def _chain_sink_poses(self, rotations: np.ndarray, translations: np.ndarray, commit: np.ndarray | None) -> None:
+        """Pack each camera in its sink frame (its pose there after this step's motion), and keep
+        it for the streams that commit: R_s <- R_s R, t_s <- t_s + R_s t."""
+        rotation = self._sink_rotations @ np.asarray(rotations, dtype=np.float64)  # (B, 3, 3)
+        step = np.asarray(translations, dtype=np.float64)[..., None]  # (B, 3, 1)
+        translation = self._sink_translations + (self._sink_rotations @ step)[..., 0]  # (B, 3)
+        self._host_rows[:, SINK_ROTATION] = rotation.reshape(self.batch_size, 9)
+        self._host_rows[:, SINK_TRANSLATION] = translation
+        if commit is None:
+            self._sink_rotations, self._sink_translations = rotation, translation
+        else:
+            advance = np.asarray(commit, dtype=bool)
+            self._sink_rotations[advance], self._sink_translations[advance] = rotation[advance], translation[advance]
 
     def step(
         self,
@@ -241,6 +272,8 @@ class StreamEngine:
         self._pack(slice(9, 12), translations, (b, 3), 'translations')
         self._pack(slice(INPUT_FIELDS, None), actions, (b, self.config.generator.action_dim), 'actions')
         self._pack(slice(COMMIT, COMMIT + 1), self._all_streams if commit is None else commit, (b,), 'commit')
+        if self._sink_rays:
+            self._chain_sink_poses(rotations, translations, commit)
         if self._graph is not None:
             self._graph.replay()
         else:

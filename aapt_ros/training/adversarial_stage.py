@@ -98,7 +98,7 @@ class Sample(NamedTuple):
     noisy: torch.Tensor  # the generator's input: noise at t = 1, the clean sink at t = 0
     recycled: torch.Tensor  # each frame's recycled input: fake or real frame i - 1 (frame 0: itself)
     t: torch.Tensor  # (B, F) 1, and 0 for the sink
-    rays: torch.Tensor  # (B, F, 6, h, w)
+    rays: torch.Tensor  # (B, F, R, h, w)
     actions: torch.Tensor  # (B, F, A)
 
 

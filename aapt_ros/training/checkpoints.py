@@ -100,6 +100,26 @@ def generator_checkpoint(model_config: ModelConfig, trained: torch.nn.Module, st
     return Checkpoint(model_config, start.vae.cpu(), generator, start.start_frame)
 
 
+def with_sink_rays(start: Checkpoint, origin_scale: float) -> Checkpoint:
+    """``start`` with rays in the sink frame added to its camera input (``generator.sink_ray_origin_scale``).
+
+    The new input channels start with zero weights, so the result streams exactly as ``start``
+    until training teaches it to use them.
+    """
+    g = start.config.generator
+    if g.sink_ray_origin_scale > 0:
+        name = start.path or 'the checkpoint'
+        raise TrainError(f'{name} already has sink rays (origin scale {g.sink_ray_origin_scale})')
+    config = dataclasses.replace(start.config, generator=dataclasses.replace(g, sink_ray_origin_scale=origin_scale))
+    generator = CausalGenerator(config)
+    weights = start.generator.state_dict()
+    old = weights['patch_embed.weight']  # (dim, 2C + 6, p, p)
+    widened = torch.zeros_like(generator.patch_embed.weight)  # (dim, 2C + 12, p, p): the sink channels come last
+    widened[:, : old.shape[1]] = old
+    generator.load_state_dict({**weights, 'patch_embed.weight': widened})
+    return dataclasses.replace(start, config=config, generator=generator.eval())
+
+
 def write_outputs(
     folder: Path, checkpoint: Checkpoint, config: TrainConfig, card: dict[str, Any], bags: list[Path]
 ) -> None:

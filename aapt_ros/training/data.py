@@ -140,20 +140,32 @@ def batch(
     return clips
 
 
-def relative_motions(positions: torch.Tensor, orientations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Camera motion of each frame relative to the frame before, as the streaming session computes it.
+class CameraMotions(NamedTuple):
+    """The camera of each frame of a batch of clips, float64: rotation (B, F, 3, 3) and
+    translation (B, F, 3) in the previous frame, and the same in the clip's sink frame 0."""
 
-    positions (B, F, 3), orientations (B, F, 4) xyzw -> rotation (B, F, 3, 3), translation (B, F, 3),
-    float64; frame 0 gets the identity (it is the sink, which has no previous frame). Uses the
-    runtime's own ``relative_motion`` so the rays seen in training and in streaming cannot differ.
+    rotation: torch.Tensor
+    translation: torch.Tensor
+    sink_rotation: torch.Tensor
+    sink_translation: torch.Tensor
+
+
+def relative_motions(positions: torch.Tensor, orientations: torch.Tensor) -> CameraMotions:
+    """Camera of each frame relative to the frame before and to frame 0, as the streaming engine sees it.
+
+    positions (B, F, 3), orientations (B, F, 4) xyzw. Frame 0 gets the identity for both (it is
+    the sink). Uses the runtime's own ``relative_motion`` so the rays seen in training and in
+    streaming cannot differ.
     """
     pos = positions.detach().cpu().double().numpy()
     ori = orientations.detach().cpu().double().numpy()
     b, f = pos.shape[:2]
     rotation = np.tile(np.eye(3), (b, f, 1, 1))  # (B, F, 3, 3)
-    translation = np.zeros((b, f, 3))
+    sink_rotation = rotation.copy()
+    translation, sink_translation = np.zeros((b, f, 3)), np.zeros((b, f, 3))
     for i in range(b):
         poses = [Pose(tuple(p), tuple(q / np.linalg.norm(q))).validated() for p, q in zip(pos[i], ori[i], strict=True)]
         for j in range(1, f):
             rotation[i, j], translation[i, j] = relative_motion(poses[j - 1], poses[j])
-    return torch.from_numpy(rotation), torch.from_numpy(translation)
+            sink_rotation[i, j], sink_translation[i, j] = relative_motion(poses[0], poses[j])
+    return CameraMotions(*(torch.from_numpy(m) for m in (rotation, translation, sink_rotation, sink_translation)))

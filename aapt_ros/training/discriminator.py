@@ -54,7 +54,7 @@ class Discriminator(nn.Module):
         """Logits of frames s .. s + S - 1 of a sequence (s >= 1): (B, S) float32, higher = more real.
 
         frames: (B, S, C, h, w) latents; before: (B, C, h, w) frame s - 1 (the sink when s = 1),
-        the recycled input of frame s; sink: (B, C, h, w) frame 0; rays (B, 1 + S, 6, h, w) and
+        the recycled input of frame s; sink: (B, C, h, w) frame 0; rays (B, 1 + S, R, h, w) and
         action (B, 1 + S, A) of frames 0, s, ..., s + S - 1.
         """
         sequence = torch.cat([sink[:, None], frames], dim=1)  # (B, 1 + S, C, h, w)

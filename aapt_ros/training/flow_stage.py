@@ -62,7 +62,7 @@ def sample_t(batch_size: int, shift: float, how: str, generator: torch.Generator
 def clip_latents(
     generator_net: CausalGenerator, vae: VideoAutoencoder, clips: Clip, *, recycle: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """x0 (B, F, C, h, w), the recycled input (B, F, C, h, w) and rays (B, F, 6, h, w) of a batch.
+    """x0 (B, F, C, h, w), the recycled input (B, F, C, h, w) and rays (B, F, R, h, w) of a batch.
 
     recycle: the ground-truth x0 of frame i - 1 (frame 0: itself) when True, zeros when False.
     """
@@ -70,9 +70,9 @@ def clip_latents(
         x0 = vae.encode(clips[FRAMES]).float()  # (B, F, C, h, w), about unit std
     b = x0.shape[0]
     previous = torch.cat([x0[:, :1], x0[:, :-1]], dim=1) if recycle else torch.zeros_like(x0)
-    rotation, translation = relative_motions(clips[POSITIONS], clips[ORIENTATIONS])  # (B, F, 3, 3), (B, F, 3)
-    rays = generator_net.rays(rotation.flatten(0, 1).to(x0.device), translation.flatten(0, 1).to(x0.device))
-    rays = rearrange(rays, '(b f) c h w -> b f c h w', b=b)  # from [(B F), 6, h, w] to [B, F, 6, h, w]
+    motions = relative_motions(clips[POSITIONS], clips[ORIENTATIONS])  # (B, F, 3, 3) and (B, F, 3) each
+    rays = generator_net.rays(*(m.flatten(0, 1).to(x0.device) for m in motions))
+    rays = rearrange(rays, '(b f) c h w -> b f c h w', b=b)  # from [(B F), R, h, w] to [B, F, R, h, w]
     return x0, previous, rays
 
 

@@ -53,3 +53,18 @@ def test_ray_origins_are_scaled_translation() -> None:
     camera = CameraConfig(width=32, height=32, fx=30, fy=30, cx=16, cy=16)
     rays = RayEncoder(camera, 4, 4, origin_scale=0.05)(torch.eye(3)[None], torch.tensor([[0.05, 0.0, -0.1]]))
     torch.testing.assert_close(rays[0, :3, 2, 2], torch.tensor([1.0, 0.0, -2.0]))
+
+
+def test_sink_rays_follow_the_previous_frame_rays_with_their_own_scale() -> None:
+    camera = CameraConfig(width=32, height=32, fx=30, fy=30, cx=16, cy=16)
+    yaw = torch.tensor([[[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]])
+    motion = torch.eye(3)[None], torch.tensor([[0.05, 0.0, 0.0]])
+    sink_motion = yaw, torch.tensor([[1.0, 0.0, -2.0]])
+    with_sink = RayEncoder(camera, 4, 4, origin_scale=0.05, sink_origin_scale=0.5)
+    rays = with_sink(*motion, *sink_motion)
+    assert with_sink.num_channels == 12 and rays.shape == (1, 12, 4, 4)
+    torch.testing.assert_close(rays[:, :6], RayEncoder(camera, 4, 4, origin_scale=0.05)(*motion))
+    torch.testing.assert_close(rays[:, 6:], RayEncoder(camera, 4, 4, origin_scale=0.5)(*sink_motion))
+    torch.testing.assert_close(rays[0, 6:9, 0, 0], torch.tensor([2.0, 0.0, -4.0]))
+    with pytest.raises(ValueError, match='sink_rotation'):
+        with_sink(*motion)

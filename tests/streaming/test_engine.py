@@ -158,3 +158,20 @@ def test_the_compiled_step_equals_the_eager_one(tiny_model: Path) -> None:
     assert compiled_seen == eager_seen == [8, 7]
     torch.testing.assert_close(compiled_k, eager_k, atol=1e-4, rtol=1e-4)
     assert np.abs(compiled.astype(int) - eager.astype(int)).max() <= 1
+
+
+def test_each_camera_in_its_sink_frame_advances_on_committed_steps_and_restarts_with_its_stream(tmp_path: Path) -> None:
+    from tests.conftest import save_tiny_model
+
+    engine = StreamEngine(load_checkpoint(save_tiny_model(tmp_path / 'tiny', sink_ray_origin_scale=0.5)), batch_size=2)
+    start = np.random.default_rng(0).integers(0, 256, (2, 32, 48, 3), dtype=np.uint8)
+    engine.start(np.ones(2, bool), start)
+
+    def sink_x_after(commit: np.ndarray | None = None) -> list[float]:
+        engine.step(*_motion(2, 0.1), commit=commit)
+        return engine.sink_translations[:, 0].tolist()  # what this step's rays were made from
+
+    assert sink_x_after(np.array([True, False])) == pytest.approx([0.1, 0.1])
+    assert sink_x_after() == pytest.approx([0.2, 0.1])  # stream 1's uncommitted step is forgotten
+    engine.start(np.array([False, True]), start)
+    assert sink_x_after() == pytest.approx([0.3, 0.1])

@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from aapt_ros.model.camera import Pose
+from aapt_ros.model.camera import Pose, relative_motion
 from aapt_ros.model.checkpoint import CARD_FILE, load_checkpoint
 from aapt_ros.model.config import ConfigError
 from aapt_ros.model.generator import CausalGenerator
@@ -36,7 +36,7 @@ from aapt_ros.training.adversarial_stage import (
 )
 from aapt_ros.training.checkpoints import MODEL_STATE, OPTIMIZER_STATE, STATE_DIR
 from aapt_ros.training.config import AdversarialConfig, TrainError, load_train_config
-from aapt_ros.training.data import batch, load_splits
+from aapt_ros.training.data import batch, load_splits, relative_motions
 from aapt_ros.training.discriminator import Discriminator
 from tests.conftest import tiny_config
 
@@ -122,27 +122,35 @@ def test_gradients_stop_at_segment_boundaries_and_reach_each_segment() -> None:
     assert (prefix.first, prefix.end) == (1, 3)
 
 
-def test_the_rollout_is_what_the_engine_streams(tmp_path: Path) -> None:
+@pytest.mark.parametrize('sink_scale', [0.0, 0.5], ids=['previous_frame_rays', 'sink_rays_too'])
+def test_the_rollout_is_what_the_engine_streams(tmp_path: Path, sink_scale: float) -> None:
+    """Also checks that the engine's chained camera-in-the-sink-frame equals training's direct one."""
     from tests.conftest import save_tiny_model
 
-    checkpoint = load_checkpoint(save_tiny_model(tmp_path / 'tiny'))
+    checkpoint = load_checkpoint(save_tiny_model(tmp_path / 'tiny', sink_ray_origin_scale=sink_scale))
     engine = StreamEngine(checkpoint, device='cpu', dtype='float32', decode=False, seed=0)
     start = checkpoint.start_frame.numpy()[None]
-    rotations = np.tile(np.eye(3), (5, 1, 1))
-    translations = np.array([[0.01 * i, 0.0, 0.005 * i] for i in range(5)])  # none for the sink
+    # A camera turning about its y axis while it moves: the chained rotations do not commute.
+    angles = 0.3 * np.arange(5)
+    positions = np.array([[0.1 * i, 0.02 * i * i, 0.05 * i] for i in range(5)])
+    orientations = np.stack([np.zeros(5), np.sin(angles / 2), 0.1 * np.sin(angles), np.cos(angles / 2)], axis=1)
+    orientations /= np.linalg.norm(orientations, axis=1, keepdims=True)
+    poses = [Pose(tuple(p), tuple(q)) for p, q in zip(positions, orientations, strict=True)]
     actions = np.linspace(-1, 1, 5 * 7).reshape(5, 1, 7)
     engine.start(np.ones(1, dtype=bool), start, actions[0])
     sink = engine.previous.clone()  # (1, C, h, w): the encoded start image
-    # copied: with float32 latents the engine returns a view of its reused host buffer
-    streamed = [
-        torch.from_numpy(engine.step(rotations[i][None], translations[i][None], actions[i]).copy()) for i in range(1, 5)
-    ]
+    streamed = []
+    for i in range(1, 5):  # frame to frame, as StreamingSession passes them
+        rotation, translation = relative_motion(poses[i - 1], poses[i])
+        # copied: with float32 latents the engine returns a view of its reused host buffer
+        streamed.append(torch.from_numpy(engine.step(rotation[None], translation[None], actions[i]).copy()))
     # The same run through the training rollout: the engine's noise comes from its seeded generator.
     g = torch.Generator().manual_seed(0)
     noise = [torch.empty_like(sink).normal_(generator=g) for _ in range(4)]
     net = checkpoint.generator
-    motion = torch.tensor(rotations, dtype=torch.float32), torch.tensor(translations, dtype=torch.float32)
-    rays = net.rays(*motion)[None]  # (1, 5, 6, h, w)
+    motions = relative_motions(torch.from_numpy(positions)[None], torch.from_numpy(orientations)[None])
+    rays = net.rays(*(m[0].float() for m in motions))[None]  # (1, 5, R, h, w)
+    assert rays.shape[2] == (12 if sink_scale else 6)
     noisy = torch.stack([sink, *noise], dim=1)
     t = torch.tensor([[0.0, 1.0, 1.0, 1.0, 1.0]])
     action = torch.tensor(actions, dtype=torch.float32).transpose(0, 1)  # (1, 5, 7)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from aapt_ros.model.camera import Pose
 from aapt_ros.model.checkpoint import CARD_FILE, load_checkpoint
 from aapt_ros.streaming.session import StreamingSession
 from aapt_ros.training import cli
-from aapt_ros.training.checkpoints import MODEL_STATE, STATE_DIR
+from aapt_ros.training.checkpoints import MODEL_STATE, STATE_DIR, with_sink_rays
 from aapt_ros.training.config import TrainError, load_train_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -121,3 +122,23 @@ def test_resume_repeats_an_uninterrupted_run(runs: dict[str, Any], stage: str) -
     assert a.keys() == b.keys()
     for name in a:
         torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0)
+
+
+def test_a_checkpoint_given_sink_rays_streams_as_before_until_trained(tiny_model: Path, tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location('add_sink_rays', REPO / 'tools' / 'add_sink_rays.py')
+    assert spec is not None and spec.loader is not None
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert tool.main([str(tiny_model), str(tmp_path / 'sink'), '--origin-scale', '0.5']) == 0
+    widened = load_checkpoint(tmp_path / 'sink')
+    assert widened.config.generator.sink_ray_origin_scale == 0.5
+    assert widened.generator.rays.num_channels == 12
+    runs = []
+    for checkpoint in (load_checkpoint(tiny_model), widened):
+        session = StreamingSession(checkpoint, dtype='float32')
+        session.start(Pose.identity())
+        runs.append([session.step(Pose((0.1 * i, 0.0, 0.02 * i), (0.0, 0.0, 0.0, 1.0))) for i in range(1, 6)])
+    for before, after in zip(*runs, strict=True):
+        np.testing.assert_array_equal(before, after)
+    with pytest.raises(TrainError, match='already has sink rays'):
+        with_sink_rays(widened, 1.0)
