@@ -22,6 +22,13 @@ def test_tiny_config_loads_with_paths_relative_to_the_file() -> None:
     assert Path(config.data.bags[0]) == REPO / 'aapt_ros' / 'data' / 'samples' / 'sim_episode'
 
 
+@pytest.mark.parametrize('path', sorted((REPO / 'config' / 'train_sim').glob('*.yaml')), ids=lambda p: p.stem)
+def test_every_run_config_of_the_shipped_chain_is_valid(path: Path) -> None:
+    stage = 'adversarial' if path.stem.startswith('adversarial') else path.stem  # as tools/train_budgeted.py runs them
+    config = load_train_config(path, stage)
+    assert config.stage == stage and Path(config.model).is_absolute()
+
+
 def test_unknown_keys_and_bad_values_are_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"unknown key\(s\) \['stepz'\]"):
         load_train_config(TINY, 'vae', ['optim.stepz=3'])
