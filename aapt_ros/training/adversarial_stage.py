@@ -242,11 +242,12 @@ def load_discriminator_start(path: Path, generator_config: ModelConfig) -> Check
 
     def inputs(config: ModelConfig) -> tuple[Any, ...]:  # what the discriminator reads must mean the same
         # A light decoder (stage decoder) leaves the latents as they are.
-        return config.camera, dataclasses.replace(config.vae, fast_decoder_channels=0), config.generator.action_names
+        vae, g = dataclasses.replace(config.vae, fast_decoder_channels=0), config.generator
+        return config.camera, vae, g.action_names, g.ray_origin_scale, g.sink_ray_origin_scale
 
     if inputs(start.config) != inputs(generator_config):
         raise TrainError(
-            f'{what}: {path} has another camera, autoencoder or action list than the generator '
+            f'{what}: {path} has another camera, ray input, autoencoder or action list than the generator '
             f'{generator_config.name!r}; use the adapt checkpoint of the same chain'
         )
     return start

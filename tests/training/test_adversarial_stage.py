@@ -3,6 +3,7 @@ discriminator, and the stage end to end on the tiny config (a short vae -> ... -
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import itertools
 import json
@@ -16,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from aapt_ros.model.camera import Pose, relative_motion
-from aapt_ros.model.checkpoint import CARD_FILE, load_checkpoint
+from aapt_ros.model.checkpoint import CARD_FILE, load_checkpoint, save_checkpoint
 from aapt_ros.model.config import ConfigError
 from aapt_ros.model.generator import CausalGenerator
 from aapt_ros.streaming.engine import StreamEngine
@@ -30,6 +31,7 @@ from aapt_ros.training.adversarial_stage import (
     generate,
     generator_loss,
     judge,
+    load_discriminator_start,
     rollout,
     segments,
     sequence,
@@ -156,6 +158,18 @@ def test_the_rollout_is_what_the_engine_streams(tmp_path: Path, sink_scale: floa
     action = torch.tensor(actions, dtype=torch.float32).transpose(0, 1)  # (1, 5, 7)
     fake = rollout(net, noisy, noisy, rays, action, t, teacher=False, cache_dtype=torch.float32)
     torch.testing.assert_close(fake[0, 1:], torch.cat(streamed), atol=1e-5, rtol=1e-5)
+
+
+def test_the_discriminator_must_read_the_rays_as_the_generator_makes_them(tmp_path: Path) -> None:
+    from tests.conftest import save_tiny_model
+
+    tiny = load_checkpoint(save_tiny_model(tmp_path / 'tiny'))
+    adapt = save_checkpoint(
+        dataclasses.replace(tiny, config=dataclasses.replace(tiny.config, stage='adapt')), tmp_path / 'adapt'
+    )
+    assert load_discriminator_start(adapt, tiny.config).config.stage == 'adapt'
+    with pytest.raises(TrainError, match='ray input'):
+        load_discriminator_start(adapt, tiny_config(sink_ray_origin_scale=1.0))
 
 
 def test_discriminator_gives_one_causal_logit_per_frame_after_the_sink() -> None:
