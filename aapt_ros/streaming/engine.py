@@ -2,10 +2,10 @@
 
 State is explicit and preallocated: the KV cache, the recycled previous latent of each stream,
 each camera's pose in its stream's sink frame (on the host, float64), and static input buffers
-(relative camera motion, actions, noise, which streams commit). A step
-is a pure function of those buffers, so on CUDA it is captured once in a CUDA graph, together
-with the copies of its inputs from and its output to pinned host memory, and replayed: a frame
-then costs one graph launch, whatever the model's kernel count.
+(relative camera motion, actions, noise, which streams commit). A step is a pure function of
+those buffers, so on CUDA it is captured once in a CUDA graph, together with the copies of its
+inputs from and its output to pinned host memory, and replayed: a frame then costs one graph
+launch, whatever the model's kernel count.
 
 Host API (numpy in, numpy out)::
 
@@ -134,7 +134,7 @@ class StreamEngine:
         # thousands of float32 motions would drift.
         self._sink_rotations = np.tile(np.eye(3), (b, 1, 1))  # (B, 3, 3)
         self._sink_translations = np.zeros((b, 3))  # (B, 3) metres
-        self.inputs = self._host_inputs.to(dev)  # (B, 13 + A) float32, read through the views below
+        self.inputs = self._host_inputs.to(dev)  # (B, 25 + A) float32, read through the views below
         self.rotations = self.inputs[:, :9].unflatten(1, (3, 3))  # type: ignore[no-untyped-call]  # (B, 3, 3) view
         self.translations = self.inputs[:, 9:12]  # (B, 3) metres, in the previous camera frame
         self.sink_rotations = self.inputs[:, SINK_ROTATION].unflatten(1, (3, 3))  # type: ignore[no-untyped-call]
