@@ -36,7 +36,7 @@ from aapt_ros.training.adversarial_stage import (
     segments,
     sequence,
 )
-from aapt_ros.training.checkpoints import MODEL_STATE, OPTIMIZER_STATE, STATE_DIR
+from aapt_ros.training.checkpoints import MODEL_STATE, OPTIMIZER_STATE, STATE_DIR, with_sink_rays
 from aapt_ros.training.config import AdversarialConfig, TrainError, load_train_config
 from aapt_ros.training.data import batch, load_splits, relative_motions
 from aapt_ros.training.discriminator import Discriminator
@@ -230,6 +230,28 @@ def test_adversarial_stage_trains_and_its_checkpoint_streams_at_one_step(chain: 
     engine = StreamEngine(checkpoint, batch_size=2, device='cpu')
     engine.start(np.ones(2, dtype=bool), np.repeat(checkpoint.start_frame.numpy()[None], 2, axis=0))
     assert engine.step(np.tile(np.eye(3), (2, 1, 1)), np.zeros((2, 3))).shape == (2, 32, 32, 3)
+
+
+def test_the_chain_trains_with_sink_rays_from_the_autoencoder_on(chain: Path) -> None:
+    """The path of a chain with sink rays: the vae checkpoint widened, then every generator stage."""
+    save_checkpoint(with_sink_rays(load_checkpoint(chain / 'vae'), 1.0), chain / 'vae_sink', weight_dtype=torch.float32)
+    previous = chain / 'vae_sink'
+    for stage in ('base', 'adapt', 'distill'):
+        run_stage(stage, chain, f'model={previous}', f'output={chain / f"{stage}_sink"}', 'optim.steps=2')
+        previous = chain / f'{stage}_sink'
+    init = f'adversarial.discriminator_init={chain / "adapt_sink"}'
+    summary = run_stage(
+        'adversarial', chain, f'model={previous}', init, f'output={chain / "adv_sink"}', 'optim.steps=2'
+    )
+    assert summary['steps'] == 2 and np.isfinite(summary['g_loss_last'])
+    checkpoint = load_checkpoint(chain / 'adv_sink')
+    assert checkpoint.config.generator.sink_ray_origin_scale == 1.0 and checkpoint.generator.rays.num_channels == 12
+    session = StreamingSession(checkpoint, seed=0)
+    session.start(Pose.identity(), np.zeros(7))
+    window = checkpoint.config.generator.window_frames
+    for i in range(1, window + 3):  # past the window, where only the sink rays still relate the view to the sink
+        frame = session.step(Pose((0.05 * i, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0)), np.zeros(7))
+    assert frame.shape == (32, 32, 3) and session.window_fill == window
 
 
 def test_teacher_forcing_runs_for_the_ablation(chain: Path) -> None:
