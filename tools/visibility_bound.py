@@ -31,16 +31,8 @@ import numpy as np
 from tqdm import tqdm
 
 from aapt_ros.data.episodes import read_episode, sim_mapping
-from aapt_ros.data.sim_motion import joint_command_path
-from aapt_ros.data.sim_scene import (
-    FAR,
-    NEAR,
-    PHYSICS_HZ,
-    Intrinsics,
-    build_scene,
-    bullet_client,
-    quaternion_to_rotation,
-)
+from aapt_ros.data.sim_episode import EpisodeSpec, plan_episode
+from aapt_ros.data.sim_scene import FAR, NEAR, Intrinsics, bullet_client, quaternion_to_rotation
 from aapt_ros.eval.metrics import psnr
 from aapt_ros.eval.replay import HORIZONS_S
 
@@ -99,13 +91,12 @@ def episode_bound(bag: Path, fov_deg: float = 60.0, rate_hz: float = 15.0, shado
         if round(h * rate_hz) <= n
     }
     wanted = {0} | {i for r in horizons.values() for i in r}
-    scene_seq, arm_seq, _, _ = np.random.SeedSequence(seed).spawn(4)  # as sim_episode.record_episode
-    commands = joint_command_path(np.arange(len(frames)) / rate_hz, np.random.default_rng(arm_seq))
-    steps = max(1, round(PHYSICS_HZ / rate_hz))
+    spec = EpisodeSpec(seed, n / rate_hz, rate_hz, width, height, fov_deg, shadows=shadows)
+    plan = plan_episode(spec)  # the recorder's plan; the camera follows the recorded poses instead
     poses = [(quaternion_to_rotation(q), x) for q, x in zip(episode.orientations, episode.positions, strict=True)]
     rows: dict[int, dict[str, float]] = {}
     with bullet_client() as client:
-        scene = build_scene(client, np.random.default_rng(scene_seq), commands[0], rate_hz=rate_hz, shadows=shadows)
+        scene = plan.build_scene(client)
         for i in range(max(wanted) + 1):
             if i in wanted:
                 rgb, z, arm = scene.render_geometry(k, episode.positions[i], episode.orientations[i])
@@ -117,8 +108,8 @@ def episode_bound(bag: Path, fov_deg: float = 60.0, rate_hz: float = 15.0, shado
                     )
                     rows[i] = {name: float(mask.mean()) for name, mask in masks.items()}
                     rows[i] |= {'oracle_psnr': psnr(oracle, frames[i]), 'render_psnr': psnr(rgb, frames[i])}
-            scene.command(commands[i])
-            scene.step(steps)
+            scene.command(plan.commands[i])
+            scene.step(plan.steps_per_frame)
     keys = (*SHARES, 'oracle_psnr', 'render_psnr')
     return {
         'bag': str(bag),

@@ -27,8 +27,8 @@ import cv2
 import numpy as np
 
 from aapt_ros.data.bags import TYPESTORE, BagWriter, Storage
-from aapt_ros.data.sim_motion import CameraMode, camera_path, joint_command_path
-from aapt_ros.data.sim_scene import PHYSICS_HZ, SETTLE_SECONDS, Intrinsics, build_scene, bullet_client
+from aapt_ros.data.sim_motion import CameraMode, CameraPath, camera_path, joint_command_path
+from aapt_ros.data.sim_scene import PHYSICS_HZ, SETTLE_SECONDS, Intrinsics, Scene, build_scene, bullet_client
 from aapt_ros.data.trajectory import JOINT_TOPIC, POSE_TOPIC, WORLD_FRAME
 from aapt_ros.model.config import KUKA_IIWA_JOINTS
 
@@ -78,20 +78,45 @@ class EpisodeResult:
     camera_mode: str
 
 
-def record_episode(spec: EpisodeSpec, path: str | Path) -> EpisodeResult:
-    """Simulate and render one episode into a new rosbag2 folder ``path``."""
+@dataclass(frozen=True)
+class EpisodePlan:
+    """What an episode's seed fixes before anything is simulated: its camera mode and path, the
+    arm's joint commands, and the seed of its scene."""
+
+    spec: EpisodeSpec
+    mode: CameraMode
+    camera: CameraPath
+    commands: np.ndarray  # (frames, 7) joint position targets, one per frame
+    scene_seed: np.random.SeedSequence
+
+    @property
+    def steps_per_frame(self) -> int:
+        """Physics steps between two frames."""
+        return max(1, round(PHYSICS_HZ / self.spec.rate_hz))
+
+    def build_scene(self, client: int) -> Scene:
+        """The episode's scene in ``client``, the arm at the first command."""
+        rng = np.random.default_rng(self.scene_seed)
+        return build_scene(client, rng, self.commands[0], rate_hz=self.spec.rate_hz, shadows=self.spec.shadows)
+
+
+def plan_episode(spec: EpisodeSpec) -> EpisodePlan:
+    """The plan ``record_episode`` follows; re-simulating a recorded episode starts from the same one."""
     scene_seq, arm_seq, camera_seq, mode_seq = np.random.SeedSequence(spec.seed).spawn(4)
     mode = spec.camera_mode or list(CameraMode)[int(np.random.default_rng(mode_seq).integers(len(CameraMode)))]
     times = np.arange(spec.frames) / spec.rate_hz
     commands = joint_command_path(times, np.random.default_rng(arm_seq))
-    camera = camera_path(mode, times, np.random.default_rng(camera_seq))
+    return EpisodePlan(spec, mode, camera_path(mode, times, np.random.default_rng(camera_seq)), commands, scene_seq)
+
+
+def record_episode(spec: EpisodeSpec, path: str | Path) -> EpisodeResult:
+    """Simulate and render one episode into a new rosbag2 folder ``path``."""
+    plan = plan_episode(spec)
+    mode, camera, commands = plan.mode, plan.camera, plan.commands
     k = Intrinsics.from_fov(spec.width, spec.height, spec.horizontal_fov_deg)
-    steps_per_frame = max(1, round(PHYSICS_HZ / spec.rate_hz))
     messages = _Messages(k)
     with bullet_client() as client, BagWriter(path, storage=spec.storage) as writer:
-        scene = build_scene(
-            client, np.random.default_rng(scene_seq), commands[0], rate_hz=spec.rate_hz, shadows=spec.shadows
-        )
+        scene = plan.build_scene(client)
         for i in range(spec.frames):
             stamp = START_NS + round(i * 1e9 / spec.rate_hz)
             position, velocity = scene.joint_state()
@@ -106,7 +131,7 @@ def record_episode(spec: EpisodeSpec, path: str | Path) -> EpisodeResult:
             for topic, msg in batch:
                 writer.write(topic, msg.__msgtype__, stamp, bytes(TYPESTORE.serialize_cdr(msg, msg.__msgtype__)))
             scene.command(commands[i])
-            scene.step(steps_per_frame)
+            scene.step(plan.steps_per_frame)
     return EpisodeResult(spec.seed, str(path), spec.frames, mode.value)
 
 

@@ -229,10 +229,11 @@ class StreamEngine:
         b = self.batch_size
         self._pack(slice(INPUT_FIELDS, None), actions, (b, self.config.generator.action_dim), 'actions')
         self._upload()
-        mask = torch.as_tensor(np.asarray(streams, dtype=bool), device=self.device)
+        chosen = np.asarray(streams, dtype=bool)
+        mask = torch.as_tensor(chosen, device=self.device)
         frames = torch.from_numpy(np.ascontiguousarray(first_frames)).to(self.device)
         latents = self.vae.encode(from_uint8_images(frames, self.dtype))[:, 0]
-        self.reset(np.asarray(streams, dtype=bool))
+        self.reset(chosen)
         identity, zero = torch.eye(3, device=self.device).repeat(b, 1, 1), torch.zeros(b, 3, device=self.device)
         rays = self.generator.rays(identity, zero, identity, zero).to(self.dtype)
         zero_t = torch.zeros(b, device=self.device, dtype=self.dtype)
