@@ -7,7 +7,7 @@ scaled to match. A stage whose checkpoint already exists is skipped, and nothing
 ``--deadline`` is too close. After each stage the results are packed into ``--pack``, so a run
 that is cut off keeps the stages it finished:
 
-- ``<stage>_generator.safetensors``: the generator in bfloat16;
+- ``<stage>_generator.safetensors``: the generator in bfloat16 (in shards where over 16 MiB);
 - ``meta.tar``: every stage folder without its generator and train_state, with the autoencoder of
   the vae and decoder stages only (the others keep the one they start from);
 - ``summary.json`` and ``chain.log``.
@@ -30,7 +30,7 @@ import tarfile
 import time
 from pathlib import Path
 
-from aapt_ros.model.checkpoint import CARD_FILE, GENERATOR_FILE, VAE_FILE
+from aapt_ros.model.checkpoint import CARD_FILE, GENERATOR_FILE, VAE_FILE, load_weights_file, save_sharded, shard_paths
 from aapt_ros.training.checkpoints import STATE_DIR, STATE_JSON
 
 CALIBRATION_STEPS = (10, 40)  # the first steps (compilation, caches) are timed apart
@@ -57,7 +57,8 @@ def pack(runs: Path, out: Path, summary: dict[str, dict[str, float]]) -> None:
     with tarfile.open(out / 'meta.tar', 'w') as tar:
         for folder in sorted(p for p in runs.iterdir() if p.is_dir()):
             for path in sorted(folder.rglob('*')):
-                skip = STATE_DIR in path.parts or path.name == GENERATOR_FILE
+                generator = path.name in {p.name for p in shard_paths(folder / GENERATOR_FILE)}
+                skip = STATE_DIR in path.parts or generator
                 if path.is_file() and not skip and (path.name != VAE_FILE or folder.name in AUTOENCODER_STAGES):
                     tar.add(path, arcname=str(path.relative_to(runs.parent)))
     (out / 'summary.json').write_text(json.dumps(summary, indent=1))
@@ -72,7 +73,6 @@ def main() -> int:
     args, overrides = parser.parse_known_args()
     overrides = [o for o in overrides if o != '--']
     import torch
-    from safetensors.torch import load_file, save_file
 
     deadline = time.time() + args.deadline
     args.pack.mkdir(parents=True, exist_ok=True)
@@ -87,14 +87,16 @@ def main() -> int:
     for item in args.stages:
         stage, _, seconds = item.partition('=')
         output = args.runs / stage
-        if (output / GENERATOR_FILE).exists():
+        if shard_paths(output / GENERATOR_FILE)[0].exists():
             say(f'{stage}: already trained, skipped')
             continue
         budget = min(float(seconds), deadline - time.time() - STAGE_OVERHEAD_S)
         if budget < 20:
             say(f'{stage}: {budget:.0f} s left, stopping')
             break
-        calibration = args.runs.parent / 'calibration' / stage
+        calibration = (
+            args.runs.with_name(f'{args.runs.name}_calibration') / stage
+        )  # runs side by side must not share it
         shutil.rmtree(calibration, ignore_errors=True)
         first, last = CALIBRATION_STEPS
         train(stage, calibration, overrides, 'optim.steps=100000', 'val_every=0', '--stop-after', str(first))
@@ -114,9 +116,9 @@ def main() -> int:
         say(f'{stage}: done in {wall:.0f} s\n' + (output / CARD_FILE).read_text())
         summary[stage] = {'ms_per_step': per_step * 1e3, 'steps': steps, 'seconds': wall}
         if stage not in AUTOENCODER_STAGES:
-            weights = load_file(str(output / GENERATOR_FILE))
+            weights = load_weights_file(output / GENERATOR_FILE)
             bf16 = {k: v.to(torch.bfloat16) for k, v in weights.items()}
-            save_file(bf16, str(args.pack / f'{stage}_generator.safetensors'))
+            save_sharded(bf16, args.pack / f'{stage}_generator.safetensors')
         pack(args.runs, args.pack, summary)
     return 0
 

@@ -1,5 +1,8 @@
 """Checkpoints: a folder with ``config.yaml``, ``vae.safetensors``, ``generator.safetensors``.
 
+A weights file larger than ``MAX_FILE_BYTES`` is written in shards, ``generator-00001-of-00002.safetensors``
+and so on, so that every file of a shipped model stays under the repository's 16 MiB per file.
+
 Weights are only ever read with safetensors (no pickle), so a checkpoint from an untrusted
 source cannot run code. ``extras.safetensors`` holds small tensors that belong to the model but
 are no network weights, such as the default start frame used when no start image is given.
@@ -25,6 +28,7 @@ GENERATOR_FILE = 'generator.safetensors'
 EXTRAS_FILE = 'extras.safetensors'
 CARD_FILE = 'MODEL_CARD_FRAGMENT.md'  # what made the checkpoint and how it scores (aapt-train, aapt-eval)
 START_FRAME_KEY = 'start_frame'  # (H, W, 3) uint8 image used when no start image is received
+MAX_FILE_BYTES = 16 * 2**20 - 2**16  # the repository's limit per file, less room for the safetensors header
 
 
 class CheckpointError(RuntimeError):
@@ -62,8 +66,59 @@ def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f'model file {path} is not a readable safetensors file: {err}') from None
 
 
+def shard_paths(path: Path) -> list[Path]:
+    """The files that hold ``path`` (``folder/name.safetensors``): itself, or its complete set of shards."""
+    if path.is_file():
+        return [path]
+    stem = path.name.removesuffix('.safetensors')
+    shards = sorted(path.parent.glob(f'{stem}-?????-of-?????.safetensors'))
+    if not shards:
+        return [path]  # not found: _load_tensors names the unsharded file
+    total = shards[0].name.removesuffix('.safetensors').rsplit('-', 1)[1]
+    expected = [path.parent / f'{stem}-{i:05d}-of-{total}.safetensors' for i in range(1, int(total) + 1)]
+    if shards != expected:
+        names = sorted(p.name for p in shards)
+        raise CheckpointError(f'model file {path} is sharded, but its shards are not one complete set: {names}')
+    return shards
+
+
+def load_weights_file(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of ``path``, read from its shards where it was written in shards."""
+    tensors: dict[str, torch.Tensor] = {}
+    for shard in shard_paths(path):
+        part = _load_tensors(shard)
+        if twice := sorted(set(part) & set(tensors)):
+            raise CheckpointError(f'model file {shard} repeats tensors of an earlier shard: {twice[:5]}')
+        tensors.update(part)
+    return tensors
+
+
+def save_sharded(tensors: dict[str, torch.Tensor], path: Path, max_bytes: int = MAX_FILE_BYTES) -> list[Path]:
+    """Write ``tensors`` to ``path``, or, where they exceed ``max_bytes``, to numbered shards
+    (``stem-00001-of-0000N.safetensors``) that ``load_checkpoint`` reads as one file."""
+    groups: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for name, tensor in tensors.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if groups[-1] and size + nbytes > max_bytes:
+            groups.append({})
+            size = 0
+        groups[-1][name] = tensor
+        size += nbytes
+    stem = path.name.removesuffix('.safetensors')
+    for old in [path, *path.parent.glob(f'{stem}-?????-of-?????.safetensors')]:
+        old.unlink(missing_ok=True)  # a stale shard set would be read instead of (or with) the new file
+    if len(groups) == 1:
+        paths = [path]
+    else:
+        paths = [path.parent / f'{stem}-{i:05d}-of-{len(groups):05d}.safetensors' for i in range(1, len(groups) + 1)]
+    for group, target in zip(groups, paths, strict=True):
+        save_file(group, str(target))
+    return paths
+
+
 def _load_weights(module: torch.nn.Module, path: Path) -> None:
-    tensors = _load_tensors(path)
+    tensors = load_weights_file(path)
     expected = module.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
@@ -102,9 +157,15 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
 
 
 def save_checkpoint(
-    checkpoint: Checkpoint, path: str | Path, *, weight_dtype: torch.dtype = torch.bfloat16, overwrite: bool = False
+    checkpoint: Checkpoint,
+    path: str | Path,
+    *,
+    weight_dtype: torch.dtype = torch.bfloat16,
+    overwrite: bool = False,
+    max_file_bytes: int = MAX_FILE_BYTES,
 ) -> Path:
-    """Write a checkpoint folder; weights are stored in ``weight_dtype`` to keep files small."""
+    """Write a checkpoint folder; weights are stored in ``weight_dtype`` to keep files small, and
+    in shards where a module's weights exceed ``max_file_bytes``."""
     folder = Path(path)
     if folder.exists() and any(folder.iterdir()) and not overwrite:
         raise CheckpointError(f'refusing to overwrite the non-empty folder {folder}; pass overwrite=True')
@@ -112,6 +173,6 @@ def save_checkpoint(
     (folder / CONFIG_FILE).write_text(yaml.safe_dump(to_dict(checkpoint.config), sort_keys=False))
     for module, name in ((checkpoint.vae, VAE_FILE), (checkpoint.generator, GENERATOR_FILE)):
         state = {k: t.detach().to('cpu', weight_dtype).contiguous() for k, t in module.state_dict().items()}
-        save_file(state, str(folder / name))
+        save_sharded(state, folder / name, max_file_bytes)
     save_file({START_FRAME_KEY: checkpoint.start_frame.contiguous()}, str(folder / EXTRAS_FILE))
     return folder

@@ -120,6 +120,35 @@ def with_sink_rays(start: Checkpoint, origin_scale: float) -> Checkpoint:
     return dataclasses.replace(start, config=config, generator=generator.eval())
 
 
+def deepened(start: Checkpoint, depth: int) -> Checkpoint:
+    """``start`` with new transformer blocks spread evenly among its own, ``depth`` blocks in all.
+
+    A new block's adaLN-Zero modulation starts at zero, so its gates are zero and it passes its
+    input through unchanged: the result streams exactly as ``start`` until training uses the new
+    blocks (the start of every DiT block, here applied to a trained network).
+    """
+    g = start.config.generator
+    if depth <= g.depth:
+        raise TrainError(f'depth {depth} must exceed the {g.depth} blocks of {start.path or "the checkpoint"}')
+    config = dataclasses.replace(start.config, generator=dataclasses.replace(g, depth=depth))
+    generator = CausalGenerator(config)
+    extra = depth - g.depth
+    # Old block i lands at i plus the number of new blocks inserted before it; a new block
+    # follows old blocks round(k * old / extra) - 1 for k = 1..extra.
+    after = [round(k * g.depth / extra) - 1 for k in range(1, extra + 1)]
+    position = {i: i + sum(a < i for a in after) for i in range(g.depth)}
+    weights = {}
+    for name, tensor in start.generator.state_dict().items():
+        if name.startswith('blocks.'):
+            _, index, rest = name.split('.', 2)
+            name = f'blocks.{position[int(index)]}.{rest}'
+        weights[name] = tensor
+    fresh = generator.state_dict()
+    weights.update({k: v for k, v in fresh.items() if k not in weights})
+    generator.load_state_dict(weights)
+    return dataclasses.replace(start, config=config, generator=generator.eval())
+
+
 def write_outputs(
     folder: Path, checkpoint: Checkpoint, config: TrainConfig, card: dict[str, Any], bags: list[Path]
 ) -> None:

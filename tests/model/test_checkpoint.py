@@ -91,3 +91,16 @@ def test_shipped_default_model_loads_and_fits_the_size_budget() -> None:
     assert max(sizes) <= 16 * 2**20 and sum(sizes) <= 48 * 2**20
     assert (folder / 'MODEL_CARD.md').is_file()
     assert checkpoint.config.camera.width == 128
+
+
+def test_an_incomplete_set_of_shards_is_named(model_copy: Path) -> None:
+    checkpoint = load_checkpoint(model_copy)
+    save_checkpoint(checkpoint, model_copy, overwrite=True, max_file_bytes=20_000)
+    assert not (model_copy / GENERATOR_FILE).exists()
+    shards = sorted(model_copy.glob('generator-*'))
+    shards[1].unlink()
+    with pytest.raises(CheckpointError, match='sharded, but its shards are not one complete set'):
+        load_checkpoint(model_copy)
+    save_checkpoint(checkpoint, model_copy, overwrite=True)  # one file again: the stale shards go
+    assert sorted(p.name for p in model_copy.glob('generator*')) == [GENERATOR_FILE]
+    load_checkpoint(model_copy)

@@ -12,10 +12,10 @@ import torch
 from safetensors.torch import load_file
 
 from aapt_ros.model.camera import Pose
-from aapt_ros.model.checkpoint import CARD_FILE, load_checkpoint
+from aapt_ros.model.checkpoint import CARD_FILE, load_checkpoint, save_checkpoint
 from aapt_ros.streaming.session import StreamingSession
 from aapt_ros.training import cli
-from aapt_ros.training.checkpoints import MODEL_STATE, STATE_DIR, with_sink_rays
+from aapt_ros.training.checkpoints import MODEL_STATE, STATE_DIR, deepened, with_sink_rays
 from aapt_ros.training.config import TrainError, load_train_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -142,3 +142,29 @@ def test_a_checkpoint_given_sink_rays_streams_as_before_until_trained(tiny_model
         np.testing.assert_array_equal(before, after)
     with pytest.raises(TrainError, match='already has sink rays'):
         with_sink_rays(widened, 1.0)
+
+
+def test_a_deepened_checkpoint_streams_as_before_until_trained_and_loads_from_shards(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    spec = importlib.util.spec_from_file_location('deepen_generator', REPO / 'tools' / 'deepen_generator.py')
+    assert spec is not None and spec.loader is not None
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    original = load_checkpoint(tiny_model)
+    depth = original.config.generator.depth
+    assert tool.main([str(tiny_model), str(tmp_path / 'deep'), '--depth', str(2 * depth + 1)]) == 0
+    deep = load_checkpoint(tmp_path / 'deep')
+    assert len(deep.generator.blocks) == 2 * depth + 1
+    save_checkpoint(deep, tmp_path / 'sharded', weight_dtype=torch.float32, max_file_bytes=20_000)
+    shards = sorted(p.name for p in (tmp_path / 'sharded').glob('generator*'))
+    assert len(shards) > 2 and shards[0] == f'generator-00001-of-{len(shards):05d}.safetensors'
+    runs = []
+    for checkpoint in (original, load_checkpoint(tmp_path / 'sharded')):
+        session = StreamingSession(checkpoint, dtype='float32')
+        session.start(Pose.identity())
+        runs.append([session.step(Pose((0.1 * i, 0.0, 0.02 * i), (0.0, 0.0, 0.0, 1.0))) for i in range(1, 6)])
+    for before, after in zip(*runs, strict=True):
+        np.testing.assert_array_equal(before, after)
+    with pytest.raises(TrainError, match=f'depth {depth} must exceed the {depth} blocks'):
+        deepened(original, depth)
