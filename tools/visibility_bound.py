@@ -11,8 +11,17 @@ arm's mask from the recorded camera poses, and reprojects the recorded first fra
 - **unseen**: surfaces frame 0 does not show: frame 0's mean colour.
 
 The PSNR of that image ("geometric oracle") is what the inputs give without knowing the unseen
-surfaces; a model can beat it there only from scene priors learnt in training. Scores are means
-over the frames of the second that ends at each horizon (every other frame), as in ``aapt-eval``.
+surfaces; a model can beat it there only from scene priors learnt in training. Nearly all unseen
+pixels are the ground and the table (``unseen_surface``, a part of ``unseen``), whose colour and
+pattern frame 0 shows elsewhere, so two more images bound what such priors give:
+
+- **surface colour**: unseen ground and table pixels get that body's mean colour in frame 0 (a
+  model that continues each large surface as a flat colour);
+- **surface prior**: they get the recorded colour (one that continues their patterns, shading
+  and shadows perfectly). Unseen objects keep frame 0's mean colour in both.
+
+Scores are means over the frames of the second that ends at each horizon (every other frame), as
+in ``aapt-eval``.
 
 Usage::
 
@@ -25,7 +34,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from tqdm import tqdm
@@ -36,49 +45,60 @@ from aapt_ros.data.sim_scene import FAR, NEAR, Intrinsics, bullet_client, quater
 from aapt_ros.eval.metrics import psnr
 from aapt_ros.eval.replay import HORIZONS_S
 
-SHARES = ('seen', 'arm', 'sky', 'unseen')
+SHARES = ('seen', 'arm', 'sky', 'unseen')  # they add up to 1; 'unseen_surface' is part of 'unseen'
+ORACLES = ('oracle', 'surface_colour_oracle', 'surface_prior_oracle')
+
+
+class View(NamedTuple):
+    """A recorded frame and what the re-simulation renders from its camera pose."""
+
+    image: np.ndarray  # (H, W, 3) uint8, recorded
+    depth: np.ndarray  # (H, W) metres along the optical axis, rendered (FAR where nothing is drawn)
+    bodies: np.ndarray  # (H, W) int, the body id rendered at each pixel (-1 where none)
+    pose: tuple[np.ndarray, np.ndarray]  # (R, t) of the optical frame in the world
 
 
 def oracle_frame(
-    first: np.ndarray,
-    first_z: np.ndarray,
-    first_arm: np.ndarray,
-    frame: np.ndarray,
-    z: np.ndarray,
-    arm: np.ndarray,
-    k: Intrinsics,
-    first_pose: tuple[np.ndarray, np.ndarray],
-    pose: tuple[np.ndarray, np.ndarray],
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """The geometric oracle of ``frame`` (H, W, 3) uint8 and the pixel masks of each share.
-
-    first/frame: recorded images; *_z: rendered depth; *_arm: rendered arm masks; poses: (R, t)
-    of the optical frames in the world.
-    """
+    first: View, view: View, k: Intrinsics, arm: int, surfaces: tuple[int, ...]
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The ``ORACLES`` images of ``view`` (H, W, 3) uint8 from ``first``, and the pixel masks of
+    each share; ``arm`` and ``surfaces`` are the body ids of the arm and of the ground and table."""
+    z, rotation, translation = view.depth, *view.pose
     v, u = np.mgrid[0 : k.height, 0 : k.width].astype(np.float64)
-    points = np.stack([(u - k.cx) * z / k.fx, (v - k.cy) * z / k.fy, z], -1) @ pose[0].T + pose[1]  # world
-    in_first = (points - first_pose[1]) @ first_pose[0]  # the same points in frame 0's optical frame
+    points = np.stack([(u - k.cx) * z / k.fx, (v - k.cy) * z / k.fy, z], -1) @ rotation.T + translation  # world
+    in_first = (points - first.pose[1]) @ first.pose[0]  # the same points in frame 0's optical frame
     depth = in_first[..., 2]
     with np.errstate(divide='ignore', invalid='ignore'):
         u0 = np.round(k.fx * in_first[..., 0] / depth + k.cx)
         v0 = np.round(k.fy * in_first[..., 1] / depth + k.cy)
     inside = (depth > NEAR) & (u0 >= 0) & (u0 < k.width) & (v0 >= 0) & (v0 < k.height)
     uc, vc = np.where(inside, u0, 0).astype(int), np.where(inside, v0, 0).astype(int)
-    unoccluded = np.abs(first_z[vc, uc] - depth) < 0.02 + 0.02 * depth  # frame 0 sees this very point
+    unoccluded = np.abs(first.depth[vc, uc] - depth) < 0.02 + 0.02 * depth  # frame 0 sees this very point
+    is_arm = view.bodies == arm
     sky = z >= 0.99 * FAR
-    seen = inside & unoccluded & ~first_arm[vc, uc] & ~arm & ~sky
-    first_sky = first_z >= 0.99 * FAR
-    oracle = np.broadcast_to(first.reshape(-1, 3).mean(0), first.shape).astype(np.float64)
-    oracle[sky] = first[first_sky].mean(0) if first_sky.any() else 255.0
-    oracle[seen] = first[vc[seen], uc[seen]]
-    oracle[arm] = frame[arm]
-    masks = {'seen': seen, 'arm': arm, 'sky': sky, 'unseen': ~(seen | arm | sky)}
-    return oracle.round().astype(np.uint8), masks
+    seen = inside & unoccluded & (first.bodies[vc, uc] != arm) & ~is_arm & ~sky
+    first_sky = first.depth >= 0.99 * FAR
+    oracle = np.broadcast_to(first.image.reshape(-1, 3).mean(0), first.image.shape).astype(np.float64)
+    oracle[sky] = first.image[first_sky].mean(0) if first_sky.any() else 255.0
+    oracle[seen] = first.image[vc[seen], uc[seen]]
+    oracle[is_arm] = view.image[is_arm]
+    unseen = ~(seen | is_arm | sky)
+    unseen_surface = unseen & np.isin(view.bodies, surfaces)
+    masks = {'seen': seen, 'arm': is_arm, 'sky': sky, 'unseen': unseen, 'unseen_surface': unseen_surface}
+    colour = oracle.copy()
+    for body in surfaces:
+        shown = first.bodies == body
+        if shown.any():
+            colour[unseen & (view.bodies == body)] = first.image[shown].mean(0)
+    prior = oracle.copy()
+    prior[unseen_surface] = view.image[unseen_surface]
+    images = dict(zip(ORACLES, (oracle, colour, prior), strict=True))
+    return {name: image.round().astype(np.uint8) for name, image in images.items()}, masks
 
 
 def episode_bound(bag: Path, fov_deg: float = 60.0, rate_hz: float = 15.0, shadows: bool = True) -> dict[str, Any]:
-    """Per horizon: the mean share of each pixel class and the PSNR of the oracle and of the re-render
-    (the latter checks that the re-simulation is the recorded scene: about 30 dB with JPEG)."""
+    """Per horizon: the mean share of each pixel class and the PSNR of each oracle and of the
+    re-render (the latter checks that the re-simulation is the recorded scene: about 30 dB with JPEG)."""
     seed = int(bag.name.rsplit('_', 1)[1])
     episode = read_episode(bag, sim_mapping(bag), rate_hz=rate_hz)
     frames = episode.frames
@@ -99,18 +119,18 @@ def episode_bound(bag: Path, fov_deg: float = 60.0, rate_hz: float = 15.0, shado
         scene = plan.build_scene(client)
         for i in range(max(wanted) + 1):
             if i in wanted:
-                rgb, z, arm = scene.render_geometry(k, episode.positions[i], episode.orientations[i])
+                rgb, z, bodies = scene.render_geometry(k, episode.positions[i], episode.orientations[i])
+                view = View(frames[i], z, bodies, poses[i])
                 if i == 0:
-                    first_z, first_arm = z, arm
+                    first = view
                 else:
-                    oracle, masks = oracle_frame(
-                        frames[0], first_z, first_arm, frames[i], z, arm, k, poses[0], poses[i]
-                    )
+                    images, masks = oracle_frame(first, view, k, scene.arm, scene.surfaces)
                     rows[i] = {name: float(mask.mean()) for name, mask in masks.items()}
-                    rows[i] |= {'oracle_psnr': psnr(oracle, frames[i]), 'render_psnr': psnr(rgb, frames[i])}
+                    rows[i] |= {f'{name}_psnr': psnr(image, frames[i]) for name, image in images.items()}
+                    rows[i]['render_psnr'] = psnr(rgb, frames[i])
             scene.command(plan.commands[i])
             scene.step(plan.steps_per_frame)
-    keys = (*SHARES, 'oracle_psnr', 'render_psnr')
+    keys = (*SHARES, 'unseen_surface', *(f'{name}_psnr' for name in ORACLES), 'render_psnr')
     return {
         'bag': str(bag),
         'seed': seed,
@@ -133,11 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     names = results[0]['horizons']
     mean = {h: {key: float(np.mean([r['horizons'][h][key] for r in results])) for key in names[h]} for h in names}
     args.output.write_text(json.dumps({'mean': mean, 'episodes': results}, indent=1) + '\n')
-    print('| horizon | seen | arm | sky | unseen | oracle PSNR (dB) | re-render PSNR (dB) |')
-    print('|---|---|---|---|---|---|---|')
+    columns = ['horizon', *SHARES[:3], 'unseen (ground, table)', *(f'{name} dB' for name in ORACLES), 're-render dB']
+    print('| ' + ' | '.join(columns) + ' |\n' + '|---' * len(columns) + '|')
     for h, m in mean.items():
         shares = ' | '.join(f'{m[s]:.0%}' for s in SHARES)
-        print(f'| {h} | {shares} | {m["oracle_psnr"]:.2f} | {m["render_psnr"]:.1f} |')
+        psnrs = ' | '.join(f'{m[f"{name}_psnr"]:.2f}' for name in ORACLES)
+        print(f'| {h} | {shares} ({m["unseen_surface"]:.0%}) | {psnrs} | {m["render_psnr"]:.1f} |')
     return 0
 
 

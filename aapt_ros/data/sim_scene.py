@@ -140,6 +140,7 @@ class Scene:
     joint_indices: tuple[int, ...]  # pybullet joint indices in KUKA_IIWA_JOINTS order
     max_forces: tuple[float, ...]  # joint effort limits from the URDF (N m)
     lighting: Lighting
+    surfaces: tuple[int, ...] = ()  # body ids of the ground and the table: large surfaces whose look repeats
 
     def command(self, positions: np.ndarray) -> None:
         """Send joint position targets (rad), in KUKA_IIWA_JOINTS order, to the position controllers."""
@@ -170,12 +171,13 @@ class Scene:
         self, k: Intrinsics, position: np.ndarray, quaternion: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``render``'s image plus the depth along the optical axis (H, W) in metres (``FAR`` where
-        nothing is drawn) and the arm's mask (H, W) bool."""
+        nothing is drawn) and the body id drawn at each pixel (H, W) int (-1 where none; compare with
+        ``arm`` and ``surfaces``)."""
         _, _, rgba, buffer, segmentation = self._camera_image(k, position, quaternion, 0)
         rgb = np.ascontiguousarray(np.asarray(rgba, dtype=np.uint8).reshape(k.height, k.width, 4)[..., :3])
         depth_buffer = np.asarray(buffer, dtype=np.float64).reshape(k.height, k.width)
         depth = FAR * NEAR / (FAR - (FAR - NEAR) * depth_buffer)  # OpenGL depth buffer -> metres
-        return rgb, depth, np.asarray(segmentation).reshape(k.height, k.width) == self.arm
+        return rgb, depth, np.asarray(segmentation, dtype=np.int64).reshape(k.height, k.width)
 
     def _camera_image(self, k: Intrinsics, position: np.ndarray, quaternion: np.ndarray, flags: int) -> Any:
         light = self.lighting
@@ -312,7 +314,7 @@ def build_scene(
         specular=rng.uniform(0.0, 0.2),
         shadow=shadows,
     )
-    scene = Scene(client, arm, joint_indices, max_forces, lighting)
+    scene = Scene(client, arm, joint_indices, max_forces, lighting, surfaces=(ground, table))
     scene.command(initial_joints)
     scene.step(round(SETTLE_SECONDS * rate_hz * steps_per_frame))
     return scene

@@ -31,16 +31,32 @@ def test_a_sideways_step_over_a_wall_shifts_the_first_frame_and_leaves_a_strip_u
     k = Intrinsics.from_fov(32, 24, 60.0)
     first = np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8)
     wall = np.full((24, 32), 2.0)  # a wall 2 m ahead, square to the camera
-    no_arm = np.zeros((24, 32), bool)
+    bodies = np.where(np.arange(24)[:, None] < 12, 5, 0) * np.ones(
+        (1, 32), int
+    )  # upper half: object 5, lower: ground 0
+    arm, surfaces = 7, (0,)
     identity = (np.eye(3), np.zeros(3))
-    same, masks = tool.oracle_frame(first, wall, no_arm, first, wall, no_arm, k, identity, identity)
-    np.testing.assert_array_equal(same, first)
+    start = tool.View(first, wall, bodies, identity)
+    images, masks = tool.oracle_frame(start, start, k, arm, surfaces)
+    for image in images.values():
+        np.testing.assert_array_equal(image, first)
     assert masks['seen'].all()
     shift = 4  # pixels: the camera moves right by 4 px at the wall's depth
     step = (np.eye(3), np.array([shift * 2.0 / k.fx, 0.0, 0.0]))
-    moved, masks = tool.oracle_frame(first, wall, no_arm, first, wall, no_arm, k, identity, step)
+    later = np.roll(first, -shift, axis=1)  # what the camera sees after the step, new strip included
+    images, masks = tool.oracle_frame(start, tool.View(later, wall, bodies, step), k, arm, surfaces)
+    moved = images['oracle']
     np.testing.assert_array_equal(moved[:, : 32 - shift], first[:, shift:])  # the scene slides left
     assert masks['unseen'][:, 32 - shift :].all() and masks['seen'][:, : 32 - shift].all()
+    np.testing.assert_array_equal(masks['unseen_surface'], masks['unseen'] & (bodies == 0))
+    prior, colour = images['surface_prior_oracle'], images['surface_colour_oracle']
+    np.testing.assert_array_equal(prior[12:], later[12:])  # the unseen ground strip: the recorded colour
+    np.testing.assert_array_equal(
+        colour[12:, 32 - shift :], np.broadcast_to(first[12:].mean((0, 1)).round(), (12, shift, 3))
+    )
+    for image in (prior, colour):
+        np.testing.assert_array_equal(image[:12], moved[:12])  # the object's unseen strip: as the geometric oracle
+        np.testing.assert_array_equal(image[:, : 32 - shift], moved[:, : 32 - shift])
 
 
 def test_the_re_simulated_episode_is_the_recorded_one_and_the_shares_add_up(tool: ModuleType, tmp_path: Path) -> None:
@@ -52,6 +68,7 @@ def test_the_re_simulated_episode_is_the_recorded_one_and_the_shares_add_up(tool
     assert one['render_psnr'] > 25  # the same scene, arm and camera, up to JPEG
     assert sum(one[s] for s in tool.SHARES) == pytest.approx(1.0)
     assert one['seen'] > 0.2 and one['oracle_psnr'] > 15
+    assert 0 <= one['unseen_surface'] <= one['unseen'] and one['surface_prior_oracle_psnr'] >= one['oracle_psnr']
     output = tmp_path / 'bound.json'
     assert tool.main([str(bag), '--output', str(output)]) == 0
     assert json.loads(output.read_text())['mean']['1s']['seen'] == pytest.approx(one['seen'])
