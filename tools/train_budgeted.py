@@ -12,8 +12,8 @@ that is cut off keeps the stages it finished:
   the vae and decoder stages only (the others keep the one they start from);
 - ``summary.json`` and ``chain.log``.
 
-Usage (``config/train_sim/<stage>.yaml`` per stage; ``adversarial_*`` stages run ``aapt-train
-adversarial``)::
+Usage (``config/train_sim/<stage>.yaml`` per stage; a variant ``<stage>_<name>`` runs ``aapt-train
+<stage>``)::
 
     python3 tools/train_budgeted.py vae=110 base=170 adapt=170 --runs runs/sim --pack out \\
         --deadline 570 -- data.bags=[recordings/carry*/*] data.cache_dir=runs/cache
@@ -32,15 +32,18 @@ from pathlib import Path
 
 from aapt_ros.model.checkpoint import CARD_FILE, GENERATOR_FILE, VAE_FILE, load_weights_file, save_sharded, shard_paths
 from aapt_ros.training.checkpoints import STATE_DIR, STATE_JSON
+from aapt_ros.training.config import stage_of_run
 
 CALIBRATION_STEPS = (10, 40)  # the first steps (compilation, caches) are timed apart
-STAGE_OVERHEAD_S = 60  # calibration, start-up, validation and saving of one stage
+STAGE_OVERHEAD_S = 60  # kept free for a stage's calibration before it starts
+VALIDATIONS = 6  # per run, plus the final one
+VALIDATION_STEPS = 2  # a validation's time in training steps (forward passes only; a rough guess)
 AUTOENCODER_STAGES = ('vae', 'decoder')  # the stages that change the autoencoder and keep the generator
 
 
 def train(stage: str, output: Path, overrides: list[str], *extra: str) -> float:
     """Run one ``aapt-train`` process; returns its wall time. Exits with its output on failure."""
-    command = 'adversarial' if stage.startswith('adversarial') else stage
+    command = stage_of_run(stage)
     argv = [sys.executable, '-m', 'aapt_ros.training.cli', command, '--config', f'config/train_sim/{stage}.yaml']
     started = time.time()
     result = subprocess.run([*argv, f'output={output}', *overrides, *extra], capture_output=True, text=True)
@@ -94,15 +97,24 @@ def main() -> int:
         if budget < 20:
             say(f'{stage}: {budget:.0f} s left, stopping')
             break
-        calibration = (
-            args.runs.with_name(f'{args.runs.name}_calibration') / stage
-        )  # runs side by side must not share it
+        # Per --runs folder: budgeted runs side by side must not calibrate in each other's folder.
+        calibration = args.runs.with_name(f'{args.runs.name}_calibration') / stage
         shutil.rmtree(calibration, ignore_errors=True)
         first, last = CALIBRATION_STEPS
         train(stage, calibration, overrides, 'optim.steps=100000', 'val_every=0', '--stop-after', str(first))
         before = trained_seconds(calibration)
-        train(stage, calibration, overrides, 'optim.steps=100000', 'val_every=0', '--resume', '--stop-after', str(last))
+        wall = train(
+            stage, calibration, overrides, 'optim.steps=100000', 'val_every=0', '--resume', '--stop-after', str(last)
+        )
         per_step = (trained_seconds(calibration) - before) / (last - first)
+        # What the real run spends besides its steps: what the resumed calibration spent besides
+        # its steps (start-up, caches, saving), and its validations, each about VALIDATION_STEPS
+        # steps' time. Long rollouts make both large: a 96-frame run overran its call by that much.
+        fixed = wall - (last - first) * per_step + (VALIDATIONS + 1) * VALIDATION_STEPS * per_step
+        budget = min(budget, deadline - time.time() - fixed)
+        if budget < 20:
+            say(f'{stage}: {budget:.0f} s left after calibration, stopping')
+            break
         steps = max(50, int(budget / per_step))
         say(f'{stage}: {per_step * 1e3:.1f} ms/step -> {steps} steps in {budget:.0f} s')
         wall = train(
@@ -111,7 +123,7 @@ def main() -> int:
             overrides,
             f'optim.steps={steps}',
             f'optim.warmup_steps={max(10, steps // 20)}',
-            f'val_every={max(1, steps // 6)}',
+            f'val_every={max(1, steps // VALIDATIONS)}',
         )
         say(f'{stage}: done in {wall:.0f} s\n' + (output / CARD_FILE).read_text())
         summary[stage] = {'ms_per_step': per_step * 1e3, 'steps': steps, 'seconds': wall}

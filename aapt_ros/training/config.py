@@ -19,6 +19,17 @@ import yaml
 from aapt_ros.model.config import ConfigError, from_dict, to_dict
 
 STAGES = ('vae', 'base', 'adapt', 'distill', 'adversarial', 'decoder')
+
+
+def stage_of_run(name: str) -> str:
+    """The stage a run config named ``name`` (``config/train_sim/<name>.yaml``) trains: the stage
+    itself or a variant of it, ``<stage>_<variant>`` (``adversarial_regression_only``)."""
+    for stage in STAGES:
+        if name == stage or name.startswith(f'{stage}_'):
+            return stage
+    raise ConfigError(f'run config {name!r} names no stage: expected one of {list(STAGES)} or <stage>_<variant>')
+
+
 T_SAMPLINGS = ('uniform', 'logit_normal')
 FORCINGS = ('student', 'teacher')
 
@@ -98,10 +109,16 @@ class DecoderConfig:
 @dataclass(frozen=True)
 class FlowConfig:
     t_sampling: str = 'logit_normal'  # u ~ sigmoid(N(0, 1)) or U(0, 1), then shifted (generator.timestep_shift)
+    # adapt only: the most noise mixed into the recycled previous frame, (1 - s) x + s noise with
+    # s ~ U(0, context_noise) per frame, so that teacher forcing does not teach the model to trust
+    # its previous frame more than its own outputs will deserve at inference (0: off)
+    context_noise: float = 0.0
 
     def __post_init__(self) -> None:
         if self.t_sampling not in T_SAMPLINGS:
             raise ConfigError(f'flow.t_sampling must be one of {list(T_SAMPLINGS)}, got {self.t_sampling!r}')
+        if not 0.0 <= self.context_noise <= 1.0:
+            raise ConfigError(f'flow.context_noise must be in [0, 1], got {self.context_noise}')
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,9 @@ The two stages differ in the attention mask and the recycled input:
   frame i could read. The paper's pretrained model has no recycled input either; ``adapt`` learns it.
 - ``adapt`` (teacher forcing): the block-causal window mask of the engine, and the recycled input
   of frame i is the ground-truth x0 of frame i - 1 (frame 0: itself). Starts from ``base``.
+  With ``flow.context_noise`` (our addition) that input is mixed with noise of a random strength
+  per frame: at inference it is the model's own, imperfect output, and the sink frame and the
+  rays are then the only clean source of what the scene looks like.
 """
 
 from __future__ import annotations
@@ -107,6 +110,14 @@ def flow_inputs(
     return (noised(x0, noise, t), previous, rays, clips[ACTIONS], t), noise - x0
 
 
+def with_context_noise(previous: torch.Tensor, strength: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """(1 - s) previous + s noise per frame: previous, noise (B, F, C, h, w), strength s (B, F).
+    Frame 0's recycled input (the sink's own latent, which has no loss) stays clean."""
+    s = strength.to(previous.device)[:, :, None, None, None].clone()
+    s[:, 0] = 0.0
+    return (1 - s) * previous + s * noise
+
+
 def flow_loss(
     generator_net: CausalGenerator,
     inputs: tuple[torch.Tensor, ...],
@@ -150,6 +161,9 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
     net = start.generator.to(device)
     g = model_config.generator
     recycle = stage == 'adapt'
+    context_noise = config.flow.context_noise
+    if context_noise > 0 and not recycle:
+        raise TrainError(f'flow.context_noise: the {stage} stage has no recycled input to add noise to (adapt has)')
 
     def mask_of(num_frames: int) -> torch.Tensor | None:
         if stage == 'base':
@@ -162,7 +176,12 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
         t = sample_t(b, g.timestep_shift, config.flow.t_sampling, generator)[share]
         # drawn on the CPU: the same on every device
         noise = torch.randn(latent_shape(model_config, b, f), generator=generator)[share].to(device)
-        return flow_loss(net, *flow_inputs(net, vae, clips, t, noise, recycle=recycle), mask_of(f))
+        inputs, target = flow_inputs(net, vae, clips, t, noise, recycle=recycle)
+        if context_noise > 0:  # drawn only when on, so runs without it keep their random numbers
+            strength = context_noise * torch.rand(b, f, generator=generator)[share]
+            corruption = torch.randn(latent_shape(model_config, b, f), generator=generator)[share].to(device)
+            inputs = (inputs[0], with_context_noise(inputs[1], strength, corruption), *inputs[2:])
+        return flow_loss(net, inputs, target, mask_of(f))
 
     @torch.no_grad()
     def validate() -> dict[str, float]:
@@ -204,5 +223,8 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
         f'held-out flow loss at t in {list(VAL_T)}': f'{val["flow_loss"]:.4f}',
         't sampling': f'{config.flow.t_sampling}, shift {g.timestep_shift:g}',
     }
+    if context_noise > 0:
+        card['recycled input'] = f'mixed with noise of strength U(0, {context_noise:g}) per frame; held-out: clean'
+
     write_outputs(folder, checkpoint, config, card, splits.bags)
     return {'steps': stats.step, 'loss_first': loss_first, 'loss_last': loss_last, 'val_flow_loss': val['flow_loss']}

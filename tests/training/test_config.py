@@ -8,7 +8,7 @@ import pytest
 
 from aapt_ros.model.config import ConfigError
 from aapt_ros.training import cli
-from aapt_ros.training.config import load_train_config
+from aapt_ros.training.config import load_train_config, stage_of_run
 from aapt_ros.training.losses import ssim
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,7 +24,7 @@ def test_tiny_config_loads_with_paths_relative_to_the_file() -> None:
 
 @pytest.mark.parametrize('path', sorted((REPO / 'config' / 'train_sim').glob('*.yaml')), ids=lambda p: p.stem)
 def test_every_run_config_of_the_shipped_chain_is_valid(path: Path) -> None:
-    stage = 'adversarial' if path.stem.startswith('adversarial') else path.stem  # as tools/train_budgeted.py runs them
+    stage = stage_of_run(path.stem)  # as tools/train_budgeted.py runs them
     config = load_train_config(path, stage)
     assert config.stage == stage and Path(config.model).is_absolute()
 
@@ -67,3 +67,10 @@ def test_runtime_never_imports_training() -> None:
     for package in ('model', 'streaming', 'node', 'data', 'eval'):
         for source in (REPO / 'aapt_ros' / package).rglob('*.py'):
             assert 'aapt_ros.training' not in source.read_text(), source
+
+
+def test_a_run_config_names_its_stage_or_a_variant_of_it() -> None:
+    assert stage_of_run('adapt') == 'adapt' and stage_of_run('adapt_context_noise') == 'adapt'
+    assert stage_of_run('adversarial_regression_sink_rays_96') == 'adversarial'
+    with pytest.raises(ConfigError, match="'adaptive' names no stage"):
+        stage_of_run('adaptive')

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from aapt_ros.model.camera import Pose
 from aapt_ros.model.checkpoint import CARD_FILE, load_checkpoint, save_checkpoint
 from aapt_ros.streaming.session import StreamingSession
-from aapt_ros.training import cli
+from aapt_ros.training import cli, flow_stage
 from aapt_ros.training.checkpoints import MODEL_STATE, STATE_DIR, deepened, with_sink_rays
 from aapt_ros.training.config import TrainError, load_train_config
 
@@ -168,3 +168,26 @@ def test_a_deepened_checkpoint_streams_as_before_until_trained_and_loads_from_sh
         np.testing.assert_array_equal(before, after)
     with pytest.raises(TrainError, match=f'depth {depth} must exceed the {depth} blocks'):
         deepened(original, depth)
+
+
+def test_context_noise_corrupts_the_recycled_input_of_adapt_only(runs: dict[str, Any]) -> None:
+    previous, noise = torch.ones(2, 3, 1, 2, 2), torch.zeros(2, 3, 1, 2, 2)
+    mixed = flow_stage.with_context_noise(previous, torch.tensor([[0.5, 0.5, 0.25], [1.0, 0.0, 1.0]]), noise)
+    assert mixed[:, 0].eq(1).all()  # the sink's own input stays clean
+    assert (
+        mixed[0, 1].eq(0.5).all() and mixed[0, 2].eq(0.75).all() and mixed[1, 1].eq(1).all() and mixed[1, 2].eq(0).all()
+    )
+    tmp = runs['tmp']
+    noisy = run_stage(
+        'adapt',
+        tmp,
+        f'model={tmp / "base"}',
+        f'output={tmp / "adapt_noisy"}',
+        'flow.context_noise=0.5',
+        'optim.steps=20',
+    )
+    assert noisy['steps'] == 20 and np.isfinite(noisy['loss_last'])
+    assert 'U(0, 0.5)' in (tmp / 'adapt_noisy' / CARD_FILE).read_text()
+    stream(tmp / 'adapt_noisy', sampling_steps=2)
+    with pytest.raises(TrainError, match='base stage has no recycled input'):
+        run_stage('base', tmp, f'model={tmp / "vae"}', f'output={tmp / "base_noisy"}', 'flow.context_noise=0.5')
