@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -124,12 +125,19 @@ def test_resume_repeats_an_uninterrupted_run(runs: dict[str, Any], stage: str) -
         torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0)
 
 
-def test_a_checkpoint_given_sink_rays_streams_as_before_until_trained(tiny_model: Path, tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location('add_sink_rays', REPO / 'tools' / 'add_sink_rays.py')
+@pytest.fixture(scope='module')
+def grow_tool() -> ModuleType:
+    spec = importlib.util.spec_from_file_location('grow_generator', REPO / 'tools' / 'grow_generator.py')
     assert spec is not None and spec.loader is not None
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
-    assert tool.main([str(tiny_model), str(tmp_path / 'sink'), '--origin-scale', '0.5']) == 0
+    return tool
+
+
+def test_a_checkpoint_given_sink_rays_streams_as_before_until_trained(
+    grow_tool: ModuleType, tiny_model: Path, tmp_path: Path
+) -> None:
+    assert grow_tool.main([str(tiny_model), str(tmp_path / 'sink'), '--sink-rays', '0.5']) == 0
     widened = load_checkpoint(tmp_path / 'sink')
     assert widened.config.generator.sink_ray_origin_scale == 0.5
     assert widened.generator.rays.num_channels == 12
@@ -145,15 +153,13 @@ def test_a_checkpoint_given_sink_rays_streams_as_before_until_trained(tiny_model
 
 
 def test_a_deepened_checkpoint_streams_as_before_until_trained_and_loads_from_shards(
-    tiny_model: Path, tmp_path: Path
+    grow_tool: ModuleType, tiny_model: Path, tmp_path: Path
 ) -> None:
-    spec = importlib.util.spec_from_file_location('deepen_generator', REPO / 'tools' / 'deepen_generator.py')
-    assert spec is not None and spec.loader is not None
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
     original = load_checkpoint(tiny_model)
     depth = original.config.generator.depth
-    assert tool.main([str(tiny_model), str(tmp_path / 'deep'), '--depth', str(2 * depth + 1)]) == 0
+    with pytest.raises(SystemExit):  # nothing to add
+        grow_tool.main([str(tiny_model), str(tmp_path / 'same')])
+    assert grow_tool.main([str(tiny_model), str(tmp_path / 'deep'), '--depth', str(2 * depth + 1)]) == 0
     deep = load_checkpoint(tmp_path / 'deep')
     assert len(deep.generator.blocks) == 2 * depth + 1
     save_checkpoint(deep, tmp_path / 'sharded', weight_dtype=torch.float32, max_file_bytes=20_000)
