@@ -3,7 +3,8 @@
 
 For episodes recorded by ``aapt-record-sim`` (the seed is in the folder name ``episode_<seed>``),
 the scene is rebuilt from the seed and re-simulated; at the scored frames it renders depth and the
-arm's mask from the recorded camera poses, and reprojects the recorded first frame into each frame:
+body at each pixel from the recorded camera poses, and reprojects the recorded first frame into
+each frame:
 
 - **seen**: static surfaces visible in frame 0 (depth-consistent, not the arm): frame 0's colour;
 - **arm**: the arm, which the joints determine: the recorded colour (a perfect arm renderer);

@@ -131,7 +131,9 @@ def deepened(start: Checkpoint, depth: int) -> Checkpoint:
     if depth <= g.depth:
         raise TrainError(f'depth {depth} must exceed the {g.depth} blocks of {start.path or "the checkpoint"}')
     config = dataclasses.replace(start.config, generator=dataclasses.replace(g, depth=depth))
-    generator = CausalGenerator(config)
+    with torch.random.fork_rng(devices=[]):  # the new blocks' initial weights are the same every time
+        torch.manual_seed(0)
+        generator = CausalGenerator(config)
     extra = depth - g.depth
     # Old block i lands at i plus the number of new blocks inserted before it; a new block
     # follows old blocks round(k * old / extra) - 1 for k = 1..extra.

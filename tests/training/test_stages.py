@@ -162,6 +162,8 @@ def test_a_deepened_checkpoint_streams_as_before_until_trained_and_loads_from_sh
     assert grow_tool.main([str(tiny_model), str(tmp_path / 'deep'), '--depth', str(2 * depth + 1)]) == 0
     deep = load_checkpoint(tmp_path / 'deep')
     assert len(deep.generator.blocks) == 2 * depth + 1
+    for name, tensor in deepened(original, 2 * depth + 1).generator.state_dict().items():
+        assert torch.equal(tensor, deep.generator.state_dict()[name]), name  # reproducible
     save_checkpoint(deep, tmp_path / 'sharded', weight_dtype=torch.float32, max_file_bytes=20_000)
     shards = sorted(p.name for p in (tmp_path / 'sharded').glob('generator*'))
     assert len(shards) > 2 and shards[0] == f'generator-00001-of-{len(shards):05d}.safetensors'
