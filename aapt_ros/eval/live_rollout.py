@@ -39,6 +39,7 @@ def rollout_live(
     pacing: str = 'recorded',
     timeout: float = 120.0,
     decoder: str = 'auto',
+    window_frames: int | None = None,
 ) -> list[np.ndarray]:
     """Generated frames for ``episode`` from a node process; frame 0 is the start image as published.
 
@@ -50,6 +51,7 @@ def rollout_live(
         'device': device,
         'seed': seed,
         'decoder': decoder,
+        'window_frames': window_frames or 0,
         'use_sim_time': True,
         'input_depth': 1000,
         'image_depth': 1000,

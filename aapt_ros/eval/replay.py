@@ -241,6 +241,8 @@ def append_to_card(model: Path, bags: list[Path], report: dict[str, object], tab
     )
     if report.get('decoder'):
         mode += f', {report["decoder"]} decoder'
+    if report.get('window_frames') != report.get('trained_window_frames'):
+        mode += f', window of {report["window_frames"]} frames (trained: {report["trained_window_frames"]})'
     names = ', '.join(f'`{b.name}`' for b in bags)
     lines = ['', f'### Held-out evaluation (aapt-eval, {mode}, seed {report["seed"]})', '', f'bags: {names}', '']
     card = model / CARD_FILE
@@ -273,13 +275,21 @@ def evaluate(
     hold_first_frame: bool = False,
     append_card: bool = False,
     decoder: str = 'auto',
+    window_frames: int | None = None,
 ) -> dict[str, dict[str, float]]:
     """Score every bag; ``live`` ('recorded' or 'lockstep' pacing) runs a node process instead,
     ``autoencode`` scores the autoencoder's reconstructions (the ceiling of the generator),
     ``hold_first_frame`` the start image repeated (the floor: no model)."""
     checkpoint = load_checkpoint(model)
     camera = checkpoint.config.camera
-    session = StreamingSession(checkpoint, device=device, seed=seed, sampling_steps=sampling_steps, decoder=decoder)
+    session = StreamingSession(
+        checkpoint,
+        device=device,
+        seed=seed,
+        sampling_steps=sampling_steps,
+        decoder=decoder,
+        window_frames=window_frames,
+    )
     runs: dict[str, list[FrameScore]] = {}
     horizons: dict[str, dict[str, dict[str, float]]] = {}
     probe_generated: list[ProbeErrors] = []
@@ -301,7 +311,14 @@ def evaluate(
         folder.mkdir(parents=True)
         if live:
             generated = rollout_live(
-                model, episode, folder / 'node.log', device=device, seed=seed, pacing=live, decoder=decoder
+                model,
+                episode,
+                folder / 'node.log',
+                device=device,
+                seed=seed,
+                pacing=live,
+                decoder=decoder,
+                window_frames=window_frames,
             )
         elif autoencode:
             generated = autoencoded(session.engine, episode)
@@ -338,6 +355,8 @@ def evaluate(
         'live': live,
         'sampling_steps': session.engine.sampling_steps,
         'decoder': session.engine.decoder,
+        'window_frames': session.window_size,
+        'trained_window_frames': checkpoint.config.generator.window_frames,
         'seed': seed,
         'summary': summary,
         'per_bag': horizons,
@@ -392,6 +411,12 @@ def main(argv: list[str] | None = None) -> int:
         'the light one when the checkpoint has one, as the node does',
     )
     parser.add_argument(
+        '--window-frames',
+        type=int,
+        default=None,
+        help="recent frames each frame attends to (default: the checkpoint's generator.window_frames)",
+    )
+    parser.add_argument(
         '--append-card',
         action='store_true',
         help=f"append the summary table to the model folder's {CARD_FILE} (created if missing)",
@@ -437,6 +462,7 @@ def main(argv: list[str] | None = None) -> int:
             hold_first_frame=args.hold_first_frame,
             append_card=args.append_card,
             decoder=args.decoder,
+            window_frames=args.window_frames,
             probe=load_probe(args.probe) if args.probe else None,
         )
     except (EvalError, BagError, MappingError, CheckpointError, SessionError, ReplayError, ValueError) as err:

@@ -125,6 +125,7 @@ class GeneratorNode(Node):
                 sampling_steps=p['sampling_steps'] or None,
                 compile=p['compile'],
                 decoder=p['decoder'],
+                window_frames=p['window_frames'] or None,
             )
             check_action_source(self.action_source, checkpoint.config.generator.action_names)
         except (SessionError, InputError) as err:
@@ -223,6 +224,15 @@ class GeneratorNode(Node):
                     '"auto": the light decoder when the model has one (aapt-train decoder), else the full one; '
                     '"full": the autoencoder\'s decoder; "fast": the light one (several times cheaper, '
                     'within 0.3 dB on held-out rollouts; see the model card).'
+                ),
+            ),
+            (
+                'window_frames',
+                0,
+                desc(
+                    "Recent frames each frame attends to (besides the first); 0: the model's own. "
+                    'A longer window costs time per frame; see the model card.',
+                    ints=(0, 10000),
                 ),
             ),
             (

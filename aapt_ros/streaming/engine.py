@@ -16,6 +16,7 @@ Host API (numpy in, numpy out)::
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import numpy as np
@@ -90,8 +91,19 @@ class StreamEngine:
         decode: bool = True,
         compile: bool = False,
         decoder: str = 'auto',
+        window_frames: int | None = None,
     ):
-        config = self.config = checkpoint.config
+        config = checkpoint.config
+        if window_frames is not None:
+            # The generator has no temporal position encoding, so its window is only the size of the
+            # cache's ring; streaming with another than the trained one is a quality/speed setting
+            # (docs/training/README.md, "The attention window at inference").
+            if window_frames < 1:
+                raise EngineError(f'window_frames must be >= 1, got {window_frames}')
+            config = dataclasses.replace(
+                config, generator=dataclasses.replace(config.generator, window_frames=window_frames)
+            )
+        self.config = config
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.batch_size = batch_size

@@ -43,8 +43,8 @@ class StreamingSession:
         cuda_graph: bool = True,
         compile: bool = False,
         decoder: str = 'auto',
+        window_frames: int | None = None,
     ):
-        self.config = checkpoint.config
         try:
             self.engine = StreamEngine(
                 checkpoint,
@@ -56,9 +56,11 @@ class StreamingSession:
                 cuda_graph=cuda_graph,
                 compile=compile,
                 decoder=decoder,
+                window_frames=window_frames,
             )
         except EngineError as err:
             raise SessionError(str(err)) from None
+        self.config = self.engine.config  # the checkpoint's, with the window streamed
         self._default_start_frame = checkpoint.start_frame.numpy()
         self._previous_pose: Pose | None = None
         self.frame_index = -1  # index of the last frame produced; -1 before start

@@ -116,8 +116,11 @@ def test_replay_refuses_to_overwrite_and_reports_missing_topics(
 def test_live_replay_over_ros_equals_the_offline_rollout(
     tiny_model: Path, held_out_bags: list[Path], tmp_path: Path
 ) -> None:
+    # A window other than the trained one (4): the node must receive it to give the same frames.
     for mode, extra in (('offline', ()), ('live', ('--live', 'recorded'))):
-        assert _run(tiny_model, held_out_bags[:1], tmp_path / mode, '--seed', '2', *extra) == 0
+        assert _run(tiny_model, held_out_bags[:1], tmp_path / mode, '--seed', '2', '--window-frames', '2', *extra) == 0
+    report = json.loads((tmp_path / 'offline' / 'summary.json').read_text())
+    assert (report['window_frames'], report['trained_window_frames']) == (2, 4)
     folder = held_out_bags[0].name
     assert (tmp_path / 'live' / folder / 'node.log').is_file()
     offline, live = (json.loads((tmp_path / m / folder / 'metrics.json').read_text()) for m in ('offline', 'live'))

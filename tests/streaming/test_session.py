@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -105,3 +106,20 @@ def test_bad_pose_is_rejected_and_the_stream_continues(tiny_model: Path) -> None
     assert session.frame_index == 0
     session.step(Pose.identity())
     assert session.frame_index == 1
+
+
+def test_another_window_streams_as_a_model_configured_with_it(tiny_model: Path, tmp_path: Path) -> None:
+    edited = tmp_path / 'window7'
+    shutil.copytree(tiny_model, edited)
+    config = (edited / 'config.yaml').read_text()
+    assert 'window_frames: 4' in config
+    (edited / 'config.yaml').write_text(config.replace('window_frames: 4', 'window_frames: 7'))
+    wide = StreamingSession(load_checkpoint(tiny_model), window_frames=7)
+    assert wide.window_size == 7
+    trained, configured = StreamingSession(load_checkpoint(tiny_model)), StreamingSession(load_checkpoint(edited))
+    frames = [_run(session, 12) for session in (wide, configured, trained)]
+    for a, b in zip(frames[0], frames[1], strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b) for a, b in zip(frames[0], frames[2], strict=True))  # past frame 4
+    with pytest.raises(SessionError, match='window_frames must be >= 1, got 0'):
+        StreamingSession(load_checkpoint(tiny_model), window_frames=0)
