@@ -24,15 +24,21 @@ pattern frame 0 shows elsewhere, so two more images bound what such priors give:
 Scores are means over the frames of the second that ends at each horizon (every other frame), as
 in ``aapt-eval``.
 
+With ``--generated DIR`` (an ``aapt-eval`` output folder of the same bags) it also scores the
+generated frames per pixel class (``CLASSES``; squared errors pooled over the horizon's frames and
+the bags): where a model's error is, next to what the inputs give there.
+
 Usage::
 
     python3 tools/visibility_bound.py recordings/sim/test/* --output visibility.json
+    python3 tools/visibility_bound.py recordings/sim/test/* --output v.json --generated runs/eval/default
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -40,14 +46,16 @@ from typing import Any, NamedTuple
 import numpy as np
 from tqdm import tqdm
 
+from aapt_ros.data.bags import TYPESTORE, read_messages
 from aapt_ros.data.episodes import read_episode, sim_mapping
 from aapt_ros.data.sim_episode import EpisodeSpec, plan_episode
 from aapt_ros.data.sim_scene import FAR, NEAR, Intrinsics, bullet_client, quaternion_to_rotation
 from aapt_ros.eval.metrics import psnr
-from aapt_ros.eval.replay import HORIZONS_S
+from aapt_ros.eval.replay import GENERATED_TOPIC, HORIZONS_S
 
 SHARES = ('seen', 'arm', 'sky', 'unseen')  # they add up to 1; 'unseen_surface' is part of 'unseen'
 ORACLES = ('oracle', 'surface_colour_oracle', 'surface_prior_oracle')
+CLASSES = ('seen', 'arm', 'sky', 'unseen_surface', 'unseen_object')  # disjoint: the generated frames' scores
 
 
 class View(NamedTuple):
@@ -97,12 +105,55 @@ def oracle_frame(
     return {name: image.round().astype(np.uint8) for name, image in images.items()}, masks
 
 
-def episode_bound(bag: Path, fov_deg: float = 60.0, rate_hz: float = 15.0, shadows: bool = True) -> dict[str, Any]:
+def generated_frames(replay_bag: Path) -> list[np.ndarray]:
+    """The generated images (H, W, 3) uint8 of an ``aapt-eval`` replay bag, in order."""
+    images = []
+    for message in read_messages(replay_bag, [GENERATED_TOPIC]):
+        image = TYPESTORE.deserialize_cdr(message.data, message.msgtype)
+        images.append(np.asarray(image.data, dtype=np.uint8).reshape(image.height, image.width, 3))
+    return images
+
+
+def class_errors(generated: np.ndarray, frame: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, list[float]]:
+    """Per ``CLASSES`` entry: [sum of squared errors, number of values] of ``generated`` against ``frame``."""
+    classes = {**masks, 'unseen_object': masks['unseen'] & ~masks['unseen_surface']}
+    error = (generated.astype(np.float64) - frame) ** 2  # (H, W, 3)
+    return {name: [float(error[classes[name]].sum()), float(classes[name].sum() * 3)] for name in CLASSES}
+
+
+def pooled(errors: list[dict[str, list[float]]]) -> dict[str, dict[str, float]]:
+    """``class_errors`` summed over frames (or bags), with each class's PSNR and share of the error."""
+    sums = {name: [sum(e[name][0] for e in errors), sum(e[name][1] for e in errors)] for name in CLASSES}
+    total = sum(error for error, _ in sums.values()) or 1.0
+    return {
+        name: {
+            'squared_error': error,
+            'values': count,
+            'psnr': None if count == 0 else float(10 * np.log10(255.0**2 / (error / count))) if error > 0 else math.inf,
+            'error_share': error / total,
+        }
+        for name, (error, count) in sums.items()
+    }
+
+
+def episode_bound(
+    bag: Path,
+    fov_deg: float = 60.0,
+    rate_hz: float = 15.0,
+    shadows: bool = True,
+    generated: list[np.ndarray] | None = None,
+) -> dict[str, Any]:
     """Per horizon: the mean share of each pixel class and the PSNR of each oracle and of the
-    re-render (the latter checks that the re-simulation is the recorded scene: about 30 dB with JPEG)."""
+    re-render (the latter checks that the re-simulation is the recorded scene: about 30 dB with JPEG);
+    with ``generated`` (one image per recorded frame), its error per pixel class (``pooled``)."""
     seed = int(bag.name.rsplit('_', 1)[1])
     episode = read_episode(bag, sim_mapping(bag), rate_hz=rate_hz)
     frames = episode.frames
+    if generated is not None and (len(generated) != len(frames) or generated[0].shape != frames[0].shape):
+        raise ValueError(
+            f'{bag}: {len(generated)} generated images of {generated[0].shape if generated else None} '
+            f'for {len(frames)} recorded frames of {frames[0].shape}'
+        )
     height, width = frames.shape[1:3]
     k = Intrinsics.from_fov(width, height, fov_deg)
     n = len(frames)  # a 60 s episode has frames 0..899: its last second is 886..899
@@ -116,6 +167,7 @@ def episode_bound(bag: Path, fov_deg: float = 60.0, rate_hz: float = 15.0, shado
     plan = plan_episode(spec)  # the recorder's plan; the camera follows the recorded poses instead
     poses = [(quaternion_to_rotation(q), x) for q, x in zip(episode.orientations, episode.positions, strict=True)]
     rows: dict[int, dict[str, float]] = {}
+    errors: dict[int, dict[str, list[float]]] = {}
     with bullet_client() as client:
         scene = plan.build_scene(client)
         for i in range(max(wanted) + 1):
@@ -129,16 +181,18 @@ def episode_bound(bag: Path, fov_deg: float = 60.0, rate_hz: float = 15.0, shado
                     rows[i] = {name: float(mask.mean()) for name, mask in masks.items()}
                     rows[i] |= {f'{name}_psnr': psnr(image, frames[i]) for name, image in images.items()}
                     rows[i]['render_psnr'] = psnr(rgb, frames[i])
+                    if generated is not None:
+                        errors[i] = class_errors(generated[i], frames[i], masks)
             scene.command(plan.commands[i])
             scene.step(plan.steps_per_frame)
     keys = (*SHARES, 'unseen_surface', *(f'{name}_psnr' for name in ORACLES), 'render_psnr')
-    return {
-        'bag': str(bag),
-        'seed': seed,
-        'horizons': {
-            name: {key: float(np.mean([rows[i][key] for i in r])) for key in keys} for name, r in horizons.items()
-        },
+    scores: dict[str, dict[str, Any]] = {
+        name: {key: float(np.mean([rows[i][key] for i in r])) for key in keys} for name, r in horizons.items()
     }
+    if generated is not None:
+        for name, r in horizons.items():
+            scores[name]['generated'] = pooled([errors[i] for i in r])
+    return {'bag': str(bag), 'seed': seed, 'horizons': scores}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,20 +200,53 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('bags', type=Path, nargs='+', help='episode folders recorded by aapt-record-sim')
     parser.add_argument('--fov', type=float, default=60.0, help='horizontal field of view of the recording (deg)')
     parser.add_argument('--output', type=Path, required=True, help='JSON file to write (must not exist)')
+    parser.add_argument(
+        '--generated', type=Path, help='aapt-eval output folder of these bags: score its frames per pixel class'
+    )
     args = parser.parse_args(argv)
     if args.output.exists():
         print(f'ERROR: refusing to overwrite {args.output}; see --help', file=sys.stderr)
         return 1
-    results = [episode_bound(bag, args.fov) for bag in tqdm(args.bags, desc='episodes', unit='episode')]
+    results = []
+    for bag in tqdm(args.bags, desc='episodes', unit='episode'):
+        replay_bag = args.generated / bag.name / 'replay_bag' if args.generated else None
+        if replay_bag is not None and not replay_bag.exists():
+            print(f'ERROR: {replay_bag} not found: --generated must be aapt-eval output of these bags', file=sys.stderr)
+            return 1
+        generated = generated_frames(replay_bag) if replay_bag is not None else None
+        try:
+            results.append(episode_bound(bag, args.fov, generated=generated))
+        except ValueError as err:
+            print(f'ERROR: {err}', file=sys.stderr)
+            return 1
     names = results[0]['horizons']
-    mean = {h: {key: float(np.mean([r['horizons'][h][key] for r in results])) for key in names[h]} for h in names}
-    args.output.write_text(json.dumps({'mean': mean, 'episodes': results}, indent=1) + '\n')
+    mean: dict[str, dict[str, Any]] = {
+        h: {key: float(np.mean([r['horizons'][h][key] for r in results])) for key in names[h] if key != 'generated'}
+        for h in names
+    }
+    if args.generated:
+        for h in names:
+            per_bag = [
+                {c: [v['squared_error'], v['values']] for c, v in r['horizons'][h]['generated'].items()}
+                for r in results
+            ]
+            mean[h]['generated'] = pooled(per_bag)
+    args.output.write_text(
+        json.dumps({'mean': mean, 'generated': str(args.generated), 'episodes': results}, indent=1) + '\n'
+    )
     columns = ['horizon', *SHARES[:3], 'unseen (ground, table)', *(f'{name} dB' for name in ORACLES), 're-render dB']
     print('| ' + ' | '.join(columns) + ' |\n' + '|---' * len(columns) + '|')
     for h, m in mean.items():
         shares = ' | '.join(f'{m[s]:.0%}' for s in SHARES)
         psnrs = ' | '.join(f'{m[f"{name}_psnr"]:.2f}' for name in ORACLES)
         print(f'| {h} | {shares} ({m["unseen_surface"]:.0%}) | {psnrs} | {m["render_psnr"]:.1f} |')
+    if args.generated:
+        print(f'\n{args.generated}: PSNR dB per pixel class (its share of the squared error)\n')
+        print('| horizon | ' + ' | '.join(CLASSES) + ' |\n' + '|---' * (len(CLASSES) + 1) + '|')
+        for h, m in mean.items():
+            scores = [(m['generated'][c]['psnr'], m['generated'][c]['error_share']) for c in CLASSES]
+            cells = ['none' if value is None else f'{value:.1f} ({share:.0%})' for value, share in scores]
+            print(f'| {h} | ' + ' | '.join(cells) + ' |')
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 from pathlib import Path
 from types import ModuleType
 
@@ -12,8 +13,10 @@ import pytest
 
 pytest.importorskip('pybullet')
 
+from aapt_ros.data.episodes import read_episode, sim_mapping
 from aapt_ros.data.sim_episode import EpisodeSpec, record_episode
 from aapt_ros.data.sim_scene import Intrinsics
+from aapt_ros.eval.replay import main as replay_main
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -73,3 +76,19 @@ def test_the_re_simulated_episode_is_the_recorded_one_and_the_shares_add_up(tool
     assert tool.main([str(bag), '--output', str(output)]) == 0
     assert json.loads(output.read_text())['mean']['1s']['seen'] == pytest.approx(one['seen'])
     assert tool.main([str(bag), '--output', str(output)]) == 1  # never overwrites
+
+
+def test_generated_frames_are_scored_per_pixel_class(tool: ModuleType, tiny_model: Path, tmp_path: Path) -> None:
+    bag = tmp_path / 'episode_000005'
+    record_episode(EpisodeSpec(seed=5, seconds=2.0, width=48, height=32), bag)  # the tiny model's image size
+    frames = read_episode(bag, sim_mapping(bag), rate_hz=15.0).frames
+    perfect = tool.episode_bound(bag, generated=list(frames))['horizons']['1s']['generated']
+    assert all(perfect[c]['psnr'] in (math.inf, None) for c in tool.CLASSES)  # a perfect model: no error anywhere
+    assert replay_main([str(bag), '--model', str(tiny_model), '--output-dir', str(tmp_path / 'eval')]) == 0
+    output = tmp_path / 'bound.json'
+    assert tool.main([str(bag), '--output', str(output), '--generated', str(tmp_path / 'eval')]) == 0
+    scores = json.loads(output.read_text())['mean']['1s']['generated']
+    assert sorted(scores) == sorted(tool.CLASSES)
+    assert sum(s['error_share'] for s in scores.values()) == pytest.approx(1.0)
+    assert 0 < scores['seen']['psnr'] < 60  # an untrained model is wrong where the first frame shows the scene
+    assert tool.main([str(bag), '--output', str(tmp_path / 'none.json'), '--generated', str(tmp_path)]) == 1
