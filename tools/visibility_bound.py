@@ -52,6 +52,7 @@ from aapt_ros.data.sim_episode import EpisodeSpec, plan_episode
 from aapt_ros.data.sim_scene import FAR, NEAR, Intrinsics, bullet_client, quaternion_to_rotation
 from aapt_ros.eval.metrics import psnr
 from aapt_ros.eval.replay import GENERATED_TOPIC, HORIZONS_S
+from aapt_ros.node.image_conversion import image_msg_to_rgb8
 
 SHARES = ('seen', 'arm', 'sky', 'unseen')  # they add up to 1; 'unseen_surface' is part of 'unseen'
 ORACLES = ('oracle', 'surface_colour_oracle', 'surface_prior_oracle')
@@ -107,23 +108,27 @@ def oracle_frame(
 
 def generated_frames(replay_bag: Path) -> list[np.ndarray]:
     """The generated images (H, W, 3) uint8 of an ``aapt-eval`` replay bag, in order."""
-    images = []
-    for message in read_messages(replay_bag, [GENERATED_TOPIC]):
-        image = TYPESTORE.deserialize_cdr(message.data, message.msgtype)
-        images.append(np.asarray(image.data, dtype=np.uint8).reshape(image.height, image.width, 3))
-    return images
+    return [
+        image_msg_to_rgb8(TYPESTORE.deserialize_cdr(message.data, message.msgtype))
+        for message in read_messages(replay_bag, [GENERATED_TOPIC])
+    ]
 
 
-def class_errors(generated: np.ndarray, frame: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, list[float]]:
-    """Per ``CLASSES`` entry: [sum of squared errors, number of values] of ``generated`` against ``frame``."""
+def class_errors(generated: np.ndarray, frame: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """Per ``CLASSES`` entry, the squared error of ``generated`` against ``frame`` summed over the
+    class's pixels, and the number of values summed."""
     classes = {**masks, 'unseen_object': masks['unseen'] & ~masks['unseen_surface']}
     error = (generated.astype(np.float64) - frame) ** 2  # (H, W, 3)
-    return {name: [float(error[classes[name]].sum()), float(classes[name].sum() * 3)] for name in CLASSES}
+    return {
+        name: {'squared_error': float(error[classes[name]].sum()), 'values': float(classes[name].sum() * 3)}
+        for name in CLASSES
+    }
 
 
-def pooled(errors: list[dict[str, list[float]]]) -> dict[str, dict[str, float]]:
-    """``class_errors`` summed over frames (or bags), with each class's PSNR and share of the error."""
-    sums = {name: [sum(e[name][0] for e in errors), sum(e[name][1] for e in errors)] for name in CLASSES}
+def pooled(errors: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """``class_errors`` (or ``pooled`` results) summed over frames or bags, with each class's PSNR
+    and share of the summed error."""
+    sums = {name: [sum(e[name][key] for e in errors) for key in ('squared_error', 'values')] for name in CLASSES}
     total = sum(error for error, _ in sums.values()) or 1.0
     return {
         name: {
@@ -226,11 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.generated:
         for h in names:
-            per_bag = [
-                {c: [v['squared_error'], v['values']] for c, v in r['horizons'][h]['generated'].items()}
-                for r in results
-            ]
-            mean[h]['generated'] = pooled(per_bag)
+            mean[h]['generated'] = pooled([r['horizons'][h]['generated'] for r in results])
     args.output.write_text(
         json.dumps({'mean': mean, 'generated': str(args.generated), 'episodes': results}, indent=1) + '\n'
     )

@@ -134,6 +134,10 @@ class ModelConfig:
                 'change the size, the spatial factor or the patch size'
             )
 
+    def with_generator(self, **changes: Any) -> ModelConfig:
+        """This config with the generator settings ``changes`` replaced (validated again)."""
+        return dataclasses.replace(self, generator=dataclasses.replace(self.generator, **changes))
+
     @property
     def latent_height(self) -> int:
         return self.camera.height // self.vae.spatial_factor

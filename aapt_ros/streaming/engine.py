@@ -16,7 +16,6 @@ Host API (numpy in, numpy out)::
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
 import numpy as np
@@ -100,9 +99,7 @@ class StreamEngine:
             # (docs/training/README.md, "The attention window at inference").
             if window_frames < 1:
                 raise EngineError(f'window_frames must be >= 1, got {window_frames}')
-            config = dataclasses.replace(
-                config, generator=dataclasses.replace(config.generator, window_frames=window_frames)
-            )
+            config = config.with_generator(window_frames=window_frames)
         self.config = config
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)

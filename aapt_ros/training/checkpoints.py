@@ -92,9 +92,7 @@ def generator_checkpoint(model_config: ModelConfig, trained: torch.nn.Module, st
     """A checkpoint of ``trained`` generator weights with ``start``'s autoencoder and start frame,
     set to stream with its stage's ``STAGE_SAMPLING_STEPS``."""
     steps = STAGE_SAMPLING_STEPS.get(model_config.stage, model_config.generator.sampling_steps)
-    model_config = dataclasses.replace(
-        model_config, generator=dataclasses.replace(model_config.generator, sampling_steps=steps)
-    )
+    model_config = model_config.with_generator(sampling_steps=steps)
     generator = CausalGenerator(model_config)
     generator.load_state_dict(trained.state_dict())
     return Checkpoint(model_config, start.vae.cpu(), generator, start.start_frame)
@@ -110,7 +108,7 @@ def with_sink_rays(start: Checkpoint, origin_scale: float) -> Checkpoint:
     if g.sink_ray_origin_scale > 0:
         name = start.path or 'the checkpoint'
         raise TrainError(f'{name} already has sink rays (origin scale {g.sink_ray_origin_scale})')
-    config = dataclasses.replace(start.config, generator=dataclasses.replace(g, sink_ray_origin_scale=origin_scale))
+    config = start.config.with_generator(sink_ray_origin_scale=origin_scale)
     generator = CausalGenerator(config)
     weights = start.generator.state_dict()
     old = weights['patch_embed.weight']  # (dim, 2C + 6, p, p)
@@ -130,7 +128,7 @@ def deepened(start: Checkpoint, depth: int) -> Checkpoint:
     g = start.config.generator
     if depth <= g.depth:
         raise TrainError(f'depth {depth} must exceed the {g.depth} blocks of {start.path or "the checkpoint"}')
-    config = dataclasses.replace(start.config, generator=dataclasses.replace(g, depth=depth))
+    config = start.config.with_generator(depth=depth)
     with torch.random.fork_rng(devices=[]):  # the new blocks' initial weights are the same every time
         torch.manual_seed(0)
         generator = CausalGenerator(config)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -17,17 +16,12 @@ from aapt_ros.data.episodes import read_episode, sim_mapping
 from aapt_ros.data.sim_episode import EpisodeSpec, record_episode
 from aapt_ros.data.sim_scene import Intrinsics
 from aapt_ros.eval.replay import main as replay_main
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.tool_scripts import load_tool
 
 
 @pytest.fixture(scope='module')
 def tool() -> ModuleType:
-    spec = importlib.util.spec_from_file_location('visibility_bound', REPO / 'tools' / 'visibility_bound.py')
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('visibility_bound')
 
 
 def test_a_sideways_step_over_a_wall_shifts_the_first_frame_and_leaves_a_strip_unseen(tool: ModuleType) -> None:

@@ -4,7 +4,6 @@ discriminator, and the stage end to end on the tiny config (a short vae -> ... -
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import itertools
 import json
 import math
@@ -41,6 +40,7 @@ from aapt_ros.training.config import AdversarialConfig, TrainError, load_train_c
 from aapt_ros.training.data import batch, load_splits, relative_motions
 from aapt_ros.training.discriminator import Discriminator
 from tests.conftest import tiny_config
+from tests.tool_scripts import load_tool
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / 'config' / 'train_tiny.yaml'
@@ -379,10 +379,7 @@ def test_the_loss_weights_must_be_non_negative_and_not_both_zero(regression: flo
 
 
 def test_forcing_gap_tool_scores_both_rollouts_per_frame(chain: Path, tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location('forcing_gap', REPO / 'tools' / 'forcing_gap.py')
-    assert spec is not None and spec.loader is not None
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool('forcing_gap')
     output = tmp_path / 'gap.json'
     bag = str(REPO / 'aapt_ros' / 'data' / 'samples' / 'sim_episode')
     argv = ['--model', str(chain / 'distill'), '--bags', bag, '--clip-length', '5', '--clips', '2']

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -18,6 +17,7 @@ from aapt_ros.streaming.session import StreamingSession
 from aapt_ros.training import cli, flow_stage
 from aapt_ros.training.checkpoints import MODEL_STATE, STATE_DIR, deepened, with_sink_rays
 from aapt_ros.training.config import TrainError, load_train_config
+from tests.tool_scripts import load_tool
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / 'config' / 'train_tiny.yaml'
@@ -127,11 +127,7 @@ def test_resume_repeats_an_uninterrupted_run(runs: dict[str, Any], stage: str) -
 
 @pytest.fixture(scope='module')
 def grow_tool() -> ModuleType:
-    spec = importlib.util.spec_from_file_location('grow_generator', REPO / 'tools' / 'grow_generator.py')
-    assert spec is not None and spec.loader is not None
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
+    return load_tool('grow_generator')
 
 
 def test_a_checkpoint_given_sink_rays_streams_as_before_until_trained(
