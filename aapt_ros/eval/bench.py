@@ -218,11 +218,15 @@ def bench_config(
     compile: bool,
     only: set[str] | None = None,
     saved: Callable[[ConfigReport], None] = lambda report: None,
+    window_frames: int | None = None,
 ) -> ConfigReport:
     """Every measurement of one config, or those named in ``only`` ('batches' is the batch sweep);
     a ratio between measurements is None when one of them was not run. ``saved`` receives the
-    report after every measurement, so a run cut short keeps what it measured."""
+    report after every measurement, so a run cut short keeps what it measured. ``window_frames``
+    replaces the config's attention window (the node's ``window_frames`` parameter)."""
     config = CONFIGS[name]
+    if window_frames is not None:
+        config = config.with_generator(window_frames=window_frames)
     checkpoint = untrained_checkpoint(config)
     report = ConfigReport(
         name,
@@ -373,8 +377,16 @@ def main(argv: list[str] | None = None) -> int:
         'default: all. With --compile every measurement compiles its own step, so a whole run can outlast a '
         'time-limited GPU session: split it',
     )
+    parser.add_argument(
+        '--window-frames',
+        type=int,
+        help="attention window in frames for every config (the node's window_frames parameter); "
+        "default: the config's own",
+    )
     parser.add_argument('--output', type=Path, required=True, help='JSON file to write (must not exist)')
     args = parser.parse_args(argv)
+    if args.window_frames is not None and args.window_frames < 1:
+        parser.error('--window-frames must be at least 1')
     names = args.configs.split(',')
     unknown = sorted(set(names) - set(CONFIGS))
     if unknown:
@@ -404,7 +416,9 @@ def main(argv: list[str] | None = None) -> int:
 
     for name in names:
         try:
-            report = asdict(bench_config(name, device, batches, args.quick, args.compile, only, save))
+            report = asdict(
+                bench_config(name, device, batches, args.quick, args.compile, only, save, args.window_frames)
+            )
         except BenchError as error:
             print(f'ERROR: {error}; see --help', file=sys.stderr)
             return 1

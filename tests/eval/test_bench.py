@@ -66,8 +66,11 @@ def test_bench_refuses_unknown_configs_and_existing_output(tmp_path: Path, capsy
 def test_bench_runs_only_the_named_measurements(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / 'some.json'
     only = 'end_to_end_engine_batch1,steps_4_batch1'
-    assert main(['--device', 'cpu', '--configs', 'small', '--quick', '--only', only, '--output', str(out)]) == 0
-    results = json.loads(out.read_text())['configs'][0]['results']
+    args = ['--device', 'cpu', '--configs', 'small', '--quick', '--only', only, '--window-frames', '7']
+    assert main([*args, '--output', str(out)]) == 0
+    report = json.loads(out.read_text())['configs'][0]
+    assert report['window_frames'] == 7
+    results = report['results']
     timed = {key for key, value in results.items() if isinstance(value, dict) and 'p50_ms' in value}
     assert timed == set(only.split(','))
     assert results['one_step_speedup_over_4_steps'] > 0  # both sides ran
