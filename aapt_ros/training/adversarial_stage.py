@@ -393,7 +393,7 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
     """Post-train the distilled generator adversarially; write the checkpoint and card to ``config.output``."""
     adv, optim = config.adversarial, config.optim
     folder = Path(config.output)
-    start = load_start(Path(config.model), 'adversarial')
+    start = load_start(Path(config.model), 'adversarial' if adv.adversarial_weight else 'adversarial_regression')
     model_config = dataclasses.replace(start.config, stage='adversarial')  # streams at 1 step: STAGE_SAMPLING_STEPS
     # At adversarial_weight 0 no discriminator is built, so no adapt checkpoint is needed.
     disc_start = (

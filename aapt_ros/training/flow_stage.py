@@ -50,6 +50,9 @@ START_STAGES = {
     'adapt': ('base', 'adapt'),
     'distill': ('adapt',),
     'adversarial': ('distill', 'adversarial'),
+    # Student-forced regression alone (adversarial_weight 0) needs only a generator whose one pass
+    # predicts the frame, which a flow model's pass from pure noise does: it can skip distill.
+    'adversarial_regression': ('distill', 'adversarial', 'adapt'),
 }
 
 

@@ -371,6 +371,14 @@ def test_pure_regression_reduces_the_rollout_error_without_a_discriminator(chain
     assert 'discriminator pairing loss' not in card
 
 
+def test_pure_regression_can_start_from_the_flow_model(chain: Path) -> None:
+    """Without a discriminator, the adapt model's one pass from noise is a generator to regress."""
+    overrides = ['adversarial.adversarial_weight=0', 'adversarial.regression_weight=1', 'optim.steps=1']
+    run_stage('adversarial', chain, f'model={chain / "adapt"}', f'output={chain / "from-adapt"}', *overrides)
+    streamed = load_checkpoint(chain / 'from-adapt').config
+    assert streamed.stage == 'adversarial' and streamed.generator.sampling_steps == 1
+
+
 @pytest.mark.parametrize(('regression', 'adversarial'), [(-1.0, 1.0), (1.0, -0.5), (0.0, 0.0)])
 def test_the_loss_weights_must_be_non_negative_and_not_both_zero(regression: float, adversarial: float) -> None:
     message = rf'regression_weight and adversarial_weight must be >= 0 and not both 0 .* got {regression} and'
