@@ -59,9 +59,9 @@ def trained_seconds(folder: Path) -> float:
 def pack(runs: Path, out: Path, summary: dict[str, dict[str, float]]) -> None:
     with tarfile.open(out / 'meta.tar', 'w') as tar:
         for folder in sorted(p for p in runs.iterdir() if p.is_dir()):
+            generator_files = {p.name for p in shard_paths(folder / GENERATOR_FILE)}  # packed apart, in bf16
             for path in sorted(folder.rglob('*')):
-                generator = path.name in {p.name for p in shard_paths(folder / GENERATOR_FILE)}
-                skip = STATE_DIR in path.parts or generator
+                skip = STATE_DIR in path.parts or path.name in generator_files
                 if path.is_file() and not skip and (path.name != VAE_FILE or folder.name in AUTOENCODER_STAGES):
                     tar.add(path, arcname=str(path.relative_to(runs.parent)))
     (out / 'summary.json').write_text(json.dumps(summary, indent=1))
