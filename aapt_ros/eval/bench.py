@@ -385,8 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument('--output', type=Path, required=True, help='JSON file to write (must not exist)')
     args = parser.parse_args(argv)
-    if args.window_frames is not None and args.window_frames < 1:
-        parser.error('--window-frames must be at least 1')
+    if args.window_frames is not None and args.window_frames < 2:  # generator.window_frames' bound
+        parser.error('--window-frames must be at least 2')
     names = args.configs.split(',')
     unknown = sorted(set(names) - set(CONFIGS))
     if unknown:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from aapt_ros.model.checkpoint import Checkpoint
+from aapt_ros.model.config import ConfigError
 from aapt_ros.model.kv_cache import KVCache
 from aapt_ros.model.sampling import euler_update, shifted_timesteps, velocity_to_x0
 from aapt_ros.streaming import cuda_graphs
@@ -99,7 +100,10 @@ class StreamEngine:
             # (docs/training/README.md, "The attention window at inference").
             if window_frames < 1:
                 raise EngineError(f'window_frames must be >= 1, got {window_frames}')
-            config = config.with_generator(window_frames=window_frames)
+            try:
+                config = config.with_generator(window_frames=window_frames)
+            except ConfigError as err:  # the config's own bounds: a clear error, not a crash of the node
+                raise EngineError(str(err)) from None
         self.config = config
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)

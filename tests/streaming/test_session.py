@@ -123,3 +123,5 @@ def test_another_window_streams_as_a_model_configured_with_it(tiny_model: Path, 
     assert any(not np.array_equal(a, b) for a, b in zip(frames[0], frames[2], strict=True))  # past frame 4
     with pytest.raises(SessionError, match='window_frames must be >= 1, got 0'):
         StreamingSession(load_checkpoint(tiny_model), window_frames=0)
+    with pytest.raises(SessionError, match='window_frames must be >= 2, got 1'):  # the config's own bound
+        StreamingSession(load_checkpoint(tiny_model), window_frames=1)
