@@ -3,6 +3,11 @@
 
 - ``--sink-rays SCALE``: the camera in the sink frame as a second ray input
   (``generator.sink_ray_origin_scale``); the new input weights are zero.
+- ``--sink-warp D1,D2,...``: the sink frame's latent resampled into the current view at these
+  depths (metres) as more input channels (``generator.sink_warp_depths``); needs sink rays
+  (given already or with ``--sink-rays``); the new input weights are zero.
+- ``--previous-warp D1,D2,...``: the same for the recycled previous latent, along the motion since
+  the previous frame (``generator.previous_warp_depths``); the new input weights are zero.
 - ``--depth N``: N transformer blocks in all, the new ones spread evenly among the old; each
   starts as an identity (adaLN-Zero gates at zero).
 
@@ -15,18 +20,31 @@ Usage::
 
     python3 tools/grow_generator.py models/default runs/default_sink_rays --sink-rays 1.0
     python3 tools/grow_generator.py models/default runs/default_depth9 --depth 9
+    python3 tools/grow_generator.py models/default runs/default_warp --sink-warp 0.8,1.1,1.5,2.2,4,30
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import torch
 
 from aapt_ros.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from aapt_ros.training.checkpoints import deepened, with_sink_rays
+from aapt_ros.training.checkpoints import deepened, with_previous_warp, with_sink_rays, with_sink_warp
 from aapt_ros.training.config import TrainError
+
+
+def depth_list(text: str) -> tuple[float, ...]:
+    """'0.8,1.5,4' -> (0.8, 1.5, 4.0): positive finite depths in metres."""
+    try:
+        depths = tuple(float(d) for d in text.split(','))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected comma-separated depths in metres, got {text!r}') from None
+    if not all(math.isfinite(d) and d > 0 for d in depths):
+        raise argparse.ArgumentTypeError(f'depths must be positive and finite, got {text!r}')
+    return depths
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,16 +54,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         '--sink-rays', type=float, metavar='SCALE', help='add sink rays: metres of camera travel that map to 1'
     )
+    parser.add_argument(
+        '--sink-warp', type=depth_list, metavar='D1,D2,...', help='add the sink latent warped to these depths (m)'
+    )
+    parser.add_argument(
+        '--previous-warp',
+        type=depth_list,
+        metavar='D1,D2,...',
+        help='add the recycled latent warped to these depths (m) along the last motion',
+    )
     parser.add_argument('--depth', type=int, help='blocks in all, more than the checkpoint has')
     args = parser.parse_args(argv)
-    if args.sink_rays is None and args.depth is None:
-        parser.error('nothing to add: give --sink-rays and/or --depth')
+    if all(getattr(args, a) is None for a in ('sink_rays', 'sink_warp', 'previous_warp', 'depth')):
+        parser.error('nothing to add: give --sink-rays, --sink-warp, --previous-warp and/or --depth')
     if args.sink_rays is not None and not args.sink_rays > 0:
         parser.error('--sink-rays must be positive')
     try:
         checkpoint = load_checkpoint(args.model)
         if args.sink_rays is not None:
             checkpoint = with_sink_rays(checkpoint, args.sink_rays)
+        if args.sink_warp is not None:
+            checkpoint = with_sink_warp(checkpoint, args.sink_warp)
+        if args.previous_warp is not None:
+            checkpoint = with_previous_warp(checkpoint, args.previous_warp)
         if args.depth is not None:
             checkpoint = deepened(checkpoint, args.depth)
         save_checkpoint(checkpoint, args.output, weight_dtype=torch.float32)

@@ -89,6 +89,14 @@ class GeneratorConfig:
     # previous-frame rays alone, where the current view lies relative to the sink, the one real image,
     # is lost once the frames in between have left the window. 0: previous-frame rays only (AAPT).
     sink_ray_origin_scale: float = 0.0
+    # Also ours: depths (metres, along the current camera's z) at which the sink frame's latent is
+    # resampled into the current view (``sink_warp.SinkWarp``); each depth adds latent_channels + 1
+    # input channels. Empty: the sink reaches a frame only through attention.
+    sink_warp_depths: tuple[float, ...] = ()
+    # The same for the recycled previous latent, along the motion since the previous frame: hands
+    # each pixel the content the camera's motion brings there, a shift the network must otherwise
+    # make itself every frame. Empty: the recycled latent is given as it is only.
+    previous_warp_depths: tuple[float, ...] = ()
     sampling_steps: int = 1  # network passes per frame at inference (1 after adversarial training)
     timestep_shift: float = 3.0  # shifted t schedule (SD3): spends more steps at high noise
 
@@ -105,6 +113,14 @@ class GeneratorConfig:
             raise ConfigError(f'generator.ray_origin_scale must be positive, got {self.ray_origin_scale}')
         if self.sink_ray_origin_scale < 0:
             raise ConfigError(f'generator.sink_ray_origin_scale must be >= 0, got {self.sink_ray_origin_scale}')
+        for name in ('sink_warp_depths', 'previous_warp_depths'):
+            depths = getattr(self, name)
+            if not all(math.isfinite(d) and d > 0 for d in depths):
+                raise ConfigError(f'generator.{name} must be positive and finite, got {list(depths)}')
+        if self.sink_warp_depths and self.sink_ray_origin_scale <= 0:
+            raise ConfigError(
+                'generator.sink_warp_depths needs sink rays (sink_ray_origin_scale > 0): both use the sink pose'
+            )
 
     @property
     def head_dim(self) -> int:
@@ -177,9 +193,10 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         return from_dict(hint, value, where=where)  # type: ignore[arg-type]
     origin = typing.get_origin(hint)
     if origin is tuple:
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f'{where}: expected a list of strings, got {value!r}')
-        return tuple(value)
+        item = typing.get_args(hint)[0]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f'{where}: expected a list of {item.__name__}, got {value!r}')
+        return tuple(_coerce(item, v, f'{where}[{i}]') for i, v in enumerate(value))
     if origin in (typing.Union, types.UnionType):
         raise ConfigError(f'{where}: union types are not supported in configs')
     if hint is float and isinstance(value, int) and not isinstance(value, bool):

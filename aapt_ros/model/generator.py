@@ -1,7 +1,10 @@
 """The block-causal latent transformer (a DiT with adaLN conditioning per latent frame).
 
 Per frame the input tokens are patches of [noisy latent, recycled previous latent, camera rays]
-concatenated on channels (AAPT sec. 3: the previous generated frame is "recycled" as input);
+concatenated on channels (AAPT sec. 3: the previous generated frame is "recycled" as input;
+with ``sink_warp_depths`` the per-pixel camera input also holds the sink latent seen along the
+rays, see ``conditioning``, and with ``previous_warp_depths`` the recycled latent is also given
+seen along the rays, see ``plane_sweep``);
 the timestep and the action vector modulate every block through adaLN. Tokens of frame i attend
 to frames i-window+1 .. i and to the sink (frame 0). The output is the flow-matching velocity
 v = noise - x0, so the same network samples in one step or many.
@@ -30,6 +33,7 @@ from aapt_ros.model.camera import RayEncoder
 from aapt_ros.model.config import ModelConfig
 from aapt_ros.model.kv_cache import KVCache
 from aapt_ros.model.masks import frame_attention_mask, token_attention_mask
+from aapt_ros.model.plane_sweep import PlaneSweep
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -113,7 +117,13 @@ class CausalGenerator(nn.Module):
         self.rays = RayEncoder(
             config.camera, config.latent_height, config.latent_width, g.ray_origin_scale, g.sink_ray_origin_scale
         )
-        in_channels = 2 * v.latent_channels + self.rays.num_channels
+        def sweep(depths: tuple[float, ...]) -> PlaneSweep | None:
+            return PlaneSweep(config.camera, config.latent_height, config.latent_width, depths) if depths else None
+
+        self.sink_warp, self.previous_warp = sweep(g.sink_warp_depths), sweep(g.previous_warp_depths)
+        warp_channels = sum(w.num_channels(v.latent_channels) for w in (self.sink_warp, self.previous_warp) if w)
+        # [noisy, previous, rays, sink warp, previous warp] on channels
+        in_channels = 2 * v.latent_channels + self.rays.num_channels + warp_channels
         self.patch_embed = nn.Conv2d(in_channels, g.dim, g.patch_size, stride=g.patch_size)
         self.pos_embed = nn.Parameter(torch.randn(config.tokens_per_frame, g.dim) * 0.02)
         # The sink frame is the user's image, not a generated one: a learned marker tells them apart.
@@ -128,6 +138,25 @@ class CausalGenerator(nn.Module):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
+    def conditioning(
+        self,
+        rotation: torch.Tensor,
+        translation: torch.Tensor,
+        sink_rotation: torch.Tensor | None = None,
+        sink_translation: torch.Tensor | None = None,
+        sink_latent: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The per-pixel camera input of a frame, the ``rays`` of ``forward_train`` and ``step``:
+        float32 (B, R, h, w). rotation, translation (B, 3, 3), (B, 3): the motion since the previous
+        frame; sink_rotation, sink_translation: the camera in the sink frame (with sink rays);
+        sink_latent (B, C, h, w): the stream's first latent (with a sink warp)."""
+        rays = self.rays(rotation, translation, sink_rotation, sink_translation)
+        if self.sink_warp is None:
+            return rays
+        if sink_latent is None or sink_rotation is None or sink_translation is None:
+            raise ValueError('this generator also takes the sink latent seen along its rays: pass sink_latent')
+        return torch.cat([rays, self.sink_warp.along_motion(sink_latent, sink_rotation, sink_translation)], dim=1)
+
     def _blocks(self) -> list[Block]:
         return [typing.cast(Block, b) for b in self.blocks]
 
@@ -141,7 +170,13 @@ class CausalGenerator(nn.Module):
         is_sink: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs (B, F, ...) -> tokens (B, F, T, dim) and conditioning (B, F, dim)."""
-        x = torch.cat([noisy, previous, rays.to(noisy.dtype)], dim=2)  # (B, F, 2C+R, h, w), R ray channels
+        inputs = [noisy, previous, rays.to(noisy.dtype)]  # (B, F, 2C+R, h, w), R ray channels
+        if self.previous_warp is not None:
+            # The motion since the previous frame, from its rays: origins (scaled) then directions.
+            origin = rays[:, :, 0:3, 0, 0].flatten(0, 1) * self.config.generator.ray_origin_scale
+            warped = self.previous_warp(previous.flatten(0, 1), rays[:, :, 3:6].flatten(0, 1), origin)
+            inputs.append(warped.unflatten(0, noisy.shape[:2]).to(noisy.dtype))
+        x = torch.cat(inputs, dim=2)
         # The stride-p convolution as one matrix product over flattened patches: the same numbers,
         # but cuDNN's kernel for so few input channels took 8 us per pass at batch 1 on an H100.
         p = self.config.generator.patch_size

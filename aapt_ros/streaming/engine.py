@@ -155,6 +155,7 @@ class StreamEngine:
         self.actions = self.inputs[:, INPUT_FIELDS:]  # (B, A)
         self.noise = torch.zeros(b, c, h, w, device=dev, dtype=self.dtype)  # (B, C, h, w)
         self.previous = torch.zeros(b, c, h, w, device=dev, dtype=self.dtype)  # recycled latent of the last frame
+        self.sink_latents = torch.zeros(b, c, h, w, device=dev, dtype=self.dtype)  # each stream's first latent
         self.latents = torch.zeros(b, c, h, w, device=dev, dtype=self.dtype)  # output of the last step
         self.frames = torch.zeros(b, config.camera.height, config.camera.width, 3, device=dev, dtype=torch.uint8)
         self._schedule = shifted_timesteps(self.sampling_steps, config.generator.timestep_shift).tolist()
@@ -176,8 +177,9 @@ class StreamEngine:
     def _step_tensors(self) -> None:
         commit = self.inputs[:, COMMIT] > 0.5  # (B,) bool
         actions = self.actions.to(self.dtype)
-        rays = self.generator.rays(self.rotations, self.translations, self.sink_rotations, self.sink_translations)
-        rays = rays.to(self.dtype)  # (B, R, h, w)
+        rays = self.generator.conditioning(
+            self.rotations, self.translations, self.sink_rotations, self.sink_translations, self.sink_latents
+        ).to(self.dtype)  # (B, R, h, w)
         x = self.noise.normal_(generator=self.rng)
         last = self.sampling_steps - 1
         for i in range(self.sampling_steps):
@@ -248,11 +250,12 @@ class StreamEngine:
         latents = self.vae.encode(from_uint8_images(frames, self.dtype))[:, 0]
         self.reset(chosen)
         identity, zero = torch.eye(3, device=self.device).repeat(b, 1, 1), torch.zeros(b, 3, device=self.device)
-        rays = self.generator.rays(identity, zero, identity, zero).to(self.dtype)
+        rays = self.generator.conditioning(identity, zero, identity, zero, latents).to(self.dtype)
         zero_t = torch.zeros(b, device=self.device, dtype=self.dtype)
         # The sink pass: the clean first latent at t = 0 enters the cache; its output is not needed.
         self.generator.step(latents, latents, rays, self.actions.to(self.dtype), zero_t, self.cache, commit=mask)
         self.previous.copy_(torch.where(mask[:, None, None, None], latents, self.previous))
+        self.sink_latents.copy_(torch.where(mask[:, None, None, None], latents, self.sink_latents))
 
     def _chain_sink_poses(self, rotations: np.ndarray, translations: np.ndarray, commit: np.ndarray | None) -> None:
         """Pack each camera in its sink frame (its pose there after this step's motion), and keep

@@ -98,24 +98,55 @@ def generator_checkpoint(model_config: ModelConfig, trained: torch.nn.Module, st
     return Checkpoint(model_config, start.vae.cpu(), generator, start.start_frame)
 
 
-def with_sink_rays(start: Checkpoint, origin_scale: float) -> Checkpoint:
-    """``start`` with rays in the sink frame added to its camera input (``generator.sink_ray_origin_scale``).
+def _with_new_inputs(start: Checkpoint, config: ModelConfig, first: int) -> Checkpoint:
+    """``start``'s weights in a generator of ``config``, whose input has more channels from channel
+    ``first`` on ([noisy, previous, rays, sink warp, previous warp] in that order). Their weights
+    are zero, so the result streams exactly as ``start`` until training teaches it to use them."""
+    generator = CausalGenerator(config)
+    weights = start.generator.state_dict()
+    old = weights['patch_embed.weight']  # (dim, channels, p, p)
+    widened = torch.zeros_like(generator.patch_embed.weight)  # (dim, channels + new, p, p)
+    new = widened.shape[1] - old.shape[1]
+    widened[:, :first] = old[:, :first]
+    widened[:, first + new :] = old[:, first:]
+    generator.load_state_dict({**weights, 'patch_embed.weight': widened})
+    return dataclasses.replace(start, config=config, generator=generator.eval())
 
-    The new input channels start with zero weights, so the result streams exactly as ``start``
-    until training teaches it to use them.
-    """
+
+def with_sink_rays(start: Checkpoint, origin_scale: float) -> Checkpoint:
+    """``start`` with rays in the sink frame added to its camera input (``generator.sink_ray_origin_scale``),
+    with zero weights: it streams as ``start`` until trained."""
     g = start.config.generator
     if g.sink_ray_origin_scale > 0:
         name = start.path or 'the checkpoint'
         raise TrainError(f'{name} already has sink rays (origin scale {g.sink_ray_origin_scale})')
     config = start.config.with_generator(sink_ray_origin_scale=origin_scale)
-    generator = CausalGenerator(config)
-    weights = start.generator.state_dict()
-    old = weights['patch_embed.weight']  # (dim, 2C + 6, p, p)
-    widened = torch.zeros_like(generator.patch_embed.weight)  # (dim, 2C + 12, p, p): the sink channels come last
-    widened[:, : old.shape[1]] = old
-    generator.load_state_dict({**weights, 'patch_embed.weight': widened})
-    return dataclasses.replace(start, config=config, generator=generator.eval())
+    return _with_new_inputs(start, config, 2 * start.config.vae.latent_channels + 6)
+
+
+def with_sink_warp(start: Checkpoint, depths: tuple[float, ...]) -> Checkpoint:
+    """``start`` with the sink latent seen at ``depths`` added to its camera input
+    (``generator.sink_warp_depths``, see ``model.plane_sweep``), with zero weights: it streams as
+    ``start`` until trained."""
+    g = start.config.generator
+    name = start.path or 'the checkpoint'
+    if g.sink_warp_depths:
+        raise TrainError(f'{name} already has a sink warp (depths {list(g.sink_warp_depths)})')
+    if g.sink_ray_origin_scale <= 0:
+        raise TrainError(f'{name} has no sink rays, which the sink warp needs: add them first (--sink-rays)')
+    config = start.config.with_generator(sink_warp_depths=tuple(depths))
+    return _with_new_inputs(start, config, 2 * start.config.vae.latent_channels + start.generator.rays.num_channels)
+
+
+def with_previous_warp(start: Checkpoint, depths: tuple[float, ...]) -> Checkpoint:
+    """``start`` with the recycled latent seen at ``depths`` along the last motion added to its
+    input (``generator.previous_warp_depths``), with zero weights: it streams as ``start`` until trained."""
+    g = start.config.generator
+    if g.previous_warp_depths:
+        name = start.path or 'the checkpoint'
+        raise TrainError(f'{name} already has a previous-frame warp (depths {list(g.previous_warp_depths)})')
+    config = start.config.with_generator(previous_warp_depths=tuple(depths))
+    return _with_new_inputs(start, config, start.generator.patch_embed.weight.shape[1])
 
 
 def deepened(start: Checkpoint, depth: int) -> Checkpoint:

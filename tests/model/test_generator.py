@@ -17,9 +17,9 @@ def every(batch: int) -> torch.Tensor:
     return torch.ones(batch, dtype=torch.bool)
 
 
-def _random_generator(window_frames: int) -> CausalGenerator:
+def _random_generator(window_frames: int, **overrides: object) -> CausalGenerator:
     torch.manual_seed(0)
-    generator = CausalGenerator(tiny_config(window_frames=window_frames))
+    generator = CausalGenerator(tiny_config(window_frames=window_frames, **overrides))
     with torch.no_grad():
         for p in generator.parameters():  # leave adaLN-Zero's zeros: every path must contribute
             p.normal_(std=0.2)
@@ -40,8 +40,9 @@ def _inputs(generator: CausalGenerator, batch: int, frames: int) -> tuple[torch.
 
 
 @pytest.mark.parametrize('frames', [3, 11])  # within the window, and long enough to evict frames twice
-def test_cached_steps_equal_the_full_block_causal_forward(frames: int) -> None:
-    generator = _random_generator(window_frames=4)
+@pytest.mark.parametrize('previous_warp', [(), (0.5, 3.0)], ids=['recycled', 'recycled_and_warped'])
+def test_cached_steps_equal_the_full_block_causal_forward(frames: int, previous_warp: tuple[float, ...]) -> None:
+    generator = _random_generator(window_frames=4, previous_warp_depths=previous_warp)
     noisy, previous, rays, action, t = _inputs(generator, batch=2, frames=frames)
     with torch.no_grad():
         full = generator.forward_train(noisy, previous, rays, action, t)

@@ -124,12 +124,21 @@ def test_gradients_stop_at_segment_boundaries_and_reach_each_segment() -> None:
     assert (prefix.first, prefix.end) == (1, 3)
 
 
-@pytest.mark.parametrize('sink_scale', [0.0, 0.5], ids=['previous_frame_rays', 'sink_rays_too'])
-def test_the_rollout_is_what_the_engine_streams(tmp_path: Path, sink_scale: float) -> None:
-    """Also checks that the engine's chained camera-in-the-sink-frame equals training's direct one."""
+@pytest.mark.parametrize(
+    'inputs',
+    [
+        {},
+        {'sink_ray_origin_scale': 0.5},
+        {'sink_ray_origin_scale': 0.5, 'sink_warp_depths': (0.5, 2.0), 'previous_warp_depths': (1.0,)},
+    ],
+    ids=['previous_frame_rays', 'sink_rays_too', 'warps_too'],
+)
+def test_the_rollout_is_what_the_engine_streams(tmp_path: Path, inputs: dict[str, object]) -> None:
+    """Also checks that the engine's chained camera-in-the-sink-frame (and the sink latent it
+    warps) equals training's direct one."""
     from tests.conftest import save_tiny_model
 
-    checkpoint = load_checkpoint(save_tiny_model(tmp_path / 'tiny', sink_ray_origin_scale=sink_scale))
+    checkpoint = load_checkpoint(save_tiny_model(tmp_path / 'tiny', **inputs))
     engine = StreamEngine(checkpoint, device='cpu', dtype='float32', decode=False, seed=0)
     start = checkpoint.start_frame.numpy()[None]
     # A camera turning about its y axis while it moves: the chained rotations do not commute.
@@ -151,8 +160,9 @@ def test_the_rollout_is_what_the_engine_streams(tmp_path: Path, sink_scale: floa
     noise = [torch.empty_like(sink).normal_(generator=g) for _ in range(4)]
     net = checkpoint.generator
     motions = relative_motions(torch.from_numpy(positions)[None], torch.from_numpy(orientations)[None])
-    rays = net.rays(*(m[0].float() for m in motions))[None]  # (1, 5, R, h, w)
-    assert rays.shape[2] == (12 if sink_scale else 6)
+    rays = net.conditioning(*(m[0].float() for m in motions), sink_latent=sink.expand(5, -1, -1, -1))[None]
+    c = checkpoint.config.vae.latent_channels
+    assert rays.shape[2] == {0: 6, 1: 12, 3: 12 + 2 * (c + 1)}[len(inputs)]  # (1, 5, R, h, w)
     noisy = torch.stack([sink, *noise], dim=1)
     t = torch.tensor([[0.0, 1.0, 1.0, 1.0, 1.0]])
     action = torch.tensor(actions, dtype=torch.float32).transpose(0, 1)  # (1, 5, 7)
@@ -170,6 +180,8 @@ def test_the_discriminator_must_read_the_rays_as_the_generator_makes_them(tmp_pa
     assert load_discriminator_start(adapt, tiny.config).config.stage == 'adapt'
     with pytest.raises(TrainError, match='ray input'):
         load_discriminator_start(adapt, tiny_config(sink_ray_origin_scale=1.0))
+    with pytest.raises(TrainError, match='ray input'):
+        load_discriminator_start(adapt, tiny_config(sink_ray_origin_scale=1.0, sink_warp_depths=(1.0,)))
 
 
 def test_discriminator_gives_one_causal_logit_per_frame_after_the_sink() -> None:

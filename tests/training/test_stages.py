@@ -15,7 +15,7 @@ from aapt_ros.model.camera import Pose
 from aapt_ros.model.checkpoint import CARD_FILE, load_checkpoint, save_checkpoint
 from aapt_ros.streaming.session import StreamingSession
 from aapt_ros.training import cli, flow_stage
-from aapt_ros.training.checkpoints import MODEL_STATE, STATE_DIR, deepened, with_sink_rays
+from aapt_ros.training.checkpoints import MODEL_STATE, STATE_DIR, deepened, with_sink_rays, with_sink_warp
 from aapt_ros.training.config import TrainError, load_train_config
 from tests.tool_scripts import load_tool
 
@@ -146,6 +146,30 @@ def test_a_checkpoint_given_sink_rays_streams_as_before_until_trained(
         np.testing.assert_array_equal(before, after)
     with pytest.raises(TrainError, match='already has sink rays'):
         with_sink_rays(widened, 1.0)
+
+
+def test_a_checkpoint_given_warps_streams_as_before_until_trained(
+    grow_tool: ModuleType, tiny_model: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(SystemExit):  # the warp follows the rays into the sink frame
+        grow_tool.main([str(tiny_model), str(tmp_path / 'bad'), '--sink-warp', '1,-2'])
+    with pytest.raises(TrainError, match='no sink rays'):
+        with_sink_warp(load_checkpoint(tiny_model), (1.0,))
+    assert grow_tool.main([str(tiny_model), str(tmp_path / 'prev'), '--sink-rays', '0.5', '--previous-warp', '1']) == 0
+    # The sink warp's channels go before the previous warp's, whichever was added first.
+    assert grow_tool.main([str(tmp_path / 'prev'), str(tmp_path / 'warp'), '--sink-warp', '0.5,2']) == 0
+    widened = load_checkpoint(tmp_path / 'warp')  # the depths survive the YAML config
+    assert widened.config.generator.sink_warp_depths == (0.5, 2.0)
+    assert widened.config.generator.previous_warp_depths == (1.0,)
+    runs = []
+    for checkpoint in (load_checkpoint(tiny_model), widened):
+        session = StreamingSession(checkpoint, dtype='float32')
+        session.start(Pose.identity())
+        runs.append([session.step(Pose((0.1 * i, 0.0, 0.02 * i), (0.0, 0.0, 0.0, 1.0))) for i in range(1, 6)])
+    for before, after in zip(*runs, strict=True):
+        np.testing.assert_array_equal(before, after)
+    with pytest.raises(TrainError, match='already has a sink warp'):
+        with_sink_warp(widened, (1.0,))
 
 
 def test_a_deepened_checkpoint_streams_as_before_until_trained_and_loads_from_shards(

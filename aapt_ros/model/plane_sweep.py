@@ -1,0 +1,90 @@
+"""A latent of another frame seen from the current camera, at a few depths (a plane sweep).
+
+Two frames feed the generator this way. The sink (frame 0) is the one real image of a stream:
+through attention alone the generator sees it as 8x8 tokens and must work out itself which sink
+content lies behind each of its pixels, to a fraction of a token; after a few seconds of rollout
+our models had blurred it into the scene's average. The recycled previous frame holds nearly all
+of the next one, shifted by the camera's motion, a shift the network otherwise has to make itself
+every frame. Here each latent pixel of the current frame is handed that content directly: its
+ray is followed to depth z (metres along the current camera's optical axis), the point is
+projected into the other camera and that frame's latent is sampled there, once per depth in
+``depths``. A surface at one of the depths is reprojected exactly; the network chooses (or
+blends) the depth per patch, as plane-sweep view synthesis does. A far depth is exact for the
+background under any rotation. Pixels whose point falls outside the other image (or behind its
+camera) are zero and flagged by a validity channel.
+"""
+
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+from torch import nn
+from torch.nn import functional as F
+
+from aapt_ros.model.config import CameraConfig
+
+MIN_DEPTH = 1e-3  # metres: points nearer the other camera's image plane than this are behind it
+
+
+class PlaneSweep(nn.Module):
+    """latent (B, C, h, w) of another frame + the current camera in that frame -> (B, K * (C + 1), h, w):
+    per depth, the sampled latent (C channels) followed by its validity (1 channel, 1 or 0)."""
+
+    camera_directions: torch.Tensor  # (3, h, w) unit rays of the latent pixels in the current camera frame
+    depths: torch.Tensor  # (K,) metres
+
+    def __init__(self, camera: CameraConfig, latent_height: int, latent_width: int, depths: tuple[float, ...]):
+        super().__init__()
+        self.camera = camera
+        self.num_depths = len(depths)
+        # Latent cell centres in image pixel coordinates (pixel i has its centre at i), as RayEncoder's.
+        fy_cell = camera.height / latent_height
+        fx_cell = camera.width / latent_width
+        v = torch.arange(latent_height, dtype=torch.float64) * fy_cell + (fy_cell - 1) / 2
+        u = torch.arange(latent_width, dtype=torch.float64) * fx_cell + (fx_cell - 1) / 2
+        vv, uu = torch.meshgrid(v, u, indexing='ij')
+        directions = torch.stack([(uu - camera.cx) / camera.fx, (vv - camera.cy) / camera.fy, torch.ones_like(uu)])
+        directions = directions / directions.norm(dim=0, keepdim=True)
+        self.register_buffer('camera_directions', directions.float(), persistent=False)
+        self.register_buffer('depths', torch.tensor(depths, dtype=torch.float32), persistent=False)
+
+    def num_channels(self, latent_channels: int) -> int:
+        return self.num_depths * (latent_channels + 1)
+
+    def sample_grid(self, directions: torch.Tensor, origin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """directions (B, 3, h, w): each latent pixel's unit ray, rotated into the other camera's
+        frame (R d, as RayEncoder gives it); origin (B, 3): the current camera there, metres
+        -> the ``grid_sample`` coordinates (B, K, h, w, 2) of each depth's point in the other
+        latent, in [-1, 1] inside it, and their validity (B, K, h, w) bool."""
+        along = self.depths[:, None, None, None] / self.camera_directions[2]  # (K, 1, h, w) ray length to depth z
+        p = along * directions.float()[:, None] + origin.float()[:, None, :, None, None]  # (B, K, 3, h, w)
+        z = p[:, :, 2]
+        in_front = z > MIN_DEPTH
+        z = torch.where(in_front, z, torch.ones_like(z))
+        c = self.camera
+        u = c.fx * p[:, :, 0] / z + c.cx  # pixel coordinates in the other image
+        v = c.fy * p[:, :, 1] / z + c.cy
+        # align_corners=False: -1 and 1 are the image's outer edges, half a pixel beyond pixels 0 and W - 1.
+        grid = torch.stack([(u + 0.5) / c.width * 2 - 1, (v + 0.5) / c.height * 2 - 1], dim=-1)
+        valid = in_front & (grid.abs() <= 1).all(dim=-1)
+        return torch.where(valid[..., None], grid, torch.full_like(grid, 2.0)), valid  # 2: outside, samples 0
+
+    def forward(self, latent: torch.Tensor, directions: torch.Tensor, origin: torch.Tensor) -> torch.Tensor:
+        """latent (B, C, h, w) of the other frame; directions and origin as ``sample_grid``'s."""
+        grid, valid = self.sample_grid(directions, origin)
+        k = self.num_depths
+        sampled = F.grid_sample(
+            latent.float(),
+            rearrange(grid, 'b k h w two -> b (k h) w two'),
+            mode='bilinear',
+            padding_mode='zeros',
+            align_corners=False,
+        )  # (B, C, K*h, w)
+        sampled = rearrange(sampled, 'b c (k h) w -> b k c h w', k=k)
+        warped = torch.cat([sampled, valid[:, :, None].float()], dim=2)  # (B, K, C + 1, h, w)
+        return rearrange(warped, 'b k c h w -> b (k c) h w')
+
+    def along_motion(self, latent: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor) -> torch.Tensor:
+        """``forward`` with the current camera in the other frame as (B, 3, 3), (B, 3): x_other = R x + t."""
+        directions = torch.einsum('bij,jhw->bihw', rotation.float(), self.camera_directions)
+        return self(latent, directions, translation)

@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from aapt_ros.model.camera import RayEncoder
+from aapt_ros.model.config import CameraConfig, ConfigError, GeneratorConfig
+from aapt_ros.model.plane_sweep import PlaneSweep
+
+# 48x32 pixels, 8-pixel latent cells: a 6x4 latent (non-square catches width/height swaps).
+CAMERA = CameraConfig(width=48, height=32, fx=40.0, fy=40.0, cx=23.5, cy=15.5)
+DEPTHS = (0.5, 2.0)
+
+
+def _warp(rotation: torch.Tensor, translation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> a random 3-channel latent and what the current camera sees of it, (1, K, C + 1, h, w)."""
+    warp = PlaneSweep(CAMERA, 4, 6, DEPTHS)
+    sink = torch.randn(1, 3, 4, 6, generator=torch.Generator().manual_seed(0))
+    out = warp.along_motion(sink, rotation[None], translation[None]).unflatten(1, (len(DEPTHS), 4))
+    assert warp.num_channels(3) == 8
+    return sink, out
+
+
+def test_the_sink_seen_from_itself_is_the_sink_at_every_depth() -> None:
+    sink, out = _warp(torch.eye(3), torch.zeros(3))
+    for k in range(len(DEPTHS)):
+        torch.testing.assert_close(out[0, k, :3], sink[0], atol=1e-5, rtol=0)
+        assert bool((out[0, k, 3] == 1).all())
+
+
+def test_a_sideways_step_shifts_the_sink_by_the_parallax_of_each_depth() -> None:
+    # One latent cell (8 px) of parallax at 2 m: the camera stepped 8 * 2 / fx metres to its right,
+    # so each pixel now shows what the sink's pixel one cell to its right showed.
+    step = 8 * DEPTHS[1] / CAMERA.fx
+    sink, out = _warp(torch.eye(3), torch.tensor([step, 0.0, 0.0]))
+    far = out[0, 1]
+    torch.testing.assert_close(far[:3, :, :-1], sink[0, :, :, 1:], atol=1e-5, rtol=0)
+    assert bool((far[3, :, :-1] == 1).all()) and bool((far[3, :, -1] == 0).all())
+    assert bool((far[:3, :, -1] == 0).all())  # outside the sink image: zeros, flagged invalid
+    near = out[0, 0]  # 4 cells of parallax at 0.5 m: only the first two columns still see the sink
+    torch.testing.assert_close(near[:3, :, :2], sink[0, :, :, 4:], atol=1e-5, rtol=0)
+    assert near[3].sum(dim=0).tolist() == [4.0, 4.0, 0.0, 0.0, 0.0, 0.0]
+
+
+def test_points_behind_the_sink_camera_are_invalid() -> None:
+    turned = torch.tensor([[-1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, -1.0]])  # half a turn about y
+    _, out = _warp(turned, torch.zeros(3))
+    assert bool((out == 0).all())
+
+
+def test_the_sweep_reads_the_motion_from_the_rays_as_from_the_pose() -> None:
+    """The generator warps the recycled latent along the rays it is given (in any dtype)."""
+    angle = 0.2
+    rotation = torch.tensor(
+        [[math.cos(angle), 0.0, math.sin(angle)], [0.0, 1.0, 0.0], [-math.sin(angle), 0.0, math.cos(angle)]]
+    )[None]
+    translation = torch.tensor([[0.05, -0.02, 0.1]])
+    warp = PlaneSweep(CAMERA, 4, 6, DEPTHS)
+    latent = torch.randn(1, 3, 4, 6)
+    rays = RayEncoder(CAMERA, 4, 6, origin_scale=0.05)(rotation, translation)  # origin / 0.05, then R d
+    from_rays = warp(latent, rays[:, 3:6], rays[:, 0:3, 0, 0] * 0.05)
+    torch.testing.assert_close(from_rays, warp.along_motion(latent, rotation, translation))
+    assert 0 < float(from_rays[:, 3::4].mean()) < 1  # some points left the view
+
+
+@pytest.mark.parametrize(
+    ('overrides', 'message'),
+    [
+        ({'sink_ray_origin_scale': 1.0, 'sink_warp_depths': (1.0, -2.0)}, 'positive and finite'),
+        ({'sink_ray_origin_scale': 1.0, 'sink_warp_depths': (math.inf,)}, 'positive and finite'),
+        ({'sink_warp_depths': (1.0,)}, 'needs sink rays'),
+        ({'previous_warp_depths': (0.0,)}, 'previous_warp_depths must be positive'),
+    ],
+)
+def test_bad_warp_depths_are_config_errors(overrides: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        GeneratorConfig(**overrides)  # type: ignore[arg-type]
