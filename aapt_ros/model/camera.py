@@ -76,6 +76,18 @@ def relative_motion(previous: Pose, current: Pose) -> tuple[np.ndarray, np.ndarr
     return rotation, translation
 
 
+def latent_ray_directions(camera: CameraConfig, latent_height: int, latent_width: int) -> torch.Tensor:
+    """(3, h, w) float64 unit rays through the centres of the latent cells, in the camera frame."""
+    # Centre of each latent cell in image pixel coordinates (pixel i has its centre at i).
+    fy_cell = camera.height / latent_height
+    fx_cell = camera.width / latent_width
+    v = torch.arange(latent_height, dtype=torch.float64) * fy_cell + (fy_cell - 1) / 2
+    u = torch.arange(latent_width, dtype=torch.float64) * fx_cell + (fx_cell - 1) / 2
+    vv, uu = torch.meshgrid(v, u, indexing='ij')
+    dirs = torch.stack([(uu - camera.cx) / camera.fx, (vv - camera.cy) / camera.fy, torch.ones_like(uu)])
+    return dirs / dirs.norm(dim=0, keepdim=True)
+
+
 class RayEncoder(nn.Module):
     """Per-latent-pixel ray origin and direction of the current frame in the previous frame and,
     when ``sink_origin_scale`` > 0, also in the sink (first) frame of the stream.
@@ -98,15 +110,9 @@ class RayEncoder(nn.Module):
         self.origin_scale = origin_scale
         self.sink_origin_scale = sink_origin_scale
         self.num_channels = 12 if sink_origin_scale > 0 else 6
-        # Centre of each latent cell in image pixel coordinates (pixel i has its centre at i).
-        fy_cell = camera.height / latent_height
-        fx_cell = camera.width / latent_width
-        v = torch.arange(latent_height, dtype=torch.float64) * fy_cell + (fy_cell - 1) / 2
-        u = torch.arange(latent_width, dtype=torch.float64) * fx_cell + (fx_cell - 1) / 2
-        vv, uu = torch.meshgrid(v, u, indexing='ij')
-        dirs = torch.stack([(uu - camera.cx) / camera.fx, (vv - camera.cy) / camera.fy, torch.ones_like(uu)])
-        dirs = dirs / dirs.norm(dim=0, keepdim=True)  # (3, h, w) unit rays in the camera frame
-        self.register_buffer('camera_directions', dirs.float(), persistent=False)
+        self.register_buffer(
+            'camera_directions', latent_ray_directions(camera, latent_height, latent_width).float(), persistent=False
+        )
 
     def _rays(self, rotation: torch.Tensor, translation: torch.Tensor, origin_scale: float) -> torch.Tensor:
         b = rotation.shape[0]

@@ -21,6 +21,7 @@ from einops import rearrange
 from torch import nn
 from torch.nn import functional as F
 
+from aapt_ros.model.camera import latent_ray_directions
 from aapt_ros.model.config import CameraConfig
 
 MIN_DEPTH = 1e-3  # metres: points nearer the other camera's image plane than this are behind it
@@ -37,14 +38,7 @@ class PlaneSweep(nn.Module):
         super().__init__()
         self.camera = camera
         self.num_depths = len(depths)
-        # Latent cell centres in image pixel coordinates (pixel i has its centre at i), as RayEncoder's.
-        fy_cell = camera.height / latent_height
-        fx_cell = camera.width / latent_width
-        v = torch.arange(latent_height, dtype=torch.float64) * fy_cell + (fy_cell - 1) / 2
-        u = torch.arange(latent_width, dtype=torch.float64) * fx_cell + (fx_cell - 1) / 2
-        vv, uu = torch.meshgrid(v, u, indexing='ij')
-        directions = torch.stack([(uu - camera.cx) / camera.fx, (vv - camera.cy) / camera.fy, torch.ones_like(uu)])
-        directions = directions / directions.norm(dim=0, keepdim=True)
+        directions = latent_ray_directions(camera, latent_height, latent_width)  # as RayEncoder's
         self.register_buffer('camera_directions', directions.float(), persistent=False)
         self.register_buffer('depths', torch.tensor(depths, dtype=torch.float32), persistent=False)
 

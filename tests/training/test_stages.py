@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from aapt_ros.model.camera import Pose
-from aapt_ros.model.checkpoint import CARD_FILE, load_checkpoint, save_checkpoint
+from aapt_ros.model.checkpoint import CARD_FILE, Checkpoint, load_checkpoint, save_checkpoint
 from aapt_ros.streaming.session import StreamingSession
 from aapt_ros.training import cli, flow_stage
 from aapt_ros.training.checkpoints import MODEL_STATE, STATE_DIR, deepened, with_sink_rays, with_sink_warp
@@ -125,6 +125,16 @@ def test_resume_repeats_an_uninterrupted_run(runs: dict[str, Any], stage: str) -
         torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0)
 
 
+def _assert_stream_alike(first: Checkpoint, second: Checkpoint) -> None:
+    runs = []
+    for checkpoint in (first, second):
+        session = StreamingSession(checkpoint, dtype='float32')
+        session.start(Pose.identity())
+        runs.append([session.step(Pose((0.1 * i, 0.0, 0.02 * i), (0.0, 0.0, 0.0, 1.0))) for i in range(1, 6)])
+    for before, after in zip(*runs, strict=True):
+        np.testing.assert_array_equal(before, after)
+
+
 @pytest.fixture(scope='module')
 def grow_tool() -> ModuleType:
     return load_tool('grow_generator')
@@ -137,13 +147,7 @@ def test_a_checkpoint_given_sink_rays_streams_as_before_until_trained(
     widened = load_checkpoint(tmp_path / 'sink')
     assert widened.config.generator.sink_ray_origin_scale == 0.5
     assert widened.generator.rays.num_channels == 12
-    runs = []
-    for checkpoint in (load_checkpoint(tiny_model), widened):
-        session = StreamingSession(checkpoint, dtype='float32')
-        session.start(Pose.identity())
-        runs.append([session.step(Pose((0.1 * i, 0.0, 0.02 * i), (0.0, 0.0, 0.0, 1.0))) for i in range(1, 6)])
-    for before, after in zip(*runs, strict=True):
-        np.testing.assert_array_equal(before, after)
+    _assert_stream_alike(load_checkpoint(tiny_model), widened)
     with pytest.raises(TrainError, match='already has sink rays'):
         with_sink_rays(widened, 1.0)
 
@@ -161,13 +165,7 @@ def test_a_checkpoint_given_warps_streams_as_before_until_trained(
     widened = load_checkpoint(tmp_path / 'warp')  # the depths survive the YAML config
     assert widened.config.generator.sink_warp_depths == (0.5, 2.0)
     assert widened.config.generator.previous_warp_depths == (1.0,)
-    runs = []
-    for checkpoint in (load_checkpoint(tiny_model), widened):
-        session = StreamingSession(checkpoint, dtype='float32')
-        session.start(Pose.identity())
-        runs.append([session.step(Pose((0.1 * i, 0.0, 0.02 * i), (0.0, 0.0, 0.0, 1.0))) for i in range(1, 6)])
-    for before, after in zip(*runs, strict=True):
-        np.testing.assert_array_equal(before, after)
+    _assert_stream_alike(load_checkpoint(tiny_model), widened)
     with pytest.raises(TrainError, match='already has a sink warp'):
         with_sink_warp(widened, (1.0,))
 
