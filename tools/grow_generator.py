@@ -26,25 +26,22 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import torch
 
 from aapt_ros.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from aapt_ros.model.config import ConfigError
 from aapt_ros.training.checkpoints import deepened, with_previous_warp, with_sink_rays, with_sink_warp
 from aapt_ros.training.config import TrainError
 
 
 def depth_list(text: str) -> tuple[float, ...]:
-    """'0.8,1.5,4' -> (0.8, 1.5, 4.0): positive finite depths in metres."""
+    """'0.8,1.5,4' -> (0.8, 1.5, 4.0), depths in metres (the generator config checks their range)."""
     try:
-        depths = tuple(float(d) for d in text.split(','))
+        return tuple(float(d) for d in text.split(','))
     except ValueError:
         raise argparse.ArgumentTypeError(f'expected comma-separated depths in metres, got {text!r}') from None
-    if not all(math.isfinite(d) and d > 0 for d in depths):
-        raise argparse.ArgumentTypeError(f'depths must be positive and finite, got {text!r}')
-    return depths
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.depth is not None:
             checkpoint = deepened(checkpoint, args.depth)
         save_checkpoint(checkpoint, args.output, weight_dtype=torch.float32)
-    except (CheckpointError, TrainError) as err:
+    except (CheckpointError, ConfigError, TrainError) as err:
         parser.exit(2, f'grow_generator: {err}\n')
     print(f'wrote {args.output}')
     return 0

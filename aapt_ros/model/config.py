@@ -90,7 +90,7 @@ class GeneratorConfig:
     # is lost once the frames in between have left the window. 0: previous-frame rays only (AAPT).
     sink_ray_origin_scale: float = 0.0
     # Also ours: depths (metres, along the current camera's z) at which the sink frame's latent is
-    # resampled into the current view (``sink_warp.SinkWarp``); each depth adds latent_channels + 1
+    # resampled into the current view (``plane_sweep.PlaneSweep``); each depth adds latent_channels + 1
     # input channels. Empty: the sink reaches a frame only through attention.
     sink_warp_depths: tuple[float, ...] = ()
     # The same for the recycled previous latent, along the motion since the previous frame: hands

@@ -32,7 +32,7 @@ class PlaneSweep(nn.Module):
     per depth, the sampled latent (C channels) followed by its validity (1 channel, 1 or 0)."""
 
     camera_directions: torch.Tensor  # (3, h, w) unit rays of the latent pixels in the current camera frame
-    depths: torch.Tensor  # (K,) metres
+    ray_lengths: torch.Tensor  # (K, 1, h, w) metres along each unit ray to each depth
 
     def __init__(self, camera: CameraConfig, latent_height: int, latent_width: int, depths: tuple[float, ...]):
         super().__init__()
@@ -40,7 +40,8 @@ class PlaneSweep(nn.Module):
         self.num_depths = len(depths)
         directions = latent_ray_directions(camera, latent_height, latent_width)  # as RayEncoder's
         self.register_buffer('camera_directions', directions.float(), persistent=False)
-        self.register_buffer('depths', torch.tensor(depths, dtype=torch.float32), persistent=False)
+        lengths = torch.tensor(depths, dtype=torch.float32)[:, None, None, None] / directions.float()[2]
+        self.register_buffer('ray_lengths', lengths, persistent=False)
 
     def num_channels(self, latent_channels: int) -> int:
         return self.num_depths * (latent_channels + 1)
@@ -50,8 +51,7 @@ class PlaneSweep(nn.Module):
         frame (R d, as RayEncoder gives it); origin (B, 3): the current camera there, metres
         -> the ``grid_sample`` coordinates (B, K, h, w, 2) of each depth's point in the other
         latent, in [-1, 1] inside it, and their validity (B, K, h, w) bool."""
-        along = self.depths[:, None, None, None] / self.camera_directions[2]  # (K, 1, h, w) ray length to depth z
-        p = along * directions.float()[:, None] + origin.float()[:, None, :, None, None]  # (B, K, 3, h, w)
+        p = self.ray_lengths * directions.float()[:, None] + origin.float()[:, None, :, None, None]  # (B, K, 3, h, w)
         z = p[:, :, 2]
         in_front = z > MIN_DEPTH
         z = torch.where(in_front, z, torch.ones_like(z))

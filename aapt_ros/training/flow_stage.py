@@ -77,7 +77,8 @@ def clip_latents(
     b = x0.shape[0]
     previous = torch.cat([x0[:, :1], x0[:, :-1]], dim=1) if recycle else torch.zeros_like(x0)
     motions = relative_motions(clips[POSITIONS], clips[ORIENTATIONS])  # (B, F, 3, 3) and (B, F, 3) each
-    sink = x0[:, :1].expand_as(x0).flatten(0, 1)  # every frame's sink: the clip's frame 0
+    # Every frame's sink is the clip's frame 0; only a generator with a sink warp reads it.
+    sink = x0[:, :1].expand_as(x0).flatten(0, 1) if generator_net.sink_warp is not None else None
     rotation, translation, sink_rotation, sink_translation = (m.flatten(0, 1).to(x0.device) for m in motions)
     rays = generator_net.conditioning(rotation, translation, sink_rotation, sink_translation, sink)
     rays = rearrange(rays, '(b f) c h w -> b f c h w', b=b)  # from [(B F), R, h, w] to [B, F, R, h, w]
