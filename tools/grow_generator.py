@@ -8,6 +8,9 @@
   (given already or with ``--sink-rays``); the new input weights are zero.
 - ``--previous-warp D1,D2,...``: the same for the recycled previous latent, along the motion since
   the previous frame (``generator.previous_warp_depths``); the new input weights are zero.
+- ``--arm CHAIN``: the robot arm drawn per latent pixel from the joint positions and the base pose
+  (``generator.arm_chain``, a chain of ``aapt_ros.model.arm.ARM_CHAINS``); needs sink rays; the
+  new input weights are zero.
 - ``--depth N``: N transformer blocks in all, the new ones spread evenly among the old; each
   starts as an identity (adaLN-Zero gates at zero).
 
@@ -21,6 +24,7 @@ Usage::
     python3 tools/grow_generator.py models/default runs/default_sink_rays --sink-rays 1.0
     python3 tools/grow_generator.py models/default runs/default_depth9 --depth 9
     python3 tools/grow_generator.py models/default runs/default_warp --sink-warp 0.8,1.1,1.5,2.2,4,30
+    python3 tools/grow_generator.py models/default runs/default_arm --arm kuka_iiwa
 """
 
 from __future__ import annotations
@@ -30,9 +34,10 @@ from pathlib import Path
 
 import torch
 
+from aapt_ros.model.arm import ARM_CHAINS
 from aapt_ros.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from aapt_ros.model.config import ConfigError
-from aapt_ros.training.checkpoints import deepened, with_previous_warp, with_sink_rays, with_sink_warp
+from aapt_ros.training.checkpoints import deepened, with_arm, with_previous_warp, with_sink_rays, with_sink_warp
 from aapt_ros.training.config import TrainError
 
 
@@ -60,10 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar='D1,D2,...',
         help='add the recycled latent warped to these depths (m) along the last motion',
     )
+    parser.add_argument('--arm', choices=sorted(ARM_CHAINS), help='draw this robot arm from its joints and base pose')
     parser.add_argument('--depth', type=int, help='blocks in all, more than the checkpoint has')
     args = parser.parse_args(argv)
-    if all(getattr(args, a) is None for a in ('sink_rays', 'sink_warp', 'previous_warp', 'depth')):
-        parser.error('nothing to add: give --sink-rays, --sink-warp, --previous-warp and/or --depth')
+    if all(getattr(args, a) is None for a in ('sink_rays', 'sink_warp', 'previous_warp', 'arm', 'depth')):
+        parser.error('nothing to add: give --sink-rays, --sink-warp, --previous-warp, --arm and/or --depth')
     if args.sink_rays is not None and not args.sink_rays > 0:
         parser.error('--sink-rays must be positive')
     try:
@@ -72,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint = with_sink_rays(checkpoint, args.sink_rays)
         if args.sink_warp is not None:
             checkpoint = with_sink_warp(checkpoint, args.sink_warp)
+        if args.arm is not None:
+            checkpoint = with_arm(checkpoint, args.arm)
         if args.previous_warp is not None:
             checkpoint = with_previous_warp(checkpoint, args.previous_warp)
         if args.depth is not None:

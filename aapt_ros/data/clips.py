@@ -40,13 +40,14 @@ from aapt_ros.data.mapping import TopicMapping
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION: Final = 1  # bump when read_episode's output for the same inputs changes
+CACHE_VERSION: Final = 2  # bump when read_episode's output for the same inputs changes (2: arm_base)
 GAP_FACTOR: Final = 1.5  # frames further apart than this many nominal intervals start a new segment
 # Keys of a clip dictionary.
 FRAMES: Final = 'frames'
 POSITIONS: Final = 'positions'
 ORIENTATIONS: Final = 'orientations'
 ACTIONS: Final = 'actions'
+ARM_BASE: Final = 'arm_base'
 STAMPS: Final = 'stamps_ns'
 EPISODE: Final = 'episode'
 START: Final = 'start'
@@ -94,6 +95,7 @@ def save_episode(episode: Episode, path: Path) -> None:
             actions=episode.actions,
             action_names=np.array(episode.action_names, dtype=str),
             source=np.array(episode.source),
+            arm_base=episode.arm_base,
             skipped=np.array(episode.skipped),
         )
     os.replace(temporary, path)
@@ -110,6 +112,7 @@ def load_episode(path: Path) -> Episode:
             actions=data['actions'],
             action_names=tuple(str(n) for n in data['action_names']),
             source=str(data['source']),
+            arm_base=data['arm_base'],
             skipped=int(data['skipped']),
         )
 
@@ -132,9 +135,9 @@ def cached_episode(
     if path.exists():
         try:
             with np.load(path, allow_pickle=False) as data:  # reading a member checks the zip and npy headers
-                if data['stamps_ns'].ndim == 1:
+                if data['stamps_ns'].ndim == 1 and data['arm_base'].ndim == 1:
                     return path
-            raise ValueError('stamps_ns is not one-dimensional')
+            raise ValueError('stamps_ns or arm_base is not one-dimensional')
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
             log.warning('cached episode %s is unreadable (%s); decoding %s again', path, err, bag)
     save_episode(read_episode(bag, mapping, rate_hz=rate_hz, image_size=image_size), path)
@@ -170,6 +173,8 @@ class ClipDataset(Dataset[dict[str, torch.Tensor]]):
     - ``positions``: (F, 3) float32, camera optical frame in the world
     - ``orientations``: (F, 4) float32, unit quaternion x, y, z, w
     - ``actions``: (F, A) float32, in ``mapping.action_names`` order
+    - ``arm_base``: (7,) float32 x, y, z, qx, qy, qz, qw of ``mapping.arm_base_frame`` in the poses'
+      frame, one per clip (the base is fixed for the episode); (0,) when the mapping reads none
     - ``stamps_ns``: (F,) int64 header stamps; ``episode``, ``start``: () int64, the clip's place
 
     Episodes are read from the cache on first use and kept in memory by the process (each
@@ -251,6 +256,7 @@ class ClipDataset(Dataset[dict[str, torch.Tensor]]):
             POSITIONS: torch.from_numpy(episode.positions[span]).float(),  # (F, 3)
             ORIENTATIONS: torch.from_numpy(episode.orientations[span]).float(),  # (F, 4)
             ACTIONS: torch.from_numpy(episode.actions[span]).float(),  # (F, A)
+            ARM_BASE: torch.from_numpy(episode.arm_base).float(),  # (7,), or (0,) when not read
             STAMPS: torch.from_numpy(episode.stamps_ns[span]),  # (F,) int64
             EPISODE: torch.tensor(ref.episode),
             START: torch.tensor(ref.start),

@@ -14,6 +14,12 @@ For each image, at its stamp ``t``:
   sample); at the ends of a stream, or without ``interpolate``, the nearest sample is used.
 - images with the same stamp as an earlier one are skipped (counted as well).
 
+With ``arm_base_frame`` set, the arm base pose (``Episode.arm_base``) is read from the static
+transforms on ``tf_static_topic``: the one whose child is that frame (the last one, if the bag
+repeats it). Its parent must be the frame of the camera poses (every pose message's
+``header.frame_id``, or ``tf_parent``): transforms are not chained, as there is no TF tree without
+ROS. Its quaternion is renormalised.
+
 ``rate_hz`` resamples: output times run from the first usable image's stamp in steps of
 ``P = 1 / rate_hz``; each takes the usable image nearest to it if that lies within
 ``min(max_skew_s, P / 4)``, and is dropped otherwise (so ``stamps_ns`` shows the gap;
@@ -27,13 +33,15 @@ stamp is read from the serialized header), once to decode the chosen images only
 holds the output frames and not the whole recording.
 
 Errors: :class:`MappingError` when the mapping does not fit the bag (missing topic, with the
-bag's topics and types; wrong message type; a joint, joy index or tf pair never seen);
-:class:`BagError` when the bag is unreadable (missing, truncated, corrupt), empty, has no image,
-has an image that cannot be decoded, or has no image left after matching.
+bag's topics and types; wrong message type; a joint, joy index or tf pair never seen; no arm base
+transform, or one in another frame than the poses); :class:`BagError` when the bag is unreadable
+(missing, truncated, corrupt), empty, has no image, has an image that cannot be decoded, has no
+image left after matching, or has an arm base that is not finite or whose quaternion is not unit.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import struct
 from collections.abc import Callable, Iterator
@@ -68,11 +76,16 @@ ACTION_TYPES: Final = {
     ActionType.TWIST_STAMPED: 'geometry_msgs/msg/TwistStamped',
     ActionType.JOY: 'sensor_msgs/msg/Joy',
 }
+# How to get past a missing arm base: every arm base error ends with this.
+_ARM_BASE_FIX: Final = (
+    "set arm_base_frame: '' in the topic mapping to read no arm base, or re-record the bag with "
+    'aapt-record-sim (which writes the arm base to /tf_static)'
+)
 
 
 @dataclass(frozen=True, eq=False)  # eq would compare arrays elementwise and fail
 class Episode:
-    """Aligned frames, camera poses and actions of one bag; row i of every array is one instant."""
+    """Aligned frames, camera poses and actions of one bag; row i of every per-frame array is one instant."""
 
     stamps_ns: np.ndarray  # (N,) int64, the images' header stamps, increasing
     frames: np.ndarray  # (N, H, W, 3) uint8 RGB
@@ -81,6 +94,9 @@ class Episode:
     actions: np.ndarray  # (N, A) float64, columns in action_names order (A = 0 without actions)
     action_names: tuple[str, ...]
     source: str  # bag path
+    # (7,) float64 x, y, z, qx, qy, qz, qw (unit quaternion) of mapping.arm_base_frame in the poses'
+    # parent frame, the same for every frame (the base does not move); (0,) when the mapping reads none.
+    arm_base: np.ndarray
     skipped: int = 0  # images left out: no pose/action within max_skew_s, or a repeated stamp
 
     def __len__(self) -> int:
@@ -108,11 +124,14 @@ class _Series:
 
 @dataclass
 class _Recording:
-    """What the first pass gathers: image stamps in bag order, the pose stream, one stream per action."""
+    """What the first pass gathers: image stamps in bag order, the pose stream, one stream per action,
+    the frames the poses are given in and the last arm base transform (parent frame, 7 values)."""
 
     image_stamps: list[int]
     pose: _Series
     actions: list[_Series]
+    pose_frames: set[str] = dataclasses.field(default_factory=set)
+    arm_base: tuple[str, list[float]] | None = None
 
 
 def _stamp_ns(header: Any) -> int:
@@ -164,11 +183,17 @@ def _check_topics(path: Path, mapping: TopicMapping) -> None:
     if not types:
         raise BagError(f'bag {path} is empty: it has no topics')
     listing = ', '.join(f'{t} ({types[t]}, {counts[t]} msgs)' for t in sorted(types))
-    missing = [t for t in mapping.topics if t not in types]
+    base_topic = mapping.tf_static_topic if mapping.arm_base_frame else None
+    missing = [t for t in mapping.topics if t not in types and t != base_topic]  # the arm base has its own message
     if missing:
         compressed = f'{mapping.image_topic}/compressed'  # image_transport's name for the JPEG/PNG stream
         hint = f'; set image_topic to {compressed}' if mapping.image_topic in missing and compressed in types else ''
         raise MappingError(f'bag {path} has no topic(s) {missing} named by the mapping{hint}; its topics: {listing}')
+    if base_topic is not None and counts.get(base_topic, 0) == 0:
+        raise MappingError(
+            f'bag {path} has no {base_topic} message to read the arm base frame {mapping.arm_base_frame!r} '
+            f'from; {_ARM_BASE_FIX}; its topics: {listing}'
+        )
 
     def wrong(key: str, topic: str, expected: str) -> MappingError:
         return MappingError(f'bag {path}: {key} {topic} carries {types[topic]}, expected {expected}')
@@ -184,6 +209,8 @@ def _check_topics(path: Path, mapping: TopicMapping) -> None:
         raise wrong('pose_topic', mapping.pose_topic, ', '.join(POSE_TYPES) + tf_hint)
     if mapping.pose_topic is None and types[mapping.tf_topic] != TF_TYPE:
         raise wrong('tf_topic', mapping.tf_topic, TF_TYPE)
+    if mapping.arm_base_frame and types[mapping.tf_static_topic] != TF_TYPE:
+        raise wrong('tf_static_topic', mapping.tf_static_topic, TF_TYPE)
     action_type = ActionType(mapping.action_type)
     if mapping.action_topic is not None and types[mapping.action_topic] != ACTION_TYPES[action_type]:
         fits = [t.value for t, name in ACTION_TYPES.items() if name == types[mapping.action_topic]]
@@ -249,6 +276,10 @@ def _collect(path: Path, mapping: TopicMapping) -> _Recording:
     tf_pairs: set[str] = set()
     seen: set[str] = set()  # action names the messages carry, for the error message
     tf_wanted = ((mapping.tf_parent or '').lstrip('/'), (mapping.tf_child or '').lstrip('/'))
+    base_frame = mapping.arm_base_frame.lstrip('/')
+    static_children: set[str] = set()  # child frames on tf_static_topic, for the error message
+    if mapping.pose_topic is None:
+        recording.pose_frames.add(tf_wanted[0])
     for message in read_messages(path, mapping.topics):
         if message.topic == mapping.image_topic:
             try:
@@ -265,6 +296,7 @@ def _collect(path: Path, mapping: TopicMapping) -> _Recording:
         if message.topic == mapping.pose_topic:
             header, pose = POSE_TYPES[message.msgtype](msg)
             recording.pose.add(_stamp_ns(header), _pose_values(pose))
+            recording.pose_frames.add(header.frame_id.lstrip('/'))
         elif mapping.pose_topic is None and message.topic == mapping.tf_topic:
             for transform in msg.transforms:
                 parent, child = transform.header.frame_id.lstrip('/'), transform.child_frame_id.lstrip('/')
@@ -275,10 +307,22 @@ def _collect(path: Path, mapping: TopicMapping) -> _Recording:
             for k, stamp, value in read_action(msg, message.log_time_ns):
                 recording.actions[k].add(stamp, value)
             seen.update(_action_names_in(msg))
+        if base_frame and message.topic == mapping.tf_static_topic:  # not elif: it may also be tf_topic
+            for transform in msg.transforms:
+                child = transform.child_frame_id.lstrip('/')
+                static_children.add(child)
+                if child == base_frame:  # the last one wins, as a later static transform replaces one in tf2
+                    parent = transform.header.frame_id.lstrip('/')
+                    recording.arm_base = (parent, _pose_values(transform.transform))
     if not recording.pose.stamps:
         raise MappingError(
             f'bag {path}: {mapping.tf_topic} has no transform {mapping.tf_parent}->{mapping.tf_child} '
             f'(only direct transforms are read); transforms seen: {sorted(tf_pairs)[:20]}'
+        )
+    if base_frame and recording.arm_base is None:
+        raise MappingError(
+            f'bag {path}: {mapping.tf_static_topic} has no transform to the arm base frame {base_frame!r} '
+            f'(child frames seen: {sorted(static_children)[:20]}); {_ARM_BASE_FIX}'
         )
     absent = [name for name, series in zip(mapping.action_names, recording.actions, strict=True) if not series.stamps]
     if absent:
@@ -302,6 +346,30 @@ def _valid_poses(path: Path, pose: _Series) -> tuple[np.ndarray, np.ndarray]:
     values = values[good]
     values[:, 3:] /= np.linalg.norm(values[:, 3:], axis=1, keepdims=True)
     return stamps[good], values
+
+
+def _arm_base(path: Path, mapping: TopicMapping, recording: _Recording) -> np.ndarray:
+    """The arm base pose (7,) float64 in the camera poses' frame, quaternion renormalised; (0,) if not read."""
+    if recording.arm_base is None:
+        return np.zeros(0)
+    parent, values = recording.arm_base
+    frame, topic = mapping.arm_base_frame.lstrip('/'), mapping.tf_static_topic
+    if recording.pose_frames != {parent}:
+        raise MappingError(
+            f'bag {path}: the arm base {parent!r} -> {frame!r} on {topic} is not given in the frame of the '
+            f'camera poses {sorted(recording.pose_frames)}; transforms are not chained (no TF tree without ROS), '
+            f"so publish the base directly in the poses' frame, or {_ARM_BASE_FIX}"
+        )
+    base = np.asarray(values, dtype=np.float64)
+    norm = float(np.linalg.norm(base[3:]))
+    if not np.all(np.isfinite(base)) or abs(norm - 1) > QUATERNION_NORM_TOLERANCE:
+        raise BagError(
+            f'bag {path}: the arm base {parent!r} -> {frame!r} on {topic} is {base.tolist()}: it needs a finite '
+            f"position and a unit quaternion (|q| = {norm:.4g}); fix the recording, or set arm_base_frame: '' in "
+            f'the topic mapping to read no arm base'
+        )
+    base[3:] /= norm
+    return base
 
 
 def _match(
@@ -418,7 +486,9 @@ def read_episode(
     if max_frames is not None and max_frames < 1:
         raise ValueError(f'max_frames must be at least 1 or None, got {max_frames}')
     _check_topics(path, mapping)
-    index, stamps, positions, orientations, actions, skipped = _match(path, mapping, _collect(path, mapping))
+    recording = _collect(path, mapping)
+    arm_base = _arm_base(path, mapping, recording)
+    index, stamps, positions, orientations, actions, skipped = _match(path, mapping, recording)
     if rate_hz is None:
         keep = np.arange(len(stamps))[:max_frames]
     else:
@@ -436,11 +506,15 @@ def read_episode(
         actions=actions[keep],
         action_names=tuple(mapping.action_names),
         source=str(path),
+        arm_base=arm_base,
         skipped=skipped,
     )
 
 
 def sim_mapping(bag: Path) -> TopicMapping:
-    """The topics aapt-record-sim writes, with compressed images when the bag has them (its default)."""
+    """The topics aapt-record-sim writes, with compressed images when the bag has them (its default),
+    and the arm base when the bag has ``/tf_static`` (recordings made before it was written lack it,
+    and are read with ``arm_base_frame: ''``)."""
     types, _ = bag_topics(Path(bag))
-    return SIM_COMPRESSED_MAPPING if SIM_COMPRESSED_MAPPING.image_topic in types else SIM_MAPPING
+    mapping = SIM_COMPRESSED_MAPPING if SIM_COMPRESSED_MAPPING.image_topic in types else SIM_MAPPING
+    return mapping if mapping.tf_static_topic in types else dataclasses.replace(mapping, arm_base_frame='')

@@ -10,6 +10,7 @@ file is a flat YAML dictionary whose keys are the fields of :class:`TopicMapping
     action_type: twist_stamped               # joint_state, twist, twist_stamped, joy or none
     action_names: [linear.x, angular.z]      # order of the action vector
     max_skew_s: 0.05
+    arm_base_frame: base_link                # optional: the arm base pose, from /tf_static
 
 Pose sources (exactly one): ``pose_topic`` carrying ``geometry_msgs/PoseStamped``,
 ``PoseWithCovarianceStamped``, ``TransformStamped`` or ``nav_msgs/Odometry``; or ``tf_parent`` +
@@ -17,6 +18,13 @@ Pose sources (exactly one): ``pose_topic`` carrying ``geometry_msgs/PoseStamped`
 Chains of transforms are not composed (tf2 is not available without a ROS install): record the
 camera pose as its own topic, or publish the direct transform, when the camera sits on a moving
 link. The pose is that of the camera *optical* frame (REP 103: z forward, x right, y down).
+
+Arm base (optional): ``arm_base_frame`` names a frame whose pose is read once per bag from a
+static transform on ``tf_static_topic`` (``/tf_static``): the transform whose child is that frame.
+Its parent must be the camera poses' own frame (the pose messages' ``header.frame_id``, or
+``tf_parent``), since transforms are not chained; a robot drawn from its joint angles by forward
+kinematics then sits where the camera sees it. Empty (the default): no arm base is read, and bags
+without ``/tf_static`` are fine.
 
 Action names: joint names for ``joint_state`` (looked up by name in each message, so joints may
 come in any order and in separate messages); ``linear.x`` .. ``angular.z`` for ``twist`` and
@@ -71,6 +79,10 @@ class TopicMapping:
     max_skew_s: float = 0.05  # largest |stamp difference| between an image and the nearest pose/action sample
     interpolate: bool = True  # poses: linear position + slerp; actions: linear (joy buttons: nearest)
     tf_topic: str = '/tf'
+    # Child frame of the static transform parent -> arm base to read from tf_static_topic, the parent
+    # being the camera poses' frame; '' reads none (Episode.arm_base then has shape (0,)).
+    arm_base_frame: str = ''
+    tf_static_topic: str = '/tf_static'  # tf2_msgs/TFMessage topic of the arm base transform
 
     def __post_init__(self) -> None:
         try:
@@ -94,6 +106,10 @@ class TopicMapping:
                 f'a /tf pose needs both tf_parent and tf_child, got {self.tf_parent!r} and {self.tf_child!r}'
             )
         self._check_actions(action_type)
+        if self.arm_base_frame and not self.tf_static_topic:
+            raise MappingError(
+                f'arm_base_frame {self.arm_base_frame!r} needs a tf_static_topic (e.g. /tf_static) to read it from'
+            )
         if not self.max_skew_s > 0:
             raise MappingError(f'max_skew_s must be positive (seconds), got {self.max_skew_s}')
 
@@ -126,9 +142,10 @@ class TopicMapping:
 
     @property
     def topics(self) -> tuple[str, ...]:
-        """The bag topics this mapping reads: image, pose (or tf) and, if any, action."""
+        """The bag topics this mapping reads: image, pose (or tf) and, if any, action and tf_static."""
         pose = self.pose_topic if self.pose_topic is not None else self.tf_topic
-        return (self.image_topic, pose) + ((self.action_topic,) if self.action_topic else ())
+        action = (self.action_topic,) if self.action_topic else ()
+        return (self.image_topic, pose, *action) + ((self.tf_static_topic,) if self.arm_base_frame else ())
 
     def as_dict(self) -> dict[str, Any]:
         """Plain YAML/JSON-ready values (lists, strings), the inverse of :func:`load_mapping`."""
@@ -145,6 +162,7 @@ SIM_MAPPING: Final = TopicMapping(
     action_topic='/joint_commands',
     action_type=ActionType.JOINT_STATE,
     action_names=KUKA_IIWA_JOINTS,
+    arm_base_frame='lbr_iiwa_link_0',  # sim_scene.ARM_BASE_FRAME (not imported: that module needs pybullet)
 )
 
 # The same bags recorded with --compression jpeg|png (the recorder's default is JPEG).

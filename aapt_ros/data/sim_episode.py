@@ -1,5 +1,10 @@
 """One simulated episode -> one rosbag2 folder (used by ``aapt-record-sim``, ``sim_recorder.py``).
 
+Once, before the first frame and stamped like it: ``/tf_static`` (tf2_msgs/TFMessage) with one
+transform ``world`` -> ``lbr_iiwa_link_0``, the pose of the arm's URDF root link (placed at a random
+x, y and yaw per scene, fixed for the episode), so that the arm can be drawn from its joint angles
+by forward kinematics in the frame of the camera poses.
+
 Per frame, with bag time = header stamp = sim time (the first frame at 1 s, after the scene has
 settled), in this order:
 
@@ -28,7 +33,15 @@ import numpy as np
 
 from aapt_ros.data.bags import TYPESTORE, BagWriter, Storage
 from aapt_ros.data.sim_motion import CameraMode, CameraPath, camera_path, joint_command_path
-from aapt_ros.data.sim_scene import PHYSICS_HZ, SETTLE_SECONDS, Intrinsics, Scene, build_scene, bullet_client
+from aapt_ros.data.sim_scene import (
+    ARM_BASE_FRAME,
+    PHYSICS_HZ,
+    SETTLE_SECONDS,
+    Intrinsics,
+    Scene,
+    build_scene,
+    bullet_client,
+)
 from aapt_ros.data.trajectory import JOINT_TOPIC, POSE_TOPIC, WORLD_FRAME
 from aapt_ros.model.config import KUKA_IIWA_JOINTS
 
@@ -36,6 +49,7 @@ IMAGE_TOPIC = '/camera/image_raw'
 COMPRESSED_TOPIC = '/camera/image_raw/compressed'
 CAMERA_INFO_TOPIC = '/camera/camera_info'
 COMMAND_TOPIC = '/joint_commands'
+TF_STATIC_TOPIC = '/tf_static'
 OPTICAL_FRAME = 'camera_optical_frame'
 START_NS = round(SETTLE_SECONDS * 1e9)  # the first frame's sim time: the scene settles before it
 
@@ -117,6 +131,10 @@ def record_episode(spec: EpisodeSpec, path: str | Path) -> EpisodeResult:
     messages = _Messages(k)
     with bullet_client() as client, BagWriter(path, storage=spec.storage) as writer:
         scene = plan.build_scene(client)
+        # The base is fixed, so one static transform at the first frame's stamp holds for the episode;
+        # reading it draws no random number, so a seed's images stay what they were without it.
+        base = messages.static_transform(START_NS, ARM_BASE_FRAME, *scene.arm_base_pose())
+        _write(writer, TF_STATIC_TOPIC, START_NS, base)
         for i in range(spec.frames):
             stamp = START_NS + round(i * 1e9 / spec.rate_hz)
             position, velocity = scene.joint_state()
@@ -129,10 +147,15 @@ def record_episode(spec: EpisodeSpec, path: str | Path) -> EpisodeResult:
                 (POSE_TOPIC, messages.pose(stamp, camera.positions[i], camera.orientations[i])),
             )
             for topic, msg in batch:
-                writer.write(topic, msg.__msgtype__, stamp, bytes(TYPESTORE.serialize_cdr(msg, msg.__msgtype__)))
+                _write(writer, topic, stamp, msg)
             scene.command(commands[i])
             scene.step(plan.steps_per_frame)
     return EpisodeResult(spec.seed, str(path), spec.frames, mode.value)
+
+
+def _write(writer: BagWriter, topic: str, stamp: int, msg: Any) -> None:
+    """Serialise a rosbags message to CDR and write it at bag time ``stamp``."""
+    writer.write(topic, msg.__msgtype__, stamp, bytes(TYPESTORE.serialize_cdr(msg, msg.__msgtype__)))
 
 
 def _image_message(messages: _Messages, stamp: int, image: np.ndarray, spec: EpisodeSpec) -> tuple[str, Any]:
@@ -203,6 +226,19 @@ class _Messages:
         return self.types['sensor_msgs/msg/CompressedImage'](
             header=self.header(stamp, OPTICAL_FRAME), format=fmt, data=data
         )
+
+    def static_transform(self, stamp: int, child_frame: str, position: np.ndarray, orientation: np.ndarray) -> Any:
+        """A TFMessage with the one transform ``world`` -> ``child_frame`` (orientation x, y, z, w)."""
+        t = self.types
+        transform = t['geometry_msgs/msg/TransformStamped'](
+            header=self.header(stamp, WORLD_FRAME),
+            child_frame_id=child_frame,
+            transform=t['geometry_msgs/msg/Transform'](
+                translation=t['geometry_msgs/msg/Vector3'](*position.tolist()),
+                rotation=t['geometry_msgs/msg/Quaternion'](*orientation.tolist()),
+            ),
+        )
+        return t['tf2_msgs/msg/TFMessage'](transforms=[transform])
 
     def pose(self, stamp: int, position: np.ndarray, orientation: np.ndarray) -> Any:
         t = self.types

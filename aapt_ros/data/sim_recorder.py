@@ -10,7 +10,8 @@ with random objects, ground and lighting, its joints driven by smooth random pos
 seen by a camera on an ``orbit``, ``approach`` or ``handheld`` path. Topics, per frame and all
 stamped alike (bag time = header stamp = sim time, from 1 s): ``/joint_states`` (measured),
 ``/joint_commands``, ``/camera/camera_info``, ``/camera/image_raw`` (rgb8) or
-``/camera/image_raw/compressed`` and ``/camera/pose`` (optical frame in ``world``); see
+``/camera/image_raw/compressed`` and ``/camera/pose`` (optical frame in ``world``); once, at the
+first frame: ``/tf_static`` with the arm base ``world`` -> ``lbr_iiwa_link_0``; see
 ``sim_episode.py``.
 
 The split is fixed by the seed (``SPLIT_SEEDS``), so train, val and test never share a scene;

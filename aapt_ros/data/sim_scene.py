@@ -39,6 +39,7 @@ TABLE_TOP_Z = 0.625  # table/table.urdf: a 0.05 m thick top centred at 0.6 m
 TABLE_HALF_EXTENTS = (0.75, 0.5)  # the top is 1.5 m x 1.0 m, centred on the world origin
 WORKSPACE_CENTER = np.array([0.05, 0.0, TABLE_TOP_Z + 0.25])  # where cameras look: objects and arm
 ARM_URDF = 'kuka_iiwa/model.urdf'
+ARM_BASE_FRAME = 'lbr_iiwa_link_0'  # the root link of ARM_URDF: the frame the arm's forward kinematics start from
 TRAY_URDF = 'tray/traybox.urdf'
 # Small objects from pybullet_data with the range of their random scale; each scene draws a subset.
 OBJECTS = {
@@ -161,6 +162,22 @@ class Scene:
         """Measured joint positions (rad) and velocities (rad/s), each (7,) float64."""
         states = p.getJointStates(self.arm, self.joint_indices, physicsClientId=self.client)
         return np.array([s[0] for s in states]), np.array([s[1] for s in states])
+
+    def arm_base_pose(self) -> tuple[np.ndarray, np.ndarray]:
+        """Position (3,) and unit quaternion x, y, z, w (4,), float64, of the arm's URDF root link
+        (``ARM_BASE_FRAME``) in ``world``.
+
+        pybullet's base pose is that of the root link's *inertial* frame (for the iiwa 0.1 m back and
+        0.07 m up from the link frame), so the link frame is that pose times the inverse of the
+        link's local inertial frame. Only queries pybullet: draws nothing, changes nothing.
+        """
+        com_position, com_orientation = p.getBasePositionAndOrientation(self.arm, physicsClientId=self.client)
+        inertial_position, inertial_orientation = p.getDynamicsInfo(self.arm, -1, physicsClientId=self.client)[3:5]
+        position, orientation = p.multiplyTransforms(
+            com_position, com_orientation, *p.invertTransform(inertial_position, inertial_orientation)
+        )
+        quaternion = np.asarray(orientation, dtype=np.float64)
+        return np.asarray(position, dtype=np.float64), quaternion / np.linalg.norm(quaternion)
 
     def render(self, k: Intrinsics, position: np.ndarray, quaternion: np.ndarray) -> np.ndarray:
         """RGB image (H, W, 3) uint8 seen by the optical frame at ``position``/``quaternion``."""
@@ -296,6 +313,8 @@ def build_scene(
         for j in range(p.getNumJoints(arm, physicsClientId=client))
     }
     assert tuple(by_name) == KUKA_IIWA_JOINTS, f'{ARM_URDF} joints {tuple(by_name)} != {KUKA_IIWA_JOINTS}'
+    base_link = p.getBodyInfo(arm, physicsClientId=client)[0].decode()
+    assert base_link == ARM_BASE_FRAME, f'{ARM_URDF} root link {base_link!r} != {ARM_BASE_FRAME!r}'
     joint_indices = tuple(by_name[name] for name in KUKA_IIWA_JOINTS)
     max_forces = tuple(float(p.getJointInfo(arm, j, physicsClientId=client)[10]) for j in joint_indices)
     for j, q in zip(joint_indices, initial_joints.tolist(), strict=True):

@@ -37,7 +37,8 @@ from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from tqdm import tqdm
 
-from aapt_ros.data.bags import BagError, BagWriter, read_messages
+from aapt_ros.data.bags import TYPESTORE, BagError, BagWriter, read_messages
+from aapt_ros.data.episodes import bag_topics
 from aapt_ros.eval.live import CameraClient, NodeProcess, ReplayError
 from aapt_ros.model.checkpoint import CONFIG_FILE, CheckpointError, load_config
 from aapt_ros.node.conversions import stamp_to_ns
@@ -49,6 +50,8 @@ POSE_TOPIC = '/camera/pose'
 ACTION_TOPIC = '/joint_commands'
 IMAGE_TOPIC = '/camera/image_raw/compressed'
 NAMESPACE = '/aapt_demo'
+TF_STATIC_TOPIC = '/tf_static'
+ARM_BASE_FRAME = 'lbr_iiwa_link_0'  # the arm's root link, as aapt-record-sim names it
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,20 @@ def first_image(bag: Path, topic: str, size: tuple[int, int]) -> Image:
     return array_to_image_msg(rgb, 'rgb8')
 
 
+def arm_base_pose(bag: Path, frame: str = ARM_BASE_FRAME) -> list[float]:
+    """The node's arm_base_pose parameter (x, y, z, qx, qy, qz, qw) from the bag's static transform
+    to ``frame``; empty when the bag has none (an older recording: the node then warns)."""
+    if TF_STATIC_TOPIC not in bag_topics(bag)[0]:
+        return []
+    pose: list[float] = []
+    for message in read_messages(bag, [TF_STATIC_TOPIC]):
+        for transform in TYPESTORE.deserialize_cdr(message.data, message.msgtype).transforms:
+            if transform.child_frame_id.lstrip('/') == frame:
+                t, q = transform.transform.translation, transform.transform.rotation
+                pose = [t.x, t.y, t.z, q.x, q.y, q.z, q.w]
+    return pose
+
+
 def run_demo(
     model: Path,
     bag: Path,
@@ -105,7 +122,15 @@ def run_demo(
     if n_poses == 0:
         raise ReplayError(f'bag {bag} has no messages on {POSE_TOPIC}')
     limit = min(n_poses, max_frames) if max_frames else n_poses
-    parameters = {'model_path': str(model.resolve()), 'device': device, 'input_depth': 1000, 'image_depth': 1000}
+    parameters: dict[str, object] = {
+        'model_path': str(model.resolve()),
+        'device': device,
+        'input_depth': 1000,
+        'image_depth': 1000,
+    }
+    base = arm_base_pose(bag)
+    if base:
+        parameters['arm_base_pose'] = base
     context = rclpy.Context()  # its own, so the demo also runs inside a process that uses rclpy
     with (
         NodeProcess(parameters, namespace=NAMESPACE, log_path=output_dir / 'node.log') as node,

@@ -95,6 +95,9 @@ def _param_text(value: Any) -> str:
         return 'true' if value else 'false'
     if isinstance(value, str):
         return value if value else "''"
+    if isinstance(value, list) and value and all(isinstance(v, float) for v in value):
+        # Fixed point: the parameter parser reads '1e-17' (no dot) as a string, not a double.
+        return '[' + ', '.join(f'{v:.9f}' for v in value) + ']'
     return str(value)
 
 

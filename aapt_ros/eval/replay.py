@@ -72,7 +72,15 @@ class FrameScore:
 def rollout(session: StreamingSession, episode: Episode, *, oracle: bool = False) -> list[np.ndarray]:
     """Generated frames, the first being the recorded start frame (image-to-video)."""
     poses = [Pose(tuple(p), tuple(q)) for p, q in zip(episode.positions, episode.orientations, strict=True)]  # type: ignore[arg-type]
-    frames = [session.start(poses[0], episode.actions[0], first_frame=episode.frames[0])]
+    arm_base = None
+    if session.draws_arm:
+        if episode.arm_base.size == 0:
+            raise EvalError(
+                f'{episode.source}: the model draws the arm from its base pose, which this episode lacks; '
+                'read it with a topic mapping that names arm_base_frame (bags of aapt-record-sim have it on /tf_static)'
+            )
+        arm_base = Pose(tuple(episode.arm_base[:3]), tuple(episode.arm_base[3:]))  # type: ignore[arg-type]
+    frames = [session.start(poses[0], episode.actions[0], first_frame=episode.frames[0], arm_base=arm_base)]
     for i in range(1, len(poses)):
         generated = session.step(poses[i], episode.actions[i])
         frames.append(episode.frames[i].copy() if oracle else generated)

@@ -97,6 +97,10 @@ class GeneratorConfig:
     # each pixel the content the camera's motion brings there, a shift the network must otherwise
     # make itself every frame. Empty: the recycled latent is given as it is only.
     previous_warp_depths: tuple[float, ...] = ()
+    # Also ours: the robot arm drawn per latent pixel from its joint positions (taken from the actions
+    # by name) and its base pose (``arm.ArmDrawing``); names a chain of ``arm.ARM_CHAINS``, whose
+    # links each add an input channel, plus one of depth. Empty: the arm is known from the actions only.
+    arm_chain: str = ''
     sampling_steps: int = 1  # network passes per frame at inference (1 after adversarial training)
     timestep_shift: float = 3.0  # shifted t schedule (SD3): spends more steps at high noise
 
@@ -121,6 +125,20 @@ class GeneratorConfig:
             raise ConfigError(
                 'generator.sink_warp_depths needs sink rays (sink_ray_origin_scale > 0): both use the sink pose'
             )
+
+        if self.arm_chain and self.sink_ray_origin_scale <= 0:
+            raise ConfigError(
+                'generator.arm_chain needs sink rays (sink_ray_origin_scale > 0): the base is in the sink frame'
+            )
+        if self.arm_chain:
+            from aapt_ros.model.arm import chain_named  # arm.py imports this module
+
+            missing = [n for n in chain_named(self.arm_chain).joint_names if n not in self.action_names]
+            if missing:
+                raise ConfigError(
+                    f'generator.arm_chain {self.arm_chain!r} needs the joint positions {missing} among '
+                    f'generator.action_names {list(self.action_names)}'
+                )
 
     @property
     def head_dim(self) -> int:

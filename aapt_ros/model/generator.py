@@ -4,7 +4,8 @@ Per frame the input tokens are patches of [noisy latent, recycled previous laten
 concatenated on channels (AAPT sec. 3: the previous generated frame is "recycled" as input;
 with ``sink_warp_depths`` the per-pixel camera input also holds the sink latent seen along the
 rays, see ``conditioning``, and with ``previous_warp_depths`` the recycled latent is also given
-seen along the rays, see ``plane_sweep``);
+seen along the rays, see ``plane_sweep``, and with ``arm_chain`` it also holds the robot arm
+drawn from the joint positions, see ``arm``);
 the timestep and the action vector modulate every block through adaLN. Tokens of frame i attend
 to frames i-window+1 .. i and to the sink (frame 0). The output is the flow-matching velocity
 v = noise - x0, so the same network samples in one step or many.
@@ -28,6 +29,7 @@ from einops import rearrange
 from torch import nn
 from torch.nn import functional as F
 
+from aapt_ros.model.arm import ArmDrawing, chain_named
 from aapt_ros.model.attention import Attention
 from aapt_ros.model.camera import RayEncoder
 from aapt_ros.model.config import ModelConfig
@@ -110,6 +112,8 @@ class KVPrefix(NamedTuple):
 class CausalGenerator(nn.Module):
     """Block-causal transformer over latent frames; predicts flow velocity per frame."""
 
+    arm_joint_indices: torch.Tensor  # (J,) long, with an arm: where the chain's joints sit in the actions
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
@@ -117,13 +121,21 @@ class CausalGenerator(nn.Module):
         self.rays = RayEncoder(
             config.camera, config.latent_height, config.latent_width, g.ray_origin_scale, g.sink_ray_origin_scale
         )
+
         def sweep(depths: tuple[float, ...]) -> PlaneSweep | None:
             return PlaneSweep(config.camera, config.latent_height, config.latent_width, depths) if depths else None
 
         self.sink_warp, self.previous_warp = sweep(g.sink_warp_depths), sweep(g.previous_warp_depths)
         warp_channels = sum(w.num_channels(v.latent_channels) for w in (self.sink_warp, self.previous_warp) if w)
-        # [noisy, previous, rays, sink warp, previous warp] on channels
-        in_channels = 2 * v.latent_channels + self.rays.num_channels + warp_channels
+        self.arm: ArmDrawing | None = None
+        if g.arm_chain:
+            chain = chain_named(g.arm_chain)
+            self.arm = ArmDrawing(config.camera, config.latent_height, config.latent_width, chain)
+            indices = torch.tensor([g.action_names.index(n) for n in chain.joint_names])
+            self.register_buffer('arm_joint_indices', indices, persistent=False)  # the chain's joints in the actions
+        arm_channels = self.arm.num_channels if self.arm is not None else 0
+        # [noisy, previous, rays, sink warp, arm, previous warp] on channels
+        in_channels = 2 * v.latent_channels + self.rays.num_channels + warp_channels + arm_channels
         self.patch_embed = nn.Conv2d(in_channels, g.dim, g.patch_size, stride=g.patch_size)
         self.pos_embed = nn.Parameter(torch.randn(config.tokens_per_frame, g.dim) * 0.02)
         # The sink frame is the user's image, not a generated one: a learned marker tells them apart.
@@ -145,17 +157,37 @@ class CausalGenerator(nn.Module):
         sink_rotation: torch.Tensor | None = None,
         sink_translation: torch.Tensor | None = None,
         sink_latent: torch.Tensor | None = None,
+        action: torch.Tensor | None = None,
+        arm_base: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The per-pixel camera input of a frame, the ``rays`` of ``forward_train`` and ``step``:
         float32 (B, R, h, w). rotation, translation (B, 3, 3), (B, 3): the motion since the previous
         frame; sink_rotation, sink_translation: the camera in the sink frame (with sink rays);
-        sink_latent (B, C, h, w): the stream's first latent (with a sink warp)."""
+        sink_latent (B, C, h, w): the stream's first latent (with a sink warp); action (B, A) and
+        arm_base (B, 3, 4), the arm's base link [R | t] in the sink camera frame (with an arm; all zeros:
+        unknown, the arm channels are zero)."""
         rays = self.rays(rotation, translation, sink_rotation, sink_translation)
-        if self.sink_warp is None:
-            return rays
-        if sink_latent is None or sink_rotation is None or sink_translation is None:
-            raise ValueError('this generator also takes the sink latent seen along its rays: pass sink_latent')
-        return torch.cat([rays, self.sink_warp.along_motion(sink_latent, sink_rotation, sink_translation)], dim=1)
+        inputs = [rays]
+        if self.sink_warp is not None:
+            if sink_latent is None or sink_rotation is None or sink_translation is None:
+                raise ValueError('this generator also takes the sink latent seen along its rays: pass sink_latent')
+            inputs.append(self.sink_warp.along_motion(sink_latent, sink_rotation, sink_translation))
+        if self.arm is not None:
+            if action is None or arm_base is None or sink_rotation is None or sink_translation is None:
+                raise ValueError('this generator also draws the arm: pass action and arm_base')
+            # The base in the current camera: x_sink = R_s x_cam + t_s, so x_cam = R_s^T (x_sink - t_s).
+            to_camera = sink_rotation.float().transpose(1, 2)
+            base = torch.cat(
+                [
+                    to_camera @ arm_base[:, :, :3].float(),
+                    to_camera @ (arm_base[:, :, 3:].float() - sink_translation.float()[:, :, None]),
+                ],
+                dim=2,
+            )
+            known = arm_base.flatten(1).abs().sum(1) > 0  # (B,) an all-zero base is unknown: no arm drawn
+            drawn = self.arm(action[:, self.arm_joint_indices], base)
+            inputs.append(drawn * known[:, None, None, None].to(drawn.dtype))
+        return torch.cat(inputs, dim=1) if len(inputs) > 1 else rays
 
     def _blocks(self) -> list[Block]:
         return [typing.cast(Block, b) for b in self.blocks]

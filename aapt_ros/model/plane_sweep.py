@@ -51,7 +51,8 @@ class PlaneSweep(nn.Module):
         frame (R d, as RayEncoder gives it); origin (B, 3): the current camera there, metres
         -> the ``grid_sample`` coordinates (B, K, h, w, 2) of each depth's point in the other
         latent, in [-1, 1] inside it, and their validity (B, K, h, w) bool."""
-        p = self.ray_lengths * directions.float()[:, None] + origin.float()[:, None, :, None, None]  # (B, K, 3, h, w)
+        # (B, K, 3, h, w); buffers cast where used: a generator cast to bfloat16 casts them too
+        p = self.ray_lengths.float() * directions.float()[:, None] + origin.float()[:, None, :, None, None]
         z = p[:, :, 2]
         in_front = z > MIN_DEPTH
         z = torch.where(in_front, z, torch.ones_like(z))
@@ -80,5 +81,5 @@ class PlaneSweep(nn.Module):
 
     def along_motion(self, latent: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor) -> torch.Tensor:
         """``forward`` with the current camera in the other frame as (B, 3, 3), (B, 3): x_other = R x + t."""
-        directions = torch.einsum('bij,jhw->bihw', rotation.float(), self.camera_directions)
+        directions = torch.einsum('bij,jhw->bihw', rotation.float(), self.camera_directions.float())
         return self(latent, directions, translation)

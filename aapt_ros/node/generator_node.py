@@ -131,6 +131,7 @@ class GeneratorNode(Node):
         except (SessionError, InputError) as err:
             raise NodeConfigError(str(err)) from None
         self.model_name = checkpoint.config.name
+        self.arm_base = self._arm_base(p['arm_base_pose'])
 
         self._latest_pose: Pose | None = None  # the timer mode renders from the latest pose
         self._latest_action: np.ndarray | None = None
@@ -281,10 +282,41 @@ class GeneratorNode(Node):
             ('publish_compressed', False, desc('Also publish image_raw/compressed (JPEG).')),
             ('jpeg_quality', 90, desc('JPEG quality of image_raw/compressed.', ints=(1, 100))),
             ('diagnostics_period', 1.0, desc('Seconds between /diagnostics and status messages.', fp=(0.01, 3600.0))),
+            (
+                'arm_base_pose',
+                [],
+                ParameterDescriptor(
+                    description=(
+                        'Pose of the robot arm base link in the frame of the pose topic: x, y, z, qx, qy, qz, qw '
+                        '(the static transform from that frame to the base). Read by a model that draws the arm '
+                        "(its config's generator.arm_chain); empty: that model's arm channels stay zero and "
+                        'the arm is drawn from the joint actions alone (worse; a warning says so).'
+                    ),
+                    read_only=True,
+                    dynamic_typing=True,  # an empty default would otherwise fix the type to a byte array
+                ),
+            ),
         ]
         for name, default, descriptor in params:
             self.declare_parameter(name, default, descriptor)
         return {name: self.get_parameter(name).value for name, _, _ in params}
+
+    def _arm_base(self, values: Any) -> Pose | None:
+        """The arm_base_pose parameter as a Pose (None when empty), or NodeConfigError."""
+        values = list(values)
+        if not values:
+            if self.session.draws_arm:
+                self.get_logger().warning(
+                    'arm_base_pose is not set: this model draws the arm from its base pose, so without it the arm '
+                    'comes from the joint actions alone and looks worse; set it to x, y, z, qx, qy, qz, qw'
+                )
+            return None
+        try:
+            if len(values) != 7:
+                raise PoseError(f'needs 7 values x, y, z, qx, qy, qz, qw, got {len(values)}')
+            return Pose(tuple(values[:3]), tuple(values[3:])).validated()
+        except (PoseError, TypeError) as err:
+            raise NodeConfigError(f'parameter arm_base_pose: {err}') from None
 
     # -- inputs -----------------------------------------------------------------------------
 
@@ -376,7 +408,7 @@ class GeneratorNode(Node):
         started = time.perf_counter()
         try:
             if not self.session.started:
-                frame = self.session.start(pose, action, first_frame=self._start_image)
+                frame = self.session.start(pose, action, first_frame=self._start_image, arm_base=self.arm_base)
             else:
                 frame = self.session.step(pose, action)
         except (SessionError, PoseError) as err:

@@ -29,7 +29,8 @@ from aapt_ros.streaming import cuda_graphs
 
 COMMIT = 12  # column of the packed inputs that says whether a stream advances
 SINK_ROTATION, SINK_TRANSLATION = slice(13, 22), slice(22, 25)  # the camera in the stream's sink frame
-INPUT_FIELDS = 25  # rotation (9), translation (3), commit (1), sink rotation (9) and translation (3); then actions
+ARM_BASE = slice(25, 37)  # the arm's base link [R | t] (3, 4) in the stream's sink frame
+INPUT_FIELDS = 37  # rotation 9, translation 3, commit 1, sink rotation 9 and translation 3, arm base 12; then actions
 # The autoencoder's decoder, its light one (model/fast_decoder.py), or 'auto': the light one when
 # the checkpoint has one (within 0.3 dB on held-out rollouts, several times cheaper), else the full one.
 DECODERS = ('auto', 'full', 'fast')
@@ -73,10 +74,12 @@ def to_uint8_images(images: torch.Tensor) -> torch.Tensor:
 class StreamEngine:
     """B streams on one device. Inputs of a step are packed per stream in one row,
     ``rotation (9) | translation (3) | commit (1) | sink rotation (9) | sink translation (3) |
-    actions (A)``, so they reach the device in a single copy from pinned memory; the step reads
-    them through the views below. The sink columns are filled only for a generator with sink rays
-    (``generator.sink_ray_origin_scale``): the engine chains each stream's motions into its camera
-    in the sink frame, so callers pass frame-to-frame motion either way."""
+    arm base (12) | actions (A)``, so they reach the device in a single copy from pinned memory; the
+    step reads them through the views below. The sink columns are filled only for a generator with
+    sink rays (``generator.sink_ray_origin_scale``): the engine chains each stream's motions into
+    its camera in the sink frame, so callers pass frame-to-frame motion either way. The arm base is
+    set when a stream starts and read only by a generator that draws the arm (``generator.arm_chain``);
+    all zeros (the default) draws no arm."""
 
     def __init__(
         self,
@@ -147,11 +150,12 @@ class StreamEngine:
         # thousands of float32 motions would drift.
         self._sink_rotations = np.tile(np.eye(3), (b, 1, 1))  # (B, 3, 3)
         self._sink_translations = np.zeros((b, 3))  # (B, 3) metres
-        self.inputs = self._host_inputs.to(dev)  # (B, 25 + A) float32, read through the views below
+        self.inputs = self._host_inputs.to(dev)  # (B, 37 + A) float32, read through the views below
         self.rotations = self.inputs[:, :9].unflatten(1, (3, 3))  # type: ignore[no-untyped-call]  # (B, 3, 3) view
         self.translations = self.inputs[:, 9:12]  # (B, 3) metres, in the previous camera frame
         self.sink_rotations = self.inputs[:, SINK_ROTATION].unflatten(1, (3, 3))  # type: ignore[no-untyped-call]
         self.sink_translations = self.inputs[:, SINK_TRANSLATION]  # (B, 3) metres, in the sink camera frame
+        self.arm_bases = self.inputs[:, ARM_BASE].unflatten(1, (3, 4))  # type: ignore[no-untyped-call]  # (B, 3, 4)
         self.actions = self.inputs[:, INPUT_FIELDS:]  # (B, A)
         self.noise = torch.zeros(b, c, h, w, device=dev, dtype=self.dtype)  # (B, C, h, w)
         self.previous = torch.zeros(b, c, h, w, device=dev, dtype=self.dtype)  # recycled latent of the last frame
@@ -178,7 +182,13 @@ class StreamEngine:
         commit = self.inputs[:, COMMIT] > 0.5  # (B,) bool
         actions = self.actions.to(self.dtype)
         rays = self.generator.conditioning(
-            self.rotations, self.translations, self.sink_rotations, self.sink_translations, self.sink_latents
+            self.rotations,
+            self.translations,
+            self.sink_rotations,
+            self.sink_translations,
+            self.sink_latents,
+            self.actions,
+            self.arm_bases,
         ).to(self.dtype)  # (B, R, h, w)
         x = self.noise.normal_(generator=self.rng)
         last = self.sampling_steps - 1
@@ -238,19 +248,36 @@ class StreamEngine:
         host.copy_(source, non_blocking=True)
 
     @torch.no_grad()
-    def start(self, streams: np.ndarray, first_frames: np.ndarray, actions: np.ndarray | None = None) -> None:
+    def start(
+        self,
+        streams: np.ndarray,
+        first_frames: np.ndarray,
+        actions: np.ndarray | None = None,
+        arm_bases: np.ndarray | None = None,
+    ) -> None:
         """Begin the streams of the (B,) bool mask ``streams`` from ``first_frames`` (B, H, W, 3) uint8
-        (rows of other streams are ignored): each image becomes its stream's attention sink."""
+        (rows of other streams are ignored): each image becomes its stream's attention sink.
+        arm_bases (B, 3, 4): the arm's base link [R | t] in each first frame's camera frame (None:
+        unknown, no arm drawn), read by a generator with ``arm_chain``."""
         b = self.batch_size
         self._pack(slice(INPUT_FIELDS, None), actions, (b, self.config.generator.action_dim), 'actions')
-        self._upload()
         chosen = np.asarray(streams, dtype=bool)
+        if arm_bases is None:
+            self._host_rows[chosen, ARM_BASE] = 0.0
+        else:
+            bases = np.asarray(arm_bases, dtype=np.float64)
+            if bases.shape != (b, 3, 4) or not np.all(np.isfinite(bases[chosen])):
+                raise EngineError(f'arm_bases must be finite with shape {(b, 3, 4)}, got {bases.shape}')
+            self._host_rows[chosen, ARM_BASE] = bases[chosen].reshape(-1, 12)
+        self._upload()
         mask = torch.as_tensor(chosen, device=self.device)
         frames = torch.from_numpy(np.ascontiguousarray(first_frames)).to(self.device)
         latents = self.vae.encode(from_uint8_images(frames, self.dtype))[:, 0]
         self.reset(chosen)
         identity, zero = torch.eye(3, device=self.device).repeat(b, 1, 1), torch.zeros(b, 3, device=self.device)
-        rays = self.generator.conditioning(identity, zero, identity, zero, latents).to(self.dtype)
+        rays = self.generator.conditioning(identity, zero, identity, zero, latents, self.actions, self.arm_bases).to(
+            self.dtype
+        )
         zero_t = torch.zeros(b, device=self.device, dtype=self.dtype)
         # The sink pass: the clean first latent at t = 0 enters the cache; its output is not needed.
         self.generator.step(latents, latents, rays, self.actions.to(self.dtype), zero_t, self.cache, commit=mask)

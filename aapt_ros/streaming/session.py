@@ -128,16 +128,34 @@ class StreamingSession:
             )
         return frame
 
-    def start(self, pose: Pose, action: np.ndarray | None = None, first_frame: np.ndarray | None = None) -> np.ndarray:
+    @property
+    def draws_arm(self) -> bool:
+        """Whether the model draws the robot arm from its joints, and so wants ``arm_base`` at start."""
+        return bool(self.config.generator.arm_chain)
+
+    def start(
+        self,
+        pose: Pose,
+        action: np.ndarray | None = None,
+        first_frame: np.ndarray | None = None,
+        arm_base: Pose | None = None,
+    ) -> np.ndarray:
         """Begin a stream at ``pose`` from ``first_frame`` ((H, W, 3) uint8 RGB; None: the model's).
 
+        arm_base: the pose of the arm's base link in the camera poses' frame, for a model that
+        draws the arm (``draws_arm``); None there: the arm is left to the actions alone, and
+        drawn worse. Ignored by other models.
         Returns the first frame as published (the start image itself).
         """
         pose = pose.validated()
         actions = self._check_action(action)
         frame = self._check_first_frame(first_frame)
+        bases = None
+        if arm_base is not None:
+            rotation, translation = relative_motion(pose, arm_base.validated())  # the base in the first camera
+            bases = np.concatenate([rotation, translation[:, None]], axis=1)[None]  # (1, 3, 4)
         self.reset()
-        self.engine.start(ALL, frame[None], actions)
+        self.engine.start(ALL, frame[None], actions, bases)
         self._previous_pose = pose
         self.frame_index = 0
         return frame.copy()

@@ -243,7 +243,8 @@ def load_discriminator_start(path: Path, generator_config: ModelConfig) -> Check
     def inputs(config: ModelConfig) -> tuple[Any, ...]:  # what the discriminator reads must mean the same
         # A light decoder (stage decoder) leaves the latents as they are.
         vae, g = dataclasses.replace(config.vae, fast_decoder_channels=0), config.generator
-        return config.camera, vae, g.action_names, g.ray_origin_scale, g.sink_ray_origin_scale, g.sink_warp_depths
+        rays = (g.ray_origin_scale, g.sink_ray_origin_scale, g.sink_warp_depths, g.arm_chain)
+        return config.camera, vae, g.action_names, rays
 
     if inputs(start.config) != inputs(generator_config):
         raise TrainError(

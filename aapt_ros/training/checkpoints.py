@@ -100,7 +100,7 @@ def generator_checkpoint(model_config: ModelConfig, trained: torch.nn.Module, st
 
 def _with_new_inputs(start: Checkpoint, config: ModelConfig, first: int) -> Checkpoint:
     """``start``'s weights in a generator of ``config``, whose input has more channels from channel
-    ``first`` on ([noisy, previous, rays, sink warp, previous warp] in that order). Their weights
+    ``first`` on ([noisy, previous, rays, sink warp, arm, previous warp] in that order). Their weights
     are zero, so the result streams exactly as ``start`` until training teaches it to use them."""
     generator = CausalGenerator(config)
     weights = start.generator.state_dict()
@@ -136,6 +136,21 @@ def with_sink_warp(start: Checkpoint, depths: tuple[float, ...]) -> Checkpoint:
         raise TrainError(f'{name} has no sink rays, which the sink warp needs: add them first (--sink-rays)')
     config = start.config.with_generator(sink_warp_depths=tuple(depths))
     return _with_new_inputs(start, config, 2 * start.config.vae.latent_channels + start.generator.rays.num_channels)
+
+
+def with_arm(start: Checkpoint, chain: str) -> Checkpoint:
+    """``start`` with the arm of ``model.arm.ARM_CHAINS[chain]`` drawn into its camera input
+    (``generator.arm_chain``), with zero weights: it streams as ``start`` until trained."""
+    g = start.config.generator
+    name = start.path or 'the checkpoint'
+    if g.arm_chain:
+        raise TrainError(f'{name} already draws the arm {g.arm_chain!r}')
+    if g.sink_ray_origin_scale <= 0:
+        raise TrainError(f'{name} has no sink rays, which the arm drawing needs: add them first (--sink-rays)')
+    config = start.config.with_generator(arm_chain=chain)
+    rays = start.generator.rays.num_channels
+    warp = start.generator.sink_warp.num_channels(start.config.vae.latent_channels) if start.generator.sink_warp else 0
+    return _with_new_inputs(start, config, 2 * start.config.vae.latent_channels + rays + warp)
 
 
 def with_previous_warp(start: Checkpoint, depths: tuple[float, ...]) -> Checkpoint:

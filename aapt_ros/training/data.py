@@ -169,3 +169,21 @@ def relative_motions(positions: torch.Tensor, orientations: torch.Tensor) -> Cam
             rotation[i, j], translation[i, j] = relative_motion(poses[j - 1], poses[j])
             sink_rotation[i, j], sink_translation[i, j] = relative_motion(poses[0], poses[j])
     return CameraMotions(*(torch.from_numpy(m) for m in (rotation, translation, sink_rotation, sink_translation)))
+
+
+def arm_bases_in_sink(positions: torch.Tensor, orientations: torch.Tensor, arm_base: torch.Tensor) -> torch.Tensor:
+    """Each clip's arm base link in its sink (frame 0) camera frame, as ``StreamingSession.start``
+    hands it to the engine: (B, 3, 4) float64 [R | t].
+
+    positions (B, F, 3), orientations (B, F, 4) xyzw: the clips' cameras; arm_base (B, 7): the base
+    link's x, y, z, qx, qy, qz, qw in the same frame (the episode's ``arm_base``).
+    """
+    pos, ori = positions[:, 0].detach().cpu().double().numpy(), orientations[:, 0].detach().cpu().double().numpy()
+    base = arm_base.detach().cpu().double().numpy()
+    bases = np.zeros((len(base), 3, 4))
+    for i in range(len(base)):
+        camera = Pose(tuple(pos[i]), tuple(ori[i] / np.linalg.norm(ori[i]))).validated()
+        link = Pose(tuple(base[i, :3]), tuple(base[i, 3:] / np.linalg.norm(base[i, 3:]))).validated()
+        rotation, translation = relative_motion(camera, link)
+        bases[i] = np.concatenate([rotation, translation[:, None]], axis=1)
+    return torch.from_numpy(bases)

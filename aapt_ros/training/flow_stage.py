@@ -31,7 +31,7 @@ import torch
 from einops import rearrange
 from torch.nn import functional as F
 
-from aapt_ros.data.clips import ACTIONS, FRAMES, ORIENTATIONS, POSITIONS
+from aapt_ros.data.clips import ACTIONS, ARM_BASE, FRAMES, ORIENTATIONS, POSITIONS
 from aapt_ros.model.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from aapt_ros.model.config import ModelConfig
 from aapt_ros.model.generator import CausalGenerator
@@ -39,7 +39,15 @@ from aapt_ros.model.masks import bidirectional_attention_mask
 from aapt_ros.model.vae import VideoAutoencoder
 from aapt_ros.training.checkpoints import generator_checkpoint, write_outputs
 from aapt_ros.training.config import TrainConfig, TrainError
-from aapt_ros.training.data import Clip, batch, load_splits, rank_share, relative_motions, step_generator
+from aapt_ros.training.data import (
+    Clip,
+    arm_bases_in_sink,
+    batch,
+    load_splits,
+    rank_share,
+    relative_motions,
+    step_generator,
+)
 from aapt_ros.training.loop import mean_first_last, resolve_device, train, writes_outputs
 
 VAL_T = (0.25, 0.5, 0.75)  # fixed times of the held-out loss, so it is comparable across runs
@@ -80,7 +88,17 @@ def clip_latents(
     # Every frame's sink is the clip's frame 0; only a generator with a sink warp reads it.
     sink = x0[:, :1].expand_as(x0).flatten(0, 1) if generator_net.sink_warp is not None else None
     rotation, translation, sink_rotation, sink_translation = (m.flatten(0, 1).to(x0.device) for m in motions)
-    rays = generator_net.conditioning(rotation, translation, sink_rotation, sink_translation, sink)
+    action, arm_base = None, None
+    if generator_net.arm is not None:
+        if clips[ARM_BASE].shape[-1] != 7:
+            raise TrainError(
+                'the generator draws the arm (generator.arm_chain) but the clips have no arm base pose: '
+                'set arm_base_frame in the topic mapping (aapt-record-sim bags have it on /tf_static)'
+            )
+        action = clips[ACTIONS].flatten(0, 1).to(x0.device)
+        bases = arm_bases_in_sink(clips[POSITIONS], clips[ORIENTATIONS], clips[ARM_BASE])  # (B, 3, 4)
+        arm_base = bases[:, None].expand(-1, x0.shape[1], -1, -1).flatten(0, 1).to(x0.device)
+    rays = generator_net.conditioning(rotation, translation, sink_rotation, sink_translation, sink, action, arm_base)
     rays = rearrange(rays, '(b f) c h w -> b f c h w', b=b)  # from [(B F), R, h, w] to [B, F, R, h, w]
     return x0, previous, rays
 

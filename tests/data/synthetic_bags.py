@@ -25,6 +25,10 @@ START_NS = 1_700_000_000 * NS  # a realistic epoch stamp: int64 arithmetic must 
 SIZE = (32, 24)  # width, height of the test frames
 AXIS = np.array([1.0, 2.0, 2.0]) / 3.0  # unit rotation axis of the orientation
 TURN_RATE = 6.0  # rad/s: 0.2 rad between 30 Hz samples, so slerp and normalised lerp differ visibly
+ARM_BASE_FRAME = 'lbr_iiwa_link_0'
+# Arm base x, y, z, qx, qy, qz, qw in world: a yaw of 0.4 rad, the quaternion 0.5% long (as a float32
+# sender might write it) so that the reader's renormalisation shows.
+ARM_BASE = (-0.4, 0.1, 0.625, 0.0, 0.0, 1.005 * np.sin(0.2), 1.005 * np.cos(0.2))
 
 
 def position_at(t_s: np.ndarray | float) -> np.ndarray:
@@ -181,8 +185,10 @@ def sim_messages(
     compressed_images: bool = False,
     image_stamps_ns: Sequence[int] | None = None,
     size: tuple[int, int] = SIZE,
+    arm_base: Sequence[float] | None = ARM_BASE,
 ) -> list[tuple[str, int, Any]]:
-    """Our recorder's topics: ``n`` images, poses and joint commands at ``rate_hz``.
+    """Our recorder's topics: ``n`` images, poses and joint commands at ``rate_hz``, and one
+    ``/tf_static`` world -> ARM_BASE_FRAME at ``arm_base`` (None: none, as in bags recorded before it).
 
     Poses and actions are stamped ``*_offset_ns`` after the images and received later than the
     images (bag time = stamp + 40 ms for poses, + 5 ms for images), so aligning by bag time would
@@ -207,4 +213,7 @@ def sim_messages(
         stamp = START_NS + i * step + action_offset_ns
         t = (stamp - START_NS) / NS
         messages.append(('/joint_commands', stamp + 1_000_000, joint_state(stamp, KUKA_IIWA_JOINTS, joints_at(t)[0])))
+    if arm_base is not None:
+        base = transform(START_NS, 'world', ARM_BASE_FRAME, arm_base[:3], arm_base[3:])
+        messages.append(('/tf_static', START_NS, tf(base)))
     return messages

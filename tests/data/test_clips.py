@@ -14,8 +14,17 @@ from torch.utils.data import DataLoader
 
 from aapt_ros.data import clips
 from aapt_ros.data.bags import BagError
-from aapt_ros.data.clips import ClipDataset, ClipRef, default_cache_dir, frames_to_float, segments
+from aapt_ros.data.clips import (
+    ARM_BASE,
+    ClipDataset,
+    ClipRef,
+    default_cache_dir,
+    frames_to_float,
+    load_episode,
+    segments,
+)
 from aapt_ros.data.mapping import SIM_MAPPING, MappingError, TopicMapping
+from tests.data import synthetic_bags
 from tests.data.synthetic_bags import NS, START_NS, frame_value, joints_at, position_at, sim_messages, write_bag
 
 STEP_30HZ = round(NS / 30)
@@ -56,6 +65,25 @@ def test_clip_tensors_have_the_documented_shapes_types_and_values(tmp_path: Path
     assert clip['orientations'].shape == (4, 4) and clip['actions'].shape == (4, 7)
     assert clip['stamps_ns'].tolist() == (START_NS + np.array([2, 4, 6, 8]) * STEP_30HZ).tolist()
     assert (int(clip['episode']), int(clip['start'])) == (0, 1)
+    base = np.array(synthetic_bags.ARM_BASE)
+    base[3:] /= np.linalg.norm(base[3:])  # the bag's quaternion is 0.5 % long
+    assert clip[ARM_BASE].shape == (7,) and clip[ARM_BASE].dtype == torch.float32
+    torch.testing.assert_close(clip[ARM_BASE], torch.from_numpy(base).float())
+    torch.testing.assert_close(dataset[0][ARM_BASE], clip[ARM_BASE])  # one base per episode
+
+
+def test_the_arm_base_is_cached_and_empty_when_the_mapping_reads_none(tmp_path: Path) -> None:
+    old = write_bag(tmp_path / 'old', sim_messages(6, arm_base=None))  # recorded before /tf_static
+    no_base = TopicMapping(**{**SIM_MAPPING.as_dict(), 'arm_base_frame': ''})
+    dataset = ClipDataset([old], no_base, clip_length=2, cache_dir=tmp_path / 'cache')
+    assert dataset[0][ARM_BASE].shape == (0,) and dataset[0][ARM_BASE].dtype == torch.float32
+    assert load_episode(dataset.paths[0]).arm_base.shape == (0,)
+    with pytest.raises(MappingError, match="arm_base_frame: ''"):
+        ClipDataset([old], SIM_MAPPING, clip_length=2, cache_dir=tmp_path / 'cache')
+    (bag,) = _bags(tmp_path, 6)
+    cached = load_episode(ClipDataset([bag], SIM_MAPPING, clip_length=2, cache_dir=tmp_path / 'cache').paths[0])
+    assert cached.arm_base.dtype == np.float64 and cached.arm_base.shape == (7,)
+    assert np.linalg.norm(cached.arm_base[3:]) == pytest.approx(1.0)
 
 
 def test_clip_index_is_deterministic_in_bag_order_with_stride(tmp_path: Path) -> None:
@@ -108,13 +136,14 @@ def test_changed_settings_or_a_rewritten_bag_are_decoded_again(tmp_path: Path, d
     ClipDataset([bag], SIM_MAPPING, clip_length=2, rate_hz=15.0, cache_dir=cache)
     ClipDataset([bag], SIM_MAPPING, clip_length=2, image_size=(8, 8), cache_dir=cache)
     ClipDataset([bag], TopicMapping(**{**SIM_MAPPING.as_dict(), 'max_skew_s': 0.02}), clip_length=2, cache_dir=cache)
-    assert len(decode_calls) == 4
+    ClipDataset([bag], TopicMapping(**{**SIM_MAPPING.as_dict(), 'arm_base_frame': ''}), clip_length=2, cache_dir=cache)
+    assert len(decode_calls) == 5
     ClipDataset([bag], SIM_MAPPING, clip_length=3, stride=2, cache_dir=cache)  # clip settings: same episode
-    assert len(decode_calls) == 4
+    assert len(decode_calls) == 5
     data = next(bag.glob('*.mcap'))
     os.utime(data, ns=(data.stat().st_atime_ns, data.stat().st_mtime_ns + 1_000_000_000))
     ClipDataset([bag], SIM_MAPPING, clip_length=2, cache_dir=cache)
-    assert len(decode_calls) == 5
+    assert len(decode_calls) == 6
 
 
 def test_an_unreadable_cache_file_is_decoded_again(tmp_path: Path, decode_calls: list[Path]) -> None:
@@ -131,6 +160,7 @@ def test_a_data_loader_batches_clips(tmp_path: Path) -> None:
     dataset = ClipDataset(_bags(tmp_path, 8), SIM_MAPPING, clip_length=3, cache_dir=tmp_path / 'cache')
     batch = next(iter(DataLoader(dataset, batch_size=4, shuffle=False)))
     assert batch['frames'].shape == (4, 3, 3, 24, 32) and batch['actions'].shape == (4, 3, 7)
+    assert batch[ARM_BASE].shape == (4, 7)
     assert batch['start'].tolist() == [0, 1, 2, 3]
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from aapt_ros.data.alignment import resample, slerp
 from aapt_ros.data.bags import BagError, Storage
-from aapt_ros.data.episodes import read_episode
+from aapt_ros.data.episodes import read_episode, sim_mapping
 from aapt_ros.data.mapping import (
     SIM_COMPRESSED_MAPPING,
     SIM_MAPPING,
@@ -24,6 +24,8 @@ from aapt_ros.data.mapping import (
 from aapt_ros.data.trajectory import orbit_trajectory, write_trajectory_bag
 from aapt_ros.model.config import KUKA_IIWA_JOINTS
 from tests.data.synthetic_bags import (
+    ARM_BASE,
+    ARM_BASE_FRAME,
     NS,
     SIZE,
     START_NS,
@@ -55,6 +57,13 @@ def seconds(stamps_ns: np.ndarray) -> np.ndarray:
 
 def grey_levels(frames: np.ndarray) -> list[int]:
     return [int(v) for v in frames[:, 0, 0, 0]]
+
+
+def unit_arm_base(base: tuple[float, ...]) -> np.ndarray:
+    """x, y, z, qx, qy, qz, qw with the quaternion normalised, as read_episode returns it."""
+    values = np.array(base, dtype=np.float64)
+    values[3:] /= np.linalg.norm(values[3:])
+    return values
 
 
 # --- the mapping config ---------------------------------------------------------------------------
@@ -109,6 +118,8 @@ def test_mapping_with_an_unknown_key_names_it_and_the_valid_keys(tmp_path: Path)
         ),
         ('- image_topic\n', 'must be a YAML dictionary'),
         ('image_topic: [/a\n', 'is not valid YAML'),
+        ('image_topic: /a\npose_topic: /p\narm_base_frame: null\n', 'arm_base_frame must be a string'),
+        ("image_topic: /a\npose_topic: /p\narm_base_frame: base\ntf_static_topic: ''\n", 'needs a tf_static_topic'),
     ],
 )
 def test_bad_mapping_files_are_rejected_with_the_reason(tmp_path: Path, text: str, match: str) -> None:
@@ -145,6 +156,8 @@ def test_sim_bag_gives_every_image_with_its_pose_and_action(tmp_path: Path, stor
     np.testing.assert_allclose(episode.orientations, quaternion_at(t), atol=1e-12)
     np.testing.assert_allclose(episode.actions, joints_at(t), atol=1e-12)
     assert episode.action_names == KUKA_IIWA_JOINTS and episode.source == str(bag)
+    assert episode.arm_base.shape == (7,) and episode.arm_base.dtype == np.float64
+    np.testing.assert_allclose(episode.arm_base, unit_arm_base(ARM_BASE), atol=1e-12)
 
 
 def test_pose_and_action_are_interpolated_at_the_image_header_stamp(tmp_path: Path) -> None:
@@ -289,7 +302,11 @@ def test_frames_of_different_sizes_need_an_image_size(tmp_path: Path) -> None:
 
 def _other_robot_bag(path: Path, action: str) -> Path:
     """A bag with a compressed front camera, the camera pose in /tf and velocity or joystick actions."""
-    messages = []
+    return write_bag(path, _other_robot_bag_messages(action), storage=Storage.SQLITE3)
+
+
+def _other_robot_bag_messages(action: str) -> list[tuple[str, int, object]]:
+    messages: list[tuple[str, int, object]] = []
     for i in range(10):
         stamp = START_NS + i * 50_000_000  # 20 Hz
         t = (stamp - START_NS) / NS
@@ -308,7 +325,7 @@ def _other_robot_bag(path: Path, action: str) -> Path:
                 ('/joy', action_stamp + 90_000_000, joy(action_stamp, (0.1 * i, 0.5, -0.2 * i), (0, i % 2)))
             )
     messages.append(('/rosout_like', START_NS, joint_state(START_NS, ['unrelated'], [0.0])))
-    return write_bag(path, messages, storage=Storage.SQLITE3)
+    return messages
 
 
 @pytest.mark.parametrize('action', ['twist_stamped', 'twist', 'joy'])
@@ -376,6 +393,82 @@ def test_the_demo_trajectory_bag_has_no_images_for_the_sim_mapping(tmp_path: Pat
         read_episode(tmp_path / 'bag', SIM_MAPPING)
 
 
+# --- the arm base from /tf_static ------------------------------------------------------------------------------
+
+
+def _with_static(messages: list[tuple[str, int, object]], *transforms: object) -> list[tuple[str, int, object]]:
+    return [*messages, ('/tf_static', START_NS, tf(*transforms))]
+
+
+def test_the_last_arm_base_transform_is_read_among_others(tmp_path: Path) -> None:
+    first = transform(START_NS, 'world', ARM_BASE_FRAME, (9.0, 9.0, 9.0), (0, 0, 0, 1))
+    table = transform(START_NS, 'world', 'table', (1.0, 2.0, 3.0), (0, 0, 0, 1))
+    base = transform(START_NS, '/world', '/' + ARM_BASE_FRAME, ARM_BASE[:3], ARM_BASE[3:])  # leading '/' ignored
+    messages = _with_static(_with_static(sim_messages(4, arm_base=None), first), table, base)
+    episode = read_episode(write_bag(tmp_path / 'bag', messages), SIM_MAPPING, rate_hz=15.0)
+    np.testing.assert_allclose(episode.arm_base, unit_arm_base(ARM_BASE), atol=1e-12)
+    assert np.linalg.norm(episode.arm_base[3:]) == pytest.approx(1.0, abs=1e-15)
+
+
+def test_the_arm_base_is_read_with_a_tf_pose_source(tmp_path: Path) -> None:
+    base = transform(START_NS, 'world', 'arm_link_0', (0.5, 0.0, 0.2), (0, 0, 0, 1))
+    bag = write_bag(tmp_path / 'bag', [*_other_robot_bag_messages('twist'), ('/tf_static', START_NS, tf(base))])
+    mapping = TopicMapping(
+        '/front/color/compressed', tf_parent='world', tf_child='front_optical', arm_base_frame='arm_link_0'
+    )
+    np.testing.assert_array_equal(read_episode(bag, mapping).arm_base, [0.5, 0.0, 0.2, 0, 0, 0, 1])
+
+
+def test_bags_recorded_before_tf_static_read_without_an_arm_base(tmp_path: Path) -> None:
+    old = write_bag(tmp_path / 'old', sim_messages(3, arm_base=None))
+    episode = read_episode(old, TopicMapping(**{**SIM_MAPPING.as_dict(), 'arm_base_frame': ''}))
+    assert len(episode) == 3 and episode.arm_base.shape == (0,)
+    assert sim_mapping(old) == TopicMapping(**{**SIM_MAPPING.as_dict(), 'arm_base_frame': ''})
+    assert read_episode(old, sim_mapping(old)).arm_base.shape == (0,)
+    new = write_bag(tmp_path / 'new', sim_messages(3, compressed_images=True))
+    assert sim_mapping(new) == SIM_COMPRESSED_MAPPING and sim_mapping(new).arm_base_frame == ARM_BASE_FRAME
+
+
+def test_a_bag_without_tf_static_is_refused_when_the_mapping_asks_for_the_arm_base(tmp_path: Path) -> None:
+    bag = write_bag(tmp_path / 'bag', sim_messages(3, arm_base=None))
+    with pytest.raises(
+        MappingError,
+        match=rf"bag {tmp_path / 'bag'} has no /tf_static message to read the arm base frame 'lbr_iiwa_link_0' "
+        r"from; set arm_base_frame: '' in the topic mapping to read no arm base, or re-record the bag with "
+        r'aapt-record-sim .*; its topics: /camera/image_raw',
+    ):
+        read_episode(bag, SIM_MAPPING)
+
+
+def test_a_tf_static_without_the_arm_base_frame_lists_the_frames_seen(tmp_path: Path) -> None:
+    table = transform(START_NS, 'world', 'table', (1.0, 2.0, 3.0), (0, 0, 0, 1))
+    bag = write_bag(tmp_path / 'bag', _with_static(sim_messages(3, arm_base=None), table))
+    with pytest.raises(
+        MappingError,
+        match=rf"bag {tmp_path / 'bag'}: /tf_static has no transform to the arm base frame 'lbr_iiwa_link_0' "
+        r"\(child frames seen: \['table'\]\); set arm_base_frame: '' .* re-record the bag with aapt-record-sim",
+    ):
+        read_episode(bag, SIM_MAPPING)
+
+
+def test_an_arm_base_in_another_frame_than_the_poses_is_refused(tmp_path: Path) -> None:
+    base = transform(START_NS, 'odom', ARM_BASE_FRAME, ARM_BASE[:3], ARM_BASE[3:])
+    bag = write_bag(tmp_path / 'bag', _with_static(sim_messages(3, arm_base=None), base))
+    with pytest.raises(
+        MappingError,
+        match=r"the arm base 'odom' -> 'lbr_iiwa_link_0' on /tf_static is not given in the frame of the camera "
+        r"poses \['world'\]; transforms are not chained",
+    ):
+        read_episode(bag, SIM_MAPPING)
+
+
+@pytest.mark.parametrize('base', [(np.nan, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0), (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.5)])
+def test_a_non_finite_or_non_unit_arm_base_is_an_error(tmp_path: Path, base: tuple[float, ...]) -> None:
+    bag = write_bag(tmp_path / 'bag', sim_messages(3, arm_base=base))
+    with pytest.raises(BagError, match=r'the arm base .* needs a finite position and a unit quaternion'):
+        read_episode(bag, SIM_MAPPING)
+
+
 # --- errors ---------------------------------------------------------------------------------------------------
 
 
@@ -411,6 +504,7 @@ def test_a_compressed_stream_of_the_mapped_image_topic_is_suggested(tmp_path: Pa
             r'expected geometry_msgs/msg/TwistStamped \(action_type joint_state reads it\)',
         ),
         ({'pose_topic': None, 'tf_parent': 'a', 'tf_child': 'b', 'tf_topic': '/camera/pose'}, 'expected tf2_msgs'),
+        ({'tf_static_topic': '/camera/pose'}, 'tf_static_topic /camera/pose carries geometry_msgs/msg/PoseStamped'),
     ],
 )
 def test_wrong_message_type_on_a_mapped_topic_is_named(tmp_path: Path, changes: dict[str, object], match: str) -> None:

@@ -15,14 +15,18 @@ pytest.importorskip('pybullet')
 import cv2
 import pybullet as p
 
+from aapt_ros.data import episodes
 from aapt_ros.data.bags import TYPESTORE, Storage, read_messages
+from aapt_ros.data.mapping import SIM_COMPRESSED_MAPPING, SIM_MAPPING
 from aapt_ros.data.sim_episode import (
     CAMERA_INFO_TOPIC,
     COMMAND_TOPIC,
     COMPRESSED_TOPIC,
     IMAGE_TOPIC,
+    TF_STATIC_TOPIC,
     Compression,
     EpisodeSpec,
+    plan_episode,
     record_episode,
 )
 from aapt_ros.data.sim_motion import (
@@ -46,7 +50,16 @@ from aapt_ros.data.sim_recorder import (
     split_of,
     split_seeds,
 )
-from aapt_ros.data.sim_scene import Intrinsics, Lighting, Scene, bullet_client, quaternion_to_rotation, view_matrix
+from aapt_ros.data.sim_scene import (
+    ARM_BASE_FRAME,
+    TABLE_TOP_Z,
+    Intrinsics,
+    Lighting,
+    Scene,
+    bullet_client,
+    quaternion_to_rotation,
+    view_matrix,
+)
 from aapt_ros.data.trajectory import JOINT_TOPIC, POSE_TOPIC, look_at
 from aapt_ros.model.config import KUKA_IIWA_JOINTS
 
@@ -73,6 +86,7 @@ def test_episode_has_every_topic_once_per_frame_stamped_alike(tmp_path: Path, st
     spec = small_spec(3, compression=Compression.NONE, storage=storage)
     result = record_episode(spec, tmp_path / 'episode')
     topics = read_episode(tmp_path / 'episode')
+    assert len(topics.pop(TF_STATIC_TOPIC)) == 1  # once per episode: test_tf_static_holds_the_arm_base_link
     assert set(topics) == {JOINT_TOPIC, COMMAND_TOPIC, CAMERA_INFO_TOPIC, IMAGE_TOPIC, POSE_TOPIC}
     assert result.frames == spec.frames == 10
     assert all(len(messages) == 10 for messages in topics.values())
@@ -93,6 +107,43 @@ def test_episode_has_every_topic_once_per_frame_stamped_alike(tmp_path: Path, st
     for topic in (JOINT_TOPIC, COMMAND_TOPIC):
         assert list(topics[topic][0][1].name) == list(KUKA_IIWA_JOINTS)
     assert len(topics[JOINT_TOPIC][0][1].velocity) == 7
+
+
+def yaw_of(quaternion: np.ndarray) -> float:
+    """Rotation about z (rad) of a quaternion x, y, z, w that turns about z only."""
+    assert np.allclose(quaternion[:2], 0.0, atol=1e-7), quaternion
+    return float(2 * np.arctan2(quaternion[2], quaternion[3]))
+
+
+@pytest.mark.parametrize('compression', [Compression.NONE, Compression.JPEG])
+def test_tf_static_holds_the_arm_base_link_in_the_poses_frame(tmp_path: Path, compression: Compression) -> None:
+    spec = small_spec(6, compression=compression)
+    record_episode(spec, tmp_path / 'episode')
+    topics = read_episode(tmp_path / 'episode')
+    ((log_time, message),) = topics[TF_STATIC_TOPIC]
+    (base,) = message.transforms
+    first_pose = topics[POSE_TOPIC][0][1]
+    assert log_time == stamp_ns(base) == stamp_ns(first_pose) == 1_000_000_000  # the first frame's stamp
+    assert base.header.frame_id == first_pose.header.frame_id == 'world'
+    assert base.child_frame_id == ARM_BASE_FRAME == SIM_MAPPING.arm_base_frame
+    t, r = base.transform.translation, base.transform.rotation
+    position, quaternion = np.array([t.x, t.y, t.z]), np.array([r.x, r.y, r.z, r.w])
+    # Independently of Scene.arm_base_pose: joint 1 sits 0.1575 m above the URDF root link and turns it
+    # about z, so its frame (pybullet's link frame, not the inertial frame) fixes the base's x, y and yaw.
+    with bullet_client() as client:
+        scene = plan_episode(spec).build_scene(client)
+        link = p.getLinkState(scene.arm, scene.joint_indices[0], computeForwardKinematics=True, physicsClientId=client)
+    joint_1 = topics[JOINT_TOPIC][0][1].position[0]  # at the instant of the first frame, as the scene now
+    np.testing.assert_allclose(position, [link[4][0], link[4][1], TABLE_TOP_Z], atol=1e-6)
+    assert link[4][2] == pytest.approx(TABLE_TOP_Z + 0.1575, abs=1e-6)
+    wrapped = np.angle(np.exp(1j * (yaw_of(quaternion) + joint_1 - yaw_of(np.array(link[5])))))
+    assert abs(wrapped) < 1e-5  # base yaw + joint 1 = joint 1's link yaw (mod 2 pi)
+    assert -0.45 <= position[0] <= -0.3 and -0.15 <= position[1] <= 0.15 and abs(yaw_of(quaternion)) <= 0.5
+    # read_episode hands it on through the mapping sim_mapping picks (raw or compressed images).
+    mapping = episodes.sim_mapping(tmp_path / 'episode')
+    assert mapping == (SIM_MAPPING if compression is Compression.NONE else SIM_COMPRESSED_MAPPING)
+    episode = episodes.read_episode(tmp_path / 'episode', mapping)
+    np.testing.assert_allclose(episode.arm_base, [*position, *quaternion], atol=1e-12)
 
 
 def test_measured_joints_follow_the_commands(tmp_path: Path) -> None:

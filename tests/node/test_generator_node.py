@@ -316,3 +316,25 @@ def test_out_of_range_parameter_refuses_to_start_with_the_range(tiny_model: Path
 def test_twist_actions_for_a_joint_model_refuse_to_start(tiny_model: Path, tmp_path: Path) -> None:
     log = _run_node_expecting_failure({'model_path': str(tiny_model), 'action_source': 'twist'}, tmp_path)
     assert "action_source 'twist' provides" in log
+
+
+def test_an_arm_model_takes_its_base_pose_as_a_parameter_and_warns_without_it(
+    tmp_path: Path, ros_context: None
+) -> None:
+    model = save_tiny_model(tmp_path / 'arm_model', sink_ray_origin_scale=0.5, arm_chain='kuka_iiwa')
+    base = [-0.4, 0.1, 0.625, 0.0, 0.0, 0.0, 1.0]
+    with start_harness(model, tmp_path, '/cam_arm', arm_base_pose=base) as h:
+        h.client.joint_pub.publish(joints_msg())
+        h.spin(0.1)
+        for i in range(3):
+            assert h.send_pose(pose_msg(i, h.stamp())) is not None
+        assert 'arm_base_pose is not set' not in h.node.log_text() and 'rejected' not in h.node.log_text()
+    (tmp_path / 'unset').mkdir()
+    with start_harness(model, tmp_path / 'unset', '/cam_arm_unset') as h:
+        assert h.send_pose(pose_msg(0, h.stamp())) is not None  # the documented fallback: no arm channels
+        assert 'arm_base_pose is not set' in h.node.log_text()
+
+
+def test_an_arm_base_pose_of_the_wrong_length_refuses_to_start(tiny_model: Path, tmp_path: Path) -> None:
+    log = _run_node_expecting_failure({'model_path': str(tiny_model), 'arm_base_pose': [0.0] * 6}, tmp_path)
+    assert 'parameter arm_base_pose: needs 7 values' in log and 'Traceback' not in log

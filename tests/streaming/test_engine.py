@@ -175,3 +175,22 @@ def test_each_camera_in_its_sink_frame_advances_on_committed_steps_and_restarts_
     assert sink_x_after() == pytest.approx([0.2, 0.1])  # stream 1's uncommitted step is forgotten
     engine.start(np.array([False, True]), start)
     assert sink_x_after() == pytest.approx([0.3, 0.1])
+
+
+def test_every_input_runs_in_half_precision_and_the_arm_base_is_kept_per_stream(tmp_path: Path) -> None:
+    """Casting the generator to bfloat16 casts its geometry buffers too (ray directions, plane-sweep
+    depths, the arm's chain): each module must compute its geometry in float32 all the same."""
+    from tests.conftest import save_tiny_model
+
+    inputs = {'sink_ray_origin_scale': 0.5, 'sink_warp_depths': (0.5, 2.0), 'previous_warp_depths': (1.0,)}
+    checkpoint = load_checkpoint(save_tiny_model(tmp_path / 'tiny', **inputs, arm_chain='kuka_iiwa'))
+    engine = StreamEngine(checkpoint, batch_size=2, dtype='bfloat16')
+    start = np.random.default_rng(0).integers(0, 256, (2, 32, 48, 3), dtype=np.uint8)
+    base = np.concatenate([np.eye(3), [[0.0], [0.3], [1.5]]], axis=1)  # 1.5 m ahead of the first camera
+    engine.start(np.ones(2, bool), start, np.zeros((2, 7)), np.stack([base, base]))
+    frames = engine.step(*_motion(2))
+    assert frames.shape == (2, 32, 48, 3)
+    engine.start(np.array([False, True]), start)  # stream 1 restarts without a base; stream 0 keeps its own
+    np.testing.assert_allclose(engine.arm_bases[:, :, 3].cpu().numpy(), [[0.0, 0.3, 1.5], [0.0, 0.0, 0.0]], atol=1e-6)
+    with pytest.raises(EngineError, match='arm_bases must be finite'):
+        engine.start(np.ones(2, bool), start, None, np.full((2, 3, 4), np.nan))

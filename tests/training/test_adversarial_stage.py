@@ -37,7 +37,7 @@ from aapt_ros.training.adversarial_stage import (
 )
 from aapt_ros.training.checkpoints import MODEL_STATE, OPTIMIZER_STATE, STATE_DIR, with_sink_rays
 from aapt_ros.training.config import AdversarialConfig, TrainError, load_train_config
-from aapt_ros.training.data import batch, load_splits, relative_motions
+from aapt_ros.training.data import arm_bases_in_sink, batch, load_splits, relative_motions
 from aapt_ros.training.discriminator import Discriminator
 from tests.conftest import tiny_config
 from tests.tool_scripts import load_tool
@@ -130,12 +130,13 @@ def test_gradients_stop_at_segment_boundaries_and_reach_each_segment() -> None:
         {},
         {'sink_ray_origin_scale': 0.5},
         {'sink_ray_origin_scale': 0.5, 'sink_warp_depths': (0.5, 2.0), 'previous_warp_depths': (1.0,)},
+        {'sink_ray_origin_scale': 0.5, 'arm_chain': 'kuka_iiwa'},
     ],
-    ids=['previous_frame_rays', 'sink_rays_too', 'warps_too'],
+    ids=['previous_frame_rays', 'sink_rays_too', 'warps_too', 'arm_too'],
 )
 def test_the_rollout_is_what_the_engine_streams(tmp_path: Path, inputs: dict[str, object]) -> None:
     """Also checks that the engine's chained camera-in-the-sink-frame (and the sink latent it
-    warps) equals training's direct one."""
+    warps, and the arm it draws) equals training's direct one."""
     from tests.conftest import save_tiny_model
 
     checkpoint = load_checkpoint(save_tiny_model(tmp_path / 'tiny', **inputs))
@@ -148,7 +149,9 @@ def test_the_rollout_is_what_the_engine_streams(tmp_path: Path, inputs: dict[str
     orientations /= np.linalg.norm(orientations, axis=1, keepdims=True)
     poses = [Pose(tuple(p), tuple(q)) for p, q in zip(positions, orientations, strict=True)]
     actions = np.linspace(-1, 1, 5 * 7).reshape(5, 1, 7)
-    engine.start(np.ones(1, dtype=bool), start, actions[0])
+    arm_base = torch.tensor([[0.3, -0.2, 1.5, 0.0, 0.0, math.sin(0.2), math.cos(0.2)]])  # in the world, (1, 7)
+    bases = arm_bases_in_sink(torch.from_numpy(positions)[None], torch.from_numpy(orientations)[None], arm_base)
+    engine.start(np.ones(1, dtype=bool), start, actions[0], bases.numpy())
     sink = engine.previous.clone()  # (1, C, h, w): the encoded start image
     streamed = []
     for i in range(1, 5):  # frame to frame, as StreamingSession passes them
@@ -160,12 +163,20 @@ def test_the_rollout_is_what_the_engine_streams(tmp_path: Path, inputs: dict[str
     noise = [torch.empty_like(sink).normal_(generator=g) for _ in range(4)]
     net = checkpoint.generator
     motions = relative_motions(torch.from_numpy(positions)[None], torch.from_numpy(orientations)[None])
-    rays = net.conditioning(*(m[0].float() for m in motions), sink_latent=sink.expand(5, -1, -1, -1))[None]
+    action = torch.tensor(actions, dtype=torch.float32).transpose(0, 1)  # (1, 5, 7)
+    rays = net.conditioning(
+        *(m[0].float() for m in motions),
+        sink_latent=sink.expand(5, -1, -1, -1),
+        action=action[0],
+        arm_base=bases.float().expand(5, -1, -1),
+    )[None]
     c = checkpoint.config.vae.latent_channels
-    assert rays.shape[2] == {0: 6, 1: 12, 3: 12 + 2 * (c + 1)}[len(inputs)]  # (1, 5, R, h, w)
+    expected = {0: 6, 1: 12, 3: 12 + 2 * (c + 1)}[len(inputs)] if 'arm_chain' not in inputs else 12 + 9
+    assert rays.shape[2] == expected  # (1, 5, R, h, w)
+    if 'arm_chain' in inputs:
+        assert rays[0, :, 12:].abs().sum() > 0  # the arm is in view
     noisy = torch.stack([sink, *noise], dim=1)
     t = torch.tensor([[0.0, 1.0, 1.0, 1.0, 1.0]])
-    action = torch.tensor(actions, dtype=torch.float32).transpose(0, 1)  # (1, 5, 7)
     fake = rollout(net, noisy, noisy, rays, action, t, teacher=False, cache_dtype=torch.float32)
     torch.testing.assert_close(fake[0, 1:], torch.cat(streamed), atol=1e-5, rtol=1e-5)
 

@@ -15,7 +15,7 @@ from aapt_ros.model.camera import Pose
 from aapt_ros.model.checkpoint import CARD_FILE, Checkpoint, load_checkpoint, save_checkpoint
 from aapt_ros.streaming.session import StreamingSession
 from aapt_ros.training import cli, flow_stage
-from aapt_ros.training.checkpoints import MODEL_STATE, STATE_DIR, deepened, with_sink_rays, with_sink_warp
+from aapt_ros.training.checkpoints import MODEL_STATE, STATE_DIR, deepened, with_arm, with_sink_rays, with_sink_warp
 from aapt_ros.training.config import TrainError, load_train_config
 from tests.tool_scripts import load_tool
 
@@ -168,6 +168,31 @@ def test_a_checkpoint_given_warps_streams_as_before_until_trained(
     _assert_stream_alike(load_checkpoint(tiny_model), widened)
     with pytest.raises(TrainError, match='already has a sink warp'):
         with_sink_warp(widened, (1.0,))
+
+
+def test_a_checkpoint_given_the_arm_streams_as_before_until_trained(
+    grow_tool: ModuleType, tiny_model: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(TrainError, match='no sink rays'):
+        with_arm(load_checkpoint(tiny_model), 'kuka_iiwa')
+    with pytest.raises(SystemExit):  # not a known chain
+        grow_tool.main([str(tiny_model), str(tmp_path / 'bad'), '--sink-rays', '0.5', '--arm', 'ur5'])
+    assert grow_tool.main([str(tiny_model), str(tmp_path / 'warp'), '--sink-rays', '0.5', '--sink-warp', '1']) == 0
+    warp = load_checkpoint(tmp_path / 'warp')
+    c = warp.config.vae.latent_channels
+    first = 2 * c + warp.generator.rays.num_channels  # the sink warp's channels: [first, first + c + 1)
+    with torch.no_grad():
+        warp.generator.patch_embed.weight[:, first : first + c + 1] = 1.0  # as if trained
+    save_checkpoint(warp, tmp_path / 'trained_warp', weight_dtype=torch.float32)
+    assert grow_tool.main([str(tmp_path / 'trained_warp'), str(tmp_path / 'arm'), '--arm', 'kuka_iiwa']) == 0
+    widened = load_checkpoint(tmp_path / 'arm')
+    assert widened.config.generator.arm_chain == 'kuka_iiwa'
+    # [noisy, previous, rays, sink warp, arm]: the arm's zero weights come after the warp's
+    weights = widened.generator.patch_embed.weight
+    assert (weights[:, first : first + c + 1] == 1).all() and weights[:, first + c + 1 :].abs().sum() == 0
+    _assert_stream_alike(load_checkpoint(tmp_path / 'trained_warp'), widened)
+    with pytest.raises(TrainError, match='already draws the arm'):
+        with_arm(widened, 'kuka_iiwa')
 
 
 def test_a_deepened_checkpoint_streams_as_before_until_trained_and_loads_from_shards(

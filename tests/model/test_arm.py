@@ -1,0 +1,126 @@
+"""The arm drawing: kinematics and coverage checked against pybullet, the renderer of our recordings."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from aapt_ros.model.arm import KUKA_IIWA, NEAR, ArmDrawing, chain_from_urdf
+from aapt_ros.model.config import CameraConfig, ConfigError, GeneratorConfig
+from tests.conftest import tiny_config
+
+p = pytest.importorskip('pybullet')
+pybullet_data = pytest.importorskip('pybullet_data')
+sim_scene = pytest.importorskip('aapt_ros.data.sim_scene')
+
+URDF = f'{pybullet_data.getDataPath()}/kuka_iiwa/model.urdf'
+
+
+def base_matrix(position: tuple[float, ...], quaternion: tuple[float, ...]) -> torch.Tensor:
+    rotation = np.array(p.getMatrixFromQuaternion(quaternion)).reshape(3, 3)
+    return torch.tensor(np.concatenate([rotation, np.array(position)[:, None]], axis=1), dtype=torch.float32)[None]
+
+
+def test_the_built_in_chain_is_the_urdf_of_the_recordings() -> None:
+    chain = chain_from_urdf(URDF, KUKA_IIWA.tip, KUKA_IIWA.radii)
+    assert chain.joint_names == KUKA_IIWA.joint_names
+    assert chain.axes == KUKA_IIWA.axes
+    np.testing.assert_allclose(chain.origins, KUKA_IIWA.origins, atol=1e-9)
+    with pytest.raises(ConfigError, match='8 links need as many radii'):
+        chain_from_urdf(URDF, KUKA_IIWA.tip, (0.1,))
+
+
+def test_forward_kinematics_puts_every_joint_where_pybullet_does() -> None:
+    drawing = ArmDrawing(CameraConfig(), 16, 16, KUKA_IIWA)
+    client = p.connect(p.DIRECT)
+    try:
+        p.setAdditionalSearchPath(pybullet_data.getDataPath(), physicsClientId=client)
+        position, quaternion = (-0.4, 0.1, 0.625), p.getQuaternionFromEuler([0.1, -0.2, 0.3])
+        arm = p.loadURDF('kuka_iiwa/model.urdf', position, quaternion, useFixedBase=True, physicsClientId=client)
+        joints = np.random.default_rng(0).uniform(-2, 2, 7)
+        for j, q in enumerate(joints):
+            p.resetJointState(arm, j, q, physicsClientId=client)
+        expected = [p.getLinkState(arm, j, computeForwardKinematics=True, physicsClientId=client)[4] for j in range(7)]
+    finally:
+        p.disconnect(client)
+    points = drawing.points(torch.tensor(joints)[None], base_matrix(position, quaternion))[0]  # (9, 3)
+    np.testing.assert_allclose(points[0].numpy(), position, atol=1e-6)
+    np.testing.assert_allclose(points[1:8].numpy(), np.array(expected), atol=1e-5)
+
+
+def look_at(eye: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Optical frame (z forward, x right, y down) at ``eye`` looking at ``target``: R (3, 3), quaternion xyzw."""
+    z = (target - eye) / np.linalg.norm(target - eye)
+    x = np.cross(z, [0.0, 0.0, 1.0])
+    x /= np.linalg.norm(x)
+    rotation = np.stack([x, np.cross(z, x), z], axis=1)
+    w = math.sqrt(1 + np.trace(rotation)) / 2
+    quaternion = np.array(
+        [
+            (rotation[2, 1] - rotation[1, 2]) / (4 * w),
+            (rotation[0, 2] - rotation[2, 0]) / (4 * w),
+            (rotation[1, 0] - rotation[0, 1]) / (4 * w),
+            w,
+        ]
+    )
+    return rotation, quaternion
+
+
+def test_the_drawn_arm_covers_the_pixels_pybullet_renders_it_in() -> None:
+    k = sim_scene.Intrinsics.from_fov(128, 128, 60.0)
+    drawing = ArmDrawing(CameraConfig(fx=k.fx, fy=k.fy, cx=k.cx, cy=k.cy), 16, 16, KUKA_IIWA)
+    ious = []
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        with sim_scene.bullet_client() as client:
+            scene = sim_scene.build_scene(client, rng, rng.uniform(-1.2, 1.2, 7), rate_hz=15.0)
+            # pybullet reports the base's centre of mass; the link frame is where it was loaded.
+            com, com_quaternion = p.getBasePositionAndOrientation(scene.arm, physicsClientId=client)
+            inertial = p.getDynamicsInfo(scene.arm, -1, physicsClientId=client)[3:5]
+            position, quaternion = p.multiplyTransforms(com, com_quaternion, *p.invertTransform(*inertial))
+            joints, _ = scene.joint_state()
+            azimuth = rng.uniform(0, 2 * math.pi)
+            eye = sim_scene.WORKSPACE_CENTER + 1.6 * np.array(
+                [math.cos(0.5) * math.cos(azimuth), math.cos(0.5) * math.sin(azimuth), math.sin(0.5)]
+            )
+            rotation, camera_quaternion = look_at(eye, sim_scene.WORKSPACE_CENTER)
+            _, _, bodies = scene.render_geometry(k, eye, camera_quaternion)
+        rendered = (bodies == scene.arm).reshape(16, 8, 16, 8).mean(axis=(1, 3)) > 0.5
+        base = base_matrix(position, quaternion)[0].double().numpy()
+        in_camera = np.concatenate([rotation.T @ base[:, :3], rotation.T @ (base[:, 3:] - eye[:, None])], axis=1)
+        channels = drawing(torch.tensor(joints)[None], torch.tensor(in_camera)[None])[0]  # (9, 16, 16)
+        assert channels.shape == (KUKA_IIWA.num_links + 1, 16, 16)
+        drawn = channels[:-1].sum(0).numpy() > 0.5
+        ious.append((rendered & drawn).sum() / (rendered | drawn).sum())
+        assert 0.3 < channels[-1].max() < 2.0  # 1 / depth of an arm 0.5-2 m away (within a pixel's mean)
+    assert min(ious) > 0.5, ious  # capsules, not meshes: the housings bulge, the wrist is thin
+
+
+def test_an_arm_behind_the_camera_is_not_drawn() -> None:
+    drawing = ArmDrawing(CameraConfig(), 16, 16, KUKA_IIWA)
+    joints = torch.zeros(1, 7)  # straight up along the base's z
+    in_front = torch.tensor([[[1.0, 0, 0, 0], [0, 0, -1, 0.3], [0, 1, 0, 1.5]]])  # base 1.5 m ahead, arm up (-y)
+    behind = in_front.clone()
+    behind[0, 2, 3] = -NEAR - 1.5
+    assert drawing(joints, in_front)[0, :-1].sum() > 5
+    assert drawing(joints, behind).abs().sum() == 0
+
+
+def test_an_unknown_base_draws_nothing_and_the_config_is_checked() -> None:
+    from aapt_ros.model.generator import CausalGenerator
+
+    net = CausalGenerator(tiny_config(sink_ray_origin_scale=1.0, arm_chain='kuka_iiwa'))
+    eye, zero = torch.eye(3)[None], torch.zeros(1, 3)
+    rays = net.conditioning(eye, zero, eye, zero, action=torch.zeros(1, 7), arm_base=torch.zeros(1, 3, 4))
+    assert rays.shape[1] == 12 + KUKA_IIWA.num_links + 1 and rays[:, 12:].abs().sum() == 0
+    with pytest.raises(ValueError, match='pass action and arm_base'):
+        net.conditioning(eye, zero, eye, zero)
+    with pytest.raises(ConfigError, match=r'unknown generator\.arm_chain'):
+        GeneratorConfig(sink_ray_origin_scale=1.0, arm_chain='ur5')
+    with pytest.raises(ConfigError, match='needs sink rays'):
+        GeneratorConfig(arm_chain='kuka_iiwa')
+    with pytest.raises(ConfigError, match=r'needs the joint positions \[.lbr_iiwa_joint_7.\]'):
+        GeneratorConfig(sink_ray_origin_scale=1.0, arm_chain='kuka_iiwa', action_names=KUKA_IIWA.joint_names[:6])
