@@ -182,7 +182,18 @@ class CameraClient(Node):
         return None
 
     def reset(self, timeout: float = 10.0) -> Trigger.Response:
+        """Call the node's reset service. The request is sent again every 2 s until the timeout: a
+        service can report ready to the client before its reply path has matched (a DDS discovery
+        race), and that first reply is then lost; a reset is idempotent, so repeating it is safe."""
+        deadline = time.monotonic() + timeout
         self.spin_until(lambda: self.reset_client.service_is_ready(), timeout, 'the reset service')
-        future = self.reset_client.call_async(Trigger.Request())
-        self.spin_until(future.done, timeout, 'the reset response')
-        return future.result()
+        while True:
+            future = self.reset_client.call_async(Trigger.Request())
+            remaining = deadline - time.monotonic()
+            try:
+                self.spin_until(future.done, min(2.0, max(remaining, 0.0)), 'the reset response')
+                return future.result()
+            except ReplayError:
+                self.reset_client.remove_pending_request(future)
+                if time.monotonic() >= deadline:
+                    raise ReplayError(f'timed out after {timeout:.0f} s waiting for the reset response') from None
