@@ -124,6 +124,13 @@ def with_sink_rays(start: Checkpoint, origin_scale: float) -> Checkpoint:
     return _with_new_inputs(start, config, 2 * start.config.vae.latent_channels + 6)
 
 
+def _require_sink_rays(start: Checkpoint, what: str) -> None:
+    """TrainError unless ``start`` has sink rays: ``what`` reads the camera in the sink frame."""
+    if start.config.generator.sink_ray_origin_scale <= 0:
+        name = start.path or 'the checkpoint'
+        raise TrainError(f'{name} has no sink rays, which {what} needs: add them first (--sink-rays)')
+
+
 def with_sink_warp(start: Checkpoint, depths: tuple[float, ...]) -> Checkpoint:
     """``start`` with the sink latent seen at ``depths`` added to its camera input
     (``generator.sink_warp_depths``, see ``model.plane_sweep``), with zero weights: it streams as
@@ -132,8 +139,7 @@ def with_sink_warp(start: Checkpoint, depths: tuple[float, ...]) -> Checkpoint:
     name = start.path or 'the checkpoint'
     if g.sink_warp_depths:
         raise TrainError(f'{name} already has a sink warp (depths {list(g.sink_warp_depths)})')
-    if g.sink_ray_origin_scale <= 0:
-        raise TrainError(f'{name} has no sink rays, which the sink warp needs: add them first (--sink-rays)')
+    _require_sink_rays(start, 'the sink warp')
     config = start.config.with_generator(sink_warp_depths=tuple(depths))
     return _with_new_inputs(start, config, 2 * start.config.vae.latent_channels + start.generator.rays.num_channels)
 
@@ -145,8 +151,7 @@ def with_arm(start: Checkpoint, chain: str) -> Checkpoint:
     name = start.path or 'the checkpoint'
     if g.arm_chain:
         raise TrainError(f'{name} already draws the arm {g.arm_chain!r}')
-    if g.sink_ray_origin_scale <= 0:
-        raise TrainError(f'{name} has no sink rays, which the arm drawing needs: add them first (--sink-rays)')
+    _require_sink_rays(start, 'the arm drawing')
     config = start.config.with_generator(arm_chain=chain)
     rays = start.generator.rays.num_channels
     warp = start.generator.sink_warp.num_channels(start.config.vae.latent_channels) if start.generator.sink_warp else 0
