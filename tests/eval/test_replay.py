@@ -146,3 +146,15 @@ def test_fast_decoder_on_a_model_without_one_is_a_clear_error(
 ) -> None:
     assert _run(tiny_model, held_out_bags[:1], tmp_path / 'fast', '--decoder', 'fast') == 1
     assert 'has no fast decoder' in capsys.readouterr().err
+
+
+def test_an_arm_model_reads_the_base_from_the_bag_and_refuses_a_bag_without_it(
+    tmp_path: Path, held_out_bags: list[Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.conftest import save_tiny_model
+
+    model = save_tiny_model(tmp_path / 'arm', sink_ray_origin_scale=0.5, arm_chain='kuka_iiwa')
+    assert _run(model, held_out_bags[:1], tmp_path / 'with_base') == 0  # sim_messages writes /tf_static
+    old = write_bag(tmp_path / 'old', sim_messages(n=66, rate_hz=30.0, size=(64, 48), arm_base=None))
+    assert _run(model, [old], tmp_path / 'without_base') == 1
+    assert 'the model draws the arm from its base pose, which this episode lacks' in capsys.readouterr().err
