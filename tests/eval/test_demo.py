@@ -11,7 +11,7 @@ from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import Image
 
 from aapt_ros.data.bags import read_messages
-from aapt_ros.eval.demo import main
+from aapt_ros.eval.demo import DEFAULT_BAG, arm_base_pose, main
 
 
 def test_demo_writes_video_bag_and_summary_and_prints_the_rate(
@@ -47,3 +47,12 @@ def test_demo_reports_a_model_that_cannot_load(tmp_path: Path, capsys: pytest.Ca
     args = ['--model', str(tmp_path / 'missing'), '--output-dir', str(tmp_path / 'run'), '--timeout', '60']
     assert main(args) == 1
     assert f'model config not found: {tmp_path / "missing"}' in capsys.readouterr().err
+
+
+def test_the_node_gets_the_arm_base_of_the_bag_and_nothing_from_a_bag_without_it(tmp_path: Path) -> None:
+    from tests.data.synthetic_bags import sim_messages, write_bag
+
+    base = arm_base_pose(DEFAULT_BAG)  # the sample bag, recorded by aapt-record-sim
+    assert len(base) == 7 and base[2] == pytest.approx(0.625)  # the link frame sits on the table top
+    assert abs(sum(q * q for q in base[3:]) - 1) < 1e-9
+    assert arm_base_pose(write_bag(tmp_path / 'old', sim_messages(3, arm_base=None))) == []
