@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from aapt_ros.data.bags import TYPESTORE, BagError, BagWriter, read_messages
 from aapt_ros.data.episodes import bag_topics
+from aapt_ros.data.mapping import SIM_MAPPING
 from aapt_ros.eval.live import CameraClient, NodeProcess, ReplayError
 from aapt_ros.model.checkpoint import CONFIG_FILE, CheckpointError, load_config
 from aapt_ros.node.conversions import stamp_to_ns
@@ -50,8 +51,6 @@ POSE_TOPIC = '/camera/pose'
 ACTION_TOPIC = '/joint_commands'
 IMAGE_TOPIC = '/camera/image_raw/compressed'
 NAMESPACE = '/aapt_demo'
-TF_STATIC_TOPIC = '/tf_static'
-ARM_BASE_FRAME = 'lbr_iiwa_link_0'  # the arm's root link, as aapt-record-sim names it
 
 
 @dataclass(frozen=True)
@@ -89,13 +88,14 @@ def first_image(bag: Path, topic: str, size: tuple[int, int]) -> Image:
     return array_to_image_msg(rgb, 'rgb8')
 
 
-def arm_base_pose(bag: Path, frame: str = ARM_BASE_FRAME) -> list[float]:
+def arm_base_pose(bag: Path, frame: str = SIM_MAPPING.arm_base_frame) -> list[float]:
     """The node's arm_base_pose parameter (x, y, z, qx, qy, qz, qw) from the bag's static transform
     to ``frame``; empty when the bag has none (an older recording: the node then warns)."""
-    if TF_STATIC_TOPIC not in bag_topics(bag)[0]:
+    topic = SIM_MAPPING.tf_static_topic  # where aapt-record-sim writes it
+    if topic not in bag_topics(bag)[0]:
         return []
     pose: list[float] = []
-    for message in read_messages(bag, [TF_STATIC_TOPIC]):
+    for message in read_messages(bag, [topic]):
         for transform in TYPESTORE.deserialize_cdr(message.data, message.msgtype).transforms:
             if transform.child_frame_id.lstrip('/') == frame:
                 t, q = transform.transform.translation, transform.transform.rotation

@@ -76,6 +76,13 @@ def relative_motion(previous: Pose, current: Pose) -> tuple[np.ndarray, np.ndarr
     return rotation, translation
 
 
+def pose_in_frame(frame: Pose, pose: Pose) -> np.ndarray:
+    """``pose`` seen from ``frame`` as one (3, 4) float64 [R | t] (``relative_motion`` side by side):
+    how the arm's base enters the engine, in its stream's first camera frame."""
+    rotation, translation = relative_motion(frame, pose)
+    return np.concatenate([rotation, translation[:, None]], axis=1)
+
+
 def latent_ray_directions(camera: CameraConfig, latent_height: int, latent_width: int) -> torch.Tensor:
     """(3, h, w) float64 unit rays through the centres of the latent cells, in the camera frame."""
     # Centre of each latent cell in image pixel coordinates (pixel i has its centre at i).

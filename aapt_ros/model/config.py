@@ -125,7 +125,6 @@ class GeneratorConfig:
             raise ConfigError(
                 'generator.sink_warp_depths needs sink rays (sink_ray_origin_scale > 0): both use the sink pose'
             )
-
         if self.arm_chain and self.sink_ray_origin_scale <= 0:
             raise ConfigError(
                 'generator.arm_chain needs sink rays (sink_ray_origin_scale > 0): the base is in the sink frame'

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from aapt_ros.model.camera import Pose, relative_motion
+from aapt_ros.model.camera import Pose, pose_in_frame, relative_motion
 from aapt_ros.model.checkpoint import Checkpoint
 from aapt_ros.model.config import CameraConfig
 from aapt_ros.streaming.engine import EngineError, StreamEngine
@@ -150,10 +150,7 @@ class StreamingSession:
         pose = pose.validated()
         actions = self._check_action(action)
         frame = self._check_first_frame(first_frame)
-        bases = None
-        if arm_base is not None:
-            rotation, translation = relative_motion(pose, arm_base.validated())  # the base in the first camera
-            bases = np.concatenate([rotation, translation[:, None]], axis=1)[None]  # (1, 3, 4)
+        bases = pose_in_frame(pose, arm_base.validated())[None] if arm_base is not None else None  # (1, 3, 4)
         self.reset()
         self.engine.start(ALL, frame[None], actions, bases)
         self._previous_pose = pose

@@ -22,7 +22,7 @@ from torch.utils.data import Dataset, Subset
 from aapt_ros.data.clips import FRAMES, ClipDataset, frames_to_float
 from aapt_ros.data.episodes import sim_mapping
 from aapt_ros.data.mapping import TopicMapping, load_mapping
-from aapt_ros.model.camera import Pose, relative_motion
+from aapt_ros.model.camera import Pose, pose_in_frame, relative_motion
 from aapt_ros.model.config import ModelConfig
 from aapt_ros.training.config import DataConfig, TrainError, expand_bags
 
@@ -173,7 +173,7 @@ def relative_motions(positions: torch.Tensor, orientations: torch.Tensor) -> Cam
 
 def arm_bases_in_sink(positions: torch.Tensor, orientations: torch.Tensor, arm_base: torch.Tensor) -> torch.Tensor:
     """Each clip's arm base link in its sink (frame 0) camera frame, as ``StreamingSession.start``
-    hands it to the engine: (B, 3, 4) float64 [R | t].
+    hands it to the engine (``pose_in_frame``): (B, 3, 4) float64 [R | t].
 
     positions (B, F, 3), orientations (B, F, 4) xyzw: the clips' cameras; arm_base (B, 7): the base
     link's x, y, z, qx, qy, qz, qw in the same frame (the episode's ``arm_base``).
@@ -184,6 +184,5 @@ def arm_bases_in_sink(positions: torch.Tensor, orientations: torch.Tensor, arm_b
     for i in range(len(base)):
         camera = Pose(tuple(pos[i]), tuple(ori[i] / np.linalg.norm(ori[i]))).validated()
         link = Pose(tuple(base[i, :3]), tuple(base[i, 3:] / np.linalg.norm(base[i, 3:]))).validated()
-        rotation, translation = relative_motion(camera, link)
-        bases[i] = np.concatenate([rotation, translation[:, None]], axis=1)
+        bases[i] = pose_in_frame(camera, link)
     return torch.from_numpy(bases)
