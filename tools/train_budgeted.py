@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from aapt_ros.model.checkpoint import CARD_FILE, GENERATOR_FILE, VAE_FILE, load_weights_file, save_sharded, shard_paths
+from aapt_ros.model.config import ConfigError
 from aapt_ros.training.checkpoints import STATE_DIR, STATE_JSON
 from aapt_ros.training.config import stage_of_run
 
@@ -38,7 +39,7 @@ CALIBRATION_STEPS = (10, 40)  # the first steps (compilation, caches) are timed 
 STAGE_OVERHEAD_S = 60  # kept free for a stage's calibration before it starts
 VALIDATIONS = 6  # per run, plus the final one
 VALIDATION_STEPS = 2  # a validation's time in training steps (forward passes only; a rough guess)
-AUTOENCODER_STAGES = ('vae', 'decoder')  # the stages that change the autoencoder and keep the generator
+AUTOENCODER_STAGES = ('vae', 'decoder')  # the stages (and their variants) that train the autoencoder
 
 
 def train(stage: str, output: Path, overrides: list[str], *extra: str) -> float:
@@ -52,6 +53,15 @@ def train(stage: str, output: Path, overrides: list[str], *extra: str) -> float:
     return time.time() - started
 
 
+def changes_autoencoder(run: str) -> bool:
+    """Whether the run folder ``run`` is of a stage that trains the autoencoder (a grown or copied
+    checkpoint's folder is of none)."""
+    try:
+        return stage_of_run(run) in AUTOENCODER_STAGES
+    except ConfigError:
+        return False
+
+
 def trained_seconds(folder: Path) -> float:
     return float(json.loads((folder / STATE_DIR / STATE_JSON).read_text())['scalars']['wall_s'])
 
@@ -62,7 +72,7 @@ def pack(runs: Path, out: Path, summary: dict[str, dict[str, float]]) -> None:
             generator_files = {p.name for p in shard_paths(folder / GENERATOR_FILE)}  # packed apart, in bf16
             for path in sorted(folder.rglob('*')):
                 skip = STATE_DIR in path.parts or path.name in generator_files
-                if path.is_file() and not skip and (path.name != VAE_FILE or folder.name in AUTOENCODER_STAGES):
+                if path.is_file() and not skip and (path.name != VAE_FILE or changes_autoencoder(folder.name)):
                     tar.add(path, arcname=str(path.relative_to(runs.parent)))
     (out / 'summary.json').write_text(json.dumps(summary, indent=1))
 
@@ -127,7 +137,7 @@ def main() -> int:
         )
         say(f'{stage}: done in {wall:.0f} s\n' + (output / CARD_FILE).read_text())
         summary[stage] = {'ms_per_step': per_step * 1e3, 'steps': steps, 'seconds': wall}
-        if stage not in AUTOENCODER_STAGES:
+        if not changes_autoencoder(stage):
             weights = load_weights_file(output / GENERATOR_FILE)
             bf16 = {k: v.to(torch.bfloat16) for k, v in weights.items()}
             save_sharded(bf16, args.pack / f'{stage}_generator.safetensors')

@@ -82,6 +82,10 @@ class VAELossConfig:
     scale_batches: int = 8  # batches of training frames measured to set latent_scale
 
 
+DECODER_LATENTS = ('recorded', 'rollout')
+PIXEL_LOSSES = ('l1', 'mse')
+
+
 @dataclass(frozen=True)
 class DecoderConfig:
     """Stage ``decoder``: the light per-frame decoder (model/fast_decoder.py), trained on the frozen
@@ -95,10 +99,24 @@ class DecoderConfig:
     # that sensitivity. Kept small: the decoder learns E[frame | noisy latent], so a std near the
     # generator's own error (RMS about 0.3 per element) would teach it to blur every frame.
     latent_noise: float = 0.05
+    # What it learns to decode. 'recorded': the encoder's latents of recorded frames (plus
+    # latent_noise). 'rollout': the latents the checkpoint's generator makes when it rolls the
+    # recorded clips out from their frame 0, one pass per frame on its own outputs, as the engine
+    # runs; the decoder then learns the frame each generated latent stands for from the very
+    # latents it gets at inference (needs an 'adversarial' checkpoint; latent_noise is not added).
+    latents: str = 'recorded'
+    # 'l1' or 'mse'. Where a generated latent leaves the frame uncertain, L1 learns the median
+    # image and MSE the mean, which is what PSNR scores.
+    pixel_loss: str = 'l1'
 
     def __post_init__(self) -> None:
         if self.channels < 16:  # FastDecoder keeps its later layers at >= 16 channels
             raise ConfigError(f'decoder.channels must be >= 16 (the default is 128), got {self.channels}')
+        if self.latents not in DECODER_LATENTS or self.pixel_loss not in PIXEL_LOSSES:
+            raise ConfigError(
+                f'decoder.latents must be one of {DECODER_LATENTS} and decoder.pixel_loss one of {PIXEL_LOSSES}, '
+                f'got {self.latents!r}, {self.pixel_loss!r}'
+            )
         if not (0 <= self.latent_noise < 1 and self.ssim_weight >= 0):
             raise ConfigError(
                 'decoder.latent_noise must be in [0, 1) (latents have about unit std) and decoder.ssim_weight '

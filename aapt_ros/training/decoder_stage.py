@@ -6,10 +6,20 @@ width ``decoder.channels`` is added (``vae.fast_decoder_channels``) and trained,
 encoder's latents of recorded frames, each frame on its own:
 
 - latents = vae.encode(frames) + decoder.latent_noise * n, n ~ N(0, 1), no gradient to the encoder;
-- loss = L1 + decoder.ssim_weight * (1 - SSIM) of vae.decode_fast(latents) against the frames.
+- loss = L1 (or MSE, ``decoder.pixel_loss``) + decoder.ssim_weight * (1 - SSIM) of
+  vae.decode_fast(latents) against the frames.
 
 The card scores both decoders on the same held-out frames, so the quality given up for speed is
 visible. A checkpoint that already has a fast decoder of this width continues training it.
+
+With ``decoder.latents: rollout`` (our addition) the latents are instead the generator's own: the
+checkpoint's generator rolls each recorded clip out from its frame 0, one pass per frame on its
+own outputs, exactly as the engine streams (``adversarial_stage.draw_sample``, no gradient), and
+the decoder learns to turn generated frames 1.. into the recorded ones. A decoder fitted to the
+encoder's latents decodes the generator's blurred, off-manifold latents as if they were exact;
+fitted to the rollout it learns the image each generated latent stands for, which is what the
+held-out metrics score. The card then also scores the decoder on held-out rollouts before and
+after.
 """
 
 from __future__ import annotations
@@ -18,21 +28,27 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from aapt_ros.data.clips import FRAMES
 from aapt_ros.model.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from aapt_ros.model.config import ModelConfig
+from aapt_ros.model.generator import CausalGenerator
 from aapt_ros.model.vae import VideoAutoencoder
+from aapt_ros.training.adversarial_stage import draw_sample
 from aapt_ros.training.checkpoints import write_outputs
 from aapt_ros.training.config import TrainConfig, TrainError
-from aapt_ros.training.data import Clip, load_splits, rank_share
+from aapt_ros.training.data import Clip, batch, load_splits, rank_share, step_generator
+from aapt_ros.training.flow_stage import VAL_SEED_OFFSET, latent_shape
 from aapt_ros.training.loop import mean_first_last, resolve_device, train, writes_outputs
 from aapt_ros.training.losses import reconstruction_loss
-from aapt_ros.training.vae_stage import reconstruction_metrics
+from aapt_ros.training.vae_stage import add_frame_scores, reconstruction_metrics
 
 
-def _load_start(path: Path, channels: int) -> Checkpoint:
-    """The checkpoint (of any stage) that gets a fast decoder of width ``channels``."""
+def _load_start(path: Path, channels: int, latents: str) -> Checkpoint:
+    """The checkpoint that gets a fast decoder of width ``channels``: of any stage for recorded
+    latents, of stage adversarial (a generator that streams one pass per frame) for its rollouts."""
     try:
         start = load_checkpoint(path)
     except CheckpointError as err:
@@ -49,7 +65,51 @@ def _load_start(path: Path, channels: int) -> Checkpoint:
             f'decoder.channels is {channels}; set decoder.channels={vae.fast_decoder_channels} to continue '
             'training it, or start from a checkpoint without one'
         )
+    if latents == 'rollout' and start.config.stage != 'adversarial':
+        raise TrainError(
+            f"decoder.latents: rollout decodes the generator's one-pass rollouts, so it needs an 'adversarial' "
+            f'checkpoint; {path} is {start.config.stage!r}'
+        )
     return start
+
+
+@torch.no_grad()
+def rollout_latents(
+    net: CausalGenerator,
+    vae: VideoAutoencoder,
+    model_config: ModelConfig,
+    clips: Clip,
+    noise: torch.Tensor,
+) -> torch.Tensor:
+    """(B, F - 1, C, h, w): the generator's one-pass rollout of frames 1.. of each clip, started
+    from the recorded frame 0; noise (B, F, C, h, w) on the CPU. Under CUDA autocast the KV cache
+    is bfloat16, as the engine keeps it there."""
+    device = clips[FRAMES].device
+    bf16 = device.type == 'cuda' and torch.is_autocast_enabled(device.type)
+    cache_dtype = torch.bfloat16 if bf16 else torch.float32
+    return draw_sample(net, vae, clips, noise.to(device), teacher=False, cache_dtype=cache_dtype).fake[:, 1:]
+
+
+def rollout_metrics(
+    vae: VideoAutoencoder,
+    net: CausalGenerator,
+    model_config: ModelConfig,
+    config: TrainConfig,
+    splits_val: torch.utils.data.Dataset[Clip],
+    device: torch.device,
+) -> dict[str, float]:
+    """Mean PSNR (dB) and SSIM of the fast decoder's images of held-out rollouts (frames 1..)
+    against the recorded frames; the clips and the noise depend on the seed only."""
+    psnrs: list[float] = []
+    ssims: list[float] = []
+    for k in range(config.val_batches):
+        generator = step_generator(config.optim.seed, VAL_SEED_OFFSET - k)
+        clips = batch(splits_val, config.optim.batch_size, generator, device)
+        noise = torch.randn(latent_shape(model_config, *clips[FRAMES].shape[:2]), generator=generator)
+        with torch.no_grad():
+            images = vae.decode_fast(rollout_latents(net, vae, model_config, clips, noise))
+        add_frame_scores(images.flatten(0, 1), clips[FRAMES][:, 1:].flatten(0, 1), psnrs, ssims)
+    return {'rollout_psnr': float(np.mean(psnrs)), 'rollout_ssim': float(np.mean(ssims))}
 
 
 def _millions(module: torch.nn.Module) -> str:
@@ -60,7 +120,8 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
     """Train the fast decoder, then write the checkpoint and card to ``config.output``; returns the card's values."""
     folder = Path(config.output)
     options = config.decoder
-    start = _load_start(Path(config.model), options.channels)
+    on_rollouts = options.latents == 'rollout'
+    start = _load_start(Path(config.model), options.channels, options.latents)
     vae_config = dataclasses.replace(start.config.vae, fast_decoder_channels=options.channels)
     model_config = dataclasses.replace(start.config, vae=vae_config)  # stage and sampling steps: the start's
     device = resolve_device(config.device)
@@ -74,18 +135,26 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
     fast = vae.fast_decoder
     assert fast is not None  # vae_config.fast_decoder_channels >= 16
     fast.requires_grad_(True)
+    net = start.generator.to(device).eval().requires_grad_(False) if on_rollouts else None
 
     def loss_fn(clips: Clip, generator: torch.Generator) -> torch.Tensor:
         frames = clips[FRAMES]  # (b, F, 3, H, W) in [-1, 1], this rank's share of the batch
-        with torch.no_grad():
-            latents = vae.encode(frames)  # (b, F, C, h, w), about unit std
         size = config.optim.batch_size
-        noise = torch.randn((size, *latents.shape[1:]), generator=generator)[rank_share(size)].to(device)
-        recon = vae.decode_fast(latents + options.latent_noise * noise)  # (b, F, 3, H, W)
-        return reconstruction_loss(recon.flatten(0, 1), frames.flatten(0, 1), options.ssim_weight)
+        noise = torch.randn(latent_shape(model_config, size, frames.shape[1]), generator=generator)[rank_share(size)]
+        if net is not None:
+            latents = rollout_latents(net, vae, model_config, clips, noise)  # (b, F - 1, C, h, w)
+            frames = frames[:, 1:]  # frame 0 is the recorded start, not generated
+        else:
+            with torch.no_grad():
+                latents = vae.encode(frames) + options.latent_noise * noise.to(device)  # about unit std
+        recon = vae.decode_fast(latents)  # (b, F or F - 1, 3, H, W)
+        return reconstruction_loss(recon.flatten(0, 1), frames.flatten(0, 1), options.ssim_weight, options.pixel_loss)
 
     def validate() -> dict[str, float]:
-        return reconstruction_metrics(vae, splits.val, config, device, decode=vae.decode_fast)
+        scores = reconstruction_metrics(vae, splits.val, config, device, decode=vae.decode_fast)
+        if net is not None:
+            scores |= rollout_metrics(vae, net, model_config, config, splits.val, device)
+        return scores
 
     stats = train(
         config,
@@ -102,20 +171,36 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
         return {'steps': stats.step}
     fast_val = validate()
     full_val = reconstruction_metrics(vae, splits.val, config, device)  # the same frames
-    checkpoint = Checkpoint(model_config, vae.cpu(), start.generator, start.start_frame)
+    before: dict[str, float] = {}
+    if net is not None and start.vae.fast_decoder is not None:  # the decoder it continues, on the same rollouts
+        before = rollout_metrics(start.vae.to(device), net, model_config, config, splits.val, device)
+        start.vae.cpu()
+    checkpoint = Checkpoint(model_config, vae.cpu(), start.generator.cpu(), start.start_frame)
     loss_first, loss_last = mean_first_last(stats.losses)
-    loss_name = f'loss (L1 + {options.ssim_weight:g} (1 - SSIM)), first -> last 5 steps'
+    ssim_term = f' + {options.ssim_weight:g} (1 - SSIM)' if options.ssim_weight else ''
+    loss_name = f'loss ({options.pixel_loss.upper()}{ssim_term}), first -> last 5 steps'
+    noise = f'latent noise std {options.latent_noise:g}' if not on_rollouts else "on the generator's rollouts"
     card = {
         'steps': f'{stats.step} x batch {config.optim.batch_size}',
         'wall time': f'{stats.wall_s:.1f} s on {device}',
+        'latents decoded while training': (
+            f"the generator's one-pass rollouts of {config.data.clip_length}-frame recorded clips (frames 1..)"
+            if on_rollouts
+            else "the encoder's, of recorded frames"
+        ),
         loss_name: f'{loss_first:.4f} -> {loss_last:.4f}',
-        'fast decoder width': f'{options.channels}, latent noise std {options.latent_noise:g} while training',
+        'fast decoder width': f'{options.channels}, {noise} while training',
         'fast decoder parameters': f'{_millions(fast)} (full decoder {_millions(vae.decoder)})',
         'held-out reconstruction PSNR, fast decoder': f'{fast_val["psnr"]:.2f} dB',
         'held-out reconstruction PSNR, full decoder': f'{full_val["psnr"]:.2f} dB',
         'held-out reconstruction SSIM, fast decoder': f'{fast_val["ssim"]:.4f}',
         'held-out reconstruction SSIM, full decoder': f'{full_val["ssim"]:.4f}',
     }
+    if net is not None:
+        for name, unit, digits in (('PSNR', ' dB', 2), ('SSIM', '', 4)):
+            value = fast_val[f'rollout_{name.lower()}']
+            was = f'{before[f"rollout_{name.lower()}"]:.{digits}f} -> ' if before else ''
+            card[f"held-out rollout {name}, fast decoder (the start's ->) trained"] = f'{was}{value:.{digits}f}{unit}'
     write_outputs(folder, checkpoint, config, card, splits.bags)
     return {
         'steps': stats.step,
@@ -124,4 +209,5 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
         **fast_val,
         'full_psnr': full_val['psnr'],
         'full_ssim': full_val['ssim'],
+        **{f'{name}_before': value for name, value in before.items()},
     }

@@ -49,7 +49,13 @@ def _ssim_float32(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (num / den).mean()
 
 
-def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, ssim_weight: float) -> torch.Tensor:
-    """L1 + ssim_weight * (1 - SSIM) on images (N, 3, H, W) in [-1, 1]."""
+def reconstruction_loss(
+    recon: torch.Tensor, target: torch.Tensor, ssim_weight: float, pixel_loss: str = 'l1'
+) -> torch.Tensor:
+    """L1 (or MSE, pixel_loss 'mse') + ssim_weight * (1 - SSIM) on images (N, 3, H, W) in [-1, 1],
+    both measured in [0, 1]."""
     r, t = (recon.float() + 1) / 2, (target.float() + 1) / 2  # to [0, 1], SSIM's dynamic range
-    return F.l1_loss(r, t) + ssim_weight * (1 - ssim(r, t))
+    if pixel_loss not in ('l1', 'mse'):
+        raise ValueError(f"pixel_loss must be 'l1' or 'mse', got {pixel_loss!r}")
+    pixel = F.mse_loss(r, t) if pixel_loss == 'mse' else F.l1_loss(r, t)
+    return pixel + ssim_weight * (1 - ssim(r, t)) if ssim_weight else pixel

@@ -64,15 +64,22 @@ def reconstruction_metrics(
     """
     decode = decode or vae.decode
     vae.eval()
-    psnrs, ssims = [], []
+    psnrs: list[float] = []
+    ssims: list[float] = []
     for k in range(config.val_batches):
         generator = step_generator(config.optim.seed, VAL_SEED_OFFSET - k)
         frames = batch(dataset, config.optim.batch_size, generator, device)[FRAMES]  # (B, F, 3, H, W)
         recon = decode(vae.encode(frames))
-        for got, want in zip(to_uint8(recon.flatten(0, 1)), to_uint8(frames.flatten(0, 1)), strict=True):
-            psnrs.append(min(metrics.psnr(got, want), 100.0))  # an exact frame would be inf
-            ssims.append(metrics.ssim(got, want))
+        add_frame_scores(recon.flatten(0, 1), frames.flatten(0, 1), psnrs, ssims)
     return {'psnr': float(np.mean(psnrs)), 'ssim': float(np.mean(ssims))}
+
+
+def add_frame_scores(got: torch.Tensor, want: torch.Tensor, psnrs: list[float], ssims: list[float]) -> None:
+    """Append the PSNR (dB) and SSIM of each pair of images (N, 3, H, W) in [-1, 1], scored as the
+    uint8 frames the runtime publishes."""
+    for a, b in zip(to_uint8(got), to_uint8(want), strict=True):
+        psnrs.append(min(metrics.psnr(a, b), 100.0))  # an exact frame would be inf
+        ssims.append(metrics.ssim(a, b))
 
 
 @torch.no_grad()

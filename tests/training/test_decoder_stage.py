@@ -111,11 +111,53 @@ def test_decoder_stage_resume_repeats_an_uninterrupted_run(runs: dict[str, Any])
         ('decoder.latent_noise=-0.1', r'decoder.latent_noise must be in \[0, 1\)'),
         ('decoder.ssim_weight=-1', 'decoder.ssim_weight >= 0'),
         ('decoder.width=64', r"unknown key\(s\) \['width'\]"),
+        ('decoder.latents=generated', r"decoder.latents must be one of \('recorded', 'rollout'\)"),
+        ('decoder.pixel_loss=l2', r"decoder.pixel_loss one of \('l1', 'mse'\)"),
     ],
 )
 def test_bad_decoder_values_are_config_errors(override: str, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         load_train_config(TINY, 'decoder', [override])
+
+
+@pytest.fixture(scope='module')
+def rollout_runs(runs: dict[str, Any]) -> dict[str, Any]:
+    """Stage decoder on the rollouts of an (untrained) one-pass generator: first a fresh fast
+    decoder, then that one continued, both with the PSNR loss."""
+    tmp = runs['tmp']
+    start = load_checkpoint(tmp / 'start')
+    one_pass = dataclasses.replace(start, config=dataclasses.replace(start.config, stage='adversarial'))
+    save_checkpoint(one_pass, tmp / 'one_pass', weight_dtype=torch.float32)
+    common = ('decoder.latents=rollout', 'decoder.pixel_loss=mse', 'decoder.ssim_weight=0.1', 'optim.lr=0.01')
+    first = run_stage('decoder', tmp, f'model={tmp / "one_pass"}', f'output={tmp / "on_rollouts"}', *common)
+    again = run_stage(
+        'decoder', tmp, f'model={tmp / "on_rollouts"}', f'output={tmp / "on_rollouts_again"}', *common, 'optim.steps=2'
+    )
+    return {'tmp': tmp, 'first': first, 'again': again}
+
+
+def test_decoder_stage_learns_the_frames_of_the_generators_rollouts(rollout_runs: dict[str, Any]) -> None:
+    tmp, first, again = rollout_runs['tmp'], rollout_runs['first'], rollout_runs['again']
+    assert first['loss_last'] < 0.7 * first['loss_first']
+    assert 'rollout_psnr_before' not in first  # a fresh decoder has no "before"
+    start, out = load_checkpoint(tmp / 'one_pass'), load_checkpoint(tmp / 'on_rollouts')
+    assert out.config == dataclasses.replace(start.config, vae=out.config.vae)
+    for name, tensor in start.generator.state_dict().items():
+        assert torch.equal(out.generator.state_dict()[name], tensor), name
+    card = (tmp / 'on_rollouts' / CARD_FILE).read_text()
+    assert "the generator's one-pass rollouts of 6-frame recorded clips" in card
+    assert 'loss (MSE + 0.1 (1 - SSIM))' in card
+    assert f"held-out rollout PSNR, fast decoder (the start's ->) trained: {first['rollout_psnr']:.2f} dB" in card
+    # Continuing it scores the decoder it starts from on the same held-out rollouts.
+    assert again['rollout_psnr_before'] == pytest.approx(first['rollout_psnr'])
+    card = (tmp / 'on_rollouts_again' / CARD_FILE).read_text()
+    assert f'{again["rollout_psnr_before"]:.2f} -> {again["rollout_psnr"]:.2f} dB' in card
+
+
+def test_decoder_stage_on_rollouts_needs_a_one_pass_generator(runs: dict[str, Any]) -> None:
+    tmp = runs['tmp']
+    with pytest.raises(TrainError, match=r"needs an 'adversarial' checkpoint; .* is 'untrained'"):
+        run_stage('decoder', tmp, f'model={tmp / "start"}', f'output={tmp / "out"}', 'decoder.latents=rollout')
 
 
 def test_decoder_stage_needs_a_checkpoint_folder(tmp_path: Path) -> None:
