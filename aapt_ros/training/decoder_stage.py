@@ -19,7 +19,9 @@ the decoder learns to turn generated frames 1.. into the recorded ones. A decode
 encoder's latents decodes the generator's blurred, off-manifold latents as if they were exact;
 fitted to the rollout it learns the image each generated latent stands for, which is what the
 held-out metrics score. The card then also scores the decoder on held-out rollouts before and
-after.
+after. The rollouts cost most of each step. A fixed pool of rollouts made once (1024-4096 clips,
+reused for 500-2000 steps) was tried instead and lost its gain on held-out rollouts
+(docs/training), so every step rolls out afresh.
 """
 
 from __future__ import annotations
