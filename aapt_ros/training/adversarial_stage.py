@@ -286,6 +286,14 @@ class Trainer:
         self.nets = nn.ModuleDict(nets)  # one state dict for train_state/
         self.params = {name: list(module.parameters()) for name, module in self.nets.items()}
         groups: list[dict[str, Any]] = [{'params': self.params[GENERATOR], 'lr': adv.g_lr}]
+        rates = [adv.g_lr]
+        if adv.g_input_lr:  # the input projection apart, at its own rate
+            projection = {id(p) for p in net.patch_embed.parameters()}
+            groups = [
+                {'params': [p for p in self.params[GENERATOR] if id(p) not in projection], 'lr': adv.g_lr},
+                {'params': list(net.patch_embed.parameters()), 'lr': adv.g_input_lr},
+            ]
+            rates.append(adv.g_input_lr)
         if disc is not None:
             head = {id(p) for p in disc.head_parameters()}
             groups += [
@@ -293,7 +301,7 @@ class Trainer:
                 {'params': disc.head_parameters(), 'lr': adv.d_head_lr},
             ]
         self.optimizer = torch.optim.RMSprop(groups, alpha=adv.rmsprop_alpha)
-        self.rates = (adv.g_lr, adv.d_lr, adv.d_head_lr)[: len(groups)]  # per group, before the schedule
+        self.rates = (*rates, adv.d_lr, adv.d_head_lr)[: len(groups)]  # per group, before the schedule
         self.use_bf16 = config.bf16 and device.type == 'cuda'
         self.cache_dtype = torch.bfloat16 if self.use_bf16 else torch.float32
         self.plan = segments(config.data.clip_length, adv.segment_frames, adv.segment_overlap)
@@ -473,8 +481,10 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
             'generator adversarial loss, first -> last 5 steps': f'{g_first:.4f} -> {g_last:.4f}',
             'approximated R1 / R2': f'lambda {adv.r1_lambda:g} / {adv.r2_lambda:g}, sigma {adv.sigma:g}',
         }
-    rates = f'{adv.g_lr:g} (generator)' + (
-        f' / {adv.d_lr:g} (discriminator) / {adv.d_head_lr:g} (its head)' if trainer.judged else ''
+    rates = (
+        f'{adv.g_lr:g} (generator)'
+        + (f' / {adv.g_input_lr:g} (its input projection)' if adv.g_input_lr else '')
+        + (f' / {adv.d_lr:g} (discriminator) / {adv.d_head_lr:g} (its head)' if trainer.judged else '')
     )
     card['optimiser'] = f'RMSProp alpha {adv.rmsprop_alpha:g}, lr {rates}'
     card['held-out rollout latent MSE, start -> end (drift)'] = f'{stats.start_rollout_mse:.4f} -> {val:.4f}'

@@ -164,6 +164,11 @@ class AdversarialConfig:
     r2_lambda: float = 1000.0  # approximated R2: the same on generated frames (paper 1000)
     sigma: float = 0.1  # std of the perturbation n, in latent units (latents have about unit std; paper 0.1)
     g_lr: float = 1e-5  # RMSProp moves every weight by about lr per step: small for fine-tuning
+    # The rate of the generator's input projection (patch_embed), if not 0 (then g_lr). A grown
+    # checkpoint's new input channels start there at zero weight, and RMSProp moves each weight by
+    # about its rate per step, so channels added late stay small at g_lr (v9's arm weights: RMS
+    # 0.004, against 0.03-0.06 for the channels it had from the start).
+    g_input_lr: float = 0.0
     d_lr: float = 1e-5  # the discriminator's pretrained trunk
     # The discriminator's new, zero-initialised logit head learns from scratch and needs a rate of
     # its own (see discriminator.py).
@@ -196,6 +201,8 @@ class AdversarialConfig:
             )
         if min(self.r1_lambda, self.r2_lambda) < 0 or not self.sigma > 0:
             raise ConfigError('adversarial.r1_lambda and r2_lambda must be >= 0 and adversarial.sigma positive')
+        if self.g_input_lr < 0:
+            raise ConfigError(f'adversarial.g_input_lr must be >= 0 (0: g_lr), got {self.g_input_lr}')
         if not (min(self.g_lr, self.d_lr, self.d_head_lr) > 0 and 0 < self.rmsprop_alpha < 1) or self.d_steps < 1:
             raise ConfigError(
                 'adversarial.g_lr, d_lr and d_head_lr must be positive, rmsprop_alpha in (0, 1) and d_steps >= 1, '

@@ -394,6 +394,19 @@ def test_pure_regression_reduces_the_rollout_error_without_a_discriminator(chain
     assert 'discriminator pairing loss' not in card
 
 
+def test_the_input_projection_can_train_at_its_own_rate(chain: Path) -> None:
+    """At g_lr ~ 0 and g_input_lr 1e-3 only patch_embed (where grown inputs start at zero) moves."""
+    overrides = ['adversarial.adversarial_weight=0', 'adversarial.regression_weight=1', 'adversarial.g_lr=1.0e-12']
+    common = [f'model={chain / "distill"}', f'output={chain / "input_rate"}', 'adversarial.g_input_lr=1.0e-3']
+    run_stage('adversarial', chain, *common, 'optim.steps=2', 'optim.warmup_steps=0', *overrides)
+    before = load_checkpoint(chain / 'distill').generator.state_dict()
+    after = load_checkpoint(chain / 'input_rate').generator.state_dict()
+    moved = {name for name, tensor in before.items() if (after[name] - tensor).abs().max() > 1e-7}
+    assert moved == {'patch_embed.weight', 'patch_embed.bias'}
+    card = (chain / 'input_rate' / CARD_FILE).read_text()
+    assert 'lr 1e-12 (generator) / 0.001 (its input projection)' in card
+
+
 def test_pure_regression_can_start_from_the_flow_model(chain: Path) -> None:
     """Without a discriminator, the adapt model's one pass from noise is a generator to regress."""
     overrides = ['adversarial.adversarial_weight=0', 'adversarial.regression_weight=1', 'optim.steps=1']
