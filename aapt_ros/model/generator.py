@@ -126,16 +126,23 @@ class CausalGenerator(nn.Module):
             return PlaneSweep(config.camera, config.latent_height, config.latent_width, depths) if depths else None
 
         self.sink_warp, self.previous_warp = sweep(g.sink_warp_depths), sweep(g.previous_warp_depths)
-        warp_channels = sum(w.num_channels(v.latent_channels) for w in (self.sink_warp, self.previous_warp) if w)
         self.arm: ArmDrawing | None = None
         if g.arm_chain:
             chain = chain_named(g.arm_chain)
             self.arm = ArmDrawing(config.camera, config.latent_height, config.latent_width, chain)
             indices = torch.tensor([g.action_names.index(n) for n in chain.joint_names])
             self.register_buffer('arm_joint_indices', indices, persistent=False)  # the chain's joints in the actions
-        arm_channels = self.arm.num_channels if self.arm is not None else 0
-        # [noisy, previous, rays, sink warp, arm, previous warp] on channels
-        in_channels = 2 * v.latent_channels + self.rays.num_channels + warp_channels + arm_channels
+        # The parts of the input on channels, in order, and their widths (the ones this config has).
+        parts = {
+            'noisy': v.latent_channels,
+            'previous': v.latent_channels,
+            'rays': self.rays.num_channels,
+            'sink_warp': self.sink_warp.num_channels(v.latent_channels) if self.sink_warp else 0,
+            'arm': self.arm.num_channels if self.arm else 0,
+            'previous_warp': self.previous_warp.num_channels(v.latent_channels) if self.previous_warp else 0,
+        }
+        self.input_parts = {name: width for name, width in parts.items() if width}
+        in_channels = sum(self.input_parts.values())
         self.patch_embed = nn.Conv2d(in_channels, g.dim, g.patch_size, stride=g.patch_size)
         self.pos_embed = nn.Parameter(torch.randn(config.tokens_per_frame, g.dim) * 0.02)
         # The sink frame is the user's image, not a generated one: a learned marker tells them apart.
@@ -149,6 +156,15 @@ class CausalGenerator(nn.Module):
         for layer in (self.final_modulation, self.final_proj):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
+
+    def input_slice(self, part: str) -> slice:
+        """The channels of ``part`` (a key of ``input_parts``) in the input of ``patch_embed``."""
+        start = 0
+        for name, width in self.input_parts.items():
+            if name == part:
+                return slice(start, start + width)
+            start += width
+        raise KeyError(f'this generator has no input part {part!r}; it has {list(self.input_parts)}')
 
     def conditioning(
         self,

@@ -98,15 +98,16 @@ def generator_checkpoint(model_config: ModelConfig, trained: torch.nn.Module, st
     return Checkpoint(model_config, start.vae.cpu(), generator, start.start_frame)
 
 
-def _with_new_inputs(start: Checkpoint, config: ModelConfig, first: int) -> Checkpoint:
-    """``start``'s weights in a generator of ``config``, whose input has more channels from channel
-    ``first`` on ([noisy, previous, rays, sink warp, arm, previous warp] in that order). Their weights
-    are zero, so the result streams exactly as ``start`` until training teaches it to use them."""
+def _with_new_inputs(start: Checkpoint, config: ModelConfig, part: str) -> Checkpoint:
+    """``start``'s weights in a generator of ``config``, whose input has more channels at the end of
+    its ``part`` (``CausalGenerator.input_parts``). Their weights are zero, so the result streams
+    exactly as ``start`` until training teaches it to use them."""
     generator = CausalGenerator(config)
     weights = start.generator.state_dict()
     old = weights['patch_embed.weight']  # (dim, channels, p, p)
     widened = torch.zeros_like(generator.patch_embed.weight)  # (dim, channels + new, p, p)
     new = widened.shape[1] - old.shape[1]
+    first = generator.input_slice(part).stop - new
     widened[:, :first] = old[:, :first]
     widened[:, first + new :] = old[:, first:]
     generator.load_state_dict({**weights, 'patch_embed.weight': widened})
@@ -121,7 +122,7 @@ def with_sink_rays(start: Checkpoint, origin_scale: float) -> Checkpoint:
         name = start.path or 'the checkpoint'
         raise TrainError(f'{name} already has sink rays (origin scale {g.sink_ray_origin_scale})')
     config = start.config.with_generator(sink_ray_origin_scale=origin_scale)
-    return _with_new_inputs(start, config, 2 * start.config.vae.latent_channels + 6)
+    return _with_new_inputs(start, config, 'rays')  # the sink rays follow the rays
 
 
 def _require_sink_rays(start: Checkpoint, what: str) -> None:
@@ -141,7 +142,7 @@ def with_sink_warp(start: Checkpoint, depths: tuple[float, ...]) -> Checkpoint:
         raise TrainError(f'{name} already has a sink warp (depths {list(g.sink_warp_depths)})')
     _require_sink_rays(start, 'the sink warp')
     config = start.config.with_generator(sink_warp_depths=tuple(depths))
-    return _with_new_inputs(start, config, 2 * start.config.vae.latent_channels + start.generator.rays.num_channels)
+    return _with_new_inputs(start, config, 'sink_warp')
 
 
 def with_arm(start: Checkpoint, chain: str) -> Checkpoint:
@@ -153,9 +154,7 @@ def with_arm(start: Checkpoint, chain: str) -> Checkpoint:
         raise TrainError(f'{name} already draws the arm {g.arm_chain!r}')
     _require_sink_rays(start, 'the arm drawing')
     config = start.config.with_generator(arm_chain=chain)
-    rays = start.generator.rays.num_channels
-    warp = start.generator.sink_warp.num_channels(start.config.vae.latent_channels) if start.generator.sink_warp else 0
-    return _with_new_inputs(start, config, 2 * start.config.vae.latent_channels + rays + warp)
+    return _with_new_inputs(start, config, 'arm')
 
 
 def with_previous_warp(start: Checkpoint, depths: tuple[float, ...]) -> Checkpoint:
@@ -166,7 +165,7 @@ def with_previous_warp(start: Checkpoint, depths: tuple[float, ...]) -> Checkpoi
         name = start.path or 'the checkpoint'
         raise TrainError(f'{name} already has a previous-frame warp (depths {list(g.previous_warp_depths)})')
     config = start.config.with_generator(previous_warp_depths=tuple(depths))
-    return _with_new_inputs(start, config, start.generator.patch_embed.weight.shape[1])
+    return _with_new_inputs(start, config, 'previous_warp')
 
 
 def deepened(start: Checkpoint, depth: int) -> Checkpoint:
