@@ -25,6 +25,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from aapt_ros.model.camera import latent_ray_directions
 from aapt_ros.model.config import CameraConfig, ConfigError
@@ -151,7 +152,9 @@ def axis_rotations(axes: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
 class ArmDrawing(nn.Module):
     """Joint positions, the arm base and the camera -> (B, L + 1, h, w): per link (base link first)
     the fraction of each latent pixel its capsule covers, then the mean over the pixel of
-    1 / depth (metres along the ray) of the nearest covering link, 0 where none does.
+    1 / depth (metres along the ray) of the nearest covering link, 0 where none does. ``image``
+    gives the same drawing at its SUPERSAMPLING x finer samples, for the light decoder (an arm
+    16 image pixels per latent pixel coarse is drawn blurred however well it is placed).
 
     Computed in float32 whatever the module's dtype (the buffers are cast where used), as
     ``RayEncoder`` does."""
@@ -160,7 +163,7 @@ class ArmDrawing(nn.Module):
     joint_axes: torch.Tensor  # (J, 3)
     tip: torch.Tensor  # (3,)
     radii: torch.Tensor  # (L,) L = J + 1 links
-    sample_directions: torch.Tensor  # (3, S) unit rays of the S = h w s^2 samples, camera frame
+    sample_directions: torch.Tensor  # (3, S) unit rays of the S = h s w s samples, camera frame, image order
 
     def __init__(self, camera: CameraConfig, latent_height: int, latent_width: int, chain: ArmChain):
         super().__init__()
@@ -175,13 +178,9 @@ class ArmDrawing(nn.Module):
         self.register_buffer('tip', torch.tensor(chain.tip, dtype=torch.float32), persistent=False)
         self.register_buffer('radii', torch.tensor(chain.radii, dtype=torch.float32), persistent=False)
         # The rays of an s x s grid of samples in every latent pixel: the latent grid of an image
-        # s times finer, whose cells' centres latent_ray_directions gives.
-        s = SUPERSAMPLING
-        fine = latent_ray_directions(camera, latent_height * s, latent_width * s)  # (3, h s, w s)
-        # (3, h, s, w, s) -> (3, h w s s): a pixel's samples adjacent
-        samples = fine.reshape(3, latent_height, s, latent_width, s)
-        samples = samples.permute(0, 1, 3, 2, 4).flatten(1)
-        self.register_buffer('sample_directions', samples.float(), persistent=False)
+        # s times finer, whose cells' centres latent_ray_directions gives, in image order.
+        fine = latent_ray_directions(camera, latent_height * SUPERSAMPLING, latent_width * SUPERSAMPLING)
+        self.register_buffer('sample_directions', fine.flatten(1).float(), persistent=False)  # (3, h s w s)
 
     def points(self, joints: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
         """joints (B, J) radians, base (B, 3, 4) the base link's pose [R | t] in some frame
@@ -199,9 +198,10 @@ class ArmDrawing(nn.Module):
         points.append(pose[:, :3, 3] + torch.einsum('bij,j->bi', pose[:, :3, :3], self.tip.float()))
         return torch.stack(points, 1)
 
-    def forward(self, joints: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+    def image(self, joints: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
         """joints (B, J) radians; base (B, 3, 4): the base link in the *current camera's* frame
-        -> float32 (B, L + 1, h, w)."""
+        -> float32 (B, L + 1, h s, w s), the drawing at the samples: per link 1 where its capsule
+        covers the sample's ray, then 1 / depth of the nearest covering link (0: none)."""
         points = self.points(joints, base)  # (B, L + 1, 3), camera frame
         a, b = points[:, :-1], points[:, 1:]  # (B, L, 3) each link's ends
         u = torch.linspace(0, 1, SPHERES_PER_LINK, device=points.device)
@@ -213,5 +213,10 @@ class ArmDrawing(nn.Module):
         depth = torch.where(hit, along, torch.full_like(along, math.inf)).amin(dim=(1, 2))  # (B, S) nearest link
         inverse_depth = torch.where(depth.isfinite(), 1 / depth, torch.zeros_like(depth))
         drawn = torch.cat([covered.float(), inverse_depth[:, None]], 1)  # (B, L + 1, S)
-        s2 = SUPERSAMPLING * SUPERSAMPLING
-        return drawn.unflatten(2, (self.latent_height, self.latent_width, s2)).mean(-1)  # type: ignore[no-untyped-call]
+        s = SUPERSAMPLING
+        return drawn.unflatten(2, (self.latent_height * s, self.latent_width * s))  # type: ignore[no-untyped-call]
+
+    def forward(self, joints: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        """joints (B, J) radians; base (B, 3, 4): the base link in the *current camera's* frame
+        -> float32 (B, L + 1, h, w), ``image`` averaged over each latent pixel's samples."""
+        return F.avg_pool2d(self.image(joints, base), SUPERSAMPLING)

@@ -53,6 +53,9 @@ class VAEConfig:
     max_channels: int = 128
     latent_scale: float = 1.0  # multiplies latents so the generator sees about unit std
     fast_decoder_channels: int = 0  # > 0: a light second decoder of this width is present (stage decoder)
+    # > 0: the light decoder also reads the generator's arm drawing at its finer resolution
+    # (ArmDrawing.image, generator.arm_chain's links + 1 channels; stage decoder with decoder.arm).
+    fast_decoder_arm_channels: int = 0
 
     def __post_init__(self) -> None:
         if self.spatial_factor not in (4, 8, 16):
@@ -65,6 +68,11 @@ class VAEConfig:
             raise ConfigError(
                 f'vae.fast_decoder_channels must be >= 0 and needs temporal_factor 1 (it decodes each latent '
                 f'frame on its own), got {self.fast_decoder_channels} with temporal_factor {self.temporal_factor}'
+            )
+        if self.fast_decoder_arm_channels < 0 or (self.fast_decoder_arm_channels and not self.fast_decoder_channels):
+            raise ConfigError(
+                f'vae.fast_decoder_arm_channels must be >= 0 and needs a light decoder (fast_decoder_channels > 0), '
+                f'got {self.fast_decoder_arm_channels} with fast_decoder_channels {self.fast_decoder_channels}'
             )
 
     @property
@@ -166,6 +174,16 @@ class ModelConfig:
                 f'vae.spatial_factor * generator.patch_size = {step}; '
                 'change the size, the spatial factor or the patch size'
             )
+        if self.vae.fast_decoder_arm_channels:
+            from aapt_ros.model.arm import chain_named  # arm.py imports this module
+
+            chain = self.generator.arm_chain
+            drawn = chain_named(chain).num_links + 1 if chain else 0
+            if self.vae.fast_decoder_arm_channels != drawn:
+                raise ConfigError(
+                    f'vae.fast_decoder_arm_channels is {self.vae.fast_decoder_arm_channels}, but the generator draws '
+                    f'{drawn} arm channels (generator.arm_chain {chain!r}); the light decoder reads its drawing'
+                )
 
     def with_generator(self, **changes: Any) -> ModelConfig:
         """This config with the generator settings ``changes`` replaced (validated again)."""

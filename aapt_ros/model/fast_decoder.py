@@ -15,9 +15,19 @@ Layout for spatial factor 8 and 128 channels (c = channels, halved per upsamplin
     (N, C_lat, h, w) -conv3x3-> (N, 128, h, w) -residual conv pair-> (N, 128, h, w)
     -conv1x1, shuffle x2-> (N, 64, 2h, 2w) -conv3x3-> -conv1x1, shuffle x2-> (N, 32, 4h, 4w)
     -conv3x3-> -conv3x3 to 3 * 4, shuffle x2-> (N, 3, 8h, 8w)
+
+With ``vae.fast_decoder_arm_channels`` it also reads the robot arm as the generator draws it
+(``ArmDrawing.image``: per link whether it covers each sample, and its inverse depth) at 4 x the
+latent resolution. The generator's latents carry the arm at 16 image pixels per latent pixel, and
+its rollouts blur it (the arm is 6-8 % of our test pixels and about 30 % of their squared error);
+given the drawing, the decoder can put the arm's edges where the joints say they are. It enters
+each resolution (averaged down or repeated up to it) through a 3x3 convolution added to the
+features; these start at zero, so a decoder given the arm decodes exactly as before until trained.
 """
 
 from __future__ import annotations
+
+import typing
 
 import torch
 from torch import nn
@@ -39,20 +49,42 @@ class FastDecoder(nn.Module):
         self.expand = nn.ModuleList(nn.Conv2d(widths[i], 4 * widths[i + 1], 1) for i in range(ups - 1))
         self.refine = nn.ModuleList(nn.Conv2d(widths[i + 1], widths[i + 1], 3, padding=1) for i in range(ups - 1))
         self.head = nn.Conv2d(widths[-1], 4 * config.image_channels, 3, padding=1)  # the last 2x by a shuffle
+        arm = config.fast_decoder_arm_channels
+        arm_in = [nn.Conv2d(arm, width, 3, padding=1) for width in widths] if arm else []
+        for conv in arm_in:
+            nn.init.zeros_(conv.weight)
+            nn.init.zeros_(conv.bias)  # type: ignore[arg-type]  # Conv2d has a bias by default
+        self.arm_in = nn.ModuleList(arm_in) if arm_in else None
 
-    def forward(self, latents: torch.Tensor) -> torch.Tensor:
-        """(N, C_lat, h, w) unscaled latents -> (N, 3, H, W) images in about [-1, 1]."""
+    def forward(self, latents: torch.Tensor, arm: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, C_lat, h, w) unscaled latents -> (N, 3, H, W) images in about [-1, 1]; arm
+        (N, A, h', w'): the arm drawing, read when the decoder has arm inputs (None: none in view)."""
         # The stem as a matrix product over unfolded 3x3 neighbourhoods, written channels-last like
         # the convolutions after it: cuDNN's kernel for so few input channels took 8 us on an H100.
         n, _, h, w = latents.shape
         neighbourhoods = F.unfold(latents, 3, padding=1).transpose(1, 2)  # (N, h*w, C_lat*9)
         x = F.linear(neighbourhoods, self.stem.weight.flatten(1), self.stem.bias)  # (N, h*w, width)
         x = F.silu(x.view(n, h, w, -1).permute(0, 3, 1, 2))  # (N, width, h, w)
+        x = self._add_arm(x, arm, 0)
         x = x + self.res2(F.silu(self.res1(x)))
-        for expand, refine in zip(self.expand, self.refine, strict=True):
-            x = F.silu(F.pixel_shuffle(expand(x), 2))
+        for level, (expand, refine) in enumerate(zip(self.expand, self.refine, strict=True), start=1):
+            x = self._add_arm(F.silu(F.pixel_shuffle(expand(x), 2)), arm, level)
             x = F.silu(refine(x))
         return F.pixel_shuffle(self._head(x), 2)
+
+    def _add_arm(self, x: torch.Tensor, arm: torch.Tensor | None, level: int) -> torch.Tensor:
+        """x (N, c, h', w') plus the arm drawing brought to its size through ``arm_in[level]``."""
+        if self.arm_in is None:
+            return x
+        conv = typing.cast(nn.Conv2d, self.arm_in[level])
+        if arm is None:  # as an all-zero drawing: no arm in view
+            return x + typing.cast(torch.Tensor, conv.bias).to(x.dtype)[:, None, None]
+        size = (x.shape[-2], x.shape[-1])
+        if arm.shape[-2] >= size[0]:
+            arm = F.adaptive_avg_pool2d(arm, size)
+        else:
+            arm = F.interpolate(arm, size=size, mode='nearest')
+        return x + conv(arm.to(x.dtype))
 
     def _head(self, x: torch.Tensor) -> torch.Tensor:
         # cuDNN's half-precision kernels want channel counts in multiples of 8: for the 12 outputs

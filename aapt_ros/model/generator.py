@@ -29,7 +29,7 @@ from einops import rearrange
 from torch import nn
 from torch.nn import functional as F
 
-from aapt_ros.model.arm import ArmDrawing, chain_named
+from aapt_ros.model.arm import SUPERSAMPLING, ArmDrawing, chain_named
 from aapt_ros.model.attention import Attention
 from aapt_ros.model.camera import RayEncoder
 from aapt_ros.model.config import ModelConfig
@@ -191,19 +191,32 @@ class CausalGenerator(nn.Module):
         if self.arm is not None:
             if action is None or arm_base is None or sink_rotation is None or sink_translation is None:
                 raise ValueError('this generator also draws the arm: pass action and arm_base')
-            # The base in the current camera: x_sink = R_s x_cam + t_s, so x_cam = R_s^T (x_sink - t_s).
-            to_camera = sink_rotation.float().transpose(1, 2)
-            base = torch.cat(
-                [
-                    to_camera @ arm_base[:, :, :3].float(),
-                    to_camera @ (arm_base[:, :, 3:].float() - sink_translation.float()[:, :, None]),
-                ],
-                dim=2,
+            inputs.append(
+                F.avg_pool2d(self.arm_image(action, arm_base, sink_rotation, sink_translation), SUPERSAMPLING)
             )
-            known = arm_base.flatten(1).abs().sum(1) > 0  # (B,) an all-zero base is unknown: no arm drawn
-            drawn = self.arm(action[:, self.arm_joint_indices], base)
-            inputs.append(drawn * known[:, None, None, None].to(drawn.dtype))
         return torch.cat(inputs, dim=1) if len(inputs) > 1 else rays
+
+    def arm_image(
+        self, action: torch.Tensor, arm_base: torch.Tensor, sink_rotation: torch.Tensor, sink_translation: torch.Tensor
+    ) -> torch.Tensor:
+        """The arm drawn at SUPERSAMPLING x the latent resolution (``ArmDrawing.image``): float32
+        (B, L + 1, h s, w s), zero for streams whose arm_base is all zeros (unknown). action (B, A),
+        arm_base (B, 3, 4) in the sink camera frame, the camera in that frame (B, 3, 3), (B, 3).
+        ``conditioning`` averages it over each latent pixel; the light decoder can read it as it is."""
+        if self.arm is None:
+            raise ValueError('this generator draws no arm (generator.arm_chain is empty)')
+        # The base in the current camera: x_sink = R_s x_cam + t_s, so x_cam = R_s^T (x_sink - t_s).
+        to_camera = sink_rotation.float().transpose(1, 2)
+        base = torch.cat(
+            [
+                to_camera @ arm_base[:, :, :3].float(),
+                to_camera @ (arm_base[:, :, 3:].float() - sink_translation.float()[:, :, None]),
+            ],
+            dim=2,
+        )
+        known = arm_base.flatten(1).abs().sum(1) > 0  # (B,) an all-zero base is unknown: no arm drawn
+        drawn = self.arm.image(action[:, self.arm_joint_indices], base)
+        return drawn * known[:, None, None, None].to(drawn.dtype)
 
     def _blocks(self) -> list[Block]:
         return [typing.cast(Block, b) for b in self.blocks]

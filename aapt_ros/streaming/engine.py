@@ -129,6 +129,8 @@ class StreamEngine:
                 'use "full" or train one with aapt-train decoder'
             )
         self.decoder = ('fast' if has_fast else 'full') if decoder == 'auto' else decoder
+        # The light decoder may also read the arm drawing (vae.fast_decoder_arm_channels).
+        self.decoder_reads_arm = self.decoder == 'fast' and checkpoint.config.vae.fast_decoder_arm_channels > 0
         self.vae = checkpoint.vae.to(self.device, self.dtype).eval()
         if self.device.type == 'cuda':  # cuDNN's half-precision convolutions want NHWC; NCHW adds transposes
             self.vae = self.vae.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # untyped overload
@@ -204,11 +206,18 @@ class StreamEngine:
         self.latents.copy_(x)
         self.previous.copy_(torch.where(commit[:, None, None, None], x, self.previous))
         if self.decode:
-            self.frames.copy_(to_uint8_images(self.decode_latents(x[:, None])[:, 0]))
+            arm = None
+            if self.decoder_reads_arm:  # the arm where this frame's joints put it, finer than the latent
+                arm = self.generator.arm_image(
+                    self.actions, self.arm_bases, self.sink_rotations, self.sink_translations
+                )
+                arm = arm[:, None]  # (B, 1, A, h s, w s)
+            self.frames.copy_(to_uint8_images(self.decode_latents(x[:, None], arm)[:, 0]))
 
-    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        """(B, L, C, h, w) latents -> (B, L, 3, H, W) images in [-1, 1], with the decoder in use."""
-        return self.vae.decode_fast(latents) if self.decoder == 'fast' else self.vae.decode(latents)
+    def decode_latents(self, latents: torch.Tensor, arm: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L, C, h, w) latents -> (B, L, 3, H, W) images in [-1, 1], with the decoder in use;
+        arm (B, L, A, h', w'): the arm drawing, for a light decoder that reads it (``decoder_reads_arm``)."""
+        return self.vae.decode_fast(latents, arm) if self.decoder == 'fast' else self.vae.decode(latents)
 
     def _transfer_and_step(self) -> None:
         """Upload the packed inputs, step, download the result: what a CUDA graph replays."""

@@ -108,6 +108,10 @@ class DecoderConfig:
     # 'l1' or 'mse'. Where a generated latent leaves the frame uncertain, L1 learns the median
     # image and MSE the mean, which is what PSNR scores.
     pixel_loss: str = 'l1'
+    # True: the decoder also reads the arm as the checkpoint's generator draws it from each frame's
+    # joints and base pose, at 4 x the latent resolution (vae.fast_decoder_arm_channels; needs a
+    # generator with generator.arm_chain). A decoder continued with it starts as it was.
+    arm: bool = False
 
     def __post_init__(self) -> None:
         if self.channels < 16:  # FastDecoder keeps its later layers at >= 16 channels

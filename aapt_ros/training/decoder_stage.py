@@ -22,6 +22,10 @@ held-out metrics score. The card then also scores the decoder on held-out rollou
 after. The rollouts cost most of each step. A fixed pool of rollouts made once (1024-4096 clips,
 reused for 500-2000 steps) was tried instead and lost its gain on held-out rollouts
 (docs/training), so every step rolls out afresh.
+
+With ``decoder.arm`` (our addition) the decoder also reads, per frame, the arm the checkpoint's
+generator draws from the frame's joints and base pose (``CausalGenerator.arm_image``) at 4 x the
+latent resolution, as the engine hands it over when it streams; its inputs for it start at zero.
 """
 
 from __future__ import annotations
@@ -42,15 +46,16 @@ from aapt_ros.training.adversarial_stage import draw_sample
 from aapt_ros.training.checkpoints import write_outputs
 from aapt_ros.training.config import TrainConfig, TrainError
 from aapt_ros.training.data import Clip, batch, load_splits, rank_share, step_generator
-from aapt_ros.training.flow_stage import VAL_SEED_OFFSET, latent_shape
+from aapt_ros.training.flow_stage import VAL_SEED_OFFSET, clip_arm_images, latent_shape
 from aapt_ros.training.loop import mean_first_last, resolve_device, train, writes_outputs
 from aapt_ros.training.losses import reconstruction_loss
 from aapt_ros.training.vae_stage import add_frame_scores, reconstruction_metrics
 
 
-def _load_start(path: Path, channels: int, latents: str) -> Checkpoint:
+def _load_start(path: Path, channels: int, latents: str, arm: bool) -> Checkpoint:
     """The checkpoint that gets a fast decoder of width ``channels``: of any stage for recorded
-    latents, of stage adversarial (a generator that streams one pass per frame) for its rollouts."""
+    latents, of stage adversarial (a generator that streams one pass per frame) for its rollouts;
+    with a generator that draws the arm for ``arm``."""
     try:
         start = load_checkpoint(path)
     except CheckpointError as err:
@@ -71,6 +76,15 @@ def _load_start(path: Path, channels: int, latents: str) -> Checkpoint:
         raise TrainError(
             f"decoder.latents: rollout decodes the generator's one-pass rollouts, so it needs an 'adversarial' "
             f'checkpoint; {path} is {start.config.stage!r}'
+        )
+    if arm and not start.config.generator.arm_chain:
+        raise TrainError(
+            f"decoder.arm: the decoder reads the arm the generator draws, but {path}'s generator draws none "
+            '(generator.arm_chain is empty)'
+        )
+    if vae.fast_decoder_arm_channels and not arm:
+        raise TrainError(
+            f"model: {path}'s fast decoder reads the arm drawing; set decoder.arm=true to continue training it"
         )
     return start
 
@@ -101,7 +115,8 @@ def rollout_metrics(
     device: torch.device,
 ) -> dict[str, float]:
     """Mean PSNR (dB) and SSIM of the fast decoder's images of held-out rollouts (frames 1..)
-    against the recorded frames; the clips and the noise depend on the seed only."""
+    against the recorded frames (given the arm drawing when the decoder reads it); the clips and
+    the noise depend on the seed only."""
     psnrs: list[float] = []
     ssims: list[float] = []
     for k in range(config.val_batches):
@@ -109,7 +124,8 @@ def rollout_metrics(
         clips = batch(splits_val, config.optim.batch_size, generator, device)
         noise = torch.randn(latent_shape(model_config, *clips[FRAMES].shape[:2]), generator=generator)
         with torch.no_grad():
-            images = vae.decode_fast(rollout_latents(net, vae, model_config, clips, noise))
+            arm = clip_arm_images(net, clips, device)[:, 1:] if vae.config.fast_decoder_arm_channels else None
+            images = vae.decode_fast(rollout_latents(net, vae, model_config, clips, noise), arm)
         add_frame_scores(images.flatten(0, 1), clips[FRAMES][:, 1:].flatten(0, 1), psnrs, ssims)
     return {'rollout_psnr': float(np.mean(psnrs)), 'rollout_ssim': float(np.mean(ssims))}
 
@@ -123,8 +139,11 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
     folder = Path(config.output)
     options = config.decoder
     on_rollouts = options.latents == 'rollout'
-    start = _load_start(Path(config.model), options.channels, options.latents)
-    vae_config = dataclasses.replace(start.config.vae, fast_decoder_channels=options.channels)
+    start = _load_start(Path(config.model), options.channels, options.latents, options.arm)
+    arm_channels = start.generator.arm.num_channels if options.arm and start.generator.arm is not None else 0
+    vae_config = dataclasses.replace(
+        start.config.vae, fast_decoder_channels=options.channels, fast_decoder_arm_channels=arm_channels
+    )
     model_config = dataclasses.replace(start.config, vae=vae_config)  # stage and sampling steps: the start's
     device = resolve_device(config.device)
     splits = load_splits(config.data, model_config)
@@ -137,24 +156,34 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
     fast = vae.fast_decoder
     assert fast is not None  # vae_config.fast_decoder_channels >= 16
     fast.requires_grad_(True)
-    net = start.generator.to(device).eval().requires_grad_(False) if on_rollouts else None
+    net = start.generator.to(device).eval().requires_grad_(False) if on_rollouts or options.arm else None
+
+    def arm_of(clips: Clip) -> torch.Tensor | None:
+        """(B, F, A, h s, w s) each frame's arm drawing, when the decoder reads it."""
+        return clip_arm_images(net, clips, device) if net is not None and options.arm else None
 
     def loss_fn(clips: Clip, generator: torch.Generator) -> torch.Tensor:
         frames = clips[FRAMES]  # (b, F, 3, H, W) in [-1, 1], this rank's share of the batch
         size = config.optim.batch_size
         noise = torch.randn(latent_shape(model_config, size, frames.shape[1]), generator=generator)[rank_share(size)]
-        if net is not None:
+        arm = arm_of(clips)
+        if on_rollouts:
+            assert net is not None
             latents = rollout_latents(net, vae, model_config, clips, noise)  # (b, F - 1, C, h, w)
             frames = frames[:, 1:]  # frame 0 is the recorded start, not generated
+            arm = arm[:, 1:] if arm is not None else None
         else:
             with torch.no_grad():
                 latents = vae.encode(frames) + options.latent_noise * noise.to(device)  # about unit std
-        recon = vae.decode_fast(latents)  # (b, F or F - 1, 3, H, W)
+        recon = vae.decode_fast(latents, arm)  # (b, F or F - 1, 3, H, W)
         return reconstruction_loss(recon.flatten(0, 1), frames.flatten(0, 1), options.ssim_weight, options.pixel_loss)
 
     def validate() -> dict[str, float]:
-        scores = reconstruction_metrics(vae, splits.val, config, device, decode=vae.decode_fast)
-        if net is not None:
+        scores = reconstruction_metrics(
+            vae, splits.val, config, device, decode=lambda latents, clips: vae.decode_fast(latents, arm_of(clips))
+        )
+        if on_rollouts:
+            assert net is not None
             scores |= rollout_metrics(vae, net, model_config, config, splits.val, device)
         return scores
 
@@ -174,7 +203,7 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
     fast_val = validate()
     full_val = reconstruction_metrics(vae, splits.val, config, device)  # the same frames
     before: dict[str, float] = {}
-    if net is not None and start.vae.fast_decoder is not None:  # the decoder it continues, on the same rollouts
+    if on_rollouts and net is not None and start.vae.fast_decoder is not None:  # the decoder it continues
         before = rollout_metrics(start.vae.to(device), net, model_config, config, splits.val, device)
         start.vae.cpu()
     checkpoint = Checkpoint(model_config, vae.cpu(), start.generator.cpu(), start.start_frame)
@@ -192,13 +221,14 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
         ),
         loss_name: f'{loss_first:.4f} -> {loss_last:.4f}',
         'fast decoder width': f'{options.channels}, {noise} while training',
+        'arm drawing read by the fast decoder': f'{arm_channels} channels' if arm_channels else 'no',
         'fast decoder parameters': f'{_millions(fast)} (full decoder {_millions(vae.decoder)})',
         'held-out reconstruction PSNR, fast decoder': f'{fast_val["psnr"]:.2f} dB',
         'held-out reconstruction PSNR, full decoder': f'{full_val["psnr"]:.2f} dB',
         'held-out reconstruction SSIM, fast decoder': f'{fast_val["ssim"]:.4f}',
         'held-out reconstruction SSIM, full decoder': f'{full_val["ssim"]:.4f}',
     }
-    if net is not None:
+    if on_rollouts:
         for name, unit, digits in (('PSNR', ' dB', 2), ('SSIM', '', 4)):
             value = fast_val[f'rollout_{name.lower()}']
             was = f'{before[f"rollout_{name.lower()}"]:.{digits}f} -> ' if before else ''

@@ -88,19 +88,33 @@ def clip_latents(
     # Every frame's sink is the clip's frame 0; only a generator with a sink warp reads it.
     sink = x0[:, :1].expand_as(x0).flatten(0, 1) if generator_net.sink_warp is not None else None
     rotation, translation, sink_rotation, sink_translation = (m.flatten(0, 1).to(x0.device) for m in motions)
-    action, arm_base = None, None
-    if generator_net.arm is not None:
-        if clips[ARM_BASE].shape[-1] != 7:
-            raise TrainError(
-                'the generator draws the arm (generator.arm_chain) but the clips have no arm base pose: '
-                'set arm_base_frame in the topic mapping (aapt-record-sim bags have it on /tf_static)'
-            )
-        action = clips[ACTIONS].flatten(0, 1).to(x0.device)
-        bases = arm_bases_in_sink(clips[POSITIONS], clips[ORIENTATIONS], clips[ARM_BASE])  # (B, 3, 4)
-        arm_base = bases[:, None].expand(-1, x0.shape[1], -1, -1).flatten(0, 1).to(x0.device)
+    action, arm_base = _arm_inputs(generator_net, clips, x0.device) if generator_net.arm is not None else (None, None)
     rays = generator_net.conditioning(rotation, translation, sink_rotation, sink_translation, sink, action, arm_base)
     rays = rearrange(rays, '(b f) c h w -> b f c h w', b=b)  # from [(B F), R, h, w] to [B, F, R, h, w]
     return x0, previous, rays
+
+
+def _arm_inputs(generator_net: CausalGenerator, clips: Clip, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every frame's actions ((B F), A) and arm base in the clip's sink camera ((B F), 3, 4)."""
+    if clips[ARM_BASE].shape[-1] != 7:
+        raise TrainError(
+            'the generator draws the arm (generator.arm_chain) but the clips have no arm base pose: '
+            'set arm_base_frame in the topic mapping (aapt-record-sim bags have it on /tf_static)'
+        )
+    frames = clips[ACTIONS].shape[1]
+    bases = arm_bases_in_sink(clips[POSITIONS], clips[ORIENTATIONS], clips[ARM_BASE])  # (B, 3, 4)
+    arm_base = bases[:, None].expand(-1, frames, -1, -1).flatten(0, 1).to(device)
+    return clips[ACTIONS].flatten(0, 1).to(device), arm_base
+
+
+def clip_arm_images(generator_net: CausalGenerator, clips: Clip, device: torch.device) -> torch.Tensor:
+    """The arm each frame's joints draw (``CausalGenerator.arm_image``), float32 (B, F, A, h s, w s):
+    what the light decoder reads beside the frame's latent (``vae.fast_decoder_arm_channels``)."""
+    motions = relative_motions(clips[POSITIONS], clips[ORIENTATIONS])
+    sink_rotation, sink_translation = (m.flatten(0, 1).to(device) for m in motions[2:])
+    action, arm_base = _arm_inputs(generator_net, clips, device)
+    drawn = generator_net.arm_image(action, arm_base, sink_rotation, sink_translation)  # ((B F), A, h s, w s)
+    return drawn.view(*clips[ACTIONS].shape[:2], *drawn.shape[1:])
 
 
 def clip_times(t_clip: torch.Tensor, num_frames: int, device: torch.device) -> torch.Tensor:

@@ -54,22 +54,23 @@ def reconstruction_metrics(
     config: TrainConfig,
     device: torch.device,
     *,
-    decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    decode: Callable[[torch.Tensor, Clip], torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """Mean PSNR (dB) and SSIM of held-out frames passed through ``vae.encode`` and ``decode``.
 
-    decode: (B, L, C, h, w) latents -> (B, F, 3, H, W) images in [-1, 1]; ``vae.decode`` if None
-    (stage decoder passes ``vae.decode_fast``). The frames depend on the seed only, so two decoders
-    are scored on the same ones.
+    decode: (B, L, C, h, w) latents and their clips -> (B, F, 3, H, W) images in [-1, 1];
+    ``vae.decode`` if None (stage decoder passes the light decoder, which may also read the clips'
+    arm). The frames depend on the seed only, so two decoders are scored on the same ones.
     """
-    decode = decode or vae.decode
+    decode = decode or (lambda latents, _: vae.decode(latents))
     vae.eval()
     psnrs: list[float] = []
     ssims: list[float] = []
     for k in range(config.val_batches):
         generator = step_generator(config.optim.seed, VAL_SEED_OFFSET - k)
-        frames = batch(dataset, config.optim.batch_size, generator, device)[FRAMES]  # (B, F, 3, H, W)
-        recon = decode(vae.encode(frames))
+        clips = batch(dataset, config.optim.batch_size, generator, device)
+        frames = clips[FRAMES]  # (B, F, 3, H, W)
+        recon = decode(vae.encode(frames), clips)
         add_frame_scores(recon.flatten(0, 1), frames.flatten(0, 1), psnrs, ssims)
     return {'psnr': float(np.mean(psnrs)), 'ssim': float(np.mean(ssims))}
 

@@ -158,3 +158,25 @@ def test_an_arm_model_reads_the_base_from_the_bag_and_refuses_a_bag_without_it(
     old = write_bag(tmp_path / 'old', sim_messages(n=66, rate_hz=30.0, size=(64, 48), arm_base=None))
     assert _run(model, [old], tmp_path / 'without_base') == 1
     assert 'the model draws the arm from its base pose, which this episode lacks' in capsys.readouterr().err
+
+
+def test_a_light_decoder_that_reads_the_arm_is_scored_and_its_ceiling_asked_of_the_full_decoder(
+    tmp_path: Path, held_out_bags: list[Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import dataclasses
+
+    import torch
+
+    from aapt_ros.model.checkpoint import save_checkpoint
+    from aapt_ros.model.init_checkpoint import untrained_checkpoint
+    from tests.conftest import tiny_config
+
+    config = tiny_config(sink_ray_origin_scale=0.5, arm_chain='kuka_iiwa')
+    vae = dataclasses.replace(config.vae, fast_decoder_channels=16, fast_decoder_arm_channels=9)
+    model = save_checkpoint(
+        untrained_checkpoint(dataclasses.replace(config, vae=vae), seed=0), tmp_path / 'arm', weight_dtype=torch.float32
+    )
+    assert _run(model, held_out_bags[:1], tmp_path / 'generated') == 0
+    assert _run(model, held_out_bags[:1], tmp_path / 'ae', '--autoencode') == 1
+    assert "this checkpoint's light decoder also reads the arm" in capsys.readouterr().err
+    assert _run(model, held_out_bags[:1], tmp_path / 'ae_full', '--autoencode', '--decoder', 'full') == 0

@@ -109,6 +109,20 @@ def test_an_arm_behind_the_camera_is_not_drawn() -> None:
     assert drawing(joints, behind).abs().sum() == 0
 
 
+def test_the_fine_drawing_is_what_each_latent_pixel_averages() -> None:
+    """``image`` (for the light decoder) at 4 x the latent resolution, ``forward`` its mean per pixel."""
+    drawing = ArmDrawing(CameraConfig(), 16, 16, KUKA_IIWA)
+    joints = torch.tensor([[0.3, 0.5, -0.2, -1.0, 0.1, 0.6, 0.0]])
+    base = torch.tensor([[[1.0, 0, 0, 0], [0, 0, -1, 0.3], [0, 1, 0, 1.5]]])  # base 1.5 m ahead, arm up (-y)
+    fine = drawing.image(joints, base)
+    assert fine.shape == (1, KUKA_IIWA.num_links + 1, 64, 64)
+    covered = fine[:, :-1]
+    assert covered.sum() > 50 and ((covered == 0) | (covered == 1)).all()  # each sample is on a link or not
+    depth = fine[0, -1][covered[0].any(0)]
+    assert (1 / depth).min() > 1.0 and (1 / depth).max() < 2.6  # the arm's links, 1.5 m away give or take a metre
+    torch.testing.assert_close(drawing(joints, base), torch.nn.functional.avg_pool2d(fine, 4))
+
+
 def test_an_unknown_base_draws_nothing_and_the_config_is_checked() -> None:
     from aapt_ros.model.generator import CausalGenerator
 

@@ -194,3 +194,52 @@ def test_every_input_runs_in_half_precision_and_the_arm_base_is_kept_per_stream(
     np.testing.assert_allclose(engine.arm_bases[:, :, 3].cpu().numpy(), [[0.0, 0.3, 1.5], [0.0, 0.0, 0.0]], atol=1e-6)
     with pytest.raises(EngineError, match='arm_bases must be finite'):
         engine.start(np.ones(2, bool), start, None, np.full((2, 3, 4), np.nan))
+
+
+def test_a_light_decoder_that_reads_the_arm_gets_the_drawing_of_the_streamed_pose() -> None:
+    from aapt_ros.model.init_checkpoint import untrained_checkpoint
+    from tests.conftest import tiny_config
+
+    config = tiny_config(sink_ray_origin_scale=0.5, arm_chain='kuka_iiwa')
+    vae = dataclasses.replace(config.vae, fast_decoder_channels=16, fast_decoder_arm_channels=9)
+    checkpoint = untrained_checkpoint(dataclasses.replace(config, vae=vae), seed=0)
+    assert checkpoint.vae.fast_decoder is not None and checkpoint.vae.fast_decoder.arm_in is not None
+    with torch.no_grad():  # the arm inputs start at zero; as if trained
+        for conv in checkpoint.vae.fast_decoder.arm_in:
+            conv.weight.normal_(0.0, 0.5)
+    engine = StreamEngine(checkpoint, batch_size=1, dtype='float32')
+    assert engine.decoder == 'fast' and engine.decoder_reads_arm
+    start = np.random.default_rng(0).integers(0, 256, (1, 32, 48, 3), dtype=np.uint8)
+    base = np.concatenate([np.eye(3), [[0.0], [0.3], [1.5]]], axis=1)[None]  # 1.5 m ahead of the first camera
+    engine.start(np.ones(1, bool), start, np.zeros((1, 7)), base)
+    frames = engine.step(*_motion(1))
+    drawn = engine.generator.arm_image(
+        engine.actions, engine.arm_bases, engine.sink_rotations, engine.sink_translations
+    )
+    assert drawn.shape == (1, 9, 16, 24) and drawn[:, :8].sum() > 0  # 4x the 4x6 latent; the arm is in view
+    with torch.no_grad():
+        latents = engine.latents[:, None]
+        expected = to_uint8_images(engine.vae.decode_fast(latents, drawn[:, None])[:, 0]).numpy()
+        without = to_uint8_images(engine.vae.decode_fast(latents)[:, 0]).numpy()
+    np.testing.assert_array_equal(frames, expected)
+    assert not np.array_equal(frames, without)
+    full = StreamEngine(checkpoint, batch_size=1, dtype='float32', decoder='full')
+    assert not full.decoder_reads_arm
+
+
+def test_a_light_decoder_reads_the_arm_only_of_a_generator_that_draws_it() -> None:
+    from aapt_ros.model.config import ConfigError
+    from tests.conftest import tiny_config
+
+    config = tiny_config(sink_ray_origin_scale=0.5, arm_chain='kuka_iiwa')
+    with pytest.raises(ConfigError, match='fast_decoder_arm_channels is 5, but the generator draws 9 arm channels'):
+        dataclasses.replace(
+            config, vae=dataclasses.replace(config.vae, fast_decoder_channels=16, fast_decoder_arm_channels=5)
+        )
+    with pytest.raises(ConfigError, match='but the generator draws 0 arm channels'):
+        plain = tiny_config()
+        dataclasses.replace(
+            plain, vae=dataclasses.replace(plain.vae, fast_decoder_channels=16, fast_decoder_arm_channels=9)
+        )
+    with pytest.raises(ConfigError, match=r'needs a light decoder \(fast_decoder_channels > 0\)'):
+        dataclasses.replace(config.vae, fast_decoder_arm_channels=9)

@@ -163,3 +163,48 @@ def test_decoder_stage_on_rollouts_needs_a_one_pass_generator(runs: dict[str, An
 def test_decoder_stage_needs_a_checkpoint_folder(tmp_path: Path) -> None:
     with pytest.raises(TrainError, match='the decoder stage starts from a checkpoint folder'):
         run_stage('decoder', tmp_path, f'model={TINY_MODEL}', f'output={tmp_path / "out"}')
+
+
+@pytest.fixture(scope='module')
+def arm_runs(runs: dict[str, Any]) -> dict[str, Any]:
+    """Stage decoder with decoder.arm on the rollouts of an (untrained) one-pass generator that draws
+    the arm; the sample bag has the arm base on /tf_static."""
+    tmp = runs['tmp']
+    start = load_checkpoint(tmp / 'start')
+    config = start.config.with_generator(sink_ray_origin_scale=0.5, arm_chain='kuka_iiwa')
+    config = dataclasses.replace(config, stage='adversarial')
+    torch.manual_seed(0)
+    arm = Checkpoint(config, start.vae, CausalGenerator(config), start.start_frame)
+    save_checkpoint(arm, tmp / 'arm_one_pass', weight_dtype=torch.float32)
+    common = ('decoder.latents=rollout', 'decoder.pixel_loss=mse', 'decoder.arm=true', 'optim.lr=0.01')
+    summary = run_stage('decoder', tmp, f'model={tmp / "arm_one_pass"}', f'output={tmp / "arm_decoder"}', *common)
+    return {'tmp': tmp, 'summary': summary}
+
+
+def test_decoder_stage_can_teach_the_decoder_to_read_the_arm_drawing(arm_runs: dict[str, Any]) -> None:
+    tmp, summary = arm_runs['tmp'], arm_runs['summary']
+    assert summary['loss_last'] < 0.7 * summary['loss_first']
+    out = load_checkpoint(tmp / 'arm_decoder')
+    assert out.config.vae.fast_decoder_arm_channels == out.generator.arm.num_channels == 9  # 8 links + depth
+    weights = fast_weights(tmp / 'arm_decoder')
+    assert all(
+        weights[f'fast_decoder.arm_in.{level}.weight'].abs().sum() > 0 for level in range(2)
+    )  # learnt to read it
+    assert 'arm drawing read by the fast decoder: 9 channels' in (tmp / 'arm_decoder' / CARD_FILE).read_text()
+    # What it reads: the drawing decides the image where the arm is, and only there.
+    latents = torch.randn(1, 1, 4, 8, 8)  # (B, L, C, h, w) of the 32x32 tiny model
+    drawing = torch.zeros(1, 1, 9, 32, 32)  # (B, L, A, 4h, 4w): the drawing's resolution in the tiny model
+    none_in_view = out.vae.decode_fast(latents, drawing)
+    torch.testing.assert_close(out.vae.decode_fast(latents), none_in_view)  # None: no arm in view
+    drawing[..., 2, 12:20, 12:20], drawing[..., 8, 12:20, 12:20] = 1.0, 1 / 1.5  # link 2, 1.5 m away
+    assert not torch.allclose(out.vae.decode_fast(latents, drawing), none_in_view)
+
+
+def test_decoder_stage_reads_the_arm_only_from_a_generator_that_draws_it(
+    runs: dict[str, Any], arm_runs: dict[str, Any]
+) -> None:
+    tmp = runs['tmp']
+    with pytest.raises(TrainError, match=r'decoder.arm: .* generator draws none \(generator.arm_chain is empty\)'):
+        run_stage('decoder', tmp, f'model={tmp / "start"}', f'output={tmp / "out"}', 'decoder.arm=true')
+    with pytest.raises(TrainError, match=r'fast decoder reads the arm drawing; set decoder\.arm=true'):
+        run_stage('decoder', tmp, f'model={tmp / "arm_decoder"}', f'output={tmp / "out"}')
