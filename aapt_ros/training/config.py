@@ -170,8 +170,8 @@ class AdversarialConfig:
     g_lr: float = 1e-5  # RMSProp moves every weight by about lr per step: small for fine-tuning
     # The rate of the generator's input projection (patch_embed), if not 0 (then g_lr). A grown
     # checkpoint's new input channels start there at zero weight, and RMSProp moves each weight by
-    # about its rate per step, so channels added late stay small at g_lr (v9's arm weights: RMS
-    # 0.004, against 0.03-0.06 for the channels it had from the start).
+    # about its rate per step, so channels added late stay small at g_lr (v9's weights: RMS 0.013 for
+    # the arm, 0.002 for the sink warp, against 0.05-0.06 for the channels it had from the start).
     g_input_lr: float = 0.0
     d_lr: float = 1e-5  # the discriminator's pretrained trunk
     # The discriminator's new, zero-initialised logit head learns from scratch and needs a rate of
