@@ -24,8 +24,10 @@ pattern frame 0 shows elsewhere, so two more images bound what such priors give:
 Scores are means over the frames of the second that ends at each horizon (every other frame), as
 in ``aapt-eval``.
 
-With ``--generated DIR`` (an ``aapt-eval`` output folder of the same bags) it also scores the
-generated frames per pixel class (``CLASSES``; squared errors pooled over the horizon's frames and
+Each oracle image is also scored per pixel class (``oracle_classes``: what each bound gives where),
+so a model's score on a class can be read against the oracles' there. With ``--generated DIR``
+(an ``aapt-eval`` output folder of the same bags) it also scores the generated frames per pixel
+class (``CLASSES``; squared errors pooled over the horizon's frames and
 the bags): where a model's error is, next to what the inputs give there.
 
 Usage::
@@ -150,7 +152,8 @@ def episode_bound(
 ) -> dict[str, Any]:
     """Per horizon: the mean share of each pixel class and the PSNR of each oracle and of the
     re-render (the latter checks that the re-simulation is the recorded scene: about 30 dB with JPEG);
-    with ``generated`` (one image per recorded frame), its error per pixel class (``pooled``)."""
+    each oracle's error per pixel class (``oracle_classes``, ``pooled``); with ``generated`` (one
+    image per recorded frame), its error per pixel class too (``generated``)."""
     seed = int(bag.name.rsplit('_', 1)[1])
     episode = read_episode(bag, sim_mapping(bag), rate_hz=rate_hz)
     frames = episode.frames
@@ -172,7 +175,8 @@ def episode_bound(
     plan = plan_episode(spec)  # the recorder's plan; the camera follows the recorded poses instead
     poses = [(quaternion_to_rotation(q), x) for q, x in zip(episode.orientations, episode.positions, strict=True)]
     rows: dict[int, dict[str, float]] = {}
-    errors: dict[int, dict[str, list[float]]] = {}
+    errors: dict[int, dict[str, dict[str, float]]] = {}
+    oracle_errors: dict[int, dict[str, dict[str, dict[str, float]]]] = {}
     with bullet_client() as client:
         scene = plan.build_scene(client)
         for i in range(max(wanted) + 1):
@@ -186,6 +190,7 @@ def episode_bound(
                     rows[i] = {name: float(mask.mean()) for name, mask in masks.items()}
                     rows[i] |= {f'{name}_psnr': psnr(image, frames[i]) for name, image in images.items()}
                     rows[i]['render_psnr'] = psnr(rgb, frames[i])
+                    oracle_errors[i] = {name: class_errors(image, frames[i], masks) for name, image in images.items()}
                     if generated is not None:
                         errors[i] = class_errors(generated[i], frames[i], masks)
             scene.command(plan.commands[i])
@@ -194,8 +199,9 @@ def episode_bound(
     scores: dict[str, dict[str, Any]] = {
         name: {key: float(np.mean([rows[i][key] for i in r])) for key in keys} for name, r in horizons.items()
     }
-    if generated is not None:
-        for name, r in horizons.items():
+    for name, r in horizons.items():
+        scores[name]['oracle_classes'] = {o: pooled([oracle_errors[i][o] for i in r]) for o in ORACLES}
+        if generated is not None:
             scores[name]['generated'] = pooled([errors[i] for i in r])
     return {'bag': str(bag), 'seed': seed, 'horizons': scores}
 
@@ -225,12 +231,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f'ERROR: {err}', file=sys.stderr)
             return 1
     names = results[0]['horizons']
+    pooled_keys = ('generated', 'oracle_classes')
     mean: dict[str, dict[str, Any]] = {
-        h: {key: float(np.mean([r['horizons'][h][key] for r in results])) for key in names[h] if key != 'generated'}
+        h: {key: float(np.mean([r['horizons'][h][key] for r in results])) for key in names[h] if key not in pooled_keys}
         for h in names
     }
-    if args.generated:
-        for h in names:
+    for h in names:
+        mean[h]['oracle_classes'] = {
+            o: pooled([r['horizons'][h]['oracle_classes'][o] for r in results]) for o in ORACLES
+        }
+        if args.generated:
             mean[h]['generated'] = pooled([r['horizons'][h]['generated'] for r in results])
     args.output.write_text(
         json.dumps({'mean': mean, 'generated': str(args.generated), 'episodes': results}, indent=1) + '\n'
@@ -241,11 +251,14 @@ def main(argv: list[str] | None = None) -> int:
         shares = ' | '.join(f'{m[s]:.0%}' for s in SHARES)
         psnrs = ' | '.join(f'{m[f"{name}_psnr"]:.2f}' for name in ORACLES)
         print(f'| {h} | {shares} ({m["unseen_surface"]:.0%}) | {psnrs} | {m["render_psnr"]:.1f} |')
+    tables = [(f'{name}: PSNR dB per pixel class', lambda m, o=name: m['oracle_classes'][o]) for name in ORACLES]
     if args.generated:
-        print(f'\n{args.generated}: PSNR dB per pixel class (its share of the squared error)\n')
+        tables.append((f'{args.generated}: PSNR dB per pixel class', lambda m: m['generated']))
+    for title, of in tables:
+        print(f'\n{title} (its share of the squared error)\n')
         print('| horizon | ' + ' | '.join(CLASSES) + ' |\n' + '|---' * (len(CLASSES) + 1) + '|')
         for h, m in mean.items():
-            scores = [(m['generated'][c]['psnr'], m['generated'][c]['error_share']) for c in CLASSES]
+            scores = [(of(m)[c]['psnr'], of(m)[c]['error_share']) for c in CLASSES]
             cells = ['none' if value is None else f'{value:.1f} ({share:.0%})' for value, share in scores]
             print(f'| {h} | ' + ' | '.join(cells) + ' |')
     return 0

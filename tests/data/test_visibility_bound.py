@@ -69,6 +69,10 @@ def test_the_re_simulated_episode_is_the_recorded_one_and_the_shares_add_up(tool
     output = tmp_path / 'bound.json'
     assert tool.main([str(bag), '--output', str(output)]) == 0
     assert json.loads(output.read_text())['mean']['1s']['seen'] == pytest.approx(one['seen'])
+    # Each oracle per pixel class: the surface prior paints the unseen ground and table as recorded.
+    prior = one['oracle_classes']['surface_prior_oracle']
+    assert prior['unseen_surface']['psnr'] in (math.inf, None) or prior['unseen_surface']['psnr'] > 25
+    assert sum(c['error_share'] for c in prior.values()) == pytest.approx(1.0)
     assert tool.main([str(bag), '--output', str(output)]) == 1  # never overwrites
 
 
