@@ -175,13 +175,16 @@ class CausalGenerator(nn.Module):
         sink_latent: torch.Tensor | None = None,
         action: torch.Tensor | None = None,
         arm_base: torch.Tensor | None = None,
+        *,
+        arm_drawing: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The per-pixel camera input of a frame, the ``rays`` of ``forward_train`` and ``step``:
         float32 (B, R, h, w). rotation, translation (B, 3, 3), (B, 3): the motion since the previous
         frame; sink_rotation, sink_translation: the camera in the sink frame (with sink rays);
         sink_latent (B, C, h, w): the stream's first latent (with a sink warp); action (B, A) and
         arm_base (B, 3, 4), the arm's base link [R | t] in the sink camera frame (with an arm; all zeros:
-        unknown, the arm channels are zero)."""
+        unknown, the arm channels are zero); arm_drawing: ``arm_image`` of these inputs, when the
+        caller has drawn it already (the engine draws it once for the generator and the light decoder)."""
         rays = self.rays(rotation, translation, sink_rotation, sink_translation)
         inputs = [rays]
         if self.sink_warp is not None:
@@ -191,9 +194,9 @@ class CausalGenerator(nn.Module):
         if self.arm is not None:
             if action is None or arm_base is None or sink_rotation is None or sink_translation is None:
                 raise ValueError('this generator also draws the arm: pass action and arm_base')
-            inputs.append(
-                F.avg_pool2d(self.arm_image(action, arm_base, sink_rotation, sink_translation), SUPERSAMPLING)
-            )
+            if arm_drawing is None:
+                arm_drawing = self.arm_image(action, arm_base, sink_rotation, sink_translation)
+            inputs.append(F.avg_pool2d(arm_drawing, SUPERSAMPLING))
         return torch.cat(inputs, dim=1) if len(inputs) > 1 else rays
 
     def arm_image(

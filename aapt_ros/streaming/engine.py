@@ -183,6 +183,9 @@ class StreamEngine:
     def _step_tensors(self) -> None:
         commit = self.inputs[:, COMMIT] > 0.5  # (B,) bool
         actions = self.actions.to(self.dtype)
+        arm = None
+        if self.decode and self.decoder_reads_arm:  # drawn once, for the generator and the decoder
+            arm = self.generator.arm_image(self.actions, self.arm_bases, self.sink_rotations, self.sink_translations)
         rays = self.generator.conditioning(
             self.rotations,
             self.translations,
@@ -191,6 +194,7 @@ class StreamEngine:
             self.sink_latents,
             self.actions,
             self.arm_bases,
+            arm_drawing=arm,
         ).to(self.dtype)  # (B, R, h, w)
         x = self.noise.normal_(generator=self.rng)
         last = self.sampling_steps - 1
@@ -205,14 +209,9 @@ class StreamEngine:
                 x = euler_update(x, velocity, self._schedule[i], self._schedule[i + 1])
         self.latents.copy_(x)
         self.previous.copy_(torch.where(commit[:, None, None, None], x, self.previous))
-        if self.decode:
-            arm = None
-            if self.decoder_reads_arm:  # the arm where this frame's joints put it, finer than the latent
-                arm = self.generator.arm_image(
-                    self.actions, self.arm_bases, self.sink_rotations, self.sink_translations
-                )
-                arm = arm[:, None]  # (B, 1, A, h s, w s)
-            self.frames.copy_(to_uint8_images(self.decode_latents(x[:, None], arm)[:, 0]))
+        if self.decode:  # with the arm where this frame's joints put it, finer than the latent
+            arm_frames = arm[:, None] if arm is not None else None  # (B, 1, A, h s, w s)
+            self.frames.copy_(to_uint8_images(self.decode_latents(x[:, None], arm_frames)[:, 0]))
 
     def decode_latents(self, latents: torch.Tensor, arm: torch.Tensor | None = None) -> torch.Tensor:
         """(B, L, C, h, w) latents -> (B, L, 3, H, W) images in [-1, 1], with the decoder in use;
