@@ -25,6 +25,7 @@ Usage::
     python3 tools/grow_generator.py models/default runs/default_depth9 --depth 9
     python3 tools/grow_generator.py models/default runs/default_warp --sink-warp 0.8,1.1,1.5,2.2,4,30
     python3 tools/grow_generator.py models/default runs/default_arm --arm kuka_iiwa
+    python3 tools/grow_generator.py models/default runs/default_plane --arm-base-plane
 """
 
 from __future__ import annotations
@@ -37,7 +38,14 @@ import torch
 from aapt_ros.model.arm import ARM_CHAINS
 from aapt_ros.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from aapt_ros.model.config import ConfigError
-from aapt_ros.training.checkpoints import deepened, with_arm, with_previous_warp, with_sink_rays, with_sink_warp
+from aapt_ros.training.checkpoints import (
+    deepened,
+    with_arm,
+    with_arm_base_plane,
+    with_previous_warp,
+    with_sink_rays,
+    with_sink_warp,
+)
 from aapt_ros.training.config import TrainError
 
 
@@ -66,10 +74,16 @@ def main(argv: list[str] | None = None) -> int:
         help='add the recycled latent warped to these depths (m) along the last motion',
     )
     parser.add_argument('--arm', choices=sorted(ARM_CHAINS), help='draw this robot arm from its joints and base pose')
+    parser.add_argument(
+        '--arm-base-plane', action='store_true', help="draw the plane the arm's base stands on as the rays meet it"
+    )
     parser.add_argument('--depth', type=int, help='blocks in all, more than the checkpoint has')
     args = parser.parse_args(argv)
-    if all(getattr(args, a) is None for a in ('sink_rays', 'sink_warp', 'previous_warp', 'arm', 'depth')):
-        parser.error('nothing to add: give --sink-rays, --sink-warp, --previous-warp, --arm and/or --depth')
+    additions = ('sink_rays', 'sink_warp', 'previous_warp', 'arm', 'depth')
+    if all(getattr(args, a) is None for a in additions) and not args.arm_base_plane:
+        parser.error(
+            'nothing to add: give --sink-rays, --sink-warp, --previous-warp, --arm, --arm-base-plane and/or --depth'
+        )
     if args.sink_rays is not None and not args.sink_rays > 0:
         parser.error('--sink-rays must be positive')
     try:
@@ -80,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint = with_sink_warp(checkpoint, args.sink_warp)
         if args.arm is not None:
             checkpoint = with_arm(checkpoint, args.arm)
+        if args.arm_base_plane:
+            checkpoint = with_arm_base_plane(checkpoint)
         if args.previous_warp is not None:
             checkpoint = with_previous_warp(checkpoint, args.previous_warp)
         if args.depth is not None:

@@ -13,6 +13,14 @@ what the arm looks like (colour, shading, occlusion by objects); it no longer ha
 The base pose comes from the robot's description (in ROS the static transform from the world
 to the arm's first link); the engine hands it in the sink camera's frame, where the camera
 poses of the stream are already chained (``StreamEngine``).
+
+With ``base_plane`` (``generator.arm_base_plane``) the drawing also holds the plane the base
+stands on (the base link's z = 0: the table top of a bench-mounted arm, the floor of one on the
+ground) as each ray meets it. Around a fixed arm the scene is mostly fixed in the base's frame, so
+where a ray meets that plane tells the network what lies there although the first frame never
+showed it: the table or the ground beyond its edge, the horizon and the sky. v10 drew the surfaces
+the first frame does not show 4.5 dB below each surface's own flat colour (it does not tell the
+table from the ground there), and that is the largest share of its error from 5 s on.
 """
 
 from __future__ import annotations
@@ -33,6 +41,11 @@ from aapt_ros.model.config import CameraConfig, ConfigError
 SUPERSAMPLING = 4  # rays per latent pixel along each axis: coverage in steps of 1/16 of a pixel
 SPHERES_PER_LINK = 6  # a capsule is drawn as this many spheres along its centre line
 NEAR = 0.05  # metres: arm points nearer the camera than this are not drawn
+# The base plane's channels: where the ray meets it ahead (1/0); there, x and y in the base frame
+# as tanh(metres / PLANE_SCALE); 1 / distance along the ray; and everywhere the ray's up component
+# in the base frame (the horizon is where it changes sign).
+BASE_PLANE_CHANNELS = 5
+PLANE_SCALE = 1.0  # metres: a tabletop workspace spans about this much around the base
 
 
 class ArmChain(NamedTuple):
@@ -72,6 +85,11 @@ KUKA_IIWA = ArmChain(
     radii=(0.11, 0.08, 0.08, 0.075, 0.075, 0.07, 0.065, 0.05),
 )
 ARM_CHAINS = {'kuka_iiwa': KUKA_IIWA}
+
+
+def drawing_channels(chain: ArmChain, base_plane: bool) -> int:
+    """Channels of ``ArmDrawing``: per link a coverage, one inverse depth, and the base plane's."""
+    return chain.num_links + 1 + (BASE_PLANE_CHANNELS if base_plane else 0)
 
 
 def chain_named(name: str) -> ArmChain:
@@ -152,7 +170,8 @@ def axis_rotations(axes: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
 class ArmDrawing(nn.Module):
     """Joint positions, the arm base and the camera -> (B, L + 1, h, w): per link (base link first)
     the fraction of each latent pixel its capsule covers, then the mean over the pixel of
-    1 / depth (metres along the ray) of the nearest covering link, 0 where none does. ``image``
+    1 / depth (metres along the ray) of the nearest covering link, 0 where none does; with
+    ``base_plane`` BASE_PLANE_CHANNELS more, the base's plane as the rays meet it. ``image``
     gives the same drawing at its SUPERSAMPLING x finer samples, for the light decoder (an arm
     16 image pixels per latent pixel coarse is drawn blurred however well it is placed).
 
@@ -165,11 +184,14 @@ class ArmDrawing(nn.Module):
     radii: torch.Tensor  # (L,) L = J + 1 links
     sample_directions: torch.Tensor  # (3, S) unit rays of the S = h s w s samples, camera frame, image order
 
-    def __init__(self, camera: CameraConfig, latent_height: int, latent_width: int, chain: ArmChain):
+    def __init__(
+        self, camera: CameraConfig, latent_height: int, latent_width: int, chain: ArmChain, base_plane: bool = False
+    ):
         super().__init__()
         self.chain = chain
+        self.base_plane = base_plane
         self.latent_height, self.latent_width = latent_height, latent_width
-        self.num_channels = chain.num_links + 1
+        self.num_channels = drawing_channels(chain, base_plane)
         origins = np.tile(np.eye(4), (len(chain.joint_names), 1, 1))
         for i, (x, y, z, roll, pitch, yaw) in enumerate(chain.origins):
             origins[i, :3, :3], origins[i, :3, 3] = rpy_matrix(roll, pitch, yaw), (x, y, z)
@@ -201,7 +223,8 @@ class ArmDrawing(nn.Module):
     def image(self, joints: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
         """joints (B, J) radians; base (B, 3, 4): the base link in the *current camera's* frame
         -> float32 (B, L + 1, h s, w s), the drawing at the samples: per link 1 where its capsule
-        covers the sample's ray, then 1 / depth of the nearest covering link (0: none)."""
+        covers the sample's ray, then 1 / depth of the nearest covering link (0: none), then the
+        base plane's channels (``base_plane``)."""
         points = self.points(joints, base)  # (B, L + 1, 3), camera frame
         a, b = points[:, :-1], points[:, 1:]  # (B, L, 3) each link's ends
         u = torch.linspace(0, 1, SPHERES_PER_LINK, device=points.device)
@@ -212,9 +235,30 @@ class ArmDrawing(nn.Module):
         covered = hit.any(2)  # (B, L, S)
         depth = torch.where(hit, along, torch.full_like(along, math.inf)).amin(dim=(1, 2))  # (B, S) nearest link
         inverse_depth = torch.where(depth.isfinite(), 1 / depth, torch.zeros_like(depth))
-        drawn = torch.cat([covered.float(), inverse_depth[:, None]], 1)  # (B, L + 1, S)
+        parts = [covered.float(), inverse_depth[:, None]]  # (B, L, S), (B, 1, S)
+        if self.base_plane:
+            parts.append(self.plane(base))
+        drawn = torch.cat(parts, 1)  # (B, L + 1 [+ BASE_PLANE_CHANNELS], S)
         s = SUPERSAMPLING
         return drawn.unflatten(2, (self.latent_height * s, self.latent_width * s))  # type: ignore[no-untyped-call]
+
+    def plane(self, base: torch.Tensor) -> torch.Tensor:
+        """base (B, 3, 4): the base link in the current camera's frame -> (B, BASE_PLANE_CHANNELS, S)
+        at the samples: the rays against the base's z = 0 plane (channels: see BASE_PLANE_CHANNELS)."""
+        rotation, translation = base[:, :, :3].float(), base[:, :, 3].float()
+        # x_cam = R x_base + t, so the camera's origin in the base frame is -R^T t, its rays R^T d.
+        origin = -torch.einsum('bji,bj->bi', rotation, translation)  # (B, 3)
+        directions = torch.einsum('bji,js->bis', rotation, self.sample_directions.float())  # (B, 3, S)
+        up = directions[:, 2]  # (B, S)
+        # Rays parallel to the plane never meet it: a tiny up component gives a huge distance, not
+        # a division by zero (and no NaN inside a CUDA graph).
+        safe_up = torch.where(up.abs() < 1e-6, torch.full_like(up, 1e-6), up)
+        distance = -origin[:, 2:3] / safe_up  # (B, S) metres along the unit ray
+        meets = distance > 0
+        hit = origin[:, :2, None] + distance[:, None] * directions[:, :2]  # (B, 2, S)
+        inverse = torch.where(meets, 1 / distance.clamp(min=NEAR), torch.zeros_like(distance))
+        on = meets.float()
+        return torch.cat([on[:, None], torch.tanh(hit / PLANE_SCALE) * on[:, None], inverse[:, None], up[:, None]], 1)
 
     def forward(self, joints: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
         """joints (B, J) radians; base (B, 3, 4): the base link in the *current camera's* frame

@@ -109,6 +109,10 @@ class GeneratorConfig:
     # by name) and its base pose (``arm.ArmDrawing``); names a chain of ``arm.ARM_CHAINS``, whose
     # links each add an input channel, plus one of depth. Empty: the arm is known from the actions only.
     arm_chain: str = ''
+    # Also ours, with an arm: its drawing also holds the plane the arm's base stands on (its link
+    # frame's z = 0) as each ray meets it (``arm.ArmDrawing.plane``), 5 more channels. Around a
+    # fixed arm the table, the ground beyond it and the horizon are fixed in that frame.
+    arm_base_plane: bool = False
     sampling_steps: int = 1  # network passes per frame at inference (1 after adversarial training)
     timestep_shift: float = 3.0  # shifted t schedule (SD3): spends more steps at high noise
 
@@ -137,6 +141,8 @@ class GeneratorConfig:
             raise ConfigError(
                 'generator.arm_chain needs sink rays (sink_ray_origin_scale > 0): the base is in the sink frame'
             )
+        if self.arm_base_plane and not self.arm_chain:
+            raise ConfigError("generator.arm_base_plane needs an arm (generator.arm_chain): the plane is its base's")
         if self.arm_chain:
             from aapt_ros.model.arm import chain_named  # arm.py imports this module
 
@@ -175,10 +181,10 @@ class ModelConfig:
                 'change the size, the spatial factor or the patch size'
             )
         if self.vae.fast_decoder_arm_channels:
-            from aapt_ros.model.arm import chain_named  # arm.py imports this module
+            from aapt_ros.model.arm import chain_named, drawing_channels  # arm.py imports this module
 
             chain = self.generator.arm_chain
-            drawn = chain_named(chain).num_links + 1 if chain else 0
+            drawn = drawing_channels(chain_named(chain), self.generator.arm_base_plane) if chain else 0
             if self.vae.fast_decoder_arm_channels != drawn:
                 raise ConfigError(
                     f'vae.fast_decoder_arm_channels is {self.vae.fast_decoder_arm_channels}, but the generator draws '

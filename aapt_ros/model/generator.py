@@ -5,7 +5,7 @@ concatenated on channels (AAPT sec. 3: the previous generated frame is "recycled
 with ``sink_warp_depths`` the per-pixel camera input also holds the sink latent seen along the
 rays, see ``conditioning``, and with ``previous_warp_depths`` the recycled latent is also given
 seen along the rays, see ``plane_sweep``, and with ``arm_chain`` it also holds the robot arm
-drawn from the joint positions, see ``arm``);
+drawn from the joint positions, and with ``arm_base_plane`` the plane its base stands on, see ``arm``);
 the timestep and the action vector modulate every block through adaLN. Tokens of frame i attend
 to frames i-window+1 .. i and to the sink (frame 0). The output is the flow-matching velocity
 v = noise - x0, so the same network samples in one step or many.
@@ -129,7 +129,7 @@ class CausalGenerator(nn.Module):
         self.arm: ArmDrawing | None = None
         if g.arm_chain:
             chain = chain_named(g.arm_chain)
-            self.arm = ArmDrawing(config.camera, config.latent_height, config.latent_width, chain)
+            self.arm = ArmDrawing(config.camera, config.latent_height, config.latent_width, chain, g.arm_base_plane)
             indices = torch.tensor([g.action_names.index(n) for n in chain.joint_names])
             self.register_buffer('arm_joint_indices', indices, persistent=False)  # the chain's joints in the actions
         # The parts of the input on channels, in order, and their widths (the ones this config has).

@@ -21,9 +21,11 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from aapt_ros.model.arm import chain_named, drawing_channels
 from aapt_ros.model.checkpoint import CARD_FILE, Checkpoint, save_checkpoint
 from aapt_ros.model.config import ModelConfig
 from aapt_ros.model.generator import CausalGenerator
+from aapt_ros.model.vae import VideoAutoencoder
 from aapt_ros.training.config import TrainConfig, TrainError, to_yaml
 
 STATE_DIR = 'train_state'
@@ -155,6 +157,36 @@ def with_arm(start: Checkpoint, chain: str) -> Checkpoint:
     _require_sink_rays(start, 'the arm drawing')
     config = start.config.with_generator(arm_chain=chain)
     return _with_new_inputs(start, config, 'arm')
+
+
+def with_arm_base_plane(start: Checkpoint) -> Checkpoint:
+    """``start`` with the plane its arm's base stands on added to the arm drawing
+    (``generator.arm_base_plane``), with zero weights in the generator and, where its light decoder
+    reads the drawing, in the decoder too: it streams as ``start`` until trained."""
+    g = start.config.generator
+    name = start.path or 'the checkpoint'
+    if not g.arm_chain:
+        raise TrainError(f'{name} draws no arm, whose base the plane belongs to: add one first (--arm)')
+    if g.arm_base_plane:
+        raise TrainError(f'{name} already draws its arm base plane')
+    generator = dataclasses.replace(g, arm_base_plane=True)
+    vae_config = start.config.vae
+    if vae_config.fast_decoder_arm_channels:  # the decoder reads the same drawing, plane included
+        drawn = drawing_channels(chain_named(g.arm_chain), base_plane=True)
+        vae_config = dataclasses.replace(vae_config, fast_decoder_arm_channels=drawn)
+    config = dataclasses.replace(start.config, generator=generator, vae=vae_config)  # validated together
+    vae = start.vae
+    if vae_config.fast_decoder_arm_channels:
+        vae = VideoAutoencoder(config.vae)
+        weights = start.vae.state_dict()
+        for key, value in vae.state_dict().items():
+            if key.startswith('fast_decoder.arm_in.') and key.endswith('.weight'):
+                widened = torch.zeros_like(value)  # (width, drawn, 3, 3): the plane's channels come last
+                widened[:, : weights[key].shape[1]] = weights[key]
+                weights[key] = widened
+        vae.load_state_dict(weights)
+        vae.eval()
+    return dataclasses.replace(_with_new_inputs(start, config, 'arm'), vae=vae)
 
 
 def with_previous_warp(start: Checkpoint, depths: tuple[float, ...]) -> Checkpoint:

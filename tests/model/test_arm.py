@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from aapt_ros.model.arm import KUKA_IIWA, NEAR, ArmDrawing, chain_from_urdf
+from aapt_ros.model.arm import BASE_PLANE_CHANNELS, KUKA_IIWA, NEAR, PLANE_SCALE, ArmDrawing, chain_from_urdf
 from aapt_ros.model.config import CameraConfig, ConfigError, GeneratorConfig
 from tests.conftest import tiny_config
 
@@ -138,3 +138,64 @@ def test_an_unknown_base_draws_nothing_and_the_config_is_checked() -> None:
         GeneratorConfig(arm_chain='kuka_iiwa')
     with pytest.raises(ConfigError, match=r'needs the joint positions \[.lbr_iiwa_joint_7.\]'):
         GeneratorConfig(sink_ray_origin_scale=1.0, arm_chain='kuka_iiwa', action_names=KUKA_IIWA.joint_names[:6])
+
+
+def test_the_base_plane_is_where_pybullet_renders_the_table_top() -> None:
+    """Where the rendered image shows the table top (the plane the arm's base stands on), the plane
+    channels say the ray meets it, at the rendered distance and within the table's extent."""
+    k = sim_scene.Intrinsics.from_fov(128, 128, 60.0)
+    drawing = ArmDrawing(CameraConfig(fx=k.fx, fy=k.fy, cx=k.cx, cy=k.cy), 32, 32, KUKA_IIWA, base_plane=True)
+    rng = np.random.default_rng(3)
+    with sim_scene.bullet_client() as client:
+        scene = sim_scene.build_scene(client, rng, np.zeros(7), rate_hz=15.0)
+        position, quaternion = scene.arm_base_pose()
+        eye = sim_scene.WORKSPACE_CENTER + np.array([1.2, 0.5, 0.9])
+        rotation, camera_quaternion = look_at(eye, sim_scene.WORKSPACE_CENTER)
+        _, depth, bodies = scene.render_geometry(k, eye, camera_quaternion)
+    base = base_matrix(tuple(position), tuple(quaternion))[0].double().numpy()
+    in_camera = np.concatenate([rotation.T @ base[:, :3], rotation.T @ (base[:, 3:] - eye[:, None])], axis=1)
+    plane = drawing.image(torch.zeros(1, 7), torch.tensor(in_camera)[None])[0, KUKA_IIWA.num_links + 1 :]
+    assert plane.shape == (BASE_PLANE_CHANNELS, 128, 128)  # 32 x 4 samples a side: one per image pixel
+    meets, x, y, inverse, up = plane.numpy()
+    table = (bodies == scene.surfaces[1]) & (depth < 3.0)
+    assert table.sum() > 2000
+    assert meets[table].min() == 1 and (up[table] < 0).all()
+    # The distance along the ray to the plane is the rendered one (depth along z -> along the ray)
+    # on nearly all the table's pixels: the rest are its sides and edges, below the plane.
+    matches = np.abs(1 / inverse / (depth / drawing_z(k)) - 1) < 0.005
+    assert matches[table].mean() > 0.9, matches[table].mean()
+    top = table & matches
+    # Base frame x, y of the table top: within the table's 1.5 m x 1.0 m, the base 0.3-0.45 m from its centre.
+    table_x = np.arctanh(np.clip(x[top], -0.999, 0.999)) * PLANE_SCALE
+    table_y = np.arctanh(np.clip(y[top], -0.999, 0.999)) * PLANE_SCALE
+    assert np.hypot(table_x, table_y).max() < math.hypot(0.75 + 0.45, 0.5 + 0.15) + 0.05
+
+
+def drawing_z(k: object) -> np.ndarray:
+    """Per image pixel, the optical-axis component of its unit ray: depth along z / distance along the ray."""
+    u, v = np.meshgrid(np.arange(k.width), np.arange(k.height))  # type: ignore[attr-defined]
+    rays = np.stack([(u - k.cx) / k.fx, (v - k.cy) / k.fy, np.ones_like(u, dtype=float)])  # type: ignore[attr-defined]
+    return 1 / np.linalg.norm(rays, axis=0)
+
+
+def test_the_base_plane_from_above_and_level() -> None:
+    drawing = ArmDrawing(CameraConfig(), 16, 16, KUKA_IIWA, base_plane=True)
+    joints = torch.zeros(1, 7)
+    # Looking straight down from 2 m: the base's z axis points back at the camera (-z_cam).
+    down = torch.tensor([[[1.0, 0, 0, 0], [0, -1, 0, 0], [0, 0, -1, 2.0]]])
+    meets, x, y, inverse, up = drawing.plane(down)[0].unflatten(1, (64, 64))  # type: ignore[no-untyped-call]
+    assert meets.min() == 1 and (up < -0.7).all()  # the corners of a wide view lean out
+    centre = (slice(31, 33), slice(31, 33))
+    assert x[centre].abs().max() < 0.05 and y[centre].abs().max() < 0.05
+    torch.testing.assert_close(inverse[centre], torch.full((2, 2), 0.5), atol=2e-3, rtol=0)
+    # Level, 1 m above the plane: the upper half sees the sky (up > 0, no hit), the lower half the plane.
+    level = torch.tensor([[[1.0, 0, 0, 0], [0, 0, -1, 1.0], [0, 1, 0, 0]]])
+    meets, _, _, inverse, up = drawing.plane(level)[0].unflatten(1, (64, 64))  # type: ignore[no-untyped-call]
+    assert (meets[:32] == 0).all() and (up[:32] > 0).all() and (inverse[:32] == 0).all()
+    assert (meets[32:] == 1).all() and (up[32:] < 0).all()
+    # Coverage and depth of the arm come first, unchanged; the plane's channels follow.
+    plain = ArmDrawing(CameraConfig(), 16, 16, KUKA_IIWA)
+    torch.testing.assert_close(drawing(joints, level)[:, : KUKA_IIWA.num_links + 1], plain(joints, level))
+    assert drawing.num_channels == KUKA_IIWA.num_links + 1 + BASE_PLANE_CHANNELS
+    with pytest.raises(ConfigError, match='arm_base_plane needs an arm'):
+        GeneratorConfig(sink_ray_origin_scale=1.0, arm_base_plane=True)

@@ -15,7 +15,15 @@ from aapt_ros.model.camera import Pose
 from aapt_ros.model.checkpoint import CARD_FILE, Checkpoint, load_checkpoint, save_checkpoint
 from aapt_ros.streaming.session import StreamingSession
 from aapt_ros.training import cli, flow_stage
-from aapt_ros.training.checkpoints import MODEL_STATE, STATE_DIR, deepened, with_arm, with_sink_rays, with_sink_warp
+from aapt_ros.training.checkpoints import (
+    MODEL_STATE,
+    STATE_DIR,
+    deepened,
+    with_arm,
+    with_arm_base_plane,
+    with_sink_rays,
+    with_sink_warp,
+)
 from aapt_ros.training.config import TrainError, load_train_config
 from tests.tool_scripts import load_tool
 
@@ -193,6 +201,55 @@ def test_a_checkpoint_given_the_arm_streams_as_before_until_trained(
     _assert_stream_alike(load_checkpoint(tmp_path / 'trained_warp'), widened)
     with pytest.raises(TrainError, match='already draws the arm'):
         with_arm(widened, 'kuka_iiwa')
+
+
+def test_a_checkpoint_given_the_arm_base_plane_streams_as_before_until_trained(
+    grow_tool: ModuleType, tmp_path: Path
+) -> None:
+    """The plane's channels follow the arm's, at zero weight in the generator and in a light decoder
+    that reads the drawing: with the arm's base known and in view, every frame is unchanged."""
+    import dataclasses
+
+    from aapt_ros.model.arm import BASE_PLANE_CHANNELS
+    from aapt_ros.model.init_checkpoint import untrained_checkpoint
+    from aapt_ros.streaming.engine import StreamEngine
+    from tests.conftest import tiny_config
+
+    config = tiny_config(sink_ray_origin_scale=0.5, arm_chain='kuka_iiwa')
+    with pytest.raises(TrainError, match='draws no arm'):
+        with_arm_base_plane(untrained_checkpoint(tiny_config(sink_ray_origin_scale=0.5), seed=0))
+    vae = dataclasses.replace(config.vae, fast_decoder_channels=16, fast_decoder_arm_channels=9)
+    arm = untrained_checkpoint(dataclasses.replace(config, vae=vae), seed=0)
+    with torch.no_grad():  # as if trained: the arm inputs read in the generator and the decoder
+        arm.generator.patch_embed.weight.normal_(0.0, 0.1)
+        arm.generator.final_proj.weight.normal_(0.0, 0.1)
+        for conv in arm.vae.fast_decoder.arm_in:  # type: ignore[union-attr]
+            conv.weight.normal_(0.0, 0.5)
+    save_checkpoint(arm, tmp_path / 'arm', weight_dtype=torch.float32)
+    assert grow_tool.main([str(tmp_path / 'arm'), str(tmp_path / 'plane'), '--arm-base-plane']) == 0
+    plane = load_checkpoint(tmp_path / 'plane')
+    assert plane.config.generator.arm_base_plane
+    assert plane.config.vae.fast_decoder_arm_channels == 9 + BASE_PLANE_CHANNELS
+    arm_part = plane.generator.input_slice('arm')
+    assert arm_part.stop - arm_part.start == 9 + BASE_PLANE_CHANNELS
+    new = plane.generator.patch_embed.weight[:, arm_part.stop - BASE_PLANE_CHANNELS : arm_part.stop]
+    assert new.abs().sum() == 0
+    start = np.random.default_rng(0).integers(0, 256, (1, 32, 48, 3), dtype=np.uint8)
+    base = np.concatenate([np.eye(3), [[0.0], [0.3], [1.5]]], axis=1)[None]  # 1.5 m ahead of the first camera
+    streams = []
+    for checkpoint in (load_checkpoint(tmp_path / 'arm'), plane):
+        engine = StreamEngine(checkpoint, batch_size=1, dtype='float32')
+        assert engine.decoder_reads_arm
+        engine.start(np.ones(1, bool), start, np.full((1, 7), 0.3), base)
+        motion = (np.eye(3)[None], np.array([[0.02, 0.0, 0.01]]))
+        streams.append([engine.step(*motion) for _ in range(4)])
+    g = engine.generator
+    drawn = g.arm_image(engine.actions, engine.arm_bases, engine.sink_rotations, engine.sink_translations)
+    assert drawn[:, 9:].abs().sum() > 0  # the plane is drawn, and read at zero weight
+    for before, after in zip(*streams, strict=True):
+        np.testing.assert_allclose(before.astype(float), after.astype(float), atol=1)  # uint8 rounding only
+    with pytest.raises(TrainError, match='already draws its arm base plane'):
+        with_arm_base_plane(plane)
 
 
 def test_a_deepened_checkpoint_streams_as_before_until_trained_and_loads_from_shards(
