@@ -6,6 +6,8 @@
 - ``--sink-warp D1,D2,...``: the sink frame's latent resampled into the current view at these
   depths (metres) as more input channels (``generator.sink_warp_depths``); needs sink rays
   (given already or with ``--sink-rays``); the new input weights are zero.
+- ``--sink-warp-base-plane``: the sink latent also seen where each ray meets the arm base's plane
+  (``generator.sink_warp_base_plane``); needs a sink warp and an arm; the new input weights are zero.
 - ``--previous-warp D1,D2,...``: the same for the recycled previous latent, along the motion since
   the previous frame (``generator.previous_warp_depths``); the new input weights are zero.
 - ``--arm CHAIN``: the robot arm drawn per latent pixel from the joint positions and the base pose
@@ -45,6 +47,7 @@ from aapt_ros.training.checkpoints import (
     with_previous_warp,
     with_sink_rays,
     with_sink_warp,
+    with_sink_warp_base_plane,
 )
 from aapt_ros.training.config import TrainError
 
@@ -77,12 +80,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         '--arm-base-plane', action='store_true', help="draw the plane the arm's base stands on as the rays meet it"
     )
+    parser.add_argument(
+        '--sink-warp-base-plane', action='store_true', help="warp the sink latent at the arm base's plane too"
+    )
     parser.add_argument('--depth', type=int, help='blocks in all, more than the checkpoint has')
     args = parser.parse_args(argv)
     additions = ('sink_rays', 'sink_warp', 'previous_warp', 'arm', 'depth')
-    if all(getattr(args, a) is None for a in additions) and not args.arm_base_plane:
+    if all(getattr(args, a) is None for a in additions) and not (args.arm_base_plane or args.sink_warp_base_plane):
         parser.error(
-            'nothing to add: give --sink-rays, --sink-warp, --previous-warp, --arm, --arm-base-plane and/or --depth'
+            'nothing to add: give --sink-rays, --sink-warp, --previous-warp, --arm, --arm-base-plane, '
+            '--sink-warp-base-plane and/or --depth'
         )
     if args.sink_rays is not None and not args.sink_rays > 0:
         parser.error('--sink-rays must be positive')
@@ -96,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint = with_arm(checkpoint, args.arm)
         if args.arm_base_plane:
             checkpoint = with_arm_base_plane(checkpoint)
+        if args.sink_warp_base_plane:
+            checkpoint = with_sink_warp_base_plane(checkpoint)
         if args.previous_warp is not None:
             checkpoint = with_previous_warp(checkpoint, args.previous_warp)
         if args.depth is not None:

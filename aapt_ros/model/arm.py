@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from aapt_ros.model.camera import latent_ray_directions
+from aapt_ros.model.camera import latent_ray_directions, rays_to_plane
 from aapt_ros.model.config import CameraConfig, ConfigError
 
 SUPERSAMPLING = 4  # rays per latent pixel along each axis: coverage in steps of 1/16 of a pixel
@@ -245,15 +245,8 @@ class ArmDrawing(nn.Module):
     def plane(self, base: torch.Tensor) -> torch.Tensor:
         """base (B, 3, 4): the base link in the current camera's frame -> (B, BASE_PLANE_CHANNELS, S)
         at the samples: the rays against the base's z = 0 plane (channels: see BASE_PLANE_CHANNELS)."""
-        rotation, translation = base[:, :, :3].float(), base[:, :, 3].float()
-        # x_cam = R x_base + t, so the camera's origin in the base frame is -R^T t, its rays R^T d.
-        origin = -torch.einsum('bji,bj->bi', rotation, translation)  # (B, 3)
-        directions = torch.einsum('bji,js->bis', rotation, self.sample_directions.float())  # (B, 3, S)
-        up = directions[:, 2]  # (B, S)
-        # Rays parallel to the plane never meet it: a tiny up component gives a huge distance, not
-        # a division by zero (and no NaN inside a CUDA graph).
-        safe_up = torch.where(up.abs() < 1e-6, torch.full_like(up, 1e-6), up)
-        distance = -origin[:, 2:3] / safe_up  # (B, S) metres along the unit ray
+        origin, directions, distance = rays_to_plane(base, self.sample_directions)  # (B, 3), (B, 3, S), (B, S)
+        up = directions[:, 2]
         meets = distance > 0
         hit = origin[:, :2, None] + distance[:, None] * directions[:, :2]  # (B, 2, S)
         inverse = torch.where(meets, 1 / distance.clamp(min=NEAR), torch.zeros_like(distance))

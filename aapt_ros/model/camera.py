@@ -95,6 +95,21 @@ def latent_ray_directions(camera: CameraConfig, latent_height: int, latent_width
     return dirs / dirs.norm(dim=0, keepdim=True)
 
 
+def rays_to_plane(base: torch.Tensor, directions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Camera rays against a frame's z = 0 plane. base (B, 3, 4): the frame [R | t] in the camera's
+    (x_cam = R x + t); directions (3, N): unit rays in the camera frame -> float32 the camera's
+    origin in that frame (B, 3), the rays there (B, 3, N) and the metres along each ray to the
+    plane (B, N): positive where it meets it ahead, negative or huge (parallel) where not."""
+    rotation, translation = base[:, :, :3].float(), base[:, :, 3].float()
+    origin = -torch.einsum('bji,bj->bi', rotation, translation)  # -R^T t
+    rays = torch.einsum('bji,jn->bin', rotation, directions.float())  # R^T d
+    up = rays[:, 2]
+    # A ray parallel to the plane gets a tiny up component, so a huge distance, not a division by
+    # zero (and no NaN inside a CUDA graph).
+    safe_up = torch.where(up.abs() < 1e-6, torch.full_like(up, 1e-6), up)
+    return origin, rays, -origin[:, 2:3] / safe_up
+
+
 class RayEncoder(nn.Module):
     """Per-latent-pixel ray origin and direction of the current frame in the previous frame and,
     when ``sink_origin_scale`` > 0, also in the sink (first) frame of the stream.

@@ -113,6 +113,10 @@ class GeneratorConfig:
     # frame's z = 0) as each ray meets it (``arm.ArmDrawing.plane``), 5 more channels. Around a
     # fixed arm the table, the ground beyond it and the horizon are fixed in that frame.
     arm_base_plane: bool = False
+    # Also ours, with a sink warp and an arm: the sink latent also seen where each ray meets the arm
+    # base's plane (one depth per pixel, exact for the table top the arm stands on; the sweep's
+    # fronto-parallel depths meet a slanted surface only in bands), latent_channels + 1 channels.
+    sink_warp_base_plane: bool = False
     sampling_steps: int = 1  # network passes per frame at inference (1 after adversarial training)
     timestep_shift: float = 3.0  # shifted t schedule (SD3): spends more steps at high noise
 
@@ -143,6 +147,11 @@ class GeneratorConfig:
             )
         if self.arm_base_plane and not self.arm_chain:
             raise ConfigError("generator.arm_base_plane needs an arm (generator.arm_chain): the plane is its base's")
+        if self.sink_warp_base_plane and not (self.sink_warp_depths and self.arm_chain):
+            raise ConfigError(
+                'generator.sink_warp_base_plane needs a sink warp (sink_warp_depths) and an arm (arm_chain), '
+                "whose base's plane it warps the sink at"
+            )
         if self.arm_chain:
             from aapt_ros.model.arm import chain_named  # arm.py imports this module
 

@@ -139,6 +139,7 @@ class CausalGenerator(nn.Module):
             'rays': self.rays.num_channels,
             'sink_warp': self.sink_warp.num_channels(v.latent_channels) if self.sink_warp else 0,
             'arm': self.arm.num_channels if self.arm else 0,
+            'sink_plane_warp': v.latent_channels + 1 if g.sink_warp_base_plane else 0,
             'previous_warp': self.previous_warp.num_channels(v.latent_channels) if self.previous_warp else 0,
         }
         self.input_parts = {name: width for name, width in parts.items() if width}
@@ -197,6 +198,15 @@ class CausalGenerator(nn.Module):
             if arm_drawing is None:
                 arm_drawing = self.arm_image(action, arm_base, sink_rotation, sink_translation)
             inputs.append(F.avg_pool2d(arm_drawing, SUPERSAMPLING))
+        if self.config.generator.sink_warp_base_plane:
+            assert self.sink_warp is not None and sink_latent is not None and arm_base is not None  # config, above
+            assert sink_rotation is not None and sink_translation is not None
+            lengths, meets = self.sink_warp.plane_lengths(
+                self.base_in_camera(arm_base, sink_rotation, sink_translation)
+            )
+            known = arm_base.flatten(1).abs().sum(1) > 0  # (B,) an all-zero base is unknown: nothing sampled
+            meets = meets & known[:, None, None, None]
+            inputs.append(self.sink_warp.along_motion(sink_latent, sink_rotation, sink_translation, lengths, meets))
         return torch.cat(inputs, dim=1) if len(inputs) > 1 else rays
 
     def arm_image(
@@ -208,18 +218,25 @@ class CausalGenerator(nn.Module):
         ``conditioning`` averages it over each latent pixel; the light decoder can read it as it is."""
         if self.arm is None:
             raise ValueError('this generator draws no arm (generator.arm_chain is empty)')
-        # The base in the current camera: x_sink = R_s x_cam + t_s, so x_cam = R_s^T (x_sink - t_s).
+        known = arm_base.flatten(1).abs().sum(1) > 0  # (B,) an all-zero base is unknown: no arm drawn
+        base = self.base_in_camera(arm_base, sink_rotation, sink_translation)
+        drawn = self.arm.image(action[:, self.arm_joint_indices], base)
+        return drawn * known[:, None, None, None].to(drawn.dtype)
+
+    @staticmethod
+    def base_in_camera(
+        arm_base: torch.Tensor, sink_rotation: torch.Tensor, sink_translation: torch.Tensor
+    ) -> torch.Tensor:
+        """arm_base (B, 3, 4) in the sink camera frame, the camera in that frame -> (B, 3, 4) float32
+        in the current camera frame: x_sink = R_s x_cam + t_s, so x_cam = R_s^T (x_sink - t_s)."""
         to_camera = sink_rotation.float().transpose(1, 2)
-        base = torch.cat(
+        return torch.cat(
             [
                 to_camera @ arm_base[:, :, :3].float(),
                 to_camera @ (arm_base[:, :, 3:].float() - sink_translation.float()[:, :, None]),
             ],
             dim=2,
         )
-        known = arm_base.flatten(1).abs().sum(1) > 0  # (B,) an all-zero base is unknown: no arm drawn
-        drawn = self.arm.image(action[:, self.arm_joint_indices], base)
-        return drawn * known[:, None, None, None].to(drawn.dtype)
 
     def _blocks(self) -> list[Block]:
         return [typing.cast(Block, b) for b in self.blocks]

@@ -21,7 +21,7 @@ from einops import rearrange
 from torch import nn
 from torch.nn import functional as F
 
-from aapt_ros.model.camera import latent_ray_directions
+from aapt_ros.model.camera import latent_ray_directions, rays_to_plane
 from aapt_ros.model.config import CameraConfig
 
 MIN_DEPTH = 1e-3  # metres: points nearer the other camera's image plane than this are behind it
@@ -46,13 +46,17 @@ class PlaneSweep(nn.Module):
     def num_channels(self, latent_channels: int) -> int:
         return self.num_depths * (latent_channels + 1)
 
-    def sample_grid(self, directions: torch.Tensor, origin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample_grid(
+        self, directions: torch.Tensor, origin: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """directions (B, 3, h, w): each latent pixel's unit ray, rotated into the other camera's
-        frame (R d, as RayEncoder gives it); origin (B, 3): the current camera there, metres
-        -> the ``grid_sample`` coordinates (B, K, h, w, 2) of each depth's point in the other
-        latent, in [-1, 1] inside it, and their validity (B, K, h, w) bool."""
-        # (B, K, 3, h, w); buffers cast where used: a generator cast to bfloat16 casts them too
-        p = self.ray_lengths.float() * directions.float()[:, None] + origin.float()[:, None, :, None, None]
+        frame (R d, as RayEncoder gives it); origin (B, 3): the current camera there, metres;
+        lengths (B, K, 1, h, w): metres along each ray, in place of ``depths``' (None: those)
+        -> the ``grid_sample`` coordinates (B, K, h, w, 2) of each point in the other latent, in
+        [-1, 1] inside it, and their validity (B, K, h, w) bool."""
+        # Buffers cast where used: a generator cast to bfloat16 casts them too.
+        lengths = self.ray_lengths.float() if lengths is None else lengths.float()
+        p = lengths * directions.float()[:, None] + origin.float()[:, None, :, None, None]  # (B, K, 3, h, w)
         z = p[:, :, 2]
         in_front = z > MIN_DEPTH
         z = torch.where(in_front, z, torch.ones_like(z))
@@ -64,10 +68,21 @@ class PlaneSweep(nn.Module):
         valid = in_front & (grid.abs() <= 1).all(dim=-1)
         return torch.where(valid[..., None], grid, torch.full_like(grid, 2.0)), valid  # 2: outside, samples 0
 
-    def forward(self, latent: torch.Tensor, directions: torch.Tensor, origin: torch.Tensor) -> torch.Tensor:
-        """latent (B, C, h, w) of the other frame; directions and origin as ``sample_grid``'s."""
-        grid, valid = self.sample_grid(directions, origin)
-        k = self.num_depths
+    def forward(
+        self,
+        latent: torch.Tensor,
+        directions: torch.Tensor,
+        origin: torch.Tensor,
+        lengths: torch.Tensor | None = None,
+        known: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """latent (B, C, h, w) of the other frame; directions, origin and lengths as ``sample_grid``'s;
+        known (B, K, h, w) bool: points to sample at all (None: every one)."""
+        grid, valid = self.sample_grid(directions, origin, lengths)
+        if known is not None:
+            valid = valid & known
+            grid = torch.where(valid[..., None], grid, torch.full_like(grid, 2.0))
+        k = grid.shape[1]
         sampled = F.grid_sample(
             latent.float(),
             rearrange(grid, 'b k h w two -> b (k h) w two'),
@@ -79,7 +94,25 @@ class PlaneSweep(nn.Module):
         warped = torch.cat([sampled, valid[:, :, None].float()], dim=2)  # (B, K, C + 1, h, w)
         return rearrange(warped, 'b k c h w -> b (k c) h w')
 
-    def along_motion(self, latent: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor) -> torch.Tensor:
+    def along_motion(
+        self,
+        latent: torch.Tensor,
+        rotation: torch.Tensor,
+        translation: torch.Tensor,
+        lengths: torch.Tensor | None = None,
+        known: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """``forward`` with the current camera in the other frame as (B, 3, 3), (B, 3): x_other = R x + t."""
         directions = torch.einsum('bij,jhw->bihw', rotation.float(), self.camera_directions.float())
-        return self(latent, directions, translation)
+        return self(latent, directions, translation, lengths, known)
+
+    def plane_lengths(self, base: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """base (B, 3, 4): a frame [R | t] in the current camera's -> metres along each latent
+        pixel's ray to that frame's z = 0 plane, (B, 1, 1, h, w) (1 where the ray does not meet it
+        ahead), and whether it does, (B, 1, h, w) bool: ``along_motion``'s lengths and known for
+        a warp at that plane (the arm base's: the table top it stands on)."""
+        _, _, length = rays_to_plane(base, self.camera_directions.flatten(1))
+        length = length.unflatten(1, self.camera_directions.shape[1:])  # type: ignore[no-untyped-call]  # (B, h, w)
+        meets = (length > 0) & length.isfinite()
+        length = torch.where(meets, length, torch.ones_like(length))
+        return length[:, None, None], meets[:, None]

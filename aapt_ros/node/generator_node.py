@@ -289,9 +289,10 @@ class GeneratorNode(Node):
                     description=(
                         'Pose of the robot arm base link in the frame of the pose topic: x, y, z, qx, qy, qz, qw '
                         '(the static transform from that frame to the base). Read by a model that draws the arm '
-                        "(its config's generator.arm_chain) and by its light decoder if that reads the drawing "
-                        '(vae.fast_decoder_arm_channels); empty: the drawing stays zero and the arm comes from '
-                        'the joint actions alone (worse; a warning says so).'
+                        "(its config's generator.arm_chain), with the plane the base stands on if it draws that "
+                        '(generator.arm_base_plane, generator.sink_warp_base_plane), and by its light decoder if '
+                        'that reads the drawing (vae.fast_decoder_arm_channels); empty: the drawing stays zero and '
+                        'the arm comes from the joint actions alone (worse; a warning says so).'
                     ),
                     read_only=True,
                     dynamic_typing=True,  # an empty default would otherwise fix the type to a byte array

@@ -189,6 +189,18 @@ def with_arm_base_plane(start: Checkpoint) -> Checkpoint:
     return dataclasses.replace(_with_new_inputs(start, config, 'arm'), vae=vae)
 
 
+def with_sink_warp_base_plane(start: Checkpoint) -> Checkpoint:
+    """``start`` with the sink latent seen where each ray meets its arm base's plane added to its
+    input (``generator.sink_warp_base_plane``), with zero weights: it streams as ``start`` until trained."""
+    g = start.config.generator
+    name = start.path or 'the checkpoint'
+    if not (g.sink_warp_depths and g.arm_chain):
+        raise TrainError(f'{name} needs a sink warp and an arm first (--sink-warp, --arm)')
+    if g.sink_warp_base_plane:
+        raise TrainError(f'{name} already warps the sink at its arm base plane')
+    return _with_new_inputs(start, start.config.with_generator(sink_warp_base_plane=True), 'sink_plane_warp')
+
+
 def with_previous_warp(start: Checkpoint, depths: tuple[float, ...]) -> Checkpoint:
     """``start`` with the recycled latent seen at ``depths`` along the last motion added to its
     input (``generator.previous_warp_depths``), with zero weights: it streams as ``start`` until trained."""

@@ -77,3 +77,47 @@ def test_the_sweep_reads_the_motion_from_the_rays_as_from_the_pose() -> None:
 def test_bad_warp_depths_are_config_errors(overrides: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         GeneratorConfig(**overrides)  # type: ignore[arg-type]
+
+
+def test_a_plane_facing_the_camera_warps_as_the_sweep_at_its_depth() -> None:
+    """The arm base's plane, facing the current camera 2 m ahead (its z axis back along the optical
+    axis), is the sweep's depth 2 m: the warp at the plane's lengths samples the same points."""
+    warp = PlaneSweep(CAMERA, 4, 6, DEPTHS)
+    facing = torch.tensor([[[1.0, 0, 0, 0], [0, -1, 0, 0], [0, 0, -1, 2.0]]])  # x_cam = R x_base + t
+    lengths, meets = warp.plane_lengths(facing)
+    assert bool(meets.all())
+    step = torch.tensor([[0.3, 0.1, -0.2]])
+    sink = torch.randn(1, 3, 4, 6, generator=torch.Generator().manual_seed(1))
+    at_plane = warp.along_motion(sink, torch.eye(3)[None], step, lengths, meets)  # (1, C + 1, h, w)
+    swept = warp.along_motion(sink, torch.eye(3)[None], step).unflatten(1, (len(DEPTHS), 4))[:, 1]
+    torch.testing.assert_close(at_plane, swept, atol=1e-5, rtol=0)
+    behind = facing.clone()
+    behind[0, 2, 3] = -2.0  # the plane behind the camera: no ray meets it, nothing is sampled
+    lengths, meets = warp.plane_lengths(behind)
+    assert not bool(meets.any())
+    assert bool((warp.along_motion(sink, torch.eye(3)[None], step, lengths, meets) == 0).all())
+
+
+def test_the_generator_warps_the_sink_at_the_arm_base_plane_only_when_the_base_is_known() -> None:
+    from aapt_ros.model.generator import CausalGenerator
+    from tests.conftest import tiny_config
+
+    config = tiny_config(
+        sink_ray_origin_scale=1.0, sink_warp_depths=(1.0,), arm_chain='kuka_iiwa', sink_warp_base_plane=True
+    )
+    net = CausalGenerator(config)
+    offset = net.input_slice('rays').start  # conditioning gives the input from the rays on
+    part = slice(net.input_slice('sink_plane_warp').start - offset, net.input_slice('sink_plane_warp').stop - offset)
+    assert part.stop - part.start == config.vae.latent_channels + 1
+    eye, zero = torch.eye(3)[None], torch.zeros(1, 3)
+    sink = torch.randn(1, config.vae.latent_channels, 4, 6)
+    below = torch.tensor([[[1.0, 0, 0, 0], [0, 0, -1, 0.5], [0, 1, 0, 1.0]]])  # the base 0.5 m below the camera
+    rays = net.conditioning(eye, zero, eye, zero, sink, torch.zeros(1, 7), below)
+    warped = rays[:, part]
+    assert 0 < warped[0, -1].sum() < warped[0, -1].numel()  # the rays below the horizon meet the plane
+    seen = warped[0, -1] == 1
+    torch.testing.assert_close(warped[0, :-1][:, seen], sink[0][:, seen], atol=1e-5, rtol=0)  # from the sink itself
+    unknown = net.conditioning(eye, zero, eye, zero, sink, torch.zeros(1, 7), torch.zeros(1, 3, 4))
+    assert unknown[:, part].abs().sum() == 0
+    with pytest.raises(ConfigError, match='sink_warp_base_plane needs a sink warp'):
+        GeneratorConfig(sink_ray_origin_scale=1.0, arm_chain='kuka_iiwa', sink_warp_base_plane=True)

@@ -23,6 +23,7 @@ from aapt_ros.training.checkpoints import (
     with_arm_base_plane,
     with_sink_rays,
     with_sink_warp,
+    with_sink_warp_base_plane,
 )
 from aapt_ros.training.config import TrainError, load_train_config
 from tests.tool_scripts import load_tool
@@ -250,6 +251,40 @@ def test_a_checkpoint_given_the_arm_base_plane_streams_as_before_until_trained(
         np.testing.assert_allclose(before.astype(float), after.astype(float), atol=1)  # uint8 rounding only
     with pytest.raises(TrainError, match='already draws its arm base plane'):
         with_arm_base_plane(plane)
+
+
+def test_a_checkpoint_given_the_sink_warp_at_the_base_plane_streams_as_before_until_trained(
+    grow_tool: ModuleType, tmp_path: Path
+) -> None:
+    from aapt_ros.model.init_checkpoint import untrained_checkpoint
+    from aapt_ros.streaming.engine import StreamEngine
+    from tests.conftest import tiny_config
+
+    with pytest.raises(TrainError, match='needs a sink warp and an arm'):
+        with_sink_warp_base_plane(untrained_checkpoint(tiny_config(sink_ray_origin_scale=0.5), seed=0))
+    config = tiny_config(sink_ray_origin_scale=0.5, sink_warp_depths=(1.0, 3.0), arm_chain='kuka_iiwa')
+    warp = untrained_checkpoint(config, seed=0)
+    with torch.no_grad():  # as if trained
+        warp.generator.patch_embed.weight.normal_(0.0, 0.1)
+        warp.generator.final_proj.weight.normal_(0.0, 0.1)
+    save_checkpoint(warp, tmp_path / 'warp', weight_dtype=torch.float32)
+    assert grow_tool.main([str(tmp_path / 'warp'), str(tmp_path / 'plane'), '--sink-warp-base-plane']) == 0
+    plane = load_checkpoint(tmp_path / 'plane')
+    assert plane.config.generator.sink_warp_base_plane
+    new = plane.generator.patch_embed.weight[:, plane.generator.input_slice('sink_plane_warp')]
+    assert new.shape[1] == config.vae.latent_channels + 1 and new.abs().sum() == 0
+    start = np.random.default_rng(0).integers(0, 256, (1, 32, 48, 3), dtype=np.uint8)
+    below = np.array([[[1.0, 0, 0, 0], [0, 0, -1, 0.5], [0, 1, 0, 1.0]]])  # the base's plane 0.5 m below the camera
+    streams = []
+    for checkpoint in (load_checkpoint(tmp_path / 'warp'), plane):
+        engine = StreamEngine(checkpoint, batch_size=1, dtype='float32')
+        engine.start(np.ones(1, bool), start, np.full((1, 7), 0.3), below)
+        motion = (np.eye(3)[None], np.array([[0.02, 0.0, 0.01]]))
+        streams.append([engine.step(*motion) for _ in range(4)])
+    for before, after in zip(*streams, strict=True):
+        np.testing.assert_allclose(before.astype(float), after.astype(float), atol=1)  # uint8 rounding only
+    with pytest.raises(TrainError, match='already warps the sink at its arm base plane'):
+        with_sink_warp_base_plane(plane)
 
 
 def test_a_deepened_checkpoint_streams_as_before_until_trained_and_loads_from_shards(
