@@ -46,6 +46,11 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
     return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
 
 
+def base_known(arm_base: torch.Tensor) -> torch.Tensor:
+    """(B, 3, 4) arm bases -> (B,) bool: whether each is given (all zeros: unknown, nothing drawn)."""
+    return arm_base.flatten(1).abs().sum(1) > 0
+
+
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return x * (1 + scale) + shift
 
@@ -204,8 +209,7 @@ class CausalGenerator(nn.Module):
             lengths, meets = self.sink_warp.plane_lengths(
                 self.base_in_camera(arm_base, sink_rotation, sink_translation)
             )
-            known = arm_base.flatten(1).abs().sum(1) > 0  # (B,) an all-zero base is unknown: nothing sampled
-            meets = meets & known[:, None, None, None]
+            meets = meets & base_known(arm_base)[:, None, None, None]  # an unknown base: nothing sampled
             inputs.append(self.sink_warp.along_motion(sink_latent, sink_rotation, sink_translation, lengths, meets))
         return torch.cat(inputs, dim=1) if len(inputs) > 1 else rays
 
@@ -218,10 +222,9 @@ class CausalGenerator(nn.Module):
         ``conditioning`` averages it over each latent pixel; the light decoder can read it as it is."""
         if self.arm is None:
             raise ValueError('this generator draws no arm (generator.arm_chain is empty)')
-        known = arm_base.flatten(1).abs().sum(1) > 0  # (B,) an all-zero base is unknown: no arm drawn
         base = self.base_in_camera(arm_base, sink_rotation, sink_translation)
         drawn = self.arm.image(action[:, self.arm_joint_indices], base)
-        return drawn * known[:, None, None, None].to(drawn.dtype)
+        return drawn * base_known(arm_base)[:, None, None, None].to(drawn.dtype)  # an unknown base: no arm drawn
 
     @staticmethod
     def base_in_camera(
