@@ -47,13 +47,18 @@ class PlaneSweep(nn.Module):
         return self.num_depths * (latent_channels + 1)
 
     def sample_grid(
-        self, directions: torch.Tensor, origin: torch.Tensor, lengths: torch.Tensor | None = None
+        self,
+        directions: torch.Tensor,
+        origin: torch.Tensor,
+        lengths: torch.Tensor | None = None,
+        known: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """directions (B, 3, h, w): each latent pixel's unit ray, rotated into the other camera's
         frame (R d, as RayEncoder gives it); origin (B, 3): the current camera there, metres;
-        lengths (B, K, 1, h, w): metres along each ray, in place of ``depths``' (None: those)
-        -> the ``grid_sample`` coordinates (B, K, h, w, 2) of each point in the other latent, in
-        [-1, 1] inside it, and their validity (B, K, h, w) bool."""
+        lengths (B, K, 1, h, w): metres along each ray, in place of ``depths``' (None: those);
+        known (B, K, h, w) bool: the points to sample at all (None: every one) -> the
+        ``grid_sample`` coordinates (B, K, h, w, 2) of each point in the other latent, in [-1, 1]
+        inside it, and their validity (B, K, h, w) bool."""
         # Buffers cast where used: a generator cast to bfloat16 casts them too.
         lengths = self.ray_lengths.float() if lengths is None else lengths.float()
         p = lengths * directions.float()[:, None] + origin.float()[:, None, :, None, None]  # (B, K, 3, h, w)
@@ -66,6 +71,8 @@ class PlaneSweep(nn.Module):
         # align_corners=False: -1 and 1 are the image's outer edges, half a pixel beyond pixels 0 and W - 1.
         grid = torch.stack([(u + 0.5) / c.width * 2 - 1, (v + 0.5) / c.height * 2 - 1], dim=-1)
         valid = in_front & (grid.abs() <= 1).all(dim=-1)
+        if known is not None:
+            valid = valid & known
         return torch.where(valid[..., None], grid, torch.full_like(grid, 2.0)), valid  # 2: outside, samples 0
 
     def forward(
@@ -76,12 +83,9 @@ class PlaneSweep(nn.Module):
         lengths: torch.Tensor | None = None,
         known: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """latent (B, C, h, w) of the other frame; directions, origin and lengths as ``sample_grid``'s;
-        known (B, K, h, w) bool: points to sample at all (None: every one)."""
-        grid, valid = self.sample_grid(directions, origin, lengths)
-        if known is not None:
-            valid = valid & known
-            grid = torch.where(valid[..., None], grid, torch.full_like(grid, 2.0))
+        """latent (B, C, h, w) of the other frame; directions, origin, lengths and known as
+        ``sample_grid``'s."""
+        grid, valid = self.sample_grid(directions, origin, lengths, known)
         k = grid.shape[1]
         sampled = F.grid_sample(
             latent.float(),

@@ -170,14 +170,12 @@ def with_arm_base_plane(start: Checkpoint) -> Checkpoint:
     if g.arm_base_plane:
         raise TrainError(f'{name} already draws its arm base plane')
     generator = dataclasses.replace(g, arm_base_plane=True)
+    vae = start.vae
     vae_config = start.config.vae
     if vae_config.fast_decoder_arm_channels:  # the decoder reads the same drawing, plane included
         drawn = drawing_channels(chain_named(g.arm_chain), base_plane=True)
         vae_config = dataclasses.replace(vae_config, fast_decoder_arm_channels=drawn)
-    config = dataclasses.replace(start.config, generator=generator, vae=vae_config)  # validated together
-    vae = start.vae
-    if vae_config.fast_decoder_arm_channels:
-        vae = VideoAutoencoder(config.vae)
+        vae = VideoAutoencoder(vae_config)
         weights = start.vae.state_dict()
         for key, value in vae.state_dict().items():
             if key.startswith('fast_decoder.arm_in.') and key.endswith('.weight'):
@@ -186,6 +184,7 @@ def with_arm_base_plane(start: Checkpoint) -> Checkpoint:
                 weights[key] = widened
         vae.load_state_dict(weights)
         vae.eval()
+    config = dataclasses.replace(start.config, generator=generator, vae=vae_config)  # validated together
     return dataclasses.replace(_with_new_inputs(start, config, 'arm'), vae=vae)
 
 
