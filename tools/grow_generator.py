@@ -8,6 +8,10 @@
   (given already or with ``--sink-rays``); the new input weights are zero.
 - ``--sink-warp-base-plane``: the sink latent also seen where each ray meets the arm base's plane
   (``generator.sink_warp_base_plane``); needs a sink warp and an arm; the new input weights are zero.
+- ``--sink-warp-ground METRES``: the sink latent also seen where each ray meets the ground, this far
+  below the arm base's plane (``generator.sink_warp_ground_below_base``), continued from the first
+  frame's nearest edge where it did not show that point; needs a sink warp and an arm; the new input
+  weights are zero.
 - ``--previous-warp D1,D2,...``: the same for the recycled previous latent, along the motion since
   the previous frame (``generator.previous_warp_depths``); the new input weights are zero.
 - ``--arm CHAIN``: the robot arm drawn per latent pixel from the joint positions and the base pose
@@ -28,6 +32,7 @@ Usage::
     python3 tools/grow_generator.py models/default runs/default_warp --sink-warp 0.8,1.1,1.5,2.2,4,30
     python3 tools/grow_generator.py models/default runs/default_arm --arm kuka_iiwa
     python3 tools/grow_generator.py models/default runs/default_plane --arm-base-plane
+    python3 tools/grow_generator.py models/default runs/default_ground --sink-warp-ground 0.625
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from aapt_ros.training.checkpoints import (
     with_sink_rays,
     with_sink_warp,
     with_sink_warp_base_plane,
+    with_sink_warp_ground,
 )
 from aapt_ros.training.config import TrainError
 
@@ -83,16 +89,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         '--sink-warp-base-plane', action='store_true', help="warp the sink latent at the arm base's plane too"
     )
+    parser.add_argument(
+        '--sink-warp-ground',
+        type=float,
+        metavar='METRES',
+        help="warp the sink latent at the ground too, this far below the arm base's plane",
+    )
     parser.add_argument('--depth', type=int, help='blocks in all, more than the checkpoint has')
     args = parser.parse_args(argv)
-    additions = ('sink_rays', 'sink_warp', 'previous_warp', 'arm', 'depth')
+    additions = ('sink_rays', 'sink_warp', 'previous_warp', 'arm', 'sink_warp_ground', 'depth')
     if all(getattr(args, a) is None for a in additions) and not (args.arm_base_plane or args.sink_warp_base_plane):
         parser.error(
             'nothing to add: give --sink-rays, --sink-warp, --previous-warp, --arm, --arm-base-plane, '
-            '--sink-warp-base-plane and/or --depth'
+            '--sink-warp-base-plane, --sink-warp-ground and/or --depth'
         )
     if args.sink_rays is not None and not args.sink_rays > 0:
         parser.error('--sink-rays must be positive')
+    if args.sink_warp_ground is not None and not args.sink_warp_ground > 0:
+        parser.error('--sink-warp-ground must be positive (metres below the base)')
     try:
         checkpoint = load_checkpoint(args.model)
         if args.sink_rays is not None:
@@ -105,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint = with_arm_base_plane(checkpoint)
         if args.sink_warp_base_plane:
             checkpoint = with_sink_warp_base_plane(checkpoint)
+        if args.sink_warp_ground is not None:
+            checkpoint = with_sink_warp_ground(checkpoint, args.sink_warp_ground)
         if args.previous_warp is not None:
             checkpoint = with_previous_warp(checkpoint, args.previous_warp)
         if args.depth is not None:

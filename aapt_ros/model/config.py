@@ -117,6 +117,12 @@ class GeneratorConfig:
     # base's plane (one depth per pixel, exact for the table top the arm stands on; the sweep's
     # fronto-parallel depths meet a slanted surface only in bands), latent_channels + 1 channels.
     sink_warp_base_plane: bool = False
+    # Also ours, with a sink warp and an arm: > 0 also gives the sink latent seen where each ray meets
+    # the ground, this many metres below the arm base's plane and parallel to it (a property of the
+    # workcell, like the base pose: 0.625 m for our simulated table), latent_channels + 1 channels.
+    # Points outside the first frame take its nearest edge (``PlaneSweep`` ``beyond_edges``): the
+    # ground a camera turns to is mostly the ground it saw at that edge. 0: no ground warp.
+    sink_warp_ground_below_base: float = 0.0
     sampling_steps: int = 1  # network passes per frame at inference (1 after adversarial training)
     timestep_shift: float = 3.0  # shifted t schedule (SD3): spends more steps at high noise
 
@@ -151,6 +157,14 @@ class GeneratorConfig:
             raise ConfigError(
                 'generator.sink_warp_base_plane needs a sink warp (sink_warp_depths) and an arm (arm_chain), '
                 "whose base's plane it warps the sink at"
+            )
+        ground = self.sink_warp_ground_below_base
+        if not (math.isfinite(ground) and ground >= 0):
+            raise ConfigError(f'generator.sink_warp_ground_below_base must be >= 0 metres (0: none), got {ground}')
+        if ground and not (self.sink_warp_depths and self.arm_chain):
+            raise ConfigError(
+                'generator.sink_warp_ground_below_base needs a sink warp (sink_warp_depths) and an arm (arm_chain), '
+                "whose base the ground's height is measured from"
             )
         if self.arm_chain:
             from aapt_ros.model.arm import chain_named  # arm.py imports this module

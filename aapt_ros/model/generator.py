@@ -5,7 +5,9 @@ concatenated on channels (AAPT sec. 3: the previous generated frame is "recycled
 with ``sink_warp_depths`` the per-pixel camera input also holds the sink latent seen along the
 rays, see ``conditioning``, and with ``previous_warp_depths`` the recycled latent is also given
 seen along the rays, see ``plane_sweep``, and with ``arm_chain`` it also holds the robot arm
-drawn from the joint positions, and with ``arm_base_plane`` the plane its base stands on, see ``arm``);
+drawn from the joint positions, and with ``arm_base_plane`` the plane its base stands on, see ``arm``;
+with ``sink_warp_base_plane`` and ``sink_warp_ground_below_base`` the sink latent seen where the rays
+meet that plane and the ground, see ``conditioning``);
 the timestep and the action vector modulate every block through adaLN. Tokens of frame i attend
 to frames i-window+1 .. i and to the sink (frame 0). The output is the flow-matching velocity
 v = noise - x0, so the same network samples in one step or many.
@@ -145,6 +147,7 @@ class CausalGenerator(nn.Module):
             'sink_warp': self.sink_warp.num_channels(v.latent_channels) if self.sink_warp else 0,
             'arm': self.arm.num_channels if self.arm else 0,
             'sink_plane_warp': v.latent_channels + 1 if g.sink_warp_base_plane else 0,
+            'sink_ground_warp': v.latent_channels + 1 if g.sink_warp_ground_below_base else 0,
             'previous_warp': self.previous_warp.num_channels(v.latent_channels) if self.previous_warp else 0,
         }
         self.input_parts = {name: width for name, width in parts.items() if width}
@@ -203,14 +206,26 @@ class CausalGenerator(nn.Module):
             if arm_drawing is None:
                 arm_drawing = self.arm_image(action, arm_base, sink_rotation, sink_translation)
             inputs.append(F.avg_pool2d(arm_drawing, SUPERSAMPLING))
-        if self.config.generator.sink_warp_base_plane:
+        g = self.config.generator
+        if g.sink_warp_base_plane or g.sink_warp_ground_below_base:
             assert self.sink_warp is not None and sink_latent is not None and arm_base is not None  # config, above
             assert sink_rotation is not None and sink_translation is not None
-            lengths, meets = self.sink_warp.plane_lengths(
-                self.base_in_camera(arm_base, sink_rotation, sink_translation)
-            )
-            meets = meets & base_known(arm_base)[:, None, None, None]  # an unknown base: nothing sampled
-            inputs.append(self.sink_warp.along_motion(sink_latent, sink_rotation, sink_translation, lengths, meets))
+            base = self.base_in_camera(arm_base, sink_rotation, sink_translation)
+            known = base_known(arm_base)[:, None, None, None]  # an unknown base: nothing sampled
+            planes = []  # (its frame in the camera's, beyond_edges)
+            if g.sink_warp_base_plane:
+                planes.append((base, False))
+            if g.sink_warp_ground_below_base:
+                # The ground's frame: the base's, moved down its own z axis (x_cam = R x + t - d R e_z).
+                down = base[:, :, 3:] - g.sink_warp_ground_below_base * base[:, :, 2:3]
+                planes.append((torch.cat([base[:, :, :3], down], dim=2), True))
+            for plane, beyond_edges in planes:
+                lengths, meets = self.sink_warp.plane_lengths(plane)
+                inputs.append(
+                    self.sink_warp.along_motion(
+                        sink_latent, sink_rotation, sink_translation, lengths, meets & known, beyond_edges
+                    )
+                )
         return torch.cat(inputs, dim=1) if len(inputs) > 1 else rays
 
     def arm_image(

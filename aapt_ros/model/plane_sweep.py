@@ -11,7 +11,10 @@ projected into the other camera and that frame's latent is sampled there, once p
 ``depths``. A surface at one of the depths is reprojected exactly; the network chooses (or
 blends) the depth per patch, as plane-sweep view synthesis does. A far depth is exact for the
 background under any rotation. Pixels whose point falls outside the other image (or behind its
-camera) are zero and flagged by a validity channel.
+camera) are zero and flagged by a validity channel; with ``beyond_edges`` a point outside the
+image (but in front of its camera) takes the latent at the nearest edge instead, still flagged as
+outside: a large surface seen up to an edge of the other frame, such as the ground, is more likely
+to go on as it was there than as nothing.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class PlaneSweep(nn.Module):
     def __init__(self, camera: CameraConfig, latent_height: int, latent_width: int, depths: tuple[float, ...]):
         super().__init__()
         self.camera = camera
+        self.latent_size = (latent_height, latent_width)
         self.num_depths = len(depths)
         directions = latent_ray_directions(camera, latent_height, latent_width)  # as RayEncoder's
         self.register_buffer('camera_directions', directions.float(), persistent=False)
@@ -52,13 +56,15 @@ class PlaneSweep(nn.Module):
         origin: torch.Tensor,
         lengths: torch.Tensor | None = None,
         known: torch.Tensor | None = None,
+        beyond_edges: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """directions (B, 3, h, w): each latent pixel's unit ray, rotated into the other camera's
         frame (R d, as RayEncoder gives it); origin (B, 3): the current camera there, metres;
         lengths (B, K, 1, h, w): metres along each ray, in place of ``depths``' (None: those);
-        known (B, K, h, w) bool: the points to sample at all (None: every one) -> the
-        ``grid_sample`` coordinates (B, K, h, w, 2) of each point in the other latent, in [-1, 1]
-        inside it, and their validity (B, K, h, w) bool."""
+        known (B, K, h, w) bool: the points to sample at all (None: every one); beyond_edges: points
+        outside the other image sample its nearest edge pixel (else nothing) -> the ``grid_sample``
+        coordinates (B, K, h, w, 2) of each point in the other latent, in [-1, 1] inside it, and
+        their validity (B, K, h, w) bool: inside it."""
         # Buffers cast where used: a generator cast to bfloat16 casts them too.
         lengths = self.ray_lengths.float() if lengths is None else lengths.float()
         p = lengths * directions.float()[:, None] + origin.float()[:, None, :, None, None]  # (B, K, 3, h, w)
@@ -70,10 +76,16 @@ class PlaneSweep(nn.Module):
         v = c.fy * p[:, :, 1] / z + c.cy
         # align_corners=False: -1 and 1 are the image's outer edges, half a pixel beyond pixels 0 and W - 1.
         grid = torch.stack([(u + 0.5) / c.width * 2 - 1, (v + 0.5) / c.height * 2 - 1], dim=-1)
-        valid = in_front & (grid.abs() <= 1).all(dim=-1)
-        if known is not None:
-            valid = valid & known
-        return torch.where(valid[..., None], grid, torch.full_like(grid, 2.0)), valid  # 2: outside, samples 0
+        sampled = in_front if known is None else in_front & known
+        valid = sampled & (grid.abs() <= 1).all(dim=-1)
+        if beyond_edges:
+            # The edge pixels' centres (align_corners=False): beyond them zero padding would blend in zeros.
+            h, w = self.latent_size
+            edge = grid.new_tensor([1 - 1 / w, 1 - 1 / h])
+            grid = torch.maximum(torch.minimum(grid, edge), -edge)
+        else:
+            sampled = valid
+        return torch.where(sampled[..., None], grid, torch.full_like(grid, 2.0)), valid  # 2: outside, samples 0
 
     def forward(
         self,
@@ -82,10 +94,11 @@ class PlaneSweep(nn.Module):
         origin: torch.Tensor,
         lengths: torch.Tensor | None = None,
         known: torch.Tensor | None = None,
+        beyond_edges: bool = False,
     ) -> torch.Tensor:
-        """latent (B, C, h, w) of the other frame; directions, origin, lengths and known as
-        ``sample_grid``'s."""
-        grid, valid = self.sample_grid(directions, origin, lengths, known)
+        """latent (B, C, h, w) of the other frame; directions, origin, lengths, known and
+        beyond_edges as ``sample_grid``'s."""
+        grid, valid = self.sample_grid(directions, origin, lengths, known, beyond_edges)
         k = grid.shape[1]
         sampled = F.grid_sample(
             latent.float(),
@@ -105,10 +118,11 @@ class PlaneSweep(nn.Module):
         translation: torch.Tensor,
         lengths: torch.Tensor | None = None,
         known: torch.Tensor | None = None,
+        beyond_edges: bool = False,
     ) -> torch.Tensor:
         """``forward`` with the current camera in the other frame as (B, 3, 3), (B, 3): x_other = R x + t."""
         directions = torch.einsum('bij,jhw->bihw', rotation.float(), self.camera_directions.float())
-        return self(latent, directions, translation, lengths, known)
+        return self(latent, directions, translation, lengths, known, beyond_edges)
 
     def plane_lengths(self, base: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """base (B, 3, 4): a frame [R | t] in the current camera's -> metres along each latent

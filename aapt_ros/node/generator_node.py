@@ -290,7 +290,8 @@ class GeneratorNode(Node):
                         'Pose of the robot arm base link in the frame of the pose topic: x, y, z, qx, qy, qz, qw '
                         '(the static transform from that frame to the base). Read by a model that draws the arm '
                         "(its config's generator.arm_chain), with the plane the base stands on if it draws that "
-                        '(generator.arm_base_plane, generator.sink_warp_base_plane), and by its light decoder if '
+                        '(generator.arm_base_plane, generator.sink_warp_base_plane) and the ground below it '
+                        '(generator.sink_warp_ground_below_base), and by its light decoder if '
                         'that reads the drawing (vae.fast_decoder_arm_channels); empty: the drawing stays zero and '
                         'the arm comes from the joint actions alone (worse; a warning says so).'
                     ),

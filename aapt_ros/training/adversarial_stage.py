@@ -244,7 +244,13 @@ def load_discriminator_start(path: Path, generator_config: ModelConfig) -> Check
         # A light decoder (stage decoder) leaves the latents as they are.
         vae = dataclasses.replace(config.vae, fast_decoder_channels=0, fast_decoder_arm_channels=0)
         g = config.generator
-        geometry = (g.sink_warp_depths, g.arm_chain, g.arm_base_plane, g.sink_warp_base_plane)
+        geometry = (
+            g.sink_warp_depths,
+            g.arm_chain,
+            g.arm_base_plane,
+            g.sink_warp_base_plane,
+            g.sink_warp_ground_below_base,
+        )
         rays = (g.ray_origin_scale, g.sink_ray_origin_scale, *geometry)
         return config.camera, vae, g.action_names, rays
 

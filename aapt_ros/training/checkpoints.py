@@ -200,6 +200,22 @@ def with_sink_warp_base_plane(start: Checkpoint) -> Checkpoint:
     return _with_new_inputs(start, start.config.with_generator(sink_warp_base_plane=True), 'sink_plane_warp')
 
 
+def with_sink_warp_ground(start: Checkpoint, below_base: float) -> Checkpoint:
+    """``start`` with the sink latent seen where each ray meets the ground ``below_base`` metres under
+    its arm base's plane added to its input (``generator.sink_warp_ground_below_base``), with zero
+    weights: it streams as ``start`` until trained."""
+    g = start.config.generator
+    name = start.path or 'the checkpoint'
+    if not (g.sink_warp_depths and g.arm_chain):
+        raise TrainError(f'{name} needs a sink warp and an arm first (--sink-warp, --arm)')
+    if g.sink_warp_ground_below_base:
+        raise TrainError(
+            f'{name} already warps the sink at the ground ({g.sink_warp_ground_below_base} m below the base)'
+        )
+    config = start.config.with_generator(sink_warp_ground_below_base=below_base)
+    return _with_new_inputs(start, config, 'sink_ground_warp')
+
+
 def with_previous_warp(start: Checkpoint, depths: tuple[float, ...]) -> Checkpoint:
     """``start`` with the recycled latent seen at ``depths`` along the last motion added to its
     input (``generator.previous_warp_depths``), with zero weights: it streams as ``start`` until trained."""

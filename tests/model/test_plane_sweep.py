@@ -44,6 +44,27 @@ def test_a_sideways_step_shifts_the_sink_by_the_parallax_of_each_depth() -> None
     assert near[3].sum(dim=0).tolist() == [4.0, 4.0, 0.0, 0.0, 0.0, 0.0]
 
 
+def test_beyond_its_edges_the_sink_goes_on_as_at_its_nearest_edge() -> None:
+    """With beyond_edges, points outside the sink image take its edge pixel's latent (still flagged
+    outside); points inside are sampled as ever and points behind its camera stay zero."""
+    step = 8 * DEPTHS[1] / CAMERA.fx  # one latent cell of parallax at 2 m, as above
+    warp = PlaneSweep(CAMERA, 4, 6, DEPTHS)
+    sink = torch.randn(1, 3, 4, 6, generator=torch.Generator().manual_seed(0))
+    motion = (torch.eye(3)[None], torch.tensor([[step, 0.0, 0.0]]))
+    inside = warp.along_motion(sink, *motion).unflatten(1, (len(DEPTHS), 4))
+    beyond = warp.along_motion(sink, *motion, beyond_edges=True).unflatten(1, (len(DEPTHS), 4))
+    torch.testing.assert_close(beyond[:, :, 3], inside[:, :, 3])  # the same validity
+    valid = inside[:, :, 3:] == 1
+    torch.testing.assert_close(beyond.masked_select(valid), inside.masked_select(valid))
+    for k in range(len(DEPTHS)):  # every point outside shows the sink's last column, its nearest edge
+        outside = inside[0, k, 3] == 0
+        assert bool(outside.any())
+        edge = sink[0, :, :, -1:].expand(-1, -1, 6)
+        torch.testing.assert_close(beyond[0, k, :3][:, outside], edge[:, outside], atol=1e-5, rtol=0)
+    turned = torch.tensor([[-1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, -1.0]])[None]  # half a turn about y
+    assert bool((warp.along_motion(sink, turned, torch.zeros(1, 3), beyond_edges=True) == 0).all())
+
+
 def test_points_behind_the_sink_camera_are_invalid() -> None:
     turned = torch.tensor([[-1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, -1.0]])  # half a turn about y
     _, out = _warp(turned, torch.zeros(3))
@@ -121,3 +142,69 @@ def test_the_generator_warps_the_sink_at_the_arm_base_plane_only_when_the_base_i
     assert unknown[:, part].abs().sum() == 0
     with pytest.raises(ConfigError, match='sink_warp_base_plane needs a sink warp'):
         GeneratorConfig(sink_ray_origin_scale=1.0, arm_chain='kuka_iiwa', sink_warp_base_plane=True)
+
+
+def test_the_generator_warps_the_sink_at_the_ground_below_the_arm_base() -> None:
+    """The ground d metres below the base is the base's plane moved d down its z axis, warped
+    beyond the first frame's edges; an unknown base warps nothing."""
+    from aapt_ros.model.generator import CausalGenerator
+    from tests.conftest import tiny_config
+
+    config = tiny_config(
+        sink_ray_origin_scale=1.0,
+        sink_warp_depths=(1.0,),
+        arm_chain='kuka_iiwa',
+        sink_warp_base_plane=True,
+        sink_warp_ground_below_base=0.3,
+    )
+    net = CausalGenerator(config)
+    assert net.sink_warp is not None
+    offset = net.input_slice('rays').start  # conditioning gives the input from the rays on
+
+    def part(name: str) -> slice:
+        where = net.input_slice(name)
+        return slice(where.start - offset, where.stop - offset)
+
+    c = config.vae.latent_channels
+    assert part('sink_ground_warp').stop - part('sink_ground_warp').start == c + 1
+    eye, step = torch.eye(3)[None], torch.tensor([[0.25, 0.1, 0.0]])
+    sink = torch.randn(1, c, 4, 6, generator=torch.Generator().manual_seed(2))
+    below = torch.tensor([[[1.0, 0, 0, 0], [0, 0, -1, 0.5], [0, 1, 0, 1.0]]])  # base z up, 0.5 m below the camera
+    ground = below.clone()
+    ground[0, 1, 3] += 0.3  # 0.3 m further down (camera y is down)
+    action = torch.zeros(1, 7)
+    at_ground = net.conditioning(eye, step, eye, step, sink, action, below)[:, part('sink_ground_warp')]
+    at_plane = net.conditioning(eye, step, eye, step, sink, action, ground)[:, part('sink_plane_warp')]
+    torch.testing.assert_close(at_ground[:, -1], at_plane[:, -1])  # the same points inside the first frame
+    inside = at_plane[0, -1] == 1
+    assert 0 < int(inside.sum()) < inside.numel()
+    lengths, meets = net.sink_warp.plane_lengths(net.base_in_camera(ground, eye, step))
+    expected = net.sink_warp.along_motion(sink, eye, step, lengths, meets, beyond_edges=True)
+    torch.testing.assert_close(at_ground, expected, atol=1e-5, rtol=0)
+    assert at_ground[0, :-1][:, meets[0, 0] & ~inside].abs().sum() > 0  # beyond the edges: the edge latent
+    unknown = net.conditioning(eye, step, eye, step, sink, action, torch.zeros(1, 3, 4))
+    assert unknown[:, part('sink_ground_warp')].abs().sum() == 0
+
+
+@pytest.mark.parametrize(
+    ('overrides', 'message'),
+    [
+        (
+            {'sink_ray_origin_scale': 1.0, 'arm_chain': 'kuka_iiwa', 'sink_warp_ground_below_base': 0.6},
+            'needs a sink warp',
+        ),
+        (
+            {
+                'sink_ray_origin_scale': 1.0,
+                'sink_warp_depths': (1.0,),
+                'arm_chain': 'kuka_iiwa',
+                'sink_warp_ground_below_base': -0.6,
+            },
+            '>= 0 metres',
+        ),
+        ({'sink_warp_ground_below_base': math.nan}, '>= 0 metres'),
+    ],
+)
+def test_bad_ground_warps_are_config_errors(overrides: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        GeneratorConfig(**overrides)  # type: ignore[arg-type]

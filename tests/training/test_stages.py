@@ -24,6 +24,7 @@ from aapt_ros.training.checkpoints import (
     with_sink_rays,
     with_sink_warp,
     with_sink_warp_base_plane,
+    with_sink_warp_ground,
 )
 from aapt_ros.training.config import TrainError, load_train_config
 from tests.tool_scripts import load_tool
@@ -285,6 +286,45 @@ def test_a_checkpoint_given_the_sink_warp_at_the_base_plane_streams_as_before_un
         np.testing.assert_allclose(before.astype(float), after.astype(float), atol=1)  # uint8 rounding only
     with pytest.raises(TrainError, match='already warps the sink at its arm base plane'):
         with_sink_warp_base_plane(plane)
+
+
+def test_a_checkpoint_given_the_sink_warp_at_the_ground_streams_as_before_until_trained(
+    grow_tool: ModuleType, tmp_path: Path
+) -> None:
+    from aapt_ros.model.init_checkpoint import untrained_checkpoint
+    from aapt_ros.streaming.engine import StreamEngine
+    from tests.conftest import tiny_config
+
+    with pytest.raises(TrainError, match='needs a sink warp and an arm'):
+        with_sink_warp_ground(untrained_checkpoint(tiny_config(sink_ray_origin_scale=0.5), seed=0), 0.6)
+    config = tiny_config(
+        sink_ray_origin_scale=0.5, sink_warp_depths=(1.0, 3.0), arm_chain='kuka_iiwa', sink_warp_base_plane=True
+    )
+    plane = untrained_checkpoint(config, seed=0)
+    with torch.no_grad():  # as if trained
+        plane.generator.patch_embed.weight.normal_(0.0, 0.1)
+        plane.generator.final_proj.weight.normal_(0.0, 0.1)
+    save_checkpoint(plane, tmp_path / 'plane', weight_dtype=torch.float32)
+    assert grow_tool.main([str(tmp_path / 'plane'), str(tmp_path / 'ground'), '--sink-warp-ground', '0.6']) == 0
+    ground = load_checkpoint(tmp_path / 'ground')
+    assert ground.config.generator.sink_warp_ground_below_base == 0.6
+    assert list(ground.generator.input_parts)[-1] == 'sink_ground_warp'
+    new = ground.generator.patch_embed.weight[:, ground.generator.input_slice('sink_ground_warp')]
+    assert new.shape[1] == config.vae.latent_channels + 1 and new.abs().sum() == 0
+    start = np.random.default_rng(0).integers(0, 256, (1, 32, 48, 3), dtype=np.uint8)
+    below = np.array([[[1.0, 0, 0, 0], [0, 0, -1, 0.5], [0, 1, 0, 1.0]]])  # the base's plane 0.5 m below the camera
+    streams = []
+    for checkpoint in (load_checkpoint(tmp_path / 'plane'), ground):
+        engine = StreamEngine(checkpoint, batch_size=1, dtype='float32')
+        engine.start(np.ones(1, bool), start, np.full((1, 7), 0.3), below)
+        motion = (np.eye(3)[None], np.array([[0.02, 0.0, 0.01]]))
+        streams.append([engine.step(*motion) for _ in range(4)])
+    for before, after in zip(*streams, strict=True):
+        np.testing.assert_allclose(before.astype(float), after.astype(float), atol=1)  # uint8 rounding only
+    with pytest.raises(TrainError, match='already warps the sink at the ground'):
+        with_sink_warp_ground(ground, 0.6)
+    with pytest.raises(SystemExit):
+        grow_tool.main([str(tmp_path / 'plane'), str(tmp_path / 'bad'), '--sink-warp-ground', '0'])
 
 
 def test_a_deepened_checkpoint_streams_as_before_until_trained_and_loads_from_shards(
