@@ -28,7 +28,9 @@ Each oracle image is also scored per pixel class (``oracle_classes``: what each 
 so a model's score on a class can be read against the oracles' there. With ``--generated DIR``
 (an ``aapt-eval`` output folder of the same bags) it also scores the generated frames per pixel
 class (``CLASSES``; squared errors pooled over the horizon's frames and
-the bags): where a model's error is, next to what the inputs give there.
+the bags): where a model's error is, next to what the inputs give there; and per finer class
+(``BODY_CLASSES``, ``generated_by_body``), the surfaces split into the ground, the table and the
+rest: which surface a model gets wrong.
 
 Usage::
 
@@ -59,6 +61,17 @@ from aapt_ros.node.image_conversion import image_msg_to_rgb8
 SHARES = ('seen', 'arm', 'sky', 'unseen')  # they add up to 1; 'unseen_surface' is part of 'unseen'
 ORACLES = ('oracle', 'surface_colour_oracle', 'surface_prior_oracle')
 CLASSES = ('seen', 'arm', 'sky', 'unseen_surface', 'unseen_object')  # disjoint: the generated frames' scores
+# The same pixels split finer by body (disjoint too): the ground is surfaces[0], the table surfaces[1].
+BODY_CLASSES = (
+    'seen_ground',
+    'seen_table',
+    'seen_other',
+    'arm',
+    'sky',
+    'unseen_ground',
+    'unseen_table',
+    'unseen_object',
+)
 
 
 class View(NamedTuple):
@@ -97,6 +110,7 @@ def oracle_frame(
     unseen = ~(seen | is_arm | sky)
     unseen_surface = unseen & np.isin(view.bodies, surfaces)
     masks = {'seen': seen, 'arm': is_arm, 'sky': sky, 'unseen': unseen, 'unseen_surface': unseen_surface}
+    masks |= {name: view.bodies == body for name, body in zip(('ground', 'table'), surfaces, strict=False)}
     colour = oracle.copy()
     for body in surfaces:
         shown = first.bodies == body
@@ -116,21 +130,33 @@ def generated_frames(replay_bag: Path) -> list[np.ndarray]:
     ]
 
 
-def class_errors(generated: np.ndarray, frame: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
-    """Per ``CLASSES`` entry, the squared error of ``generated`` against ``frame`` summed over the
-    class's pixels, and the number of values summed."""
-    classes = {**masks, 'unseen_object': masks['unseen'] & ~masks['unseen_surface']}
+def class_errors(
+    generated: np.ndarray, frame: np.ndarray, masks: dict[str, np.ndarray], names: tuple[str, ...] = CLASSES
+) -> dict[str, dict[str, float]]:
+    """Per ``names`` entry (``CLASSES`` or ``BODY_CLASSES``), the squared error of ``generated``
+    against ``frame`` summed over the class's pixels, and the number of values summed."""
+    nothing = np.zeros_like(masks['seen'])
+    ground, table = masks.get('ground', nothing), masks.get('table', nothing)
+    classes = {
+        **masks,
+        'unseen_object': masks['unseen'] & ~masks['unseen_surface'],
+        'seen_ground': masks['seen'] & ground,
+        'seen_table': masks['seen'] & table,
+        'seen_other': masks['seen'] & ~ground & ~table,
+        'unseen_ground': masks['unseen_surface'] & ground,
+        'unseen_table': masks['unseen_surface'] & ~ground,
+    }
     error = (generated.astype(np.float64) - frame) ** 2  # (H, W, 3)
     return {
         name: {'squared_error': float(error[classes[name]].sum()), 'values': float(classes[name].sum() * 3)}
-        for name in CLASSES
+        for name in names
     }
 
 
-def pooled(errors: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
-    """``class_errors`` (or ``pooled`` results) summed over frames or bags, with each class's PSNR
-    and share of the summed error."""
-    sums = {name: [sum(e[name][key] for e in errors) for key in ('squared_error', 'values')] for name in CLASSES}
+def pooled(errors: list[dict[str, dict[str, float]]], names: tuple[str, ...] = CLASSES) -> dict[str, dict[str, float]]:
+    """``class_errors`` (or ``pooled`` results) of the classes ``names`` summed over frames or
+    bags, with each class's PSNR and share of the summed error."""
+    sums = {name: [sum(e[name][key] for e in errors) for key in ('squared_error', 'values')] for name in names}
     total = sum(error for error, _ in sums.values()) or 1.0
     return {
         name: {
@@ -176,6 +202,7 @@ def episode_bound(
     poses = [(quaternion_to_rotation(q), x) for q, x in zip(episode.orientations, episode.positions, strict=True)]
     rows: dict[int, dict[str, float]] = {}
     errors: dict[int, dict[str, dict[str, float]]] = {}
+    body_errors: dict[int, dict[str, dict[str, float]]] = {}
     oracle_errors: dict[int, dict[str, dict[str, dict[str, float]]]] = {}
     with bullet_client() as client:
         scene = plan.build_scene(client)
@@ -193,6 +220,7 @@ def episode_bound(
                     oracle_errors[i] = {name: class_errors(image, frames[i], masks) for name, image in images.items()}
                     if generated is not None:
                         errors[i] = class_errors(generated[i], frames[i], masks)
+                        body_errors[i] = class_errors(generated[i], frames[i], masks, BODY_CLASSES)
             scene.command(plan.commands[i])
             scene.step(plan.steps_per_frame)
     keys = (*SHARES, 'unseen_surface', *(f'{name}_psnr' for name in ORACLES), 'render_psnr')
@@ -203,6 +231,7 @@ def episode_bound(
         scores[name]['oracle_classes'] = {o: pooled([oracle_errors[i][o] for i in r]) for o in ORACLES}
         if generated is not None:
             scores[name]['generated'] = pooled([errors[i] for i in r])
+            scores[name]['generated_by_body'] = pooled([body_errors[i] for i in r], BODY_CLASSES)
     return {'bag': str(bag), 'seed': seed, 'horizons': scores}
 
 
@@ -231,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f'ERROR: {err}', file=sys.stderr)
             return 1
     names = results[0]['horizons']
-    pooled_keys = ('generated', 'oracle_classes')
+    pooled_keys = ('generated', 'generated_by_body', 'oracle_classes')
     mean: dict[str, dict[str, Any]] = {
         h: {key: float(np.mean([r['horizons'][h][key] for r in results])) for key in names[h] if key not in pooled_keys}
         for h in names
@@ -242,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         if args.generated:
             mean[h]['generated'] = pooled([r['horizons'][h]['generated'] for r in results])
+            by_body = [r['horizons'][h]['generated_by_body'] for r in results]
+            mean[h]['generated_by_body'] = pooled(by_body, BODY_CLASSES)
     args.output.write_text(
         json.dumps({'mean': mean, 'generated': str(args.generated), 'episodes': results}, indent=1) + '\n'
     )
@@ -251,14 +282,17 @@ def main(argv: list[str] | None = None) -> int:
         shares = ' | '.join(f'{m[s]:.0%}' for s in SHARES)
         psnrs = ' | '.join(f'{m[f"{name}_psnr"]:.2f}' for name in ORACLES)
         print(f'| {h} | {shares} ({m["unseen_surface"]:.0%}) | {psnrs} | {m["render_psnr"]:.1f} |')
-    tables = [(f'{name}: PSNR dB per pixel class', lambda m, o=name: m['oracle_classes'][o]) for name in ORACLES]
+    tables = [
+        (f'{name}: PSNR dB per pixel class', CLASSES, lambda m, o=name: m['oracle_classes'][o]) for name in ORACLES
+    ]
     if args.generated:
-        tables.append((f'{args.generated}: PSNR dB per pixel class', lambda m: m['generated']))
-    for title, of in tables:
+        tables.append((f'{args.generated}: PSNR dB per pixel class', CLASSES, lambda m: m['generated']))
+        tables.append((f'{args.generated}: per pixel class and body', BODY_CLASSES, lambda m: m['generated_by_body']))
+    for title, names, of in tables:
         print(f'\n{title} (its share of the squared error)\n')
-        print('| horizon | ' + ' | '.join(CLASSES) + ' |\n' + '|---' * (len(CLASSES) + 1) + '|')
+        print('| horizon | ' + ' | '.join(names) + ' |\n' + '|---' * (len(names) + 1) + '|')
         for h, m in mean.items():
-            scores = [(of(m)[c]['psnr'], of(m)[c]['error_share']) for c in CLASSES]
+            scores = [(of(m)[c]['psnr'], of(m)[c]['error_share']) for c in names]
             cells = ['none' if value is None else f'{value:.1f} ({share:.0%})' for value, share in scores]
             print(f'| {h} | ' + ' | '.join(cells) + ' |')
     return 0

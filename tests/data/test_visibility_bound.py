@@ -89,4 +89,11 @@ def test_generated_frames_are_scored_per_pixel_class(tool: ModuleType, tiny_mode
     assert sorted(scores) == sorted(tool.CLASSES)
     assert sum(s['error_share'] for s in scores.values()) == pytest.approx(1.0)
     assert 0 < scores['seen']['psnr'] < 60  # an untrained model is wrong where the first frame shows the scene
+    # The finer split by body covers the same pixels: the same error and values in all, split further.
+    by_body = json.loads(output.read_text())['mean']['1s']['generated_by_body']
+    assert sorted(by_body) == sorted(tool.BODY_CLASSES)
+    for key in ('squared_error', 'values'):
+        assert sum(c[key] for c in by_body.values()) == pytest.approx(sum(c[key] for c in scores.values()))
+    seen = [by_body[f'seen_{body}']['values'] for body in ('ground', 'table', 'other')]
+    assert sum(seen) == scores['seen']['values'] and seen[0] > 0
     assert tool.main([str(bag), '--output', str(tmp_path / 'none.json'), '--generated', str(tmp_path)]) == 1

@@ -254,11 +254,27 @@ def test_a_checkpoint_given_the_arm_base_plane_streams_as_before_until_trained(
         with_arm_base_plane(plane)
 
 
+def _assert_engine_alike_with_the_base_below(first: Checkpoint, second: Checkpoint) -> None:
+    """Both stream the same frames (up to uint8 rounding) with the arm base's plane 0.5 m below the
+    camera, in view of most rays below the horizon."""
+    from aapt_ros.streaming.engine import StreamEngine
+
+    start = np.random.default_rng(0).integers(0, 256, (1, 32, 48, 3), dtype=np.uint8)
+    below = np.array([[[1.0, 0, 0, 0], [0, 0, -1, 0.5], [0, 1, 0, 1.0]]])
+    streams = []
+    for checkpoint in (first, second):
+        engine = StreamEngine(checkpoint, batch_size=1, dtype='float32')
+        engine.start(np.ones(1, bool), start, np.full((1, 7), 0.3), below)
+        motion = (np.eye(3)[None], np.array([[0.02, 0.0, 0.01]]))
+        streams.append([engine.step(*motion) for _ in range(4)])
+    for before, after in zip(*streams, strict=True):
+        np.testing.assert_allclose(before.astype(float), after.astype(float), atol=1)  # uint8 rounding only
+
+
 def test_a_checkpoint_given_the_sink_warp_at_the_base_plane_streams_as_before_until_trained(
     grow_tool: ModuleType, tmp_path: Path
 ) -> None:
     from aapt_ros.model.init_checkpoint import untrained_checkpoint
-    from aapt_ros.streaming.engine import StreamEngine
     from tests.conftest import tiny_config
 
     with pytest.raises(TrainError, match='needs a sink warp and an arm'):
@@ -274,16 +290,7 @@ def test_a_checkpoint_given_the_sink_warp_at_the_base_plane_streams_as_before_un
     assert plane.config.generator.sink_warp_base_plane
     new = plane.generator.patch_embed.weight[:, plane.generator.input_slice('sink_plane_warp')]
     assert new.shape[1] == config.vae.latent_channels + 1 and new.abs().sum() == 0
-    start = np.random.default_rng(0).integers(0, 256, (1, 32, 48, 3), dtype=np.uint8)
-    below = np.array([[[1.0, 0, 0, 0], [0, 0, -1, 0.5], [0, 1, 0, 1.0]]])  # the base's plane 0.5 m below the camera
-    streams = []
-    for checkpoint in (load_checkpoint(tmp_path / 'warp'), plane):
-        engine = StreamEngine(checkpoint, batch_size=1, dtype='float32')
-        engine.start(np.ones(1, bool), start, np.full((1, 7), 0.3), below)
-        motion = (np.eye(3)[None], np.array([[0.02, 0.0, 0.01]]))
-        streams.append([engine.step(*motion) for _ in range(4)])
-    for before, after in zip(*streams, strict=True):
-        np.testing.assert_allclose(before.astype(float), after.astype(float), atol=1)  # uint8 rounding only
+    _assert_engine_alike_with_the_base_below(load_checkpoint(tmp_path / 'warp'), plane)
     with pytest.raises(TrainError, match='already warps the sink at its arm base plane'):
         with_sink_warp_base_plane(plane)
 
@@ -292,7 +299,6 @@ def test_a_checkpoint_given_the_sink_warp_at_the_ground_streams_as_before_until_
     grow_tool: ModuleType, tmp_path: Path
 ) -> None:
     from aapt_ros.model.init_checkpoint import untrained_checkpoint
-    from aapt_ros.streaming.engine import StreamEngine
     from tests.conftest import tiny_config
 
     with pytest.raises(TrainError, match='needs a sink warp and an arm'):
@@ -311,16 +317,7 @@ def test_a_checkpoint_given_the_sink_warp_at_the_ground_streams_as_before_until_
     assert list(ground.generator.input_parts)[-1] == 'sink_ground_warp'
     new = ground.generator.patch_embed.weight[:, ground.generator.input_slice('sink_ground_warp')]
     assert new.shape[1] == config.vae.latent_channels + 1 and new.abs().sum() == 0
-    start = np.random.default_rng(0).integers(0, 256, (1, 32, 48, 3), dtype=np.uint8)
-    below = np.array([[[1.0, 0, 0, 0], [0, 0, -1, 0.5], [0, 1, 0, 1.0]]])  # the base's plane 0.5 m below the camera
-    streams = []
-    for checkpoint in (load_checkpoint(tmp_path / 'plane'), ground):
-        engine = StreamEngine(checkpoint, batch_size=1, dtype='float32')
-        engine.start(np.ones(1, bool), start, np.full((1, 7), 0.3), below)
-        motion = (np.eye(3)[None], np.array([[0.02, 0.0, 0.01]]))
-        streams.append([engine.step(*motion) for _ in range(4)])
-    for before, after in zip(*streams, strict=True):
-        np.testing.assert_allclose(before.astype(float), after.astype(float), atol=1)  # uint8 rounding only
+    _assert_engine_alike_with_the_base_below(load_checkpoint(tmp_path / 'plane'), ground)
     with pytest.raises(TrainError, match='already warps the sink at the ground'):
         with_sink_warp_ground(ground, 0.6)
     with pytest.raises(SystemExit):
