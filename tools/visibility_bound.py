@@ -72,6 +72,7 @@ BODY_CLASSES = (
     'unseen_table',
     'unseen_object',
 )
+ALL_CLASSES = tuple(dict.fromkeys(CLASSES + BODY_CLASSES))
 
 
 class View(NamedTuple):
@@ -201,8 +202,7 @@ def episode_bound(
     plan = plan_episode(spec)  # the recorder's plan; the camera follows the recorded poses instead
     poses = [(quaternion_to_rotation(q), x) for q, x in zip(episode.orientations, episode.positions, strict=True)]
     rows: dict[int, dict[str, float]] = {}
-    errors: dict[int, dict[str, dict[str, float]]] = {}
-    body_errors: dict[int, dict[str, dict[str, float]]] = {}
+    errors: dict[int, dict[str, dict[str, float]]] = {}  # every class of CLASSES and BODY_CLASSES
     oracle_errors: dict[int, dict[str, dict[str, dict[str, float]]]] = {}
     with bullet_client() as client:
         scene = plan.build_scene(client)
@@ -219,8 +219,7 @@ def episode_bound(
                     rows[i]['render_psnr'] = psnr(rgb, frames[i])
                     oracle_errors[i] = {name: class_errors(image, frames[i], masks) for name, image in images.items()}
                     if generated is not None:
-                        errors[i] = class_errors(generated[i], frames[i], masks)
-                        body_errors[i] = class_errors(generated[i], frames[i], masks, BODY_CLASSES)
+                        errors[i] = class_errors(generated[i], frames[i], masks, ALL_CLASSES)
             scene.command(plan.commands[i])
             scene.step(plan.steps_per_frame)
     keys = (*SHARES, 'unseen_surface', *(f'{name}_psnr' for name in ORACLES), 'render_psnr')
@@ -231,7 +230,7 @@ def episode_bound(
         scores[name]['oracle_classes'] = {o: pooled([oracle_errors[i][o] for i in r]) for o in ORACLES}
         if generated is not None:
             scores[name]['generated'] = pooled([errors[i] for i in r])
-            scores[name]['generated_by_body'] = pooled([body_errors[i] for i in r], BODY_CLASSES)
+            scores[name]['generated_by_body'] = pooled([errors[i] for i in r], BODY_CLASSES)
     return {'bag': str(bag), 'seed': seed, 'horizons': scores}
 
 

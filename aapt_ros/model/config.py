@@ -153,19 +153,15 @@ class GeneratorConfig:
             )
         if self.arm_base_plane and not self.arm_chain:
             raise ConfigError("generator.arm_base_plane needs an arm (generator.arm_chain): the plane is its base's")
-        if self.sink_warp_base_plane and not (self.sink_warp_depths and self.arm_chain):
-            raise ConfigError(
-                'generator.sink_warp_base_plane needs a sink warp (sink_warp_depths) and an arm (arm_chain), '
-                "whose base's plane it warps the sink at"
-            )
         ground = self.sink_warp_ground_below_base
         if not (math.isfinite(ground) and ground >= 0):
             raise ConfigError(f'generator.sink_warp_ground_below_base must be >= 0 metres (0: none), got {ground}')
-        if ground and not (self.sink_warp_depths and self.arm_chain):
-            raise ConfigError(
-                'generator.sink_warp_ground_below_base needs a sink warp (sink_warp_depths) and an arm (arm_chain), '
-                "whose base the ground's height is measured from"
-            )
+        for name, on in (('sink_warp_base_plane', self.sink_warp_base_plane), ('sink_warp_ground_below_base', ground)):
+            if on and not (self.sink_warp_depths and self.arm_chain):
+                raise ConfigError(
+                    f'generator.{name} needs a sink warp (sink_warp_depths) and an arm (arm_chain), '
+                    'whose base pose places the plane it warps the sink at'
+                )
         if self.arm_chain:
             from aapt_ros.model.arm import chain_named  # arm.py imports this module
 

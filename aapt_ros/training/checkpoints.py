@@ -134,6 +134,14 @@ def _require_sink_rays(start: Checkpoint, what: str) -> None:
         raise TrainError(f'{name} has no sink rays, which {what} needs: add them first (--sink-rays)')
 
 
+def _require_sink_warp_and_arm(start: Checkpoint) -> None:
+    """TrainError unless ``start`` has a sink warp and an arm: a warp at a plane placed by the base pose."""
+    g = start.config.generator
+    if not (g.sink_warp_depths and g.arm_chain):
+        name = start.path or 'the checkpoint'
+        raise TrainError(f'{name} needs a sink warp and an arm first (--sink-warp, --arm)')
+
+
 def with_sink_warp(start: Checkpoint, depths: tuple[float, ...]) -> Checkpoint:
     """``start`` with the sink latent seen at ``depths`` added to its camera input
     (``generator.sink_warp_depths``, see ``model.plane_sweep``), with zero weights: it streams as
@@ -191,12 +199,9 @@ def with_arm_base_plane(start: Checkpoint) -> Checkpoint:
 def with_sink_warp_base_plane(start: Checkpoint) -> Checkpoint:
     """``start`` with the sink latent seen where each ray meets its arm base's plane added to its
     input (``generator.sink_warp_base_plane``), with zero weights: it streams as ``start`` until trained."""
-    g = start.config.generator
-    name = start.path or 'the checkpoint'
-    if not (g.sink_warp_depths and g.arm_chain):
-        raise TrainError(f'{name} needs a sink warp and an arm first (--sink-warp, --arm)')
-    if g.sink_warp_base_plane:
-        raise TrainError(f'{name} already warps the sink at its arm base plane')
+    _require_sink_warp_and_arm(start)
+    if start.config.generator.sink_warp_base_plane:
+        raise TrainError(f'{start.path or "the checkpoint"} already warps the sink at its arm base plane')
     return _with_new_inputs(start, start.config.with_generator(sink_warp_base_plane=True), 'sink_plane_warp')
 
 
@@ -204,13 +209,10 @@ def with_sink_warp_ground(start: Checkpoint, below_base: float) -> Checkpoint:
     """``start`` with the sink latent seen where each ray meets the ground ``below_base`` metres under
     its arm base's plane added to its input (``generator.sink_warp_ground_below_base``), with zero
     weights: it streams as ``start`` until trained."""
-    g = start.config.generator
-    name = start.path or 'the checkpoint'
-    if not (g.sink_warp_depths and g.arm_chain):
-        raise TrainError(f'{name} needs a sink warp and an arm first (--sink-warp, --arm)')
-    if g.sink_warp_ground_below_base:
+    _require_sink_warp_and_arm(start)
+    if below := start.config.generator.sink_warp_ground_below_base:
         raise TrainError(
-            f'{name} already warps the sink at the ground ({g.sink_warp_ground_below_base} m below the base)'
+            f'{start.path or "the checkpoint"} already warps the sink at the ground ({below} m below the base)'
         )
     config = start.config.with_generator(sink_warp_ground_below_base=below_base)
     return _with_new_inputs(start, config, 'sink_ground_warp')
