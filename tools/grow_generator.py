@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Give a trained checkpoint's generator more to work with, without changing what it streams.
+"""Give a trained checkpoint's generator more to work with; new inputs start with zero weights, so
+it streams as before until trained (all but ``--sink-warp-pixels``).
 
 - ``--sink-rays SCALE``: the camera in the sink frame as a second ray input
   (``generator.sink_ray_origin_scale``); the new input weights are zero.
@@ -12,6 +13,10 @@
   below the arm base's plane (``generator.sink_warp_ground_below_base``), continued from the first
   frame's nearest edge where it did not show that point; needs a sink warp and an arm; the new input
   weights are zero.
+- ``--sink-warp-pixels``: those plane warps (given already or added here) sample the sink *image*
+  per pixel and encode it, instead of sampling the sink latent per latent pixel
+  (``generator.sink_warp_pixels``): sharper content in the same channels, so unlike the others this
+  changes what the checkpoint streams.
 - ``--previous-warp D1,D2,...``: the same for the recycled previous latent, along the motion since
   the previous frame (``generator.previous_warp_depths``); the new input weights are zero.
 - ``--arm CHAIN``: the robot arm drawn per latent pixel from the joint positions and the base pose
@@ -54,6 +59,7 @@ from aapt_ros.training.checkpoints import (
     with_sink_warp,
     with_sink_warp_base_plane,
     with_sink_warp_ground,
+    with_sink_warp_pixels,
 )
 from aapt_ros.training.config import TrainError
 
@@ -95,13 +101,19 @@ def main(argv: list[str] | None = None) -> int:
         metavar='METRES',
         help="warp the sink latent at the ground too, this far below the arm base's plane",
     )
+    parser.add_argument(
+        '--sink-warp-pixels',
+        action='store_true',
+        help='compute the plane warps on the sink image and encode them (changes what it streams)',
+    )
     parser.add_argument('--depth', type=int, help='blocks in all, more than the checkpoint has')
     args = parser.parse_args(argv)
     additions = ('sink_rays', 'sink_warp', 'previous_warp', 'arm', 'sink_warp_ground', 'depth')
-    if all(getattr(args, a) is None for a in additions) and not (args.arm_base_plane or args.sink_warp_base_plane):
+    switches = args.arm_base_plane or args.sink_warp_base_plane or args.sink_warp_pixels
+    if all(getattr(args, a) is None for a in additions) and not switches:
         parser.error(
             'nothing to add: give --sink-rays, --sink-warp, --previous-warp, --arm, --arm-base-plane, '
-            '--sink-warp-base-plane, --sink-warp-ground and/or --depth'
+            '--sink-warp-base-plane, --sink-warp-ground, --sink-warp-pixels and/or --depth'
         )
     if args.sink_rays is not None and not args.sink_rays > 0:
         parser.error('--sink-rays must be positive')
@@ -121,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint = with_sink_warp_base_plane(checkpoint)
         if args.sink_warp_ground is not None:
             checkpoint = with_sink_warp_ground(checkpoint, args.sink_warp_ground)
+        if args.sink_warp_pixels:
+            checkpoint = with_sink_warp_pixels(checkpoint)
         if args.previous_warp is not None:
             checkpoint = with_previous_warp(checkpoint, args.previous_warp)
         if args.depth is not None:

@@ -7,7 +7,8 @@ rays, see ``conditioning``, and with ``previous_warp_depths`` the recycled laten
 seen along the rays, see ``plane_sweep``, and with ``arm_chain`` it also holds the robot arm
 drawn from the joint positions, and with ``arm_base_plane`` the plane its base stands on, see ``arm``;
 with ``sink_warp_base_plane`` and ``sink_warp_ground_below_base`` the sink latent seen where the rays
-meet that plane and the ground, see ``conditioning``);
+meet that plane and the ground, see ``conditioning``, or with ``sink_warp_pixels`` the sink image
+seen there and encoded, see ``encoded_sink_at_plane``);
 the timestep and the action vector modulate every block through adaLN. Tokens of frame i attend
 to frames i-window+1 .. i and to the sink (frame 0). The output is the flow-matching velocity
 v = noise - x0, so the same network samples in one step or many.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import math
 import typing
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -133,6 +135,10 @@ class CausalGenerator(nn.Module):
             return PlaneSweep(config.camera, config.latent_height, config.latent_width, depths) if depths else None
 
         self.sink_warp, self.previous_warp = sweep(g.sink_warp_depths), sweep(g.previous_warp_depths)
+        # The plane warps in pixels (sink_warp_pixels): the same geometry at the image's resolution.
+        self.sink_image_warp = (
+            PlaneSweep(config.camera, config.camera.height, config.camera.width, (1.0,)) if g.sink_warp_pixels else None
+        )
         self.arm: ArmDrawing | None = None
         if g.arm_chain:
             chain = chain_named(g.arm_chain)
@@ -186,6 +192,8 @@ class CausalGenerator(nn.Module):
         arm_base: torch.Tensor | None = None,
         *,
         arm_drawing: torch.Tensor | None = None,
+        sink_image: torch.Tensor | None = None,
+        encode: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """The per-pixel camera input of a frame, the ``rays`` of ``forward_train`` and ``step``:
         float32 (B, R, h, w). rotation, translation (B, 3, 3), (B, 3): the motion since the previous
@@ -193,7 +201,9 @@ class CausalGenerator(nn.Module):
         sink_latent (B, C, h, w): the stream's first latent (with a sink warp); action (B, A) and
         arm_base (B, 3, 4), the arm's base link [R | t] in the sink camera frame (with an arm; all zeros:
         unknown, the arm channels are zero); arm_drawing: ``arm_image`` of these inputs, when the
-        caller has drawn it already (the engine draws it once for the generator and the light decoder)."""
+        caller has drawn it already (the engine draws it once for the generator and the light decoder);
+        sink_image (B, 3, H, W) in [-1, 1], the stream's first image, and encode, the autoencoder's
+        (N, 3, H, W) images -> (N, C, h, w) latents (with ``sink_warp_pixels``)."""
         rays = self.rays(rotation, translation, sink_rotation, sink_translation)
         inputs = [rays]
         if self.sink_warp is not None:
@@ -220,6 +230,17 @@ class CausalGenerator(nn.Module):
                 down = base[:, :, 3:] - g.sink_warp_ground_below_base * base[:, :, 2:3]
                 planes.append((torch.cat([base[:, :, :3], down], dim=2), True))
             for plane, beyond_edges in planes:
+                if self.sink_image_warp is not None:
+                    if sink_image is None or encode is None:
+                        raise ValueError(
+                            'this generator warps the sink image (sink_warp_pixels): pass sink_image and encode'
+                        )
+                    inputs.append(
+                        self.encoded_sink_at_plane(
+                            sink_image, encode, plane, sink_rotation, sink_translation, known, beyond_edges
+                        )
+                    )
+                    continue
                 lengths, meets = self.sink_warp.plane_lengths(plane)
                 inputs.append(
                     self.sink_warp.along_motion(
@@ -227,6 +248,34 @@ class CausalGenerator(nn.Module):
                     )
                 )
         return torch.cat(inputs, dim=1) if len(inputs) > 1 else rays
+
+    def encoded_sink_at_plane(
+        self,
+        sink_image: torch.Tensor,
+        encode: Callable[[torch.Tensor], torch.Tensor],
+        plane: torch.Tensor,
+        sink_rotation: torch.Tensor,
+        sink_translation: torch.Tensor,
+        known: torch.Tensor,
+        beyond_edges: bool,
+    ) -> torch.Tensor:
+        """The sink image (B, 3, H, W) sampled where each pixel's ray meets ``plane`` (B, 3, 4), its
+        frame in the current camera's, then encoded -> (B, C + 1, h, w) float32: the latent of what
+        the sink shows there (zero where no ray meets the plane, partly zero in latent cells that
+        are partly off it) and the share of each latent cell that frame 0 shows. known (B, 1, 1, 1)
+        bool: streams whose base is given (else zeros)."""
+        warp = self.sink_image_warp
+        assert warp is not None
+        directions = torch.einsum('bij,jhw->bihw', sink_rotation.float(), warp.camera_directions.float())
+        lengths, meets = warp.plane_lengths(plane)
+        grid, valid = warp.sample_grid(directions, sink_translation, lengths, meets & known, beyond_edges)
+        grid, valid = grid[:, 0], valid[:, 0]  # one plane: (B, H, W, 2), (B, H, W)
+        image = F.grid_sample(sink_image.float(), grid, mode='bilinear', padding_mode='zeros', align_corners=False)
+        # Points not sampled carry grid 2: zero, mid-grey, which the encoder would make a latent of.
+        sampled = (grid.abs() <= 1).all(dim=-1)[:, None].float()  # (B, 1, H, W)
+        factor = self.config.vae.spatial_factor
+        latent = encode(image.to(sink_image.dtype)).float() * F.avg_pool2d(sampled, factor)
+        return torch.cat([latent, F.avg_pool2d(valid[:, None].float(), factor)], dim=1)
 
     def arm_image(
         self, action: torch.Tensor, arm_base: torch.Tensor, sink_rotation: torch.Tensor, sink_translation: torch.Tensor

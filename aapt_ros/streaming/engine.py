@@ -162,6 +162,9 @@ class StreamEngine:
         self.noise = torch.zeros(b, c, h, w, device=dev, dtype=self.dtype)  # (B, C, h, w)
         self.previous = torch.zeros(b, c, h, w, device=dev, dtype=self.dtype)  # recycled latent of the last frame
         self.sink_latents = torch.zeros(b, c, h, w, device=dev, dtype=self.dtype)  # each stream's first latent
+        # Each stream's first image, (B, 3, H, W) in [-1, 1]: a generator that warps it (sink_warp_pixels) reads it.
+        image_shape = (b, 3, config.camera.height, config.camera.width)
+        self.sink_images = torch.zeros(image_shape, device=dev, dtype=self.dtype)
         self.latents = torch.zeros(b, c, h, w, device=dev, dtype=self.dtype)  # output of the last step
         self.frames = torch.zeros(b, config.camera.height, config.camera.width, 3, device=dev, dtype=torch.uint8)
         self._schedule = shifted_timesteps(self.sampling_steps, config.generator.timestep_shift).tolist()
@@ -195,6 +198,8 @@ class StreamEngine:
             self.actions,
             self.arm_bases,
             arm_drawing=arm,
+            sink_image=self.sink_images,
+            encode=self.encode_images,
         ).to(self.dtype)  # (B, R, h, w)
         x = self.noise.normal_(generator=self.rng)
         last = self.sampling_steps - 1
@@ -212,6 +217,10 @@ class StreamEngine:
         if self.decode:  # with the arm where this frame's joints put it, finer than the latent
             arm_frames = arm[:, None] if arm is not None else None  # (B, 1, A, h s, w s)
             self.frames.copy_(to_uint8_images(self.decode_latents(x[:, None], arm_frames)[:, 0]))
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) images in [-1, 1] -> (B, C, h, w) latents, one each."""
+        return self.vae.encode(images[:, None].to(self.dtype))[:, 0]
 
     def decode_latents(self, latents: torch.Tensor, arm: torch.Tensor | None = None) -> torch.Tensor:
         """(B, L, C, h, w) latents -> (B, L, 3, H, W) images in [-1, 1], with the decoder in use;
@@ -280,17 +289,27 @@ class StreamEngine:
         self._upload()
         mask = torch.as_tensor(chosen, device=self.device)
         frames = torch.from_numpy(np.ascontiguousarray(first_frames)).to(self.device)
-        latents = self.vae.encode(from_uint8_images(frames, self.dtype))[:, 0]
+        images = from_uint8_images(frames, self.dtype)[:, 0]  # (B, 3, H, W)
+        latents = self.encode_images(images)
         self.reset(chosen)
         identity, zero = torch.eye(3, device=self.device).repeat(b, 1, 1), torch.zeros(b, 3, device=self.device)
-        rays = self.generator.conditioning(identity, zero, identity, zero, latents, self.actions, self.arm_bases).to(
-            self.dtype
-        )
+        rays = self.generator.conditioning(
+            identity,
+            zero,
+            identity,
+            zero,
+            latents,
+            self.actions,
+            self.arm_bases,
+            sink_image=images,
+            encode=self.encode_images,
+        ).to(self.dtype)
         zero_t = torch.zeros(b, device=self.device, dtype=self.dtype)
         # The sink pass: the clean first latent at t = 0 enters the cache; its output is not needed.
         self.generator.step(latents, latents, rays, self.actions.to(self.dtype), zero_t, self.cache, commit=mask)
         self.previous.copy_(torch.where(mask[:, None, None, None], latents, self.previous))
         self.sink_latents.copy_(torch.where(mask[:, None, None, None], latents, self.sink_latents))
+        self.sink_images.copy_(torch.where(mask[:, None, None, None], images, self.sink_images))
 
     def _chain_sink_poses(self, rotations: np.ndarray, translations: np.ndarray, commit: np.ndarray | None) -> None:
         """Pack each camera in its sink frame (its pose there after this step's motion), and keep

@@ -250,6 +250,7 @@ def load_discriminator_start(path: Path, generator_config: ModelConfig) -> Check
             g.arm_base_plane,
             g.sink_warp_base_plane,
             g.sink_warp_ground_below_base,
+            g.sink_warp_pixels,
         )
         rays = (g.ray_origin_scale, g.sink_ray_origin_scale, *geometry)
         return config.camera, vae, g.action_names, rays

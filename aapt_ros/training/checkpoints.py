@@ -218,6 +218,19 @@ def with_sink_warp_ground(start: Checkpoint, below_base: float) -> Checkpoint:
     return _with_new_inputs(start, config, 'sink_ground_warp')
 
 
+def with_sink_warp_pixels(start: Checkpoint) -> Checkpoint:
+    """``start`` with its warps at the base plane and the ground computed on the sink image and
+    encoded (``generator.sink_warp_pixels``) instead of on the sink latent: the same input channels,
+    so the weights stay as they are, but sharper content in them, so what it streams changes."""
+    g = start.config.generator
+    name = start.path or 'the checkpoint'
+    if g.sink_warp_pixels:
+        raise TrainError(f'{name} already warps the sink image at its planes')
+    if not (g.sink_warp_base_plane or g.sink_warp_ground_below_base):
+        raise TrainError(f'{name} warps the sink at no plane: add --sink-warp-base-plane or --sink-warp-ground first')
+    return dataclasses.replace(start, config=start.config.with_generator(sink_warp_pixels=True))
+
+
 def with_previous_warp(start: Checkpoint, depths: tuple[float, ...]) -> Checkpoint:
     """``start`` with the recycled latent seen at ``depths`` along the last motion added to its
     input (``generator.previous_warp_depths``), with zero weights: it streams as ``start`` until trained."""

@@ -89,7 +89,25 @@ def clip_latents(
     sink = x0[:, :1].expand_as(x0).flatten(0, 1) if generator_net.sink_warp is not None else None
     rotation, translation, sink_rotation, sink_translation = (m.flatten(0, 1).to(x0.device) for m in motions)
     action, arm_base = _arm_inputs(generator_net, clips, x0.device) if generator_net.arm is not None else (None, None)
-    rays = generator_net.conditioning(rotation, translation, sink_rotation, sink_translation, sink, action, arm_base)
+    sink_image = None
+    if generator_net.sink_image_warp is not None:
+        sink_image = clips[FRAMES][:, :1].expand(-1, x0.shape[1], -1, -1, -1).flatten(0, 1)  # ((B F), 3, H, W)
+
+    def encode(images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return vae.encode(images[:, None])[:, 0]
+
+    rays = generator_net.conditioning(
+        rotation,
+        translation,
+        sink_rotation,
+        sink_translation,
+        sink,
+        action,
+        arm_base,
+        sink_image=sink_image,
+        encode=encode,
+    )
     rays = rearrange(rays, '(b f) c h w -> b f c h w', b=b)  # from [(B F), R, h, w] to [B, F, R, h, w]
     return x0, previous, rays
 

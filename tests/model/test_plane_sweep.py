@@ -208,3 +208,50 @@ def test_the_generator_warps_the_sink_at_the_ground_below_the_arm_base() -> None
 def test_bad_ground_warps_are_config_errors(overrides: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         GeneratorConfig(**overrides)  # type: ignore[arg-type]
+
+
+def test_the_generator_can_warp_the_sink_image_at_its_planes_and_encode_it() -> None:
+    """With sink_warp_pixels the plane warps sample the sink image per pixel and hand the encoder's
+    latent of it: seen from the sink itself, each cell on the plane is the encoded sink; cells no
+    ray of which meets the plane are zero, and an unknown base warps nothing."""
+    from aapt_ros.model.generator import CausalGenerator
+    from tests.conftest import tiny_config
+
+    config = tiny_config(
+        sink_ray_origin_scale=1.0,
+        sink_warp_depths=(1.0,),
+        arm_chain='kuka_iiwa',
+        sink_warp_base_plane=True,
+        sink_warp_ground_below_base=0.3,
+        sink_warp_pixels=True,
+    )
+    net = CausalGenerator(config)
+    offset = net.input_slice('rays').start
+    plane = slice(net.input_slice('sink_plane_warp').start - offset, net.input_slice('sink_plane_warp').stop - offset)
+    c, factor = config.vae.latent_channels, config.vae.spatial_factor
+
+    def encode(images: torch.Tensor) -> torch.Tensor:  # a stand-in autoencoder: the mean colour per cell
+        return torch.nn.functional.avg_pool2d(images, factor).repeat(1, 2, 1, 1)[:, :c]
+
+    image = (
+        torch.rand(1, 3, config.camera.height, config.camera.width, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    )
+    sink = encode(image)
+    eye, zero, action = torch.eye(3)[None], torch.zeros(1, 3), torch.zeros(1, 7)
+    below = torch.tensor([[[1.0, 0, 0, 0], [0, 0, -1, 0.5], [0, 1, 0, 1.0]]])  # the base 0.5 m below the camera
+    rays = net.conditioning(eye, zero, eye, zero, sink, action, below, sink_image=image, encode=encode)
+    warped = rays[0, plane]
+    seen = warped[-1] == 1  # whole cells whose rays all meet the plane
+    assert 0 < int(seen.sum()) < seen.numel()
+    torch.testing.assert_close(warped[:-1][:, seen], sink[0][:, seen], atol=1e-5, rtol=0)
+    assert warped[:-1][:, warped[-1] == 0].abs().sum() == 0  # above the horizon: nothing
+    unknown = net.conditioning(
+        eye, zero, eye, zero, sink, action, torch.zeros(1, 3, 4), sink_image=image, encode=encode
+    )
+    assert unknown[:, plane.start :].abs().sum() == 0
+    with pytest.raises(ValueError, match='pass sink_image and encode'):
+        net.conditioning(eye, zero, eye, zero, sink, action, below)
+    with pytest.raises(ConfigError, match='sink_warp_pixels needs a warp at a plane'):
+        GeneratorConfig(
+            sink_ray_origin_scale=1.0, sink_warp_depths=(1.0,), arm_chain='kuka_iiwa', sink_warp_pixels=True
+        )

@@ -131,8 +131,16 @@ def test_gradients_stop_at_segment_boundaries_and_reach_each_segment() -> None:
         {'sink_ray_origin_scale': 0.5},
         {'sink_ray_origin_scale': 0.5, 'sink_warp_depths': (0.5, 2.0), 'previous_warp_depths': (1.0,)},
         {'sink_ray_origin_scale': 0.5, 'arm_chain': 'kuka_iiwa'},
+        {
+            'sink_ray_origin_scale': 0.5,
+            'sink_warp_depths': (1.0,),
+            'arm_chain': 'kuka_iiwa',
+            'sink_warp_base_plane': True,
+            'sink_warp_ground_below_base': 0.5,
+            'sink_warp_pixels': True,
+        },
     ],
-    ids=['previous_frame_rays', 'sink_rays_too', 'warps_too', 'arm_too'],
+    ids=['previous_frame_rays', 'sink_rays_too', 'warps_too', 'arm_too', 'plane_warps_in_pixels'],
 )
 def test_the_rollout_is_what_the_engine_streams(tmp_path: Path, inputs: dict[str, object]) -> None:
     """Also checks that the engine's chained camera-in-the-sink-frame (and the sink latent it
@@ -164,14 +172,20 @@ def test_the_rollout_is_what_the_engine_streams(tmp_path: Path, inputs: dict[str
     net = checkpoint.generator
     motions = relative_motions(torch.from_numpy(positions)[None], torch.from_numpy(orientations)[None])
     action = torch.tensor(actions, dtype=torch.float32).transpose(0, 1)  # (1, 5, 7)
+    start_image = torch.from_numpy(start).permute(0, 3, 1, 2).float() / 127.5 - 1  # (1, 3, H, W)
     rays = net.conditioning(
         *(m[0].float() for m in motions),
         sink_latent=sink.expand(5, -1, -1, -1),
         action=action[0],
         arm_base=bases.float().expand(5, -1, -1),
+        sink_image=start_image.expand(5, -1, -1, -1),
+        encode=lambda images: checkpoint.vae.encode(images[:, None])[:, 0],
     )[None]
     c = checkpoint.config.vae.latent_channels
     expected = {0: 6, 1: 12, 3: 12 + 2 * (c + 1)}[len(inputs)] if 'arm_chain' not in inputs else 12 + 9
+    if inputs.get('sink_warp_pixels'):  # the sweep at one depth, the arm, the base plane and the ground
+        expected = 12 + (c + 1) + 9 + 2 * (c + 1)
+        assert rays[0, 1:, -(c + 1) :].abs().sum() > 0  # the ground is in view: the sink image seen there
     assert rays.shape[2] == expected  # (1, 5, R, h, w)
     if 'arm_chain' in inputs:
         assert rays[0, :, 12:].abs().sum() > 0  # the arm is in view

@@ -25,6 +25,7 @@ from aapt_ros.training.checkpoints import (
     with_sink_warp,
     with_sink_warp_base_plane,
     with_sink_warp_ground,
+    with_sink_warp_pixels,
 )
 from aapt_ros.training.config import TrainError, load_train_config
 from tests.tool_scripts import load_tool
@@ -322,6 +323,42 @@ def test_a_checkpoint_given_the_sink_warp_at_the_ground_streams_as_before_until_
         with_sink_warp_ground(ground, 0.6)
     with pytest.raises(SystemExit):
         grow_tool.main([str(tmp_path / 'plane'), str(tmp_path / 'bad'), '--sink-warp-ground', '0'])
+
+
+def test_the_plane_warps_can_be_switched_to_the_sink_image_keeping_the_weights(
+    grow_tool: ModuleType, tmp_path: Path
+) -> None:
+    """--sink-warp-pixels keeps every weight and changes what streams (sharper content in the same
+    channels); it needs a plane warp and is given once."""
+    from aapt_ros.model.init_checkpoint import untrained_checkpoint
+    from aapt_ros.streaming.engine import StreamEngine
+    from tests.conftest import tiny_config
+
+    config = tiny_config(
+        sink_ray_origin_scale=0.5, sink_warp_depths=(1.0, 3.0), arm_chain='kuka_iiwa', sink_warp_base_plane=True
+    )
+    plane = untrained_checkpoint(config, seed=0)
+    with torch.no_grad():  # as if trained
+        plane.generator.patch_embed.weight.normal_(0.0, 0.1)
+        plane.generator.final_proj.weight.normal_(0.0, 0.1)
+    save_checkpoint(plane, tmp_path / 'plane', weight_dtype=torch.float32)
+    assert grow_tool.main([str(tmp_path / 'plane'), str(tmp_path / 'pixels'), '--sink-warp-pixels']) == 0
+    pixels = load_checkpoint(tmp_path / 'pixels')
+    assert pixels.config.generator.sink_warp_pixels
+    for name, weight in plane.generator.state_dict().items():
+        torch.testing.assert_close(pixels.generator.state_dict()[name], weight, atol=0, rtol=0)
+    start = np.random.default_rng(0).integers(0, 256, (1, 32, 48, 3), dtype=np.uint8)
+    below = np.array([[[1.0, 0, 0, 0], [0, 0, -1, 0.5], [0, 1, 0, 1.0]]])  # the base plane in view
+    latents = []
+    for checkpoint in (plane, pixels):
+        engine = StreamEngine(checkpoint, batch_size=1, dtype='float32', decode=False)
+        engine.start(np.ones(1, bool), start, np.full((1, 7), 0.3), below)
+        latents.append(engine.step(np.eye(3)[None], np.array([[0.02, 0.0, 0.01]])).copy())
+    assert np.abs(latents[0] - latents[1]).max() > 1e-4
+    with pytest.raises(TrainError, match='already warps the sink image'):
+        with_sink_warp_pixels(pixels)
+    with pytest.raises(TrainError, match='warps the sink at no plane'):
+        with_sink_warp_pixels(untrained_checkpoint(tiny_config(sink_ray_origin_scale=0.5), seed=0))
 
 
 def test_a_deepened_checkpoint_streams_as_before_until_trained_and_loads_from_shards(
