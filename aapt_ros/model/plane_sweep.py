@@ -80,9 +80,12 @@ class PlaneSweep(nn.Module):
         valid = sampled & (grid.abs() <= 1).all(dim=-1)
         if beyond_edges:
             # The edge pixels' centres (align_corners=False): beyond them zero padding would blend in zeros.
+            # Clamped per axis with Python numbers: a tensor of them would be a host-to-device copy,
+            # which a CUDA graph cannot capture.
             h, w = self.latent_size
-            edge = grid.new_tensor([1 - 1 / w, 1 - 1 / h])
-            grid = torch.maximum(torch.minimum(grid, edge), -edge)
+            grid = torch.stack(
+                [grid[..., 0].clamp(-1 + 1 / w, 1 - 1 / w), grid[..., 1].clamp(-1 + 1 / h, 1 - 1 / h)], -1
+            )
         else:
             sampled = valid
         return torch.where(sampled[..., None], grid, torch.full_like(grid, 2.0)), valid  # 2: outside, samples 0
