@@ -296,6 +296,23 @@ def test_a_checkpoint_given_the_sink_warp_at_the_base_plane_streams_as_before_un
         with_sink_warp_base_plane(plane)
 
 
+def _saved_base_plane_checkpoint(folder: Path) -> Checkpoint:
+    """A tiny checkpoint with the sink warped at its arm base's plane, its input and output weights
+    random as if trained, saved to ``folder``."""
+    from aapt_ros.model.init_checkpoint import untrained_checkpoint
+    from tests.conftest import tiny_config
+
+    config = tiny_config(
+        sink_ray_origin_scale=0.5, sink_warp_depths=(1.0, 3.0), arm_chain='kuka_iiwa', sink_warp_base_plane=True
+    )
+    plane = untrained_checkpoint(config, seed=0)
+    with torch.no_grad():
+        plane.generator.patch_embed.weight.normal_(0.0, 0.1)
+        plane.generator.final_proj.weight.normal_(0.0, 0.1)
+    save_checkpoint(plane, folder, weight_dtype=torch.float32)
+    return plane
+
+
 def test_a_checkpoint_given_the_sink_warp_at_the_ground_streams_as_before_until_trained(
     grow_tool: ModuleType, tmp_path: Path
 ) -> None:
@@ -304,14 +321,8 @@ def test_a_checkpoint_given_the_sink_warp_at_the_ground_streams_as_before_until_
 
     with pytest.raises(TrainError, match='needs a sink warp and an arm'):
         with_sink_warp_ground(untrained_checkpoint(tiny_config(sink_ray_origin_scale=0.5), seed=0), 0.6)
-    config = tiny_config(
-        sink_ray_origin_scale=0.5, sink_warp_depths=(1.0, 3.0), arm_chain='kuka_iiwa', sink_warp_base_plane=True
-    )
-    plane = untrained_checkpoint(config, seed=0)
-    with torch.no_grad():  # as if trained
-        plane.generator.patch_embed.weight.normal_(0.0, 0.1)
-        plane.generator.final_proj.weight.normal_(0.0, 0.1)
-    save_checkpoint(plane, tmp_path / 'plane', weight_dtype=torch.float32)
+    plane = _saved_base_plane_checkpoint(tmp_path / 'plane')
+    config = plane.config
     assert grow_tool.main([str(tmp_path / 'plane'), str(tmp_path / 'ground'), '--sink-warp-ground', '0.6']) == 0
     ground = load_checkpoint(tmp_path / 'ground')
     assert ground.config.generator.sink_warp_ground_below_base == 0.6
@@ -334,14 +345,7 @@ def test_the_plane_warps_can_be_switched_to_the_sink_image_keeping_the_weights(
     from aapt_ros.streaming.engine import StreamEngine
     from tests.conftest import tiny_config
 
-    config = tiny_config(
-        sink_ray_origin_scale=0.5, sink_warp_depths=(1.0, 3.0), arm_chain='kuka_iiwa', sink_warp_base_plane=True
-    )
-    plane = untrained_checkpoint(config, seed=0)
-    with torch.no_grad():  # as if trained
-        plane.generator.patch_embed.weight.normal_(0.0, 0.1)
-        plane.generator.final_proj.weight.normal_(0.0, 0.1)
-    save_checkpoint(plane, tmp_path / 'plane', weight_dtype=torch.float32)
+    plane = _saved_base_plane_checkpoint(tmp_path / 'plane')
     assert grow_tool.main([str(tmp_path / 'plane'), str(tmp_path / 'pixels'), '--sink-warp-pixels']) == 0
     pixels = load_checkpoint(tmp_path / 'pixels')
     assert pixels.config.generator.sink_warp_pixels
