@@ -266,8 +266,8 @@ class CausalGenerator(nn.Module):
         bool: streams whose base is given (else zeros)."""
         warp = self.sink_image_warp
         assert warp is not None
-        directions = torch.einsum('bij,jhw->bihw', sink_rotation.float(), warp.camera_directions.float())
         lengths, meets = warp.plane_lengths(plane)
+        directions = warp.rotated_directions(sink_rotation)
         grid, valid = warp.sample_grid(directions, sink_translation, lengths, meets & known, beyond_edges)
         grid, valid = grid[:, 0], valid[:, 0]  # one plane: (B, H, W, 2), (B, H, W)
         image = F.grid_sample(sink_image.float(), grid, mode='bilinear', padding_mode='zeros', align_corners=False)

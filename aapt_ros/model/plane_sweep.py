@@ -124,8 +124,12 @@ class PlaneSweep(nn.Module):
         beyond_edges: bool = False,
     ) -> torch.Tensor:
         """``forward`` with the current camera in the other frame as (B, 3, 3), (B, 3): x_other = R x + t."""
-        directions = torch.einsum('bij,jhw->bihw', rotation.float(), self.camera_directions.float())
-        return self(latent, directions, translation, lengths, known, beyond_edges)
+        return self(latent, self.rotated_directions(rotation), translation, lengths, known, beyond_edges)
+
+    def rotated_directions(self, rotation: torch.Tensor) -> torch.Tensor:
+        """(B, 3, 3) the current camera's rotation into the other frame -> its pixels' unit rays
+        there, (B, 3, h, w): ``sample_grid``'s directions."""
+        return torch.einsum('bij,jhw->bihw', rotation.float(), self.camera_directions.float())
 
     def plane_lengths(self, base: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """base (B, 3, 4): a frame [R | t] in the current camera's -> metres along each latent

@@ -12,6 +12,16 @@ from aapt_ros.model.plane_sweep import PlaneSweep
 # 48x32 pixels, 8-pixel latent cells: a 6x4 latent (non-square catches width/height swaps).
 CAMERA = CameraConfig(width=48, height=32, fx=40.0, fy=40.0, cx=23.5, cy=15.5)
 DEPTHS = (0.5, 2.0)
+# The generator with both warps at planes placed by the arm base: its own plane and the ground.
+BOTH_PLANE_WARPS = {
+    'sink_ray_origin_scale': 1.0,
+    'sink_warp_depths': (1.0,),
+    'arm_chain': 'kuka_iiwa',
+    'sink_warp_base_plane': True,
+    'sink_warp_ground_below_base': 0.3,
+}
+# The arm base [R | t] in the camera frame: its z axis up (camera -y), 0.5 m below the camera, 1 m ahead.
+BASE_BELOW_CAMERA = torch.tensor([[[1.0, 0, 0, 0], [0, 0, -1, 0.5], [0, 1, 0, 1.0]]])
 
 
 def _warp(rotation: torch.Tensor, translation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,8 +142,7 @@ def test_the_generator_warps_the_sink_at_the_arm_base_plane_only_when_the_base_i
     assert part.stop - part.start == config.vae.latent_channels + 1
     eye, zero = torch.eye(3)[None], torch.zeros(1, 3)
     sink = torch.randn(1, config.vae.latent_channels, 4, 6)
-    below = torch.tensor([[[1.0, 0, 0, 0], [0, 0, -1, 0.5], [0, 1, 0, 1.0]]])  # the base 0.5 m below the camera
-    rays = net.conditioning(eye, zero, eye, zero, sink, torch.zeros(1, 7), below)
+    rays = net.conditioning(eye, zero, eye, zero, sink, torch.zeros(1, 7), BASE_BELOW_CAMERA)
     warped = rays[:, part]
     assert 0 < warped[0, -1].sum() < warped[0, -1].numel()  # the rays below the horizon meet the plane
     seen = warped[0, -1] == 1
@@ -150,13 +159,7 @@ def test_the_generator_warps_the_sink_at_the_ground_below_the_arm_base() -> None
     from aapt_ros.model.generator import CausalGenerator
     from tests.conftest import tiny_config
 
-    config = tiny_config(
-        sink_ray_origin_scale=1.0,
-        sink_warp_depths=(1.0,),
-        arm_chain='kuka_iiwa',
-        sink_warp_base_plane=True,
-        sink_warp_ground_below_base=0.3,
-    )
+    config = tiny_config(**BOTH_PLANE_WARPS)
     net = CausalGenerator(config)
     assert net.sink_warp is not None
     offset = net.input_slice('rays').start  # conditioning gives the input from the rays on
@@ -169,11 +172,10 @@ def test_the_generator_warps_the_sink_at_the_ground_below_the_arm_base() -> None
     assert part('sink_ground_warp').stop - part('sink_ground_warp').start == c + 1
     eye, step = torch.eye(3)[None], torch.tensor([[0.25, 0.1, 0.0]])
     sink = torch.randn(1, c, 4, 6, generator=torch.Generator().manual_seed(2))
-    below = torch.tensor([[[1.0, 0, 0, 0], [0, 0, -1, 0.5], [0, 1, 0, 1.0]]])  # base z up, 0.5 m below the camera
-    ground = below.clone()
+    ground = BASE_BELOW_CAMERA.clone()
     ground[0, 1, 3] += 0.3  # 0.3 m further down (camera y is down)
     action = torch.zeros(1, 7)
-    at_ground = net.conditioning(eye, step, eye, step, sink, action, below)[:, part('sink_ground_warp')]
+    at_ground = net.conditioning(eye, step, eye, step, sink, action, BASE_BELOW_CAMERA)[:, part('sink_ground_warp')]
     at_plane = net.conditioning(eye, step, eye, step, sink, action, ground)[:, part('sink_plane_warp')]
     torch.testing.assert_close(at_ground[:, -1], at_plane[:, -1])  # the same points inside the first frame
     inside = at_plane[0, -1] == 1
@@ -217,14 +219,7 @@ def test_the_generator_can_warp_the_sink_image_at_its_planes_and_encode_it() -> 
     from aapt_ros.model.generator import CausalGenerator
     from tests.conftest import tiny_config
 
-    config = tiny_config(
-        sink_ray_origin_scale=1.0,
-        sink_warp_depths=(1.0,),
-        arm_chain='kuka_iiwa',
-        sink_warp_base_plane=True,
-        sink_warp_ground_below_base=0.3,
-        sink_warp_pixels=True,
-    )
+    config = tiny_config(**BOTH_PLANE_WARPS, sink_warp_pixels=True)
     net = CausalGenerator(config)
     offset = net.input_slice('rays').start
     plane = slice(net.input_slice('sink_plane_warp').start - offset, net.input_slice('sink_plane_warp').stop - offset)
@@ -238,8 +233,7 @@ def test_the_generator_can_warp_the_sink_image_at_its_planes_and_encode_it() -> 
     )
     sink = encode(image)
     eye, zero, action = torch.eye(3)[None], torch.zeros(1, 3), torch.zeros(1, 7)
-    below = torch.tensor([[[1.0, 0, 0, 0], [0, 0, -1, 0.5], [0, 1, 0, 1.0]]])  # the base 0.5 m below the camera
-    rays = net.conditioning(eye, zero, eye, zero, sink, action, below, sink_image=image, encode=encode)
+    rays = net.conditioning(eye, zero, eye, zero, sink, action, BASE_BELOW_CAMERA, sink_image=image, encode=encode)
     warped = rays[0, plane]
     seen = warped[-1] == 1  # whole cells whose rays all meet the plane
     assert 0 < int(seen.sum()) < seen.numel()
@@ -250,7 +244,7 @@ def test_the_generator_can_warp_the_sink_image_at_its_planes_and_encode_it() -> 
     )
     assert unknown[:, plane.start :].abs().sum() == 0
     with pytest.raises(ValueError, match='pass sink_image and encode'):
-        net.conditioning(eye, zero, eye, zero, sink, action, below)
+        net.conditioning(eye, zero, eye, zero, sink, action, BASE_BELOW_CAMERA)
     with pytest.raises(ConfigError, match='sink_warp_pixels needs a warp at a plane'):
         GeneratorConfig(
             sink_ray_origin_scale=1.0, sink_warp_depths=(1.0,), arm_chain='kuka_iiwa', sink_warp_pixels=True
