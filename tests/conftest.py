@@ -17,8 +17,9 @@ os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
 REPO = Path(__file__).resolve().parents[1]
 
 
-def tiny_config(**generator_overrides: object):  # type: ignore[no-untyped-def]
-    """A model small enough for fast CPU tests; 48x32 (non-square) catches width/height swaps."""
+def tiny_config(*, vae: dict[str, int] | None = None, **generator_overrides: object):  # type: ignore[no-untyped-def]
+    """A model small enough for fast CPU tests; 48x32 (non-square) catches width/height swaps.
+    vae: overrides of its autoencoder's config."""
     from aapt_ros.model.config import CameraConfig, GeneratorConfig, ModelConfig, VAEConfig
 
     generator = dict(dim=32, depth=2, heads=2, window_frames=4)
@@ -26,19 +27,19 @@ def tiny_config(**generator_overrides: object):  # type: ignore[no-untyped-def]
     return ModelConfig(
         name='tiny-test',
         camera=CameraConfig(width=48, height=32, fx=40.0, fy=40.0, cx=24.0, cy=16.0),
-        vae=VAEConfig(latent_channels=4, base_channels=8, max_channels=16),
+        vae=VAEConfig(**{'latent_channels': 4, 'base_channels': 8, 'max_channels': 16, **(vae or {})}),
         generator=GeneratorConfig(**generator),  # type: ignore[arg-type]
     )
 
 
-def save_tiny_model(folder: Path, **generator_overrides: object) -> Path:
+def save_tiny_model(folder: Path, *, vae: dict[str, int] | None = None, **generator_overrides: object) -> Path:
     """A tiny random checkpoint, with generator outputs made non-trivial."""
     import torch
 
     from aapt_ros.model.checkpoint import save_checkpoint
     from aapt_ros.model.init_checkpoint import untrained_checkpoint
 
-    checkpoint = untrained_checkpoint(tiny_config(**generator_overrides), seed=0)
+    checkpoint = untrained_checkpoint(tiny_config(vae=vae, **generator_overrides), seed=0)
     with torch.no_grad():  # adaLN-Zero starts at zero; perturb so frames depend on the inputs
         for p in checkpoint.generator.parameters():
             p.add_(torch.randn_like(p) * 0.05)

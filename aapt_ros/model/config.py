@@ -56,6 +56,9 @@ class VAEConfig:
     # > 0: the light decoder also reads the generator's arm drawing at its finer resolution
     # (ArmDrawing.image, generator.arm_chain's links + 1 channels; stage decoder with decoder.arm).
     fast_decoder_arm_channels: int = 0
+    # > 0: a light encoder of this width is present (stage encoder), and the generator's plane
+    # warps in pixels (generator.sink_warp_pixels) are encoded with it rather than the full encoder.
+    fast_encoder_channels: int = 0
 
     def __post_init__(self) -> None:
         if self.spatial_factor not in (4, 8, 16):
@@ -73,6 +76,11 @@ class VAEConfig:
             raise ConfigError(
                 f'vae.fast_decoder_arm_channels must be >= 0 and needs a light decoder (fast_decoder_channels > 0), '
                 f'got {self.fast_decoder_arm_channels} with fast_decoder_channels {self.fast_decoder_channels}'
+            )
+        if self.fast_encoder_channels < 0 or (self.fast_encoder_channels and self.temporal_factor != 1):
+            raise ConfigError(
+                f'vae.fast_encoder_channels must be >= 0 and needs temporal_factor 1 (it encodes each image '
+                f'on its own), got {self.fast_encoder_channels} with temporal_factor {self.temporal_factor}'
             )
 
     @property

@@ -23,6 +23,7 @@ from torch.nn import functional as F
 
 from aapt_ros.model.config import VAEConfig
 from aapt_ros.model.fast_decoder import FastDecoder
+from aapt_ros.model.fast_encoder import FastEncoder
 from aapt_ros.model.temporal import TemporalDownsample, TemporalUpsample
 
 
@@ -109,6 +110,7 @@ class VideoAutoencoder(nn.Module):
         self.down = TemporalDownsample(channels, factor) if factor > 1 else None
         self.up = TemporalUpsample(channels, factor) if factor > 1 else None
         self.fast_decoder = FastDecoder(config) if config.fast_decoder_channels else None
+        self.fast_encoder = FastEncoder(config) if config.fast_encoder_channels else None
 
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         """Whole clips; F must be a multiple of the temporal factor."""
@@ -123,6 +125,14 @@ class VideoAutoencoder(nn.Module):
             features = rearrange(self.down(series)[0], '(b h w) c l -> (b l) c h w', b=b, h=h, w=w)
         latents = self.encoder.head(features) * self.config.latent_scale
         return rearrange(latents, '(b l) c h w -> b l c h w', b=b)
+
+    def encode_warped(self, images: torch.Tensor) -> torch.Tensor:
+        """The generator's plane warps (``CausalGenerator.encoded_sink_at_plane``), (N, 3, H, W) ->
+        (N, C, h, w): with the light encoder when there is one (stage encoder distils it for them),
+        else with the full encoder, each image on its own."""
+        if self.fast_encoder is not None:
+            return self.fast_encoder(images) * self.config.latent_scale
+        return self.encode(images[:, None])[:, 0]
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         b = latents.shape[0]

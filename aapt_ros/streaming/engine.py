@@ -199,7 +199,7 @@ class StreamEngine:
             self.arm_bases,
             arm_drawing=arm,
             sink_image=self.sink_images,
-            encode=self.encode_images,
+            encode=self.vae.encode_warped,
         ).to(self.dtype)  # (B, R, h, w)
         x = self.noise.normal_(generator=self.rng)
         last = self.sampling_steps - 1
@@ -217,10 +217,6 @@ class StreamEngine:
         if self.decode:  # with the arm where this frame's joints put it, finer than the latent
             arm_frames = arm[:, None] if arm is not None else None  # (B, 1, A, h s, w s)
             self.frames.copy_(to_uint8_images(self.decode_latents(x[:, None], arm_frames)[:, 0]))
-
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) images in [-1, 1] -> (B, C, h, w) latents, one each."""
-        return self.vae.encode(images[:, None].to(self.dtype))[:, 0]
 
     def decode_latents(self, latents: torch.Tensor, arm: torch.Tensor | None = None) -> torch.Tensor:
         """(B, L, C, h, w) latents -> (B, L, 3, H, W) images in [-1, 1], with the decoder in use;
@@ -290,7 +286,7 @@ class StreamEngine:
         mask = torch.as_tensor(chosen, device=self.device)
         frames = torch.from_numpy(np.ascontiguousarray(first_frames)).to(self.device)
         images = from_uint8_images(frames, self.dtype)[:, 0]  # (B, 3, H, W)
-        latents = self.encode_images(images)
+        latents = self.vae.encode(images[:, None])[:, 0]  # (B, C, h, w), by the full encoder
         self.reset(chosen)
         identity, zero = torch.eye(3, device=self.device).repeat(b, 1, 1), torch.zeros(b, 3, device=self.device)
         rays = self.generator.conditioning(
@@ -302,7 +298,7 @@ class StreamEngine:
             self.actions,
             self.arm_bases,
             sink_image=images,
-            encode=self.encode_images,
+            encode=self.vae.encode_warped,
         ).to(self.dtype)
         zero_t = torch.zeros(b, device=self.device, dtype=self.dtype)
         # The sink pass: the clean first latent at t = 0 enters the cache; its output is not needed.

@@ -9,6 +9,7 @@ Usage::
     aapt-train adversarial --config config/train_tiny.yaml model=runs/distill output=runs/adversarial \
         adversarial.discriminator_init=runs/adapt
     aapt-train decoder --config config/train_tiny.yaml model=runs/adversarial output=runs/decoder
+    aapt-train encoder --config config/train_tiny.yaml model=runs/pixel_warps output=runs/encoder
     aapt-train adapt --config ... --resume          # continue an interrupted run exactly
     torchrun --nproc_per_node 4 -m aapt_ros.training.cli base --config ...   # 4 GPUs, DDP
 
@@ -17,9 +18,12 @@ MODEL_CARD_FRAGMENT.md, logs/ (TensorBoard when installed, else scalars.csv) and
 Overrides are dotted keys with YAML values, e.g. optim.steps=2000 optim.lr=1e-4 device=cuda.
 
 The decoder stage is optional and takes any stage's checkpoint: it adds a light per-frame decoder
-(vae.fast_decoder_channels) and changes nothing else of the model.
+(vae.fast_decoder_channels) and changes nothing else of the model. The encoder stage is optional
+too and takes a checkpoint whose generator warps the first image in pixels
+(generator.sink_warp_pixels): it adds a light encoder for those warps (vae.fast_encoder_channels),
+which they pass through from then on.
 
-Under torchrun the vae, base, adapt, distill and decoder stages train data-parallel (DDP, one rank
+Under torchrun the vae, base, adapt, distill, decoder and encoder stages train data-parallel (DDP, one rank
 per GPU, gloo ranks on the CPU): optim.batch_size is the global batch, split evenly over the ranks,
 and rank 0 writes everything. The adversarial stage runs in one process only.
 """
@@ -38,7 +42,7 @@ import torch.distributed as dist
 from aapt_ros.data.bags import BagError
 from aapt_ros.data.mapping import MappingError
 from aapt_ros.model.config import ConfigError
-from aapt_ros.training import adversarial_stage, decoder_stage, distill_stage, flow_stage, vae_stage
+from aapt_ros.training import adversarial_stage, decoder_stage, distill_stage, encoder_stage, flow_stage, vae_stage
 from aapt_ros.training.checkpoints import check_output
 from aapt_ros.training.config import STAGES, TrainConfig, TrainError, load_train_config
 from aapt_ros.training.data import distributed, rank_share
@@ -51,6 +55,7 @@ RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
     'distill': distill_stage.run,
     'adversarial': adversarial_stage.run,
     'decoder': decoder_stage.run,
+    'encoder': encoder_stage.run,
 }
 assert set(RUNNERS) == set(STAGES)
 SINGLE_PROCESS_STAGES = ('adversarial',)  # its own loop (adversarial_stage), not data-parallel yet

@@ -18,7 +18,7 @@ import yaml
 
 from aapt_ros.model.config import ConfigError, from_dict, to_dict
 
-STAGES = ('vae', 'base', 'adapt', 'distill', 'adversarial', 'decoder')
+STAGES = ('vae', 'base', 'adapt', 'distill', 'adversarial', 'decoder', 'encoder')
 
 
 def stage_of_run(name: str) -> str:
@@ -221,6 +221,18 @@ class AdversarialConfig:
 
 
 @dataclass(frozen=True)
+class EncoderConfig:
+    """Stage ``encoder``: the light encoder of the plane warps (model/fast_encoder.py), distilled
+    from the frozen autoencoder's on the warped images the generator reads."""
+
+    channels: int = 128  # width at the latent resolution, halved per finer level (vae.fast_encoder_channels)
+
+    def __post_init__(self) -> None:
+        if self.channels < 16:  # FastEncoder keeps its finer levels at >= 16 channels
+            raise ConfigError(f'encoder.channels must be >= 16 (the default is 128), got {self.channels}')
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     stage: str = ''  # set by the aapt-train subcommand; a YAML value must agree with it
     # vae: a ModelConfig YAML; base, adapt, distill, adversarial: the previous stage's checkpoint;
@@ -234,6 +246,7 @@ class TrainConfig:
     distill: DistillConfig = field(default_factory=DistillConfig)
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
     log_every: int = 10
     val_every: int = 0  # 0: validate at the end only
     val_batches: int = 4

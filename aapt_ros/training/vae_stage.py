@@ -30,7 +30,7 @@ from aapt_ros.training.loop import mean_first_last, resolve_device, train, write
 from aapt_ros.training.losses import reconstruction_loss
 
 VAL_SEED_OFFSET = -(2**20)  # validation batches use steps no training step reaches
-FAST_DECODER_PREFIX = 'fast_decoder.'  # its weights' keys in VideoAutoencoder.state_dict()
+LIGHT_PREFIXES = ('fast_decoder.', 'fast_encoder.')  # their weights' keys in VideoAutoencoder.state_dict()
 
 
 def _start_config(path: Path) -> ModelConfig:
@@ -103,14 +103,15 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
     start = _start_config(model_path)
     device = resolve_device(config.device)
     splits = load_splits(config.data, start)
-    # A fast decoder (stage decoder) fits the current encoder's latents, which this stage moves:
-    # it is dropped, and stage decoder must run again on the result.
-    start = dataclasses.replace(start, vae=dataclasses.replace(start.vae, fast_decoder_channels=0))
+    # A light decoder (stage decoder) or encoder (stage encoder) fits the current autoencoder's
+    # latents, which this stage moves: both are dropped, and their stages must run again on the result.
+    light = {'fast_decoder_channels': 0, 'fast_decoder_arm_channels': 0, 'fast_encoder_channels': 0}
+    start = dataclasses.replace(start, vae=dataclasses.replace(start.vae, **light))
     torch.manual_seed(config.optim.seed)
     vae = VideoAutoencoder(start.vae)
     if model_path.is_dir():  # continue from a checkpoint's autoencoder
         weights = load_checkpoint(model_path).vae.state_dict()
-        vae.load_state_dict({k: t for k, t in weights.items() if not k.startswith(FAST_DECODER_PREFIX)})
+        vae.load_state_dict({k: t for k, t in weights.items() if not k.startswith(LIGHT_PREFIXES)})
     vae.to(device)
     ssim_weight = config.vae.ssim_weight
 

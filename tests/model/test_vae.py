@@ -81,6 +81,24 @@ def test_fast_decoder_is_optional_and_needs_temporal_factor_one() -> None:
         VAEConfig(fast_decoder_channels=16, temporal_factor=4)
 
 
+@pytest.mark.parametrize(('size', 'spatial'), [((120, 160), 8), ((64, 96), 4), ((64, 64), 16)])
+def test_the_plane_warps_pass_the_light_encoder_when_there_is_one(size: tuple[int, int], spatial: int) -> None:
+    """encode_warped: the full encoder's latents, image by image, or the light encoder's in their shape."""
+    images = torch.rand(3, 3, *size) * 2 - 1
+    full = _vae(spatial_factor=spatial)
+    light = _vae(spatial_factor=spatial, fast_encoder_channels=16)
+    light.load_state_dict(full.state_dict(), strict=False)  # all but the light encoder
+    with torch.no_grad():
+        by_full = full.encode(images[:, None])[:, 0]
+        torch.testing.assert_close(full.encode_warped(images), by_full)
+        by_light = light.encode_warped(images)
+        assert by_light.shape == by_full.shape
+        assert not torch.allclose(by_light, by_full)
+        torch.testing.assert_close(light.encode_warped(images[1:2]), by_light[1:2])  # each image on its own
+    with pytest.raises(ValueError, match='fast_encoder_channels must be >= 0 and needs temporal_factor 1'):
+        VAEConfig(fast_encoder_channels=16, temporal_factor=4)
+
+
 def test_the_gpu_decoder_head_with_padded_filters_computes_the_same_convolution() -> None:
     conv = torch.nn.Conv2d(16, 12, 3, padding=1)
     x = torch.randn(2, 16, 8, 8)

@@ -124,30 +124,42 @@ def test_gradients_stop_at_segment_boundaries_and_reach_each_segment() -> None:
     assert (prefix.first, prefix.end) == (1, 3)
 
 
+PLANE_WARPS_IN_PIXELS = {
+    'sink_ray_origin_scale': 0.5,
+    'sink_warp_depths': (1.0,),
+    'arm_chain': 'kuka_iiwa',
+    'sink_warp_base_plane': True,
+    'sink_warp_ground_below_base': 0.5,
+    'sink_warp_pixels': True,
+}
+
+
 @pytest.mark.parametrize(
-    'inputs',
+    ('inputs', 'light_encoder'),
     [
-        {},
-        {'sink_ray_origin_scale': 0.5},
-        {'sink_ray_origin_scale': 0.5, 'sink_warp_depths': (0.5, 2.0), 'previous_warp_depths': (1.0,)},
-        {'sink_ray_origin_scale': 0.5, 'arm_chain': 'kuka_iiwa'},
-        {
-            'sink_ray_origin_scale': 0.5,
-            'sink_warp_depths': (1.0,),
-            'arm_chain': 'kuka_iiwa',
-            'sink_warp_base_plane': True,
-            'sink_warp_ground_below_base': 0.5,
-            'sink_warp_pixels': True,
-        },
+        ({}, False),
+        ({'sink_ray_origin_scale': 0.5}, False),
+        ({'sink_ray_origin_scale': 0.5, 'sink_warp_depths': (0.5, 2.0), 'previous_warp_depths': (1.0,)}, False),
+        ({'sink_ray_origin_scale': 0.5, 'arm_chain': 'kuka_iiwa'}, False),
+        (PLANE_WARPS_IN_PIXELS, False),
+        (PLANE_WARPS_IN_PIXELS, True),
     ],
-    ids=['previous_frame_rays', 'sink_rays_too', 'warps_too', 'arm_too', 'plane_warps_in_pixels'],
+    ids=[
+        'previous_frame_rays',
+        'sink_rays_too',
+        'warps_too',
+        'arm_too',
+        'plane_warps_in_pixels',
+        'plane_warps_by_the_light_encoder',
+    ],
 )
-def test_the_rollout_is_what_the_engine_streams(tmp_path: Path, inputs: dict[str, object]) -> None:
+def test_the_rollout_is_what_the_engine_streams(tmp_path: Path, inputs: dict[str, object], light_encoder: bool) -> None:
     """Also checks that the engine's chained camera-in-the-sink-frame (and the sink latent it
-    warps, and the arm it draws) equals training's direct one."""
+    warps, the arm it draws and the encoder its plane warps pass) equals training's direct one."""
     from tests.conftest import save_tiny_model
 
-    checkpoint = load_checkpoint(save_tiny_model(tmp_path / 'tiny', **inputs))
+    vae = {'fast_encoder_channels': 16} if light_encoder else None
+    checkpoint = load_checkpoint(save_tiny_model(tmp_path / 'tiny', vae=vae, **inputs))
     engine = StreamEngine(checkpoint, device='cpu', dtype='float32', decode=False, seed=0)
     start = checkpoint.start_frame.numpy()[None]
     # A camera turning about its y axis while it moves: the chained rotations do not commute.
@@ -179,7 +191,7 @@ def test_the_rollout_is_what_the_engine_streams(tmp_path: Path, inputs: dict[str
         action=action[0],
         arm_base=bases.float().expand(5, -1, -1),
         sink_image=start_image.expand(5, -1, -1, -1),
-        encode=lambda images: checkpoint.vae.encode(images[:, None])[:, 0],
+        encode=checkpoint.vae.encode_warped,
     )[None]
     c = checkpoint.config.vae.latent_channels
     expected = {0: 6, 1: 12, 3: 12 + 2 * (c + 1)}[len(inputs)] if 'arm_chain' not in inputs else 12 + 9

@@ -1,0 +1,168 @@
+"""Stage ``encoder``: add a light encoder for the plane warps (``model/fast_encoder.py``) to a checkpoint.
+
+A generator with ``generator.sink_warp_pixels`` reads, every frame, the stream's first image seen
+at the arm base's plane and at the ground, each through the autoencoder's encoder: two encoder
+passes a frame, which on two CPU cores cost more than the generator itself. This stage distils a
+``FastEncoder`` of width ``encoder.channels`` (``vae.fast_encoder_channels``) from the frozen
+full encoder, on exactly the images the warps hand it: the frame 0 of each recorded clip, sampled
+where every later frame's rays meet the planes (``CausalGenerator.encoded_sink_at_plane``).
+
+- rays_full = the clip's conditioning with the warps through the full encoder (no gradient);
+- rays_light = the same with the warps through the light encoder;
+- loss = sum (rays_light - rays_full)^2 / sum (rays_full - rays_none)^2, rays_none with all-zero
+  warp latents: the squared error of what the generator reads, relative to what the warps add to
+  it. Only the warp latents differ, each cell weighted by the share of its pixels the warp
+  samples, as the generator gets them.
+
+Everything else of the checkpoint ``model=`` is kept: the generator, the autoencoder, the start
+frame and ``stage``. From then on the plane warps pass through the light encoder, in training and
+in the engine; the generator was fitted to the full encoder's warps, so the stages that train it
+should run after this one (the card gives the light encoder's error to judge how much it moves).
+A checkpoint that already has a light encoder of this width continues training it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from aapt_ros.data.clips import FRAMES
+from aapt_ros.model.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from aapt_ros.model.generator import CausalGenerator
+from aapt_ros.model.vae import VideoAutoencoder
+from aapt_ros.training.checkpoints import write_outputs
+from aapt_ros.training.config import TrainConfig, TrainError
+from aapt_ros.training.data import Clip, batch, load_splits, step_generator
+from aapt_ros.training.flow_stage import VAL_SEED_OFFSET, clip_rays
+from aapt_ros.training.loop import mean_first_last, resolve_device, train, writes_outputs
+
+
+def _load_start(path: Path, channels: int) -> Checkpoint:
+    """The checkpoint that gets a light encoder of width ``channels``: one whose generator warps
+    the first image in pixels, since the warps are all the light encoder is for."""
+    try:
+        start = load_checkpoint(path)
+    except CheckpointError as err:
+        raise TrainError(f'model: the encoder stage starts from a checkpoint folder: {err}') from None
+    if not start.config.generator.sink_warp_pixels:
+        raise TrainError(
+            f"model: {path}'s generator encodes no plane warps (generator.sink_warp_pixels is false), the only "
+            'images the light encoder encodes; grow it with tools/grow_generator.py --sink-warp-pixels first'
+        )
+    vae = start.config.vae
+    if vae.fast_encoder_channels not in (0, channels):
+        raise TrainError(
+            f'model: {path} already has a light encoder of width {vae.fast_encoder_channels}, but '
+            f'encoder.channels is {channels}; set encoder.channels={vae.fast_encoder_channels} to continue '
+            'training it, or start from a checkpoint without one'
+        )
+    return start
+
+
+def relative_error(net: CausalGenerator, light: VideoAutoencoder, full: VideoAutoencoder, clips: Clip) -> torch.Tensor:
+    """sum (rays_light - rays_full)^2 / sum (rays_full - rays_none)^2 over a batch of clips: the
+    error of the generator's input when its plane warps pass through ``light``'s light encoder, not
+    ``full``'s encoder, relative to what the warps add to it (rays_none: with all-zero warp
+    latents). Gradient flows to the light encoder only."""
+    with torch.no_grad():
+        sinks = full.encode(clips[FRAMES][:, :1])[:, 0]  # (B, C, h, w), frame 0 by the full encoder
+        target = clip_rays(net, clips, sinks, full.encode_warped)  # (B, F, R, h, w)
+        none = clip_rays(net, clips, sinks, lambda images: sinks.new_zeros(images.shape[0], *sinks.shape[1:]))
+        size = (target - none).square()
+    rays = clip_rays(net, clips, sinks, light.encode_warped)
+    return (rays - target).square().sum() / size.sum().clamp_min(1e-12)
+
+
+def validation_error(
+    net: CausalGenerator,
+    light: VideoAutoencoder,
+    full: VideoAutoencoder,
+    config: TrainConfig,
+    splits_val: torch.utils.data.Dataset[Clip],
+    device: torch.device,
+) -> float:
+    """Mean ``relative_error`` over ``config.val_batches`` held-out batches; the clips depend on the seed only."""
+    errors = []
+    for k in range(config.val_batches):
+        clips = batch(
+            splits_val, config.optim.batch_size, step_generator(config.optim.seed, VAL_SEED_OFFSET - k), device
+        )
+        with torch.no_grad():
+            errors.append(float(relative_error(net, light, full, clips)))
+    return sum(errors) / len(errors)
+
+
+def _millions(module: torch.nn.Module) -> str:
+    return f'{sum(p.numel() for p in module.parameters()) / 1e6:.3f} M'
+
+
+def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:
+    """Distil the light encoder, then write the checkpoint and card to ``config.output``; returns the card's values."""
+    folder = Path(config.output)
+    channels = config.encoder.channels
+    start = _load_start(Path(config.model), channels)
+    vae_config = dataclasses.replace(start.config.vae, fast_encoder_channels=channels)
+    model_config = dataclasses.replace(start.config, vae=vae_config)  # stage and sampling steps: the start's
+    device = resolve_device(config.device)
+    splits = load_splits(config.data, model_config)
+    torch.manual_seed(config.optim.seed)
+    light = VideoAutoencoder(vae_config)
+    # The start's weights over a freshly initialised light encoder, or over all of it when the start has one.
+    light.load_state_dict({**light.state_dict(), **start.vae.state_dict()})
+    light.to(device).eval().requires_grad_(False)
+    encoder = light.fast_encoder
+    assert encoder is not None  # vae_config.fast_encoder_channels >= 16
+    encoder.requires_grad_(True)
+    # The teacher: the same autoencoder without a light encoder, so its warps pass the full one.
+    full = VideoAutoencoder(dataclasses.replace(vae_config, fast_encoder_channels=0))
+    full.load_state_dict({k: v for k, v in light.state_dict().items() if not k.startswith('fast_encoder.')})
+    full.to(device).eval().requires_grad_(False)
+    net = start.generator.to(device).eval().requires_grad_(False)
+    before = validation_error(net, light, full, config, splits.val, device)  # fresh, or the start's
+
+    def loss_fn(clips: Clip, _: torch.Generator) -> torch.Tensor:
+        return relative_error(net, light, full, clips)
+
+    def validate() -> dict[str, float]:
+        return {'relative_error': validation_error(net, light, full, config, splits.val, device)}
+
+    stats = train(
+        config,
+        encoder,
+        loss_fn,
+        splits.train,
+        folder,
+        device=device,
+        resume=resume,
+        stop_after=stop_after,
+        validate=validate,
+    )
+    if not writes_outputs(stats, config):
+        return {'steps': stats.step}
+    error = validate()['relative_error']
+    checkpoint = Checkpoint(model_config, light.cpu(), net.cpu(), start.start_frame)
+    loss_first, loss_last = mean_first_last(stats.losses)
+    card = {
+        'steps': f'{stats.step} x batch {config.optim.batch_size}',
+        'wall time': f'{stats.wall_s:.1f} s on {device}',
+        'images encoded while training': "each clip's frame 0 sampled at the plane warps of its frames",
+        "loss (squared error of the warp inputs relative to the full encoder's), first -> last 5 steps": (
+            f'{loss_first:.4f} -> {loss_last:.4f}'
+        ),
+        'light encoder width': f'{channels}',
+        'light encoder parameters': f'{_millions(encoder)} (full encoder {_millions(light.encoder)})',
+        "held-out relative squared error of the generator's warp inputs, before -> after": (
+            f'{before:.4f} -> {error:.4f}'
+        ),
+    }
+    write_outputs(folder, checkpoint, config, card, splits.bags)
+    return {
+        'steps': stats.step,
+        'loss_first': loss_first,
+        'loss_last': loss_last,
+        'relative_error_before': before,
+        'relative_error': error,
+    }
