@@ -50,7 +50,6 @@ setup(
         ('share/aapt_ros/config', glob('config/*.yaml')),
         ('share/aapt_ros/config/train_sim', glob('config/train_sim/*.yaml')),
         ('share/aapt_ros/models/default', glob('models/default/*')),
-        ('share/aapt_ros/models/pixel_warps', glob('models/pixel_warps/*')),
         ('lib/aapt_ros', glob('scripts/*')),
     ],
     entry_points={

@@ -58,7 +58,7 @@ def test_wheel_installs_the_node_where_ros2_run_finds_it(wheel: zipfile.ZipFile)
 def test_wheel_carries_launch_config_default_model_and_demo_bag(wheel: zipfile.ZipFile) -> None:
     names = set(wheel.namelist())
     data = 'aapt_ros-0.1.0.data/data/share/aapt_ros/'
-    for folder in ('launch', 'config', 'models/default', 'models/pixel_warps'):
+    for folder in ('launch', 'config', 'models/default'):
         for path in (p for p in (REPO / folder).rglob('*') if p.is_file()):
             assert data + str(path.relative_to(REPO)) in names
     assert any(n.startswith('aapt_ros/data/samples/sim_episode/') and n.endswith('.mcap') for n in names)

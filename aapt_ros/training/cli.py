@@ -9,7 +9,7 @@ Usage::
     aapt-train adversarial --config config/train_tiny.yaml model=runs/distill output=runs/adversarial \
         adversarial.discriminator_init=runs/adapt
     aapt-train decoder --config config/train_tiny.yaml model=runs/adversarial output=runs/decoder
-    aapt-train encoder --config config/train_tiny.yaml model=runs/pixel_warps output=runs/encoder
+    aapt-train encoder --config config/train_tiny.yaml model=runs/warps_in_pixels output=runs/encoder
     aapt-train adapt --config ... --resume          # continue an interrupted run exactly
     torchrun --nproc_per_node 4 -m aapt_ros.training.cli base --config ...   # 4 GPUs, DDP
 

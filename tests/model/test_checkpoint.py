@@ -85,16 +85,17 @@ def test_init_tool_writes_a_loadable_untrained_checkpoint_and_refuses_to_overwri
 
 
 def test_shipped_models_load_and_fit_the_size_budget() -> None:
-    """models/default and models/pixel_warps (the GPU choice): each file <= 16 MiB, all <= 48 MiB."""
+    """models/default: each file <= 16 MiB, all <= 48 MiB."""
     models = Path(__file__).resolve().parents[2] / 'models'
-    assert sorted(p.name for p in models.iterdir()) == ['default', 'pixel_warps']
+    assert sorted(p.name for p in models.iterdir()) == ['default']
     sizes = [f.stat().st_size for f in models.glob('*/*')]
     assert max(sizes) <= 16 * 2**20 and sum(sizes) <= 48 * 2**20
     for folder in models.iterdir():
         checkpoint = load_checkpoint(folder)
         assert (folder / 'MODEL_CARD.md').is_file()
         assert checkpoint.config.camera.width == 128
-    assert load_checkpoint(models / 'pixel_warps').config.generator.sink_warp_pixels
+    default = load_checkpoint(models / 'default').config
+    assert default.generator.sink_warp_pixels and default.vae.fast_encoder_channels  # v14: light-encoded warps
 
 
 def test_an_incomplete_set_of_shards_is_named(model_copy: Path) -> None:
