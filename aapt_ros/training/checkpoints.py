@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from aapt_ros.model.arm import chain_named, drawing_channels
 from aapt_ros.model.checkpoint import CARD_FILE, Checkpoint, save_checkpoint
-from aapt_ros.model.config import ModelConfig
+from aapt_ros.model.config import ModelConfig, VAEConfig
 from aapt_ros.model.generator import CausalGenerator
 from aapt_ros.model.vae import VideoAutoencoder
 from aapt_ros.training.config import TrainConfig, TrainError, to_yaml
@@ -98,6 +98,20 @@ def generator_checkpoint(model_config: ModelConfig, trained: torch.nn.Module, st
     generator = CausalGenerator(model_config)
     generator.load_state_dict(trained.state_dict())
     return Checkpoint(model_config, start.vae.cpu(), generator, start.start_frame)
+
+
+def autoencoder_with_light_parts(start: VideoAutoencoder, config: VAEConfig, device: torch.device) -> VideoAutoencoder:
+    """An autoencoder of ``config``, frozen on ``device``: ``start``'s weights over freshly
+    initialised parts that ``start`` lacks (a light decoder or encoder the stage adds; the
+    start's keys must be a subset). The stage unfreezes the part it trains."""
+    vae = VideoAutoencoder(config)
+    vae.load_state_dict({**vae.state_dict(), **start.state_dict()})
+    return vae.to(device).eval().requires_grad_(False)
+
+
+def parameter_count(module: torch.nn.Module) -> str:
+    """'0.446 M': the module's parameter count, as the cards give it."""
+    return f'{sum(p.numel() for p in module.parameters()) / 1e6:.3f} M'
 
 
 def _with_new_inputs(start: Checkpoint, config: ModelConfig, part: str) -> Checkpoint:

@@ -43,7 +43,7 @@ from aapt_ros.model.config import ModelConfig
 from aapt_ros.model.generator import CausalGenerator
 from aapt_ros.model.vae import VideoAutoencoder
 from aapt_ros.training.adversarial_stage import draw_sample
-from aapt_ros.training.checkpoints import write_outputs
+from aapt_ros.training.checkpoints import autoencoder_with_light_parts, parameter_count, write_outputs
 from aapt_ros.training.config import TrainConfig, TrainError
 from aapt_ros.training.data import Clip, batch, load_splits, rank_share, step_generator
 from aapt_ros.training.flow_stage import VAL_SEED_OFFSET, clip_arm_images, latent_shape
@@ -130,10 +130,6 @@ def rollout_metrics(
     return {'rollout_psnr': float(np.mean(psnrs)), 'rollout_ssim': float(np.mean(ssims))}
 
 
-def _millions(module: torch.nn.Module) -> str:
-    return f'{sum(p.numel() for p in module.parameters()) / 1e6:.3f} M'
-
-
 def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:
     """Train the fast decoder, then write the checkpoint and card to ``config.output``; returns the card's values."""
     folder = Path(config.output)
@@ -148,11 +144,7 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
     device = resolve_device(config.device)
     splits = load_splits(config.data, model_config)
     torch.manual_seed(config.optim.seed)
-    vae = VideoAutoencoder(vae_config)
-    # The start's weights over a freshly initialised fast decoder, or over all of it when the start
-    # has one (strict: the start's keys are a subset of the new autoencoder's).
-    vae.load_state_dict({**vae.state_dict(), **start.vae.state_dict()})
-    vae.to(device).eval().requires_grad_(False)
+    vae = autoencoder_with_light_parts(start.vae, vae_config, device)  # a fresh fast decoder, or the start's
     fast = vae.fast_decoder
     assert fast is not None  # vae_config.fast_decoder_channels >= 16
     fast.requires_grad_(True)
@@ -222,7 +214,7 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
         loss_name: f'{loss_first:.4f} -> {loss_last:.4f}',
         'fast decoder width': f'{options.channels}, {noise} while training',
         'arm drawing read by the fast decoder': f'{arm_channels} channels' if arm_channels else 'no',
-        'fast decoder parameters': f'{_millions(fast)} (full decoder {_millions(vae.decoder)})',
+        'fast decoder parameters': f'{parameter_count(fast)} (full decoder {parameter_count(vae.decoder)})',
         'held-out reconstruction PSNR, fast decoder': f'{fast_val["psnr"]:.2f} dB',
         'held-out reconstruction PSNR, full decoder': f'{full_val["psnr"]:.2f} dB',
         'held-out reconstruction SSIM, fast decoder': f'{fast_val["ssim"]:.4f}',

@@ -33,7 +33,7 @@ from aapt_ros.data.clips import FRAMES
 from aapt_ros.model.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from aapt_ros.model.generator import CausalGenerator
 from aapt_ros.model.vae import VideoAutoencoder
-from aapt_ros.training.checkpoints import write_outputs
+from aapt_ros.training.checkpoints import autoencoder_with_light_parts, parameter_count, write_outputs
 from aapt_ros.training.config import TrainConfig, TrainError
 from aapt_ros.training.data import Clip, batch, load_splits, step_generator
 from aapt_ros.training.flow_stage import VAL_SEED_OFFSET, clip_rays
@@ -95,10 +95,6 @@ def validation_error(
     return sum(errors) / len(errors)
 
 
-def _millions(module: torch.nn.Module) -> str:
-    return f'{sum(p.numel() for p in module.parameters()) / 1e6:.3f} M'
-
-
 def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:
     """Distil the light encoder, then write the checkpoint and card to ``config.output``; returns the card's values."""
     folder = Path(config.output)
@@ -109,10 +105,7 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
     device = resolve_device(config.device)
     splits = load_splits(config.data, model_config)
     torch.manual_seed(config.optim.seed)
-    light = VideoAutoencoder(vae_config)
-    # The start's weights over a freshly initialised light encoder, or over all of it when the start has one.
-    light.load_state_dict({**light.state_dict(), **start.vae.state_dict()})
-    light.to(device).eval().requires_grad_(False)
+    light = autoencoder_with_light_parts(start.vae, vae_config, device)  # a fresh light encoder, or the start's
     encoder = light.fast_encoder
     assert encoder is not None  # vae_config.fast_encoder_channels >= 16
     encoder.requires_grad_(True)
@@ -153,7 +146,7 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
             f'{loss_first:.4f} -> {loss_last:.4f}'
         ),
         'light encoder width': f'{channels}',
-        'light encoder parameters': f'{_millions(encoder)} (full encoder {_millions(light.encoder)})',
+        'light encoder parameters': f'{parameter_count(encoder)} (full encoder {parameter_count(light.encoder)})',
         "held-out relative squared error of the generator's warp inputs, before -> after": (
             f'{before:.4f} -> {error:.4f}'
         ),
