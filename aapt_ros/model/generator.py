@@ -8,7 +8,7 @@ seen along the rays, see ``plane_sweep``, and with ``arm_chain`` it also holds t
 drawn from the joint positions, and with ``arm_base_plane`` the plane its base stands on, see ``arm``;
 with ``sink_warp_base_plane`` and ``sink_warp_ground_below_base`` the sink latent seen where the rays
 meet that plane and the ground, see ``conditioning``, or with ``sink_warp_pixels`` the sink image
-seen there and encoded, see ``encoded_sink_at_plane``);
+seen there and encoded, see ``encoded_sink_at_planes``);
 the timestep and the action vector modulate every block through adaLN. Tokens of frame i attend
 to frames i-window+1 .. i and to the sink (frame 0). The output is the flow-matching velocity
 v = noise - x0, so the same network samples in one step or many.
@@ -229,53 +229,60 @@ class CausalGenerator(nn.Module):
                 # The ground's frame: the base's, moved down its own z axis (x_cam = R x + t - d R e_z).
                 down = base[:, :, 3:] - g.sink_warp_ground_below_base * base[:, :, 2:3]
                 planes.append((torch.cat([base[:, :, :3], down], dim=2), True))
-            for plane, beyond_edges in planes:
-                if self.sink_image_warp is not None:
-                    if sink_image is None or encode is None:
-                        raise ValueError(
-                            'this generator warps the sink image (sink_warp_pixels): pass sink_image and encode'
-                        )
-                    inputs.append(
-                        self.encoded_sink_at_plane(
-                            sink_image, encode, plane, sink_rotation, sink_translation, known, beyond_edges
-                        )
+            if self.sink_image_warp is not None:
+                if sink_image is None or encode is None:
+                    raise ValueError(
+                        'this generator warps the sink image (sink_warp_pixels): pass sink_image and encode'
                     )
-                    continue
-                lengths, meets = self.sink_warp.plane_lengths(plane)
-                inputs.append(
-                    self.sink_warp.along_motion(
-                        sink_latent, sink_rotation, sink_translation, lengths, meets & known, beyond_edges
-                    )
+                inputs += self.encoded_sink_at_planes(
+                    sink_image, encode, planes, sink_rotation, sink_translation, known
                 )
+            else:
+                for plane, beyond_edges in planes:
+                    lengths, meets = self.sink_warp.plane_lengths(plane)
+                    inputs.append(
+                        self.sink_warp.along_motion(
+                            sink_latent, sink_rotation, sink_translation, lengths, meets & known, beyond_edges
+                        )
+                    )
         return torch.cat(inputs, dim=1) if len(inputs) > 1 else rays
 
-    def encoded_sink_at_plane(
+    def encoded_sink_at_planes(
         self,
         sink_image: torch.Tensor,
         encode: Callable[[torch.Tensor], torch.Tensor],
-        plane: torch.Tensor,
+        planes: list[tuple[torch.Tensor, bool]],
         sink_rotation: torch.Tensor,
         sink_translation: torch.Tensor,
         known: torch.Tensor,
-        beyond_edges: bool,
-    ) -> torch.Tensor:
-        """The sink image (B, 3, H, W) sampled where each pixel's ray meets ``plane`` (B, 3, 4), its
-        frame in the current camera's, then encoded -> (B, C + 1, h, w) float32: the latent of what
-        the sink shows there (zero where no ray meets the plane, partly zero in latent cells that
-        are partly off it) and the share of each latent cell that frame 0 shows. known (B, 1, 1, 1)
-        bool: streams whose base is given (else zeros)."""
+    ) -> list[torch.Tensor]:
+        """The sink image (B, 3, H, W) sampled where each pixel's ray meets each plane, then encoded.
+        planes: (B, 3, 4) each plane's frame in the current camera's, and whether points beyond frame
+        0's edges take its nearest edge; known (B, 1, 1, 1) bool: streams whose base is given (else
+        zeros). -> per plane (B, C + 1, h, w) float32: the latent of what the sink shows there (zero
+        where no ray meets the plane, partly zero in latent cells that are partly off it) and the
+        share of each latent cell that frame 0 shows."""
         warp = self.sink_image_warp
         assert warp is not None
-        lengths, meets = warp.plane_lengths(plane)
-        directions = warp.rotated_directions(sink_rotation)
-        grid, valid = warp.sample_grid(directions, sink_translation, lengths, meets & known, beyond_edges)
-        grid, valid = grid[:, 0], valid[:, 0]  # one plane: (B, H, W, 2), (B, H, W)
-        image = F.grid_sample(sink_image.float(), grid, mode='bilinear', padding_mode='zeros', align_corners=False)
-        # Points not sampled carry grid 2: zero, mid-grey, which the encoder would make a latent of.
-        sampled = (grid.abs() <= 1).all(dim=-1)[:, None].float()  # (B, 1, H, W)
+        directions = warp.rotated_directions(sink_rotation)  # the same rays for every plane
+        images, sampled, valid = [], [], []
+        for plane, beyond_edges in planes:
+            lengths, meets = warp.plane_lengths(plane)
+            grid, seen = warp.sample_grid(directions, sink_translation, lengths, meets & known, beyond_edges)
+            grid = grid[:, 0]  # one plane: (B, H, W, 2)
+            images.append(
+                F.grid_sample(sink_image.float(), grid, mode='bilinear', padding_mode='zeros', align_corners=False)
+            )
+            # Points not sampled carry grid 2: zero, mid-grey, which the encoder would make a latent of.
+            sampled.append((grid.abs() <= 1).all(dim=-1)[:, None].float())  # (B, 1, H, W)
+            valid.append(seen[:, :1].float())  # (B, 1, H, W)
+        # One encoder pass over every plane's image, not one per plane: 0.1-1 ms less a frame on two CPU cores.
+        latents = encode(torch.cat(images).to(sink_image.dtype)).float().chunk(len(planes))
         factor = self.config.vae.spatial_factor
-        latent = encode(image.to(sink_image.dtype)).float() * F.avg_pool2d(sampled, factor)
-        return torch.cat([latent, F.avg_pool2d(valid[:, None].float(), factor)], dim=1)
+        return [
+            torch.cat([latent * F.avg_pool2d(s, factor), F.avg_pool2d(v, factor)], dim=1)
+            for latent, s, v in zip(latents, sampled, valid, strict=True)
+        ]
 
     def arm_image(
         self, action: torch.Tensor, arm_base: torch.Tensor, sink_rotation: torch.Tensor, sink_translation: torch.Tensor

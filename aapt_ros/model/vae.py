@@ -127,7 +127,7 @@ class VideoAutoencoder(nn.Module):
         return rearrange(latents, '(b l) c h w -> b l c h w', b=b)
 
     def encode_warped(self, images: torch.Tensor) -> torch.Tensor:
-        """The generator's plane warps (``CausalGenerator.encoded_sink_at_plane``), (N, 3, H, W) ->
+        """The generator's plane warps (``CausalGenerator.encoded_sink_at_planes``), (N, 3, H, W) ->
         (N, C, h, w): with the light encoder when there is one (stage encoder distils it for them),
         else with the full encoder, each image on its own."""
         if self.fast_encoder is not None:

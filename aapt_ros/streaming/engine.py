@@ -162,9 +162,14 @@ class StreamEngine:
         self.noise = torch.zeros(b, c, h, w, device=dev, dtype=self.dtype)  # (B, C, h, w)
         self.previous = torch.zeros(b, c, h, w, device=dev, dtype=self.dtype)  # recycled latent of the last frame
         self.sink_latents = torch.zeros(b, c, h, w, device=dev, dtype=self.dtype)  # each stream's first latent
-        # Each stream's first image, (B, 3, H, W) in [-1, 1]: a generator that warps it (sink_warp_pixels) reads it.
+        # Each stream's first image, (B, 3, H, W) in [-1, 1], kept only for a generator that warps it
+        # (sink_warp_pixels).
         image_shape = (b, 3, config.camera.height, config.camera.width)
-        self.sink_images = torch.zeros(image_shape, device=dev, dtype=self.dtype)
+        self.sink_images = (
+            torch.zeros(image_shape, device=dev, dtype=self.dtype)
+            if self.generator.sink_image_warp is not None
+            else None
+        )
         self.latents = torch.zeros(b, c, h, w, device=dev, dtype=self.dtype)  # output of the last step
         self.frames = torch.zeros(b, config.camera.height, config.camera.width, 3, device=dev, dtype=torch.uint8)
         self._schedule = shifted_timesteps(self.sampling_steps, config.generator.timestep_shift).tolist()
@@ -305,7 +310,8 @@ class StreamEngine:
         self.generator.step(latents, latents, rays, self.actions.to(self.dtype), zero_t, self.cache, commit=mask)
         self.previous.copy_(torch.where(mask[:, None, None, None], latents, self.previous))
         self.sink_latents.copy_(torch.where(mask[:, None, None, None], latents, self.sink_latents))
-        self.sink_images.copy_(torch.where(mask[:, None, None, None], images, self.sink_images))
+        if self.sink_images is not None:
+            self.sink_images.copy_(torch.where(mask[:, None, None, None], images, self.sink_images))
 
     def _chain_sink_poses(self, rotations: np.ndarray, translations: np.ndarray, commit: np.ndarray | None) -> None:
         """Pack each camera in its sink frame (its pose there after this step's motion), and keep

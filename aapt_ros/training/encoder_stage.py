@@ -5,7 +5,7 @@ at the arm base's plane and at the ground, each through the autoencoder's encode
 passes a frame, which on two CPU cores cost more than the generator itself. This stage distils a
 ``FastEncoder`` of width ``encoder.channels`` (``vae.fast_encoder_channels``) from the frozen
 full encoder, on exactly the images the warps hand it: the frame 0 of each recorded clip, sampled
-where every later frame's rays meet the planes (``CausalGenerator.encoded_sink_at_plane``).
+where every later frame's rays meet the planes (``CausalGenerator.encoded_sink_at_planes``).
 
 - rays_full = the clip's conditioning with the warps through the full encoder (no gradient);
 - rays_light = the same with the warps through the light encoder;
@@ -62,24 +62,27 @@ def _load_start(path: Path, channels: int) -> Checkpoint:
     return start
 
 
-def relative_error(net: CausalGenerator, light: VideoAutoencoder, full: VideoAutoencoder, clips: Clip) -> torch.Tensor:
+def relative_error(net: CausalGenerator, vae: VideoAutoencoder, clips: Clip) -> torch.Tensor:
     """sum (rays_light - rays_full)^2 / sum (rays_full - rays_none)^2 over a batch of clips: the
-    error of the generator's input when its plane warps pass through ``light``'s light encoder, not
-    ``full``'s encoder, relative to what the warps add to it (rays_none: with all-zero warp
-    latents). Gradient flows to the light encoder only."""
+    error of the generator's input when its plane warps pass through ``vae``'s light encoder, not
+    its full one, relative to what the warps add to it (rays_none: with all-zero warp latents).
+    Gradient flows to the light encoder only."""
+
+    def full(images: torch.Tensor) -> torch.Tensor:  # (N, 3, H, W) -> (N, C, h, w), each on its own
+        return vae.encode(images[:, None])[:, 0]
+
     with torch.no_grad():
-        sinks = full.encode(clips[FRAMES][:, :1])[:, 0]  # (B, C, h, w), frame 0 by the full encoder
-        target = clip_rays(net, clips, sinks, full.encode_warped)  # (B, F, R, h, w)
+        sinks = full(clips[FRAMES][:, 0])  # (B, C, h, w), frame 0
+        target = clip_rays(net, clips, sinks, full)  # (B, F, R, h, w)
         none = clip_rays(net, clips, sinks, lambda images: sinks.new_zeros(images.shape[0], *sinks.shape[1:]))
         size = (target - none).square()
-    rays = clip_rays(net, clips, sinks, light.encode_warped)
+    rays = clip_rays(net, clips, sinks, vae.encode_warped)
     return (rays - target).square().sum() / size.sum().clamp_min(1e-12)
 
 
 def validation_error(
     net: CausalGenerator,
-    light: VideoAutoencoder,
-    full: VideoAutoencoder,
+    vae: VideoAutoencoder,
     config: TrainConfig,
     splits_val: torch.utils.data.Dataset[Clip],
     device: torch.device,
@@ -91,7 +94,7 @@ def validation_error(
             splits_val, config.optim.batch_size, step_generator(config.optim.seed, VAL_SEED_OFFSET - k), device
         )
         with torch.no_grad():
-            errors.append(float(relative_error(net, light, full, clips)))
+            errors.append(float(relative_error(net, vae, clips)))
     return sum(errors) / len(errors)
 
 
@@ -109,18 +112,14 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
     encoder = light.fast_encoder
     assert encoder is not None  # vae_config.fast_encoder_channels >= 16
     encoder.requires_grad_(True)
-    # The teacher: the same autoencoder without a light encoder, so its warps pass the full one.
-    full = VideoAutoencoder(dataclasses.replace(vae_config, fast_encoder_channels=0))
-    full.load_state_dict({k: v for k, v in light.state_dict().items() if not k.startswith('fast_encoder.')})
-    full.to(device).eval().requires_grad_(False)
     net = start.generator.to(device).eval().requires_grad_(False)
-    before = validation_error(net, light, full, config, splits.val, device)  # fresh, or the start's
+    before = validation_error(net, light, config, splits.val, device)  # fresh, or the start's
 
     def loss_fn(clips: Clip, _: torch.Generator) -> torch.Tensor:
-        return relative_error(net, light, full, clips)
+        return relative_error(net, light, clips)
 
     def validate() -> dict[str, float]:
-        return {'relative_error': validation_error(net, light, full, config, splits.val, device)}
+        return {'relative_error': validation_error(net, light, config, splits.val, device)}
 
     stats = train(
         config,
