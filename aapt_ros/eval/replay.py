@@ -91,10 +91,10 @@ def rollout(session: StreamingSession, episode: Episode, *, oracle: bool = False
 def autoencoded(engine: StreamEngine, episode: Episode, chunk: int = 64) -> list[np.ndarray]:
     """The recorded frames after the engine's autoencoder alone (frame 0 as given): the best any
     generator of this checkpoint can score, since its frames are decoded by the same autoencoder."""
-    if engine.decoder_reads_arm:
+    if engine.decoder_reads_arm or engine.decoder_reads_warps:
         raise EvalError(
-            "--autoencode scores the autoencoder alone, but this checkpoint's light decoder also reads the arm the "
-            'generator draws from the streamed poses; score the ceiling with --decoder full'
+            "--autoencode scores the autoencoder alone, but this checkpoint's light decoder also reads what the "
+            'generator draws or warps from the streamed poses; score the ceiling with --decoder full'
         )
     vae = engine.vae  # on the engine's device, in its dtype
     frames = [episode.frames[0].copy()]

@@ -59,6 +59,10 @@ class VAEConfig:
     # > 0: a light encoder of this width is present (stage encoder), and the generator's plane
     # warps in pixels (generator.sink_warp_pixels) are encoded with it rather than the full encoder.
     fast_encoder_channels: int = 0
+    # > 0: the light decoder also reads the generator's plane warps in pixels (the first image
+    # where each pixel's ray meets each plane, generator.sink_warp_pixels) for this many planes,
+    # and may copy them into its image (stage decoder with decoder.warps).
+    fast_decoder_warp_planes: int = 0
 
     def __post_init__(self) -> None:
         if self.spatial_factor not in (4, 8, 16):
@@ -76,6 +80,11 @@ class VAEConfig:
             raise ConfigError(
                 f'vae.fast_decoder_arm_channels must be >= 0 and needs a light decoder (fast_decoder_channels > 0), '
                 f'got {self.fast_decoder_arm_channels} with fast_decoder_channels {self.fast_decoder_channels}'
+            )
+        if self.fast_decoder_warp_planes < 0 or (self.fast_decoder_warp_planes and not self.fast_decoder_channels):
+            raise ConfigError(
+                f'vae.fast_decoder_warp_planes must be >= 0 and needs a light decoder (fast_decoder_channels > 0), '
+                f'got {self.fast_decoder_warp_planes} with fast_decoder_channels {self.fast_decoder_channels}'
             )
         if self.fast_encoder_channels < 0 or (self.fast_encoder_channels and self.temporal_factor != 1):
             raise ConfigError(
@@ -193,6 +202,11 @@ class GeneratorConfig:
                 )
 
     @property
+    def pixel_warp_planes(self) -> int:
+        """How many planes the sink image is warped to in pixels (``CausalGenerator.sink_plane_images``)."""
+        return (self.sink_warp_base_plane + bool(self.sink_warp_ground_below_base)) if self.sink_warp_pixels else 0
+
+    @property
     def head_dim(self) -> int:
         return self.dim // self.heads
 
@@ -229,6 +243,14 @@ class ModelConfig:
                     f'vae.fast_decoder_arm_channels is {self.vae.fast_decoder_arm_channels}, but the generator draws '
                     f'{drawn} arm channels (generator.arm_chain {chain!r}); the light decoder reads its drawing'
                 )
+
+        planes = self.vae.fast_decoder_warp_planes
+        if planes and planes != self.generator.pixel_warp_planes:
+            raise ConfigError(
+                f'vae.fast_decoder_warp_planes is {planes}, but the generator warps the first image to '
+                f'{self.generator.pixel_warp_planes} planes in pixels (generator.sink_warp_pixels, '
+                'sink_warp_base_plane, sink_warp_ground_below_base); the light decoder reads those warps'
+            )
 
     def with_generator(self, **changes: Any) -> ModelConfig:
         """This config with the generator settings ``changes`` replaced (validated again)."""

@@ -23,6 +23,20 @@ its rollouts blur it (the arm is 6-8 % of our test pixels and about 30 % of thei
 given the drawing, the decoder can put the arm's edges where the joints say they are. It enters
 each resolution (averaged down or repeated up to it) through a 3x3 convolution added to the
 features; these start at zero, so a decoder given the arm decodes exactly as before until trained.
+
+With ``vae.fast_decoder_warp_planes`` it also reads the generator's plane warps in pixels
+(``CausalGenerator.sink_plane_images``: the first image where each pixel's ray meets the table top
+and the ground, whether it was sampled and whether frame 0 shows it) and may copy them. On the
+surfaces frame 0 shows, that warp is exact for a plane, while the generator's latents, 8x8 pixels
+a cell and blurred by the rollout, reproduce only part of it (2-5 dB below it, docs/training). The
+warps enter each resolution like the arm (averaged down to it; at the finest, half the image size,
+unshuffled, so no pixel of them is lost), and a second head predicts per pixel and plane how much
+of the warp to take:
+
+    image = decoded + sum_p coefficient_p * sampled_p * (warp_p - decoded)
+
+The coefficients are not bounded: a plain linear blend the loss fits. Their head and the warps'
+inputs start at zero, so a decoder given the warps decodes exactly as before until trained.
 """
 
 from __future__ import annotations
@@ -34,6 +48,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from aapt_ros.model.config import VAEConfig
+from aapt_ros.model.plane_sweep import PLANE_IMAGE_CHANNELS
 
 
 class FastDecoder(nn.Module):
@@ -51,26 +66,59 @@ class FastDecoder(nn.Module):
         self.head = nn.Conv2d(widths[-1], 4 * config.image_channels, 3, padding=1)  # the last 2x by a shuffle
         arm = config.fast_decoder_arm_channels
         arm_in = [nn.Conv2d(arm, width, 3, padding=1) for width in widths] if arm else []
-        for conv in arm_in:
+        self.arm_in = nn.ModuleList(arm_in) if arm_in else None
+        planes = config.fast_decoder_warp_planes * PLANE_IMAGE_CHANNELS
+        # The finest level reads the warps unshuffled (4 x the channels at half the size).
+        warp_in = (
+            [nn.Conv2d(planes * (4 if i == ups - 1 else 1), w, 3, padding=1) for i, w in enumerate(widths)]
+            if planes
+            else []
+        )
+        self.warp_in = nn.ModuleList(warp_in) if warp_in else None
+        blend = [nn.Conv2d(widths[-1], 4 * config.fast_decoder_warp_planes, 3, padding=1)] if planes else []
+        self.blend = blend[0] if blend else None  # per pixel and plane, how much of the warp to take
+        for conv in [*arm_in, *warp_in, *blend]:
             nn.init.zeros_(conv.weight)
             nn.init.zeros_(conv.bias)  # type: ignore[arg-type]  # Conv2d has a bias by default
-        self.arm_in = nn.ModuleList(arm_in) if arm_in else None
 
-    def forward(self, latents: torch.Tensor, arm: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, latents: torch.Tensor, arm: torch.Tensor | None = None, planes: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(N, C_lat, h, w) unscaled latents -> (N, 3, H, W) images in about [-1, 1]; arm
-        (N, A, h', w'): the arm drawing, read when the decoder has arm inputs (None: none in view)."""
+        (N, A, h', w'): the arm drawing, read when the decoder has arm inputs (None: none in view);
+        planes (N, P, 5, H, W): the plane warps in pixels, read when the decoder has warp inputs
+        (None: nothing sampled, nothing copied)."""
         # The stem as a matrix product over unfolded 3x3 neighbourhoods, written channels-last like
         # the convolutions after it: cuDNN's kernel for so few input channels took 8 us on an H100.
         n, _, h, w = latents.shape
         neighbourhoods = F.unfold(latents, 3, padding=1).transpose(1, 2)  # (N, h*w, C_lat*9)
         x = F.linear(neighbourhoods, self.stem.weight.flatten(1), self.stem.bias)  # (N, h*w, width)
         x = F.silu(x.view(n, h, w, -1).permute(0, 3, 1, 2))  # (N, width, h, w)
-        x = self._add_arm(x, arm, 0)
+        warps = None if planes is None else planes.flatten(1, 2)  # (N, P 5, H, W)
+        x = self._add_warps(self._add_arm(x, arm, 0), warps, 0)
         x = x + self.res2(F.silu(self.res1(x)))
         for level, (expand, refine) in enumerate(zip(self.expand, self.refine, strict=True), start=1):
             x = self._add_arm(F.silu(F.pixel_shuffle(expand(x), 2)), arm, level)
-            x = F.silu(refine(x))
-        return F.pixel_shuffle(self._head(x), 2)
+            x = F.silu(refine(self._add_warps(x, warps, level)))
+        image = F.pixel_shuffle(self._conv(self.head, x), 2)  # (N, 3, H, W)
+        if self.blend is None or planes is None:
+            return image
+        coefficients = F.pixel_shuffle(self._conv(self.blend, x), 2)[:, :, None]  # (N, P, 1, H, W)
+        colour, sampled = planes[:, :, :3].to(image.dtype), planes[:, :, 3:4].to(image.dtype)
+        return image + (coefficients * sampled * (colour - image[:, None])).sum(dim=1)
+
+    def _add_warps(self, x: torch.Tensor, warps: torch.Tensor | None, level: int) -> torch.Tensor:
+        """x (N, c, h', w') plus the plane warps (N, P 5, H, W) brought to its size through ``warp_in[level]``."""
+        if self.warp_in is None:
+            return x
+        conv = typing.cast(nn.Conv2d, self.warp_in[level])
+        if warps is None:  # as all-zero warps: nothing sampled
+            return x + typing.cast(torch.Tensor, conv.bias).to(x.dtype)[:, None, None]
+        if level == len(self.warp_in) - 1:
+            warps = F.pixel_unshuffle(warps, warps.shape[-1] // x.shape[-1])
+        else:
+            warps = F.adaptive_avg_pool2d(warps, (x.shape[-2], x.shape[-1]))
+        return x + conv(warps.to(x.dtype))
 
     def _add_arm(self, x: torch.Tensor, arm: torch.Tensor | None, level: int) -> torch.Tensor:
         """x (N, c, h', w') plus the arm drawing brought to its size through ``arm_in[level]``."""
@@ -86,11 +134,12 @@ class FastDecoder(nn.Module):
             arm = F.interpolate(arm, size=size, mode='nearest')
         return x + conv(arm.to(x.dtype))
 
-    def _head(self, x: torch.Tensor) -> torch.Tensor:
-        # cuDNN's half-precision kernels want channel counts in multiples of 8: for the 12 outputs
-        # it ran a memset and two padding kernels around the convolution (10 us at batch 1 on an
-        # H100). On the CPU the four extra filters would only cost time.
-        return conv_with_padded_outputs(self.head, x) if x.is_cuda else self.head(x)
+    @staticmethod
+    def _conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+        # cuDNN's half-precision kernels want channel counts in multiples of 8: for the head's 12
+        # outputs it ran a memset and two padding kernels around the convolution (10 us at batch 1
+        # on an H100). On the CPU the extra filters would only cost time.
+        return conv_with_padded_outputs(conv, x) if x.is_cuda else conv(x)
 
 
 def conv_with_padded_outputs(conv: nn.Conv2d, x: torch.Tensor, multiple: int = 8) -> torch.Tensor:

@@ -39,7 +39,7 @@ from aapt_ros.model.camera import RayEncoder
 from aapt_ros.model.config import ModelConfig
 from aapt_ros.model.kv_cache import KVCache
 from aapt_ros.model.masks import frame_attention_mask, token_attention_mask
-from aapt_ros.model.plane_sweep import PlaneSweep
+from aapt_ros.model.plane_sweep import PLANE_IMAGE_CHANNELS, PlaneSweep
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -194,6 +194,7 @@ class CausalGenerator(nn.Module):
         arm_drawing: torch.Tensor | None = None,
         sink_image: torch.Tensor | None = None,
         encode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        plane_images: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The per-pixel camera input of a frame, the ``rays`` of ``forward_train`` and ``step``:
         float32 (B, R, h, w). rotation, translation (B, 3, 3), (B, 3): the motion since the previous
@@ -203,7 +204,9 @@ class CausalGenerator(nn.Module):
         unknown, the arm channels are zero); arm_drawing: ``arm_image`` of these inputs, when the
         caller has drawn it already (the engine draws it once for the generator and the light decoder);
         sink_image (B, 3, H, W) in [-1, 1], the stream's first image, and encode, the autoencoder's
-        (N, 3, H, W) images -> (N, C, h, w) latents (with ``sink_warp_pixels``)."""
+        (N, 3, H, W) images -> (N, C, h, w) latents (with ``sink_warp_pixels``); plane_images:
+        ``sink_plane_images`` of these inputs, when the caller has them already (the engine makes them
+        once for the generator and a light decoder that reads them)."""
         rays = self.rays(rotation, translation, sink_rotation, sink_translation)
         inputs = [rays]
         if self.sink_warp is not None:
@@ -217,71 +220,94 @@ class CausalGenerator(nn.Module):
                 arm_drawing = self.arm_image(action, arm_base, sink_rotation, sink_translation)
             inputs.append(F.avg_pool2d(arm_drawing, SUPERSAMPLING))
         g = self.config.generator
-        if g.sink_warp_base_plane or g.sink_warp_ground_below_base:
+        if self.sink_image_warp is not None:
+            if sink_image is None or encode is None:
+                raise ValueError('this generator warps the sink image (sink_warp_pixels): pass sink_image and encode')
+            if plane_images is None:
+                assert arm_base is not None and sink_rotation is not None and sink_translation is not None  # above
+                plane_images = self.sink_plane_images(sink_image, arm_base, sink_rotation, sink_translation)
+            inputs += self.encoded_sink_at_planes(plane_images, encode, sink_image.dtype)
+        elif g.sink_warp_base_plane or g.sink_warp_ground_below_base:
             assert self.sink_warp is not None and sink_latent is not None and arm_base is not None  # config, above
             assert sink_rotation is not None and sink_translation is not None
-            base = self.base_in_camera(arm_base, sink_rotation, sink_translation)
-            known = base_known(arm_base)[:, None, None, None]  # an unknown base: nothing sampled
-            planes = []  # (its frame in the camera's, beyond_edges)
-            if g.sink_warp_base_plane:
-                planes.append((base, False))
-            if g.sink_warp_ground_below_base:
-                # The ground's frame: the base's, moved down its own z axis (x_cam = R x + t - d R e_z).
-                down = base[:, :, 3:] - g.sink_warp_ground_below_base * base[:, :, 2:3]
-                planes.append((torch.cat([base[:, :, :3], down], dim=2), True))
-            if self.sink_image_warp is not None:
-                if sink_image is None or encode is None:
-                    raise ValueError(
-                        'this generator warps the sink image (sink_warp_pixels): pass sink_image and encode'
+            planes, known = self._warp_planes(arm_base, sink_rotation, sink_translation)
+            for plane, beyond_edges in planes:
+                lengths, meets = self.sink_warp.plane_lengths(plane)
+                inputs.append(
+                    self.sink_warp.along_motion(
+                        sink_latent, sink_rotation, sink_translation, lengths, meets & known, beyond_edges
                     )
-                inputs += self.encoded_sink_at_planes(
-                    sink_image, encode, planes, sink_rotation, sink_translation, known
                 )
-            else:
-                for plane, beyond_edges in planes:
-                    lengths, meets = self.sink_warp.plane_lengths(plane)
-                    inputs.append(
-                        self.sink_warp.along_motion(
-                            sink_latent, sink_rotation, sink_translation, lengths, meets & known, beyond_edges
-                        )
-                    )
         return torch.cat(inputs, dim=1) if len(inputs) > 1 else rays
 
-    def encoded_sink_at_planes(
+    def _warp_planes(
+        self, arm_base: torch.Tensor, sink_rotation: torch.Tensor, sink_translation: torch.Tensor
+    ) -> tuple[list[tuple[torch.Tensor, bool]], torch.Tensor]:
+        """The planes the sink is warped to: per plane its frame in the current camera's (B, 3, 4)
+        and whether points beyond frame 0's edges take its nearest edge; and (B, 1, 1, 1) bool,
+        the streams whose base is given (an unknown base: nothing sampled)."""
+        g = self.config.generator
+        base = self.base_in_camera(arm_base, sink_rotation, sink_translation)
+        planes = []
+        if g.sink_warp_base_plane:
+            planes.append((base, False))
+        if g.sink_warp_ground_below_base:
+            # The ground's frame: the base's, moved down its own z axis (x_cam = R x + t - d R e_z).
+            down = base[:, :, 3:] - g.sink_warp_ground_below_base * base[:, :, 2:3]
+            planes.append((torch.cat([base[:, :, :3], down], dim=2), True))
+        return planes, base_known(arm_base)[:, None, None, None]
+
+    def sink_plane_images(
         self,
         sink_image: torch.Tensor,
-        encode: Callable[[torch.Tensor], torch.Tensor],
-        planes: list[tuple[torch.Tensor, bool]],
+        arm_base: torch.Tensor,
         sink_rotation: torch.Tensor,
         sink_translation: torch.Tensor,
-        known: torch.Tensor,
-    ) -> list[torch.Tensor]:
-        """The sink image (B, 3, H, W) sampled where each pixel's ray meets each plane, then encoded.
-        planes: (B, 3, 4) each plane's frame in the current camera's, and whether points beyond frame
-        0's edges take its nearest edge; known (B, 1, 1, 1) bool: streams whose base is given (else
-        zeros). -> per plane (B, C + 1, h, w) float32: the latent of what the sink shows there (zero
-        where no ray meets the plane, partly zero in latent cells that are partly off it) and the
-        share of each latent cell that frame 0 shows."""
+    ) -> torch.Tensor:
+        """The sink image (B, 3, H, W) in [-1, 1] sampled where each pixel's ray meets each plane
+        (with ``sink_warp_pixels``): float32 (B, P, PLANE_IMAGE_CHANNELS, H, W), per plane the colour
+        there (zero where nothing is sampled: no ray meets the plane, or the base is unknown), whether
+        it was sampled, and whether frame 0 shows the point (the ground beyond frame 0's edges is
+        sampled at its nearest edge, but not shown). arm_base (B, 3, 4) in the sink camera frame, the
+        camera in that frame (B, 3, 3), (B, 3). ``conditioning`` encodes them; a light decoder with
+        ``vae.fast_decoder_warp_planes`` reads them as they are."""
         warp = self.sink_image_warp
-        assert warp is not None
+        if warp is None:
+            raise ValueError('this generator warps no image in pixels (generator.sink_warp_pixels is off)')
+        planes, known = self._warp_planes(arm_base, sink_rotation, sink_translation)
         directions = warp.rotated_directions(sink_rotation)  # the same rays for every plane
-        images, sampled, valid = [], [], []
+        per_plane = []
         for plane, beyond_edges in planes:
             lengths, meets = warp.plane_lengths(plane)
             grid, seen = warp.sample_grid(directions, sink_translation, lengths, meets & known, beyond_edges)
             grid = grid[:, 0]  # one plane: (B, H, W, 2)
-            images.append(
-                F.grid_sample(sink_image.float(), grid, mode='bilinear', padding_mode='zeros', align_corners=False)
-            )
-            # Points not sampled carry grid 2: zero, mid-grey, which the encoder would make a latent of.
-            sampled.append((grid.abs() <= 1).all(dim=-1)[:, None].float())  # (B, 1, H, W)
-            valid.append(seen[:, :1].float())  # (B, 1, H, W)
+            # Points not sampled carry grid 2, so zero padding gives them zero.
+            colour = F.grid_sample(sink_image.float(), grid, mode='bilinear', padding_mode='zeros', align_corners=False)
+            sampled = (grid.abs() <= 1).all(dim=-1)[:, None].float()  # (B, 1, H, W)
+            per_plane.append(torch.cat([colour, sampled, seen[:, :1].float()], dim=1))
+        images = torch.stack(per_plane, dim=1)
+        assert images.shape[2] == PLANE_IMAGE_CHANNELS
+        return images
+
+    def encoded_sink_at_planes(
+        self, plane_images: torch.Tensor, encode: Callable[[torch.Tensor], torch.Tensor], dtype: torch.dtype
+    ) -> list[torch.Tensor]:
+        """``sink_plane_images`` (B, P, 5, H, W) encoded, in ``dtype``, by ``encode``, the
+        autoencoder's (N, 3, H, W) images -> (N, C, h, w) latents. -> per plane (B, C + 1, h, w)
+        float32: the latent of what the sink shows there (zero where no ray meets the plane, partly
+        zero in latent cells that are partly off it) and the share of each latent cell that frame 0 shows."""
+        num_planes = plane_images.shape[1]
         # One encoder pass over every plane's image, not one per plane: 0.1-1 ms less a frame on two CPU cores.
-        latents = encode(torch.cat(images).to(sink_image.dtype)).float().chunk(len(planes))
+        # Zero, mid-grey, where nothing is sampled; the sampled share masks what the encoder makes of it.
+        images = plane_images[:, :, :3].transpose(0, 1).flatten(0, 1)  # (P B, 3, H, W), plane by plane
+        latents = encode(images.to(dtype)).float().chunk(num_planes)
         factor = self.config.vae.spatial_factor
         return [
-            torch.cat([latent * F.avg_pool2d(s, factor), F.avg_pool2d(v, factor)], dim=1)
-            for latent, s, v in zip(latents, sampled, valid, strict=True)
+            torch.cat(
+                [latent * F.avg_pool2d(plane_images[:, p, 3:4], factor), F.avg_pool2d(plane_images[:, p, 4:5], factor)],
+                dim=1,
+            )
+            for p, latent in enumerate(latents)
         ]
 
     def arm_image(

@@ -28,6 +28,9 @@ from aapt_ros.model.camera import latent_ray_directions, rays_to_plane
 from aapt_ros.model.config import CameraConfig
 
 MIN_DEPTH = 1e-3  # metres: points nearer the other camera's image plane than this are behind it
+# Per plane of an image warped in pixels (``CausalGenerator.sink_plane_images``): its colour (3),
+# whether it was sampled and whether the other frame shows it.
+PLANE_IMAGE_CHANNELS = 5
 
 
 class PlaneSweep(nn.Module):

@@ -143,15 +143,22 @@ class VideoAutoencoder(nn.Module):
             features = rearrange(self.up(series)[0], '(b h w) c f -> (b f) c h w', b=b, h=h, w=w)
         return rearrange(self.decoder.image(features), '(b f) c h w -> b f c h w', b=b)
 
-    def decode_fast(self, latents: torch.Tensor, arm: torch.Tensor | None = None) -> torch.Tensor:
+    def decode_fast(
+        self, latents: torch.Tensor, arm: torch.Tensor | None = None, planes: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``decode`` with the light decoder: (B, L, C, h, w) -> (B, L, 3, H, W). arm (B, L, A, h', w'):
         each frame's arm drawing (``CausalGenerator.arm_image``), read when the light decoder
-        takes it (``vae.fast_decoder_arm_channels``; None there: as a drawing with no arm in view)."""
+        takes it (``vae.fast_decoder_arm_channels``; None there: as a drawing with no arm in view);
+        planes (B, L, P, 5, H, W): each frame's plane warps in pixels (``CausalGenerator.sink_plane_images``),
+        read when it takes them (``vae.fast_decoder_warp_planes``; None there: nothing warped)."""
         if self.fast_decoder is None:
             raise ValueError('no fast decoder here (vae.fast_decoder_channels is 0): train one with aapt-train decoder')
         b = latents.shape[0]
         flat_arm = None if arm is None else arm.flatten(0, 1)
-        images = self.fast_decoder(rearrange(latents, 'b l c h w -> (b l) c h w') / self.config.latent_scale, flat_arm)
+        flat_planes = None if planes is None else planes.flatten(0, 1)
+        images = self.fast_decoder(
+            rearrange(latents, 'b l c h w -> (b l) c h w') / self.config.latent_scale, flat_arm, flat_planes
+        )
         return rearrange(images, '(b l) c h w -> b l c h w', b=b)
 
     def encode_stream(self, frame: torch.Tensor, state: StreamState) -> torch.Tensor | None:

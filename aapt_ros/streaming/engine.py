@@ -131,6 +131,8 @@ class StreamEngine:
         self.decoder = ('fast' if has_fast else 'full') if decoder == 'auto' else decoder
         # The light decoder may also read the arm drawing (vae.fast_decoder_arm_channels).
         self.decoder_reads_arm = self.decoder == 'fast' and checkpoint.config.vae.fast_decoder_arm_channels > 0
+        # ... and the plane warps in pixels (vae.fast_decoder_warp_planes).
+        self.decoder_reads_warps = self.decoder == 'fast' and checkpoint.config.vae.fast_decoder_warp_planes > 0
         self.vae = checkpoint.vae.to(self.device, self.dtype).eval()
         if self.device.type == 'cuda':  # cuDNN's half-precision convolutions want NHWC; NCHW adds transposes
             self.vae = self.vae.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # untyped overload
@@ -194,6 +196,12 @@ class StreamEngine:
         arm = None
         if self.decode and self.decoder_reads_arm:  # drawn once, for the generator and the decoder
             arm = self.generator.arm_image(self.actions, self.arm_bases, self.sink_rotations, self.sink_translations)
+        planes = None
+        if self.decode and self.decoder_reads_warps:  # warped once, for the generator and the decoder
+            assert self.sink_images is not None  # the config checks that the generator warps in pixels
+            planes = self.generator.sink_plane_images(
+                self.sink_images, self.arm_bases, self.sink_rotations, self.sink_translations
+            )
         rays = self.generator.conditioning(
             self.rotations,
             self.translations,
@@ -205,6 +213,7 @@ class StreamEngine:
             arm_drawing=arm,
             sink_image=self.sink_images,
             encode=self.vae.encode_warped,
+            plane_images=planes,
         ).to(self.dtype)  # (B, R, h, w)
         x = self.noise.normal_(generator=self.rng)
         last = self.sampling_steps - 1
@@ -221,12 +230,16 @@ class StreamEngine:
         self.previous.copy_(torch.where(commit[:, None, None, None], x, self.previous))
         if self.decode:  # with the arm where this frame's joints put it, finer than the latent
             arm_frames = arm[:, None] if arm is not None else None  # (B, 1, A, h s, w s)
-            self.frames.copy_(to_uint8_images(self.decode_latents(x[:, None], arm_frames)[:, 0]))
+            plane_frames = planes[:, None] if planes is not None else None  # (B, 1, P, 5, H, W)
+            self.frames.copy_(to_uint8_images(self.decode_latents(x[:, None], arm_frames, plane_frames)[:, 0]))
 
-    def decode_latents(self, latents: torch.Tensor, arm: torch.Tensor | None = None) -> torch.Tensor:
+    def decode_latents(
+        self, latents: torch.Tensor, arm: torch.Tensor | None = None, planes: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(B, L, C, h, w) latents -> (B, L, 3, H, W) images in [-1, 1], with the decoder in use;
-        arm (B, L, A, h', w'): the arm drawing, for a light decoder that reads it (``decoder_reads_arm``)."""
-        return self.vae.decode_fast(latents, arm) if self.decoder == 'fast' else self.vae.decode(latents)
+        arm (B, L, A, h', w'): the arm drawing, for a light decoder that reads it (``decoder_reads_arm``);
+        planes (B, L, P, 5, H, W): the plane warps, for one that reads them (``decoder_reads_warps``)."""
+        return self.vae.decode_fast(latents, arm, planes) if self.decoder == 'fast' else self.vae.decode(latents)
 
     def _transfer_and_step(self) -> None:
         """Upload the packed inputs, step, download the result: what a CUDA graph replays."""

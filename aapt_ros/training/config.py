@@ -112,6 +112,10 @@ class DecoderConfig:
     # joints and base pose, at 4 x the latent resolution (vae.fast_decoder_arm_channels; needs a
     # generator with generator.arm_chain). A decoder continued with it starts as it was.
     arm: bool = False
+    # True: it also reads the generator's plane warps in pixels (the first image where each pixel's
+    # ray meets the table top and the ground; vae.fast_decoder_warp_planes; needs a generator with
+    # generator.sink_warp_pixels) and may copy them. A decoder continued with them starts as it was.
+    warps: bool = False
 
     def __post_init__(self) -> None:
         if self.channels < 16:  # FastDecoder keeps its later layers at >= 16 channels

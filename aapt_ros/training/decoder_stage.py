@@ -26,6 +26,9 @@ reused for 500-2000 steps) was tried instead and lost its gain on held-out rollo
 With ``decoder.arm`` (our addition) the decoder also reads, per frame, the arm the checkpoint's
 generator draws from the frame's joints and base pose (``CausalGenerator.arm_image``) at 4 x the
 latent resolution, as the engine hands it over when it streams; its inputs for it start at zero.
+With ``decoder.warps`` (also ours) it reads the generator's plane warps in pixels
+(``CausalGenerator.sink_plane_images``: the clip's frame 0 where each pixel's ray meets the table
+top and the ground) and learns how much of them to copy; these inputs start at zero too.
 """
 
 from __future__ import annotations
@@ -46,16 +49,16 @@ from aapt_ros.training.adversarial_stage import draw_sample
 from aapt_ros.training.checkpoints import autoencoder_with_light_parts, parameter_count, write_outputs
 from aapt_ros.training.config import TrainConfig, TrainError
 from aapt_ros.training.data import Clip, batch, load_splits, rank_share, step_generator
-from aapt_ros.training.flow_stage import VAL_SEED_OFFSET, clip_arm_images, latent_shape
+from aapt_ros.training.flow_stage import VAL_SEED_OFFSET, clip_arm_images, clip_plane_images, latent_shape
 from aapt_ros.training.loop import mean_first_last, resolve_device, train, writes_outputs
 from aapt_ros.training.losses import reconstruction_loss
 from aapt_ros.training.vae_stage import add_frame_scores, reconstruction_metrics
 
 
-def _load_start(path: Path, channels: int, latents: str, arm: bool) -> Checkpoint:
+def _load_start(path: Path, channels: int, latents: str, arm: bool, warps: bool) -> Checkpoint:
     """The checkpoint that gets a fast decoder of width ``channels``: of any stage for recorded
     latents, of stage adversarial (a generator that streams one pass per frame) for its rollouts;
-    with a generator that draws the arm for ``arm``."""
+    with a generator that draws the arm for ``arm``, one that warps the first image in pixels for ``warps``."""
     try:
         start = load_checkpoint(path)
     except CheckpointError as err:
@@ -85,6 +88,15 @@ def _load_start(path: Path, channels: int, latents: str, arm: bool) -> Checkpoin
     if vae.fast_decoder_arm_channels and not arm:
         raise TrainError(
             f"model: {path}'s fast decoder reads the arm drawing; set decoder.arm=true to continue training it"
+        )
+    if warps and not start.config.generator.sink_warp_pixels:
+        raise TrainError(
+            f"decoder.warps: the decoder reads the plane warps the generator makes in pixels, but {path}'s "
+            'generator makes none (generator.sink_warp_pixels is off)'
+        )
+    if vae.fast_decoder_warp_planes and not warps:
+        raise TrainError(
+            f"model: {path}'s fast decoder reads the plane warps; set decoder.warps=true to continue training it"
         )
     return start
 
@@ -125,7 +137,8 @@ def rollout_metrics(
         noise = torch.randn(latent_shape(model_config, *clips[FRAMES].shape[:2]), generator=generator)
         with torch.no_grad():
             arm = clip_arm_images(net, clips, device)[:, 1:] if vae.config.fast_decoder_arm_channels else None
-            images = vae.decode_fast(rollout_latents(net, vae, model_config, clips, noise), arm)
+            planes = clip_plane_images(net, clips, device)[:, 1:] if vae.config.fast_decoder_warp_planes else None
+            images = vae.decode_fast(rollout_latents(net, vae, model_config, clips, noise), arm, planes)
         add_frame_scores(images.flatten(0, 1), clips[FRAMES][:, 1:].flatten(0, 1), psnrs, ssims)
     return {'rollout_psnr': float(np.mean(psnrs)), 'rollout_ssim': float(np.mean(ssims))}
 
@@ -135,10 +148,14 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
     folder = Path(config.output)
     options = config.decoder
     on_rollouts = options.latents == 'rollout'
-    start = _load_start(Path(config.model), options.channels, options.latents, options.arm)
+    start = _load_start(Path(config.model), options.channels, options.latents, options.arm, options.warps)
     arm_channels = start.generator.arm.num_channels if options.arm and start.generator.arm is not None else 0
+    warp_planes = start.config.generator.pixel_warp_planes if options.warps else 0
     vae_config = dataclasses.replace(
-        start.config.vae, fast_decoder_channels=options.channels, fast_decoder_arm_channels=arm_channels
+        start.config.vae,
+        fast_decoder_channels=options.channels,
+        fast_decoder_arm_channels=arm_channels,
+        fast_decoder_warp_planes=warp_planes,
     )
     model_config = dataclasses.replace(start.config, vae=vae_config)  # stage and sampling steps: the start's
     device = resolve_device(config.device)
@@ -148,31 +165,41 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
     fast = vae.fast_decoder
     assert fast is not None  # vae_config.fast_decoder_channels >= 16
     fast.requires_grad_(True)
-    net = start.generator.to(device).eval().requires_grad_(False) if on_rollouts or options.arm else None
+    reads_generator = on_rollouts or options.arm or options.warps
+    net = start.generator.to(device).eval().requires_grad_(False) if reads_generator else None
 
     def arm_of(clips: Clip) -> torch.Tensor | None:
         """(B, F, A, h s, w s) each frame's arm drawing, when the decoder reads it."""
         return clip_arm_images(net, clips, device) if net is not None and options.arm else None
 
+    def planes_of(clips: Clip) -> torch.Tensor | None:
+        """(B, F, P, 5, H, W) each frame's plane warps in pixels, when the decoder reads them."""
+        return clip_plane_images(net, clips, device) if net is not None and options.warps else None
+
     def loss_fn(clips: Clip, generator: torch.Generator) -> torch.Tensor:
         frames = clips[FRAMES]  # (b, F, 3, H, W) in [-1, 1], this rank's share of the batch
         size = config.optim.batch_size
         noise = torch.randn(latent_shape(model_config, size, frames.shape[1]), generator=generator)[rank_share(size)]
-        arm = arm_of(clips)
+        arm, planes = arm_of(clips), planes_of(clips)
         if on_rollouts:
             assert net is not None
             latents = rollout_latents(net, vae, model_config, clips, noise)  # (b, F - 1, C, h, w)
             frames = frames[:, 1:]  # frame 0 is the recorded start, not generated
             arm = arm[:, 1:] if arm is not None else None
+            planes = planes[:, 1:] if planes is not None else None
         else:
             with torch.no_grad():
                 latents = vae.encode(frames) + options.latent_noise * noise.to(device)  # about unit std
-        recon = vae.decode_fast(latents, arm)  # (b, F or F - 1, 3, H, W)
+        recon = vae.decode_fast(latents, arm, planes)  # (b, F or F - 1, 3, H, W)
         return reconstruction_loss(recon.flatten(0, 1), frames.flatten(0, 1), options.ssim_weight, options.pixel_loss)
 
     def validate() -> dict[str, float]:
         scores = reconstruction_metrics(
-            vae, splits.val, config, device, decode=lambda latents, clips: vae.decode_fast(latents, arm_of(clips))
+            vae,
+            splits.val,
+            config,
+            device,
+            decode=lambda latents, clips: vae.decode_fast(latents, arm_of(clips), planes_of(clips)),
         )
         if on_rollouts:
             assert net is not None
@@ -214,6 +241,7 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
         loss_name: f'{loss_first:.4f} -> {loss_last:.4f}',
         'fast decoder width': f'{options.channels}, {noise} while training',
         'arm drawing read by the fast decoder': f'{arm_channels} channels' if arm_channels else 'no',
+        'plane warps read by the fast decoder': f'{warp_planes} planes, in pixels' if warp_planes else 'no',
         'fast decoder parameters': f'{parameter_count(fast)} (full decoder {parameter_count(vae.decoder)})',
         'held-out reconstruction PSNR, fast decoder': f'{fast_val["psnr"]:.2f} dB',
         'held-out reconstruction PSNR, full decoder': f'{full_val["psnr"]:.2f} dB',

@@ -150,6 +150,19 @@ def clip_arm_images(generator_net: CausalGenerator, clips: Clip, device: torch.d
     return drawn.view(*clips[ACTIONS].shape[:2], *drawn.shape[1:])
 
 
+def clip_plane_images(generator_net: CausalGenerator, clips: Clip, device: torch.device) -> torch.Tensor:
+    """Every frame's plane warps in pixels with the clip's frame 0 as the sink
+    (``CausalGenerator.sink_plane_images``), float32 (B, F, P, 5, H, W): what the light decoder
+    reads beside the frame's latent (``vae.fast_decoder_warp_planes``)."""
+    b, f = clips[FRAMES].shape[:2]
+    motions = relative_motions(clips[POSITIONS], clips[ORIENTATIONS])
+    sink_rotation, sink_translation = (m.flatten(0, 1).to(device) for m in motions[2:])
+    _, arm_base = _arm_inputs(generator_net, clips, device)
+    sink_image = clips[FRAMES][:, :1].expand(-1, f, -1, -1, -1).flatten(0, 1).to(device)  # ((B F), 3, H, W)
+    images = generator_net.sink_plane_images(sink_image, arm_base, sink_rotation, sink_translation)
+    return images.view(b, f, *images.shape[1:])
+
+
 def clip_times(t_clip: torch.Tensor, num_frames: int, device: torch.device) -> torch.Tensor:
     """(B,) one time per clip -> (B, F): the same t for every frame, 0 for the clean sink frame 0."""
     t = t_clip.to(device)[:, None].expand(-1, num_frames).clone()

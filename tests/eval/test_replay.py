@@ -178,5 +178,5 @@ def test_a_light_decoder_that_reads_the_arm_is_scored_and_its_ceiling_asked_of_t
     )
     assert _run(model, held_out_bags[:1], tmp_path / 'generated') == 0
     assert _run(model, held_out_bags[:1], tmp_path / 'ae', '--autoencode') == 1
-    assert "this checkpoint's light decoder also reads the arm" in capsys.readouterr().err
+    assert "this checkpoint's light decoder also reads what the" in capsys.readouterr().err
     assert _run(model, held_out_bags[:1], tmp_path / 'ae_full', '--autoencode', '--decoder', 'full') == 0

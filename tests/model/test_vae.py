@@ -104,3 +104,30 @@ def test_the_gpu_decoder_head_with_padded_filters_computes_the_same_convolution(
     x = torch.randn(2, 16, 8, 8)
     with torch.no_grad():
         torch.testing.assert_close(conv_with_padded_outputs(conv, x), conv(x))
+
+
+def test_a_light_decoder_given_plane_warps_decodes_as_before_until_trained_then_copies_them() -> None:
+    plain = _vae(fast_decoder_channels=16)
+    warps = _vae(fast_decoder_channels=16, fast_decoder_warp_planes=2)
+    warps.load_state_dict(plain.state_dict(), strict=False)  # all but the warps' inputs and blend head
+    fast = warps.fast_decoder
+    assert fast is not None and fast.warp_in is not None and fast.blend is not None
+    with torch.no_grad():
+        for conv in [*fast.warp_in, fast.blend]:  # as a stage that adds them starts: at zero
+            conv.weight.zero_()
+            conv.bias.zero_()
+    latents = torch.randn(2, 1, 4, 4, 6)  # (B, L, C, h, w): 32x48 images
+    planes = torch.rand(2, 1, 2, 5, 32, 48) * 2 - 1  # (B, L, P, 5, H, W)
+    planes[:, :, :, 3:] = 1.0  # sampled, and shown by frame 0, everywhere
+    with torch.no_grad():
+        before = plain.decode_fast(latents)
+        torch.testing.assert_close(warps.decode_fast(latents, planes=planes), before)
+        torch.testing.assert_close(warps.decode_fast(latents), before)  # None: nothing warped
+        fast.blend.bias.fill_(1.0)  # take all of every plane's warp ...
+        planes[:, :, 1, 3] = 0.0  # ... but the second plane samples nothing,
+        planes[:, :, 0, 3, :, 24:] = 0.0  # and the first only the left half
+        copied = warps.decode_fast(latents, planes=planes)
+        torch.testing.assert_close(copied[..., :24], planes[:, :, 0, :3, :, :24])
+        torch.testing.assert_close(copied[..., 24:], before[..., 24:])
+    with pytest.raises(ValueError, match=r'fast_decoder_warp_planes must be >= 0 and needs a light decoder'):
+        VAEConfig(fast_decoder_warp_planes=2)

@@ -243,3 +243,47 @@ def test_a_light_decoder_reads_the_arm_only_of_a_generator_that_draws_it() -> No
         )
     with pytest.raises(ConfigError, match=r'needs a light decoder \(fast_decoder_channels > 0\)'):
         dataclasses.replace(config.vae, fast_decoder_arm_channels=9)
+
+
+def test_a_light_decoder_that_reads_the_plane_warps_gets_those_of_the_streamed_pose() -> None:
+    from aapt_ros.model.config import ConfigError
+    from aapt_ros.model.init_checkpoint import untrained_checkpoint
+    from tests.conftest import tiny_config
+
+    planes_in_pixels = {
+        'sink_ray_origin_scale': 1.0,
+        'sink_warp_depths': (1.0,),
+        'arm_chain': 'kuka_iiwa',
+        'sink_warp_base_plane': True,
+        'sink_warp_ground_below_base': 0.6,
+        'sink_warp_pixels': True,
+    }
+    config = tiny_config(vae={'fast_decoder_channels': 16, 'fast_decoder_warp_planes': 2}, **planes_in_pixels)
+    checkpoint = untrained_checkpoint(config, seed=0)
+    fast = checkpoint.vae.fast_decoder
+    assert fast is not None and fast.warp_in is not None and fast.blend is not None
+    with torch.no_grad():  # the warps' inputs start at zero; as if trained
+        for conv in [*fast.warp_in, fast.blend]:
+            conv.weight.normal_(0.0, 0.5)
+    engine = StreamEngine(checkpoint, batch_size=1, dtype='float32')
+    assert engine.decoder == 'fast' and engine.decoder_reads_warps and not engine.decoder_reads_arm
+    start = np.random.default_rng(0).integers(0, 256, (1, 32, 48, 3), dtype=np.uint8)
+    base = np.concatenate([np.eye(3), [[0.0], [0.3], [1.5]]], axis=1)[None]  # 1.5 m ahead of the first camera
+    engine.start(np.ones(1, bool), start, np.zeros((1, 7)), base)
+    frames = engine.step(*_motion(1))
+    planes = engine.generator.sink_plane_images(
+        engine.sink_images, engine.arm_bases, engine.sink_rotations, engine.sink_translations
+    )
+    assert planes.shape == (1, 2, 5, 32, 48) and planes[:, :, 3].sum() > 0  # the planes are in view
+    with torch.no_grad():
+        latents = engine.latents[:, None]
+        expected = to_uint8_images(engine.vae.decode_fast(latents, planes=planes[:, None])[:, 0]).numpy()
+        without = to_uint8_images(engine.vae.decode_fast(latents)[:, 0]).numpy()
+    np.testing.assert_array_equal(frames, expected)
+    assert not np.array_equal(frames, without)
+    assert not StreamEngine(checkpoint, batch_size=1, dtype='float32', decoder='full').decoder_reads_warps
+    with pytest.raises(ConfigError, match=r'fast_decoder_warp_planes is 2, but the generator warps .* to 1 planes'):
+        tiny_config(
+            vae={'fast_decoder_channels': 16, 'fast_decoder_warp_planes': 2},
+            **{**planes_in_pixels, 'sink_warp_base_plane': False},
+        )

@@ -208,3 +208,78 @@ def test_decoder_stage_reads_the_arm_only_from_a_generator_that_draws_it(
         run_stage('decoder', tmp, f'model={tmp / "start"}', f'output={tmp / "out"}', 'decoder.arm=true')
     with pytest.raises(TrainError, match=r'fast decoder reads the arm drawing; set decoder\.arm=true'):
         run_stage('decoder', tmp, f'model={tmp / "arm_decoder"}', f'output={tmp / "out"}')
+
+
+PLANE_WARPS_IN_PIXELS = {
+    'sink_ray_origin_scale': 1.0,
+    'sink_warp_depths': (1.0,),
+    'arm_chain': 'kuka_iiwa',
+    'sink_warp_base_plane': True,
+    'sink_warp_ground_below_base': 0.625,  # the simulated table's height
+    'sink_warp_pixels': True,
+}
+
+
+@pytest.fixture(scope='module')
+def warp_runs(runs: dict[str, Any]) -> dict[str, Any]:
+    """Stage decoder with decoder.warps on the rollouts of an (untrained) one-pass generator that warps
+    its first image to the table top and the ground in pixels."""
+    tmp = runs['tmp']
+    start = load_checkpoint(tmp / 'start')
+    config = dataclasses.replace(start.config.with_generator(**PLANE_WARPS_IN_PIXELS), stage='adversarial')
+    torch.manual_seed(0)
+    warping = Checkpoint(config, start.vae, CausalGenerator(config), start.start_frame)
+    save_checkpoint(warping, tmp / 'warping_one_pass', weight_dtype=torch.float32)
+    common = ('decoder.latents=rollout', 'decoder.pixel_loss=mse', 'decoder.warps=true', 'optim.lr=0.01')
+    model = f'model={tmp / "warping_one_pass"}'
+    summary = run_stage('decoder', tmp, model, f'output={tmp / "warp_decoder"}', *common)
+    return {'tmp': tmp, 'summary': summary, 'model': model}
+
+
+def test_decoder_stage_can_teach_the_decoder_to_copy_the_plane_warps(warp_runs: dict[str, Any]) -> None:
+    tmp, summary = warp_runs['tmp'], warp_runs['summary']
+    assert summary['loss_last'] < 0.7 * summary['loss_first']
+    out = load_checkpoint(tmp / 'warp_decoder')
+    assert out.config.vae.fast_decoder_warp_planes == 2 and not out.config.vae.fast_decoder_arm_channels
+    weights = fast_weights(tmp / 'warp_decoder')
+    assert weights['fast_decoder.blend.weight'].abs().sum() > 0  # learnt how much of them to take
+    assert all(weights[f'fast_decoder.warp_in.{level}.weight'].abs().sum() > 0 for level in range(2))
+    card = (tmp / 'warp_decoder' / CARD_FILE).read_text()
+    assert 'plane warps read by the fast decoder: 2 planes, in pixels' in card
+    # What it reads: the warps change the image where they were sampled.
+    latents = torch.randn(1, 1, 4, 8, 8)  # (B, L, C, h, w) of the 32x32 tiny model
+    planes = torch.zeros(1, 1, 2, 5, 32, 32)  # (B, L, P, 5, H, W): nothing sampled
+    nothing = out.vae.decode_fast(latents, planes=planes)
+    torch.testing.assert_close(out.vae.decode_fast(latents), nothing)  # None: nothing warped
+    planes[:, :, 1, :3], planes[:, :, 1, 3:] = 0.5, 1.0  # the ground, seen everywhere
+    assert not torch.allclose(out.vae.decode_fast(latents, planes=planes), nothing)
+
+
+def test_decoder_stage_reads_plane_warps_only_from_a_generator_that_makes_them(
+    runs: dict[str, Any], warp_runs: dict[str, Any]
+) -> None:
+    tmp = runs['tmp']
+    with pytest.raises(TrainError, match=r'decoder.warps: .* generator makes none \(generator.sink_warp_pixels'):
+        run_stage('decoder', tmp, f'model={tmp / "start"}', f'output={tmp / "out"}', 'decoder.warps=true')
+    with pytest.raises(TrainError, match=r'fast decoder reads the plane warps; set decoder\.warps=true'):
+        run_stage('decoder', tmp, f'model={tmp / "warp_decoder"}', f'output={tmp / "out"}')
+    # Continued with the warps, a decoder that had none starts as it was: its rollout score is the start's.
+    plain = run_stage(
+        'decoder',
+        tmp,
+        warp_runs['model'],
+        f'output={tmp / "plain_decoder"}',
+        'decoder.latents=rollout',
+        'optim.steps=2',
+    )
+    again = run_stage(
+        'decoder',
+        tmp,
+        f'model={tmp / "plain_decoder"}',
+        f'output={tmp / "plain_then_warps"}',
+        'decoder.latents=rollout',
+        'decoder.warps=true',
+        'optim.steps=1',
+        'optim.lr=1.0e-9',
+    )
+    assert again['rollout_psnr_before'] == pytest.approx(plain['rollout_psnr'])
