@@ -26,14 +26,18 @@ features; these start at zero, so a decoder given the arm decodes exactly as bef
 
 With ``vae.fast_decoder_warp_planes`` it also reads the generator's plane warps in pixels
 (``CausalGenerator.sink_plane_images``: the first image where each pixel's ray meets the table top
-and the ground, whether it was sampled and whether frame 0 shows it) and may copy them. On the
+and the ground, whether it was sampled, whether frame 0 shows it and whether frame 0 shows the arm
+there) and may copy them. On the
 surfaces frame 0 shows, that warp is exact for a plane, while the generator's latents, 8x8 pixels
 a cell and blurred by the rollout, reproduce only part of it (2-5 dB below it, docs/training). The
 warps enter each resolution like the arm (averaged down to it; at the finest, half the image size,
 unshuffled, so no pixel of them is lost), and a second head predicts per pixel and plane how much
 of the warp to take:
 
-    image = decoded + sum_p coefficient_p * sampled_p * (warp_p - decoded)
+    image = decoded + sum_p coefficient_p * sampled_p * (1 - arm_p) * (warp_p - decoded)
+
+Where frame 0 shows the arm, its warp shows the arm laid flat on the plane, never the plane: not
+copied there.
 
 The coefficients are not bounded: a plain linear blend the loss fits. Their head and the warps'
 inputs start at zero, so a decoder given the warps decodes exactly as before until trained.
@@ -86,7 +90,7 @@ class FastDecoder(nn.Module):
     ) -> torch.Tensor:
         """(N, C_lat, h, w) unscaled latents -> (N, 3, H, W) images in about [-1, 1]; arm
         (N, A, h', w'): the arm drawing, read when the decoder has arm inputs (None: none in view);
-        planes (N, P, 5, H, W): the plane warps in pixels, read when the decoder has warp inputs
+        planes (N, P, 6, H, W): the plane warps in pixels, read when the decoder has warp inputs
         (None: nothing sampled, nothing copied)."""
         # The stem as a matrix product over unfolded 3x3 neighbourhoods, written channels-last like
         # the convolutions after it: cuDNN's kernel for so few input channels took 8 us on an H100.
@@ -94,7 +98,7 @@ class FastDecoder(nn.Module):
         neighbourhoods = F.unfold(latents, 3, padding=1).transpose(1, 2)  # (N, h*w, C_lat*9)
         x = F.linear(neighbourhoods, self.stem.weight.flatten(1), self.stem.bias)  # (N, h*w, width)
         x = F.silu(x.view(n, h, w, -1).permute(0, 3, 1, 2))  # (N, width, h, w)
-        warps = None if planes is None else planes.flatten(1, 2)  # (N, P 5, H, W)
+        warps = None if planes is None else planes.flatten(1, 2)  # (N, P 6, H, W)
         x = self._add_warps(self._add_arm(x, arm, 0), warps, 0)
         x = x + self.res2(F.silu(self.res1(x)))
         for level, (expand, refine) in enumerate(zip(self.expand, self.refine, strict=True), start=1):
@@ -104,11 +108,12 @@ class FastDecoder(nn.Module):
         if self.blend is None or planes is None:
             return image
         coefficients = F.pixel_shuffle(self._conv(self.blend, x), 2)[:, :, None]  # (N, P, 1, H, W)
-        colour, sampled = planes[:, :, :3].to(image.dtype), planes[:, :, 3:4].to(image.dtype)
-        return image + (coefficients * sampled * (colour - image[:, None])).sum(dim=1)
+        colour = planes[:, :, :3].to(image.dtype)
+        table_or_ground = (planes[:, :, 3:4] * (1 - planes[:, :, 5:6])).to(image.dtype)  # sampled, not the arm
+        return image + (coefficients * table_or_ground * (colour - image[:, None])).sum(dim=1)
 
     def _add_warps(self, x: torch.Tensor, warps: torch.Tensor | None, level: int) -> torch.Tensor:
-        """x (N, c, h', w') plus the plane warps (N, P 5, H, W) brought to its size through ``warp_in[level]``."""
+        """x (N, c, h', w') plus the plane warps (N, P 6, H, W) brought to its size through ``warp_in[level]``."""
         if self.warp_in is None:
             return x
         conv = typing.cast(nn.Conv2d, self.warp_in[level])

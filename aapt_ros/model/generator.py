@@ -263,36 +263,59 @@ class CausalGenerator(nn.Module):
         arm_base: torch.Tensor,
         sink_rotation: torch.Tensor,
         sink_translation: torch.Tensor,
+        sink_arm: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The sink image (B, 3, H, W) in [-1, 1] sampled where each pixel's ray meets each plane
         (with ``sink_warp_pixels``): float32 (B, P, PLANE_IMAGE_CHANNELS, H, W), per plane the colour
         there (zero where nothing is sampled: no ray meets the plane, or the base is unknown), whether
-        it was sampled, and whether frame 0 shows the point (the ground beyond frame 0's edges is
-        sampled at its nearest edge, but not shown). arm_base (B, 3, 4) in the sink camera frame, the
-        camera in that frame (B, 3, 3), (B, 3). ``conditioning`` encodes them; a light decoder with
-        ``vae.fast_decoder_warp_planes`` reads them as they are."""
+        it was sampled, whether frame 0 shows the point (the ground beyond frame 0's edges is
+        sampled at its nearest edge, but not shown), and how much of the sample is the arm
+        (``sink_arm_mask`` sampled alike; zero without sink_arm). arm_base (B, 3, 4) in the sink
+        camera frame, the camera in that frame (B, 3, 3), (B, 3). ``conditioning`` encodes the
+        colours; a light decoder with ``vae.fast_decoder_warp_planes`` reads all of it."""
         warp = self.sink_image_warp
         if warp is None:
             raise ValueError('this generator warps no image in pixels (generator.sink_warp_pixels is off)')
         planes, known = self._warp_planes(arm_base, sink_rotation, sink_translation)
         directions = warp.rotated_directions(sink_rotation)  # the same rays for every plane
+        # The arm mask is sampled with the image, in one pass.
+        source = sink_image.float() if sink_arm is None else torch.cat([sink_image.float(), sink_arm.float()], dim=1)
         per_plane = []
         for plane, beyond_edges in planes:
             lengths, meets = warp.plane_lengths(plane)
             grid, seen = warp.sample_grid(directions, sink_translation, lengths, meets & known, beyond_edges)
             grid = grid[:, 0]  # one plane: (B, H, W, 2)
             # Points not sampled carry grid 2, so zero padding gives them zero.
-            colour = F.grid_sample(sink_image.float(), grid, mode='bilinear', padding_mode='zeros', align_corners=False)
+            sampled_source = F.grid_sample(source, grid, mode='bilinear', padding_mode='zeros', align_corners=False)
+            colour, arm = sampled_source[:, :3], sampled_source[:, 3:]
+            if sink_arm is None:
+                arm = torch.zeros_like(colour[:, :1])
             sampled = (grid.abs() <= 1).all(dim=-1)[:, None].float()  # (B, 1, H, W)
-            per_plane.append(torch.cat([colour, sampled, seen[:, :1].float()], dim=1))
+            per_plane.append(torch.cat([colour, sampled, seen[:, :1].float(), arm], dim=1))
         images = torch.stack(per_plane, dim=1)
         assert images.shape[2] == PLANE_IMAGE_CHANNELS
         return images
 
+    def sink_arm_mask(self, action: torch.Tensor, arm_base: torch.Tensor) -> torch.Tensor:
+        """Where the first image shows the arm: float32 (B, 1, H, W), 1 on the arm drawn with the
+        first frame's joints action (B, A) from its base arm_base (B, 3, 4) in the sink camera
+        (zero for an unknown base), at the image's resolution and grown by one pixel, since the
+        drawing's capsules only approximate the links. The plane warps sample it with the image:
+        what frame 0 shows there is the arm, not the table or the ground behind it, and a decoder
+        that copied it would paint the arm where it no longer is."""
+        identity = torch.eye(3, device=arm_base.device).expand(arm_base.shape[0], 3, 3)
+        zero = torch.zeros(arm_base.shape[0], 3, device=arm_base.device)
+        drawn = self.arm_image(action, arm_base, identity, zero)  # (B, A, h s, w s)
+        assert self.arm is not None  # arm_image raises without one
+        covered = drawn[:, : self.arm.chain.num_links].amax(dim=1, keepdim=True)  # (B, 1, h s, w s)
+        camera = self.config.camera
+        full = F.interpolate(covered, size=(camera.height, camera.width), mode='nearest')
+        return F.max_pool2d(full, 3, stride=1, padding=1)
+
     def encoded_sink_at_planes(
         self, plane_images: torch.Tensor, encode: Callable[[torch.Tensor], torch.Tensor], dtype: torch.dtype
     ) -> list[torch.Tensor]:
-        """``sink_plane_images`` (B, P, 5, H, W) encoded, in ``dtype``, by ``encode``, the
+        """``sink_plane_images`` (B, P, PLANE_IMAGE_CHANNELS, H, W) encoded, in ``dtype``, by ``encode``, the
         autoencoder's (N, 3, H, W) images -> (N, C, h, w) latents. -> per plane (B, C + 1, h, w)
         float32: the latent of what the sink shows there (zero where no ray meets the plane, partly
         zero in latent cells that are partly off it) and the share of each latent cell that frame 0 shows."""

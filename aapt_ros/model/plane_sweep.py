@@ -29,8 +29,9 @@ from aapt_ros.model.config import CameraConfig
 
 MIN_DEPTH = 1e-3  # metres: points nearer the other camera's image plane than this are behind it
 # Per plane of an image warped in pixels (``CausalGenerator.sink_plane_images``): its colour (3),
-# whether it was sampled and whether the other frame shows it.
-PLANE_IMAGE_CHANNELS = 5
+# whether it was sampled, whether the other frame shows it, and how much of the sample is the arm
+# there (the arm stands on the plane, it is not part of it).
+PLANE_IMAGE_CHANNELS = 6
 
 
 class PlaneSweep(nn.Module):

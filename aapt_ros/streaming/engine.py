@@ -172,6 +172,13 @@ class StreamEngine:
             if self.generator.sink_image_warp is not None
             else None
         )
+        # Where each stream's first image shows the arm, (B, 1, H, W), for a light decoder that
+        # copies the plane warps (it must not copy the arm laid flat on them).
+        self.sink_arms = (
+            torch.zeros((b, 1, config.camera.height, config.camera.width), device=dev, dtype=torch.float32)
+            if self.decoder_reads_warps
+            else None
+        )
         self.latents = torch.zeros(b, c, h, w, device=dev, dtype=self.dtype)  # output of the last step
         self.frames = torch.zeros(b, config.camera.height, config.camera.width, 3, device=dev, dtype=torch.uint8)
         self._schedule = shifted_timesteps(self.sampling_steps, config.generator.timestep_shift).tolist()
@@ -200,7 +207,7 @@ class StreamEngine:
         if self.decode and self.decoder_reads_warps:  # warped once, for the generator and the decoder
             assert self.sink_images is not None  # the config checks that the generator warps in pixels
             planes = self.generator.sink_plane_images(
-                self.sink_images, self.arm_bases, self.sink_rotations, self.sink_translations
+                self.sink_images, self.arm_bases, self.sink_rotations, self.sink_translations, self.sink_arms
             )
         rays = self.generator.conditioning(
             self.rotations,
@@ -230,7 +237,7 @@ class StreamEngine:
         self.previous.copy_(torch.where(commit[:, None, None, None], x, self.previous))
         if self.decode:  # with the arm where this frame's joints put it, finer than the latent
             arm_frames = arm[:, None] if arm is not None else None  # (B, 1, A, h s, w s)
-            plane_frames = planes[:, None] if planes is not None else None  # (B, 1, P, 5, H, W)
+            plane_frames = planes[:, None] if planes is not None else None  # (B, 1, P, 6, H, W)
             self.frames.copy_(to_uint8_images(self.decode_latents(x[:, None], arm_frames, plane_frames)[:, 0]))
 
     def decode_latents(
@@ -238,7 +245,7 @@ class StreamEngine:
     ) -> torch.Tensor:
         """(B, L, C, h, w) latents -> (B, L, 3, H, W) images in [-1, 1], with the decoder in use;
         arm (B, L, A, h', w'): the arm drawing, for a light decoder that reads it (``decoder_reads_arm``);
-        planes (B, L, P, 5, H, W): the plane warps, for one that reads them (``decoder_reads_warps``)."""
+        planes (B, L, P, 6, H, W): the plane warps, for one that reads them (``decoder_reads_warps``)."""
         return self.vae.decode_fast(latents, arm, planes) if self.decoder == 'fast' else self.vae.decode(latents)
 
     def _transfer_and_step(self) -> None:
@@ -325,6 +332,9 @@ class StreamEngine:
         self.sink_latents.copy_(torch.where(mask[:, None, None, None], latents, self.sink_latents))
         if self.sink_images is not None:
             self.sink_images.copy_(torch.where(mask[:, None, None, None], images, self.sink_images))
+        if self.sink_arms is not None:
+            arms = self.generator.sink_arm_mask(self.actions, self.arm_bases)
+            self.sink_arms.copy_(torch.where(mask[:, None, None, None], arms, self.sink_arms))
 
     def _chain_sink_poses(self, rotations: np.ndarray, translations: np.ndarray, commit: np.ndarray | None) -> None:
         """Pack each camera in its sink frame (its pose there after this step's motion), and keep

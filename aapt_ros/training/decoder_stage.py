@@ -173,7 +173,7 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
         return clip_arm_images(net, clips, device) if net is not None and options.arm else None
 
     def planes_of(clips: Clip) -> torch.Tensor | None:
-        """(B, F, P, 5, H, W) each frame's plane warps in pixels, when the decoder reads them."""
+        """(B, F, P, 6, H, W) each frame's plane warps in pixels, when the decoder reads them."""
         return clip_plane_images(net, clips, device) if net is not None and options.warps else None
 
     def loss_fn(clips: Clip, generator: torch.Generator) -> torch.Tensor:

@@ -152,14 +152,17 @@ def clip_arm_images(generator_net: CausalGenerator, clips: Clip, device: torch.d
 
 def clip_plane_images(generator_net: CausalGenerator, clips: Clip, device: torch.device) -> torch.Tensor:
     """Every frame's plane warps in pixels with the clip's frame 0 as the sink
-    (``CausalGenerator.sink_plane_images``), float32 (B, F, P, 5, H, W): what the light decoder
-    reads beside the frame's latent (``vae.fast_decoder_warp_planes``)."""
+    (``CausalGenerator.sink_plane_images``, with frame 0's arm masked), float32 (B, F, P, 6, H, W):
+    what the light decoder reads beside the frame's latent (``vae.fast_decoder_warp_planes``)."""
     b, f = clips[FRAMES].shape[:2]
     motions = relative_motions(clips[POSITIONS], clips[ORIENTATIONS])
     sink_rotation, sink_translation = (m.flatten(0, 1).to(device) for m in motions[2:])
-    _, arm_base = _arm_inputs(generator_net, clips, device)
+    action, arm_base = _arm_inputs(generator_net, clips, device)
     sink_image = clips[FRAMES][:, :1].expand(-1, f, -1, -1, -1).flatten(0, 1).to(device)  # ((B F), 3, H, W)
-    images = generator_net.sink_plane_images(sink_image, arm_base, sink_rotation, sink_translation)
+    first = torch.arange(b, device=device) * f  # each clip's frame 0 in the flattened frames
+    sink_arm = generator_net.sink_arm_mask(action[first], arm_base[first])  # (B, 1, H, W)
+    sink_arm = sink_arm[:, None].expand(-1, f, -1, -1, -1).flatten(0, 1)
+    images = generator_net.sink_plane_images(sink_image, arm_base, sink_rotation, sink_translation, sink_arm)
     return images.view(b, f, *images.shape[1:])
 
 

@@ -249,3 +249,27 @@ def test_the_generator_can_warp_the_sink_image_at_its_planes_and_encode_it() -> 
         GeneratorConfig(
             sink_ray_origin_scale=1.0, sink_warp_depths=(1.0,), arm_chain='kuka_iiwa', sink_warp_pixels=True
         )
+
+
+def test_the_pixel_warps_say_where_the_first_image_showed_the_arm() -> None:
+    """sink_arm_mask draws the arm at frame 0's joints in the sink camera; the plane warps sample it
+    with the image, so a light decoder can leave the arm laid flat on a plane alone."""
+    from aapt_ros.model.generator import CausalGenerator
+    from tests.conftest import tiny_config
+
+    config = tiny_config(**BOTH_PLANE_WARPS, sink_warp_pixels=True)
+    net = CausalGenerator(config)
+    height, width = config.camera.height, config.camera.width
+    image = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    action, eye, zero = torch.zeros(1, 7), torch.eye(3)[None], torch.zeros(1, 3)
+    arm = net.sink_arm_mask(action, BASE_BELOW_CAMERA)  # the arm stands up from 1 m ahead
+    assert arm.shape == (1, 1, height, width) and 0 < int(arm.sum()) < arm.numel()
+    planes = net.sink_plane_images(image, BASE_BELOW_CAMERA, eye, zero, arm)
+    for plane in range(2):  # seen from the sink itself, each sampled pixel samples its own
+        sampled = planes[0, plane, 3] == 1
+        torch.testing.assert_close(planes[0, plane, 5][sampled], arm[0, 0][sampled], atol=1e-4, rtol=0)
+        assert planes[0, plane, 5][sampled].sum() > 0
+    without = net.sink_plane_images(image, BASE_BELOW_CAMERA, eye, zero)
+    assert without[:, :, 5].abs().sum() == 0
+    torch.testing.assert_close(without[:, :, :5], planes[:, :, :5])
+    assert net.sink_arm_mask(action, torch.zeros(1, 3, 4)).sum() == 0  # an unknown base: no arm

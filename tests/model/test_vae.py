@@ -117,8 +117,9 @@ def test_a_light_decoder_given_plane_warps_decodes_as_before_until_trained_then_
             conv.weight.zero_()
             conv.bias.zero_()
     latents = torch.randn(2, 1, 4, 4, 6)  # (B, L, C, h, w): 32x48 images
-    planes = torch.rand(2, 1, 2, 5, 32, 48) * 2 - 1  # (B, L, P, 5, H, W)
-    planes[:, :, :, 3:] = 1.0  # sampled, and shown by frame 0, everywhere
+    planes = torch.rand(2, 1, 2, 6, 32, 48) * 2 - 1  # (B, L, P, 6, H, W)
+    planes[:, :, :, 3:5] = 1.0  # sampled, and shown by frame 0, everywhere
+    planes[:, :, :, 5] = 0.0  # nowhere the arm
     with torch.no_grad():
         before = plain.decode_fast(latents)
         torch.testing.assert_close(warps.decode_fast(latents, planes=planes), before)
@@ -129,5 +130,9 @@ def test_a_light_decoder_given_plane_warps_decodes_as_before_until_trained_then_
         copied = warps.decode_fast(latents, planes=planes)
         torch.testing.assert_close(copied[..., :24], planes[:, :, 0, :3, :, :24])
         torch.testing.assert_close(copied[..., 24:], before[..., 24:])
+        planes[:, :, 0, 5, :16] = 1.0  # frame 0 showed the arm in the top half of that warp: not copied
+        copied = warps.decode_fast(latents, planes=planes)
+        torch.testing.assert_close(copied[..., :16, :], before[..., :16, :])
+        torch.testing.assert_close(copied[..., 16:, :24], planes[:, :, 0, :3, 16:, :24])
     with pytest.raises(ValueError, match=r'fast_decoder_warp_planes must be >= 0 and needs a light decoder'):
         VAEConfig(fast_decoder_warp_planes=2)

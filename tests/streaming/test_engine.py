@@ -271,10 +271,11 @@ def test_a_light_decoder_that_reads_the_plane_warps_gets_those_of_the_streamed_p
     base = np.concatenate([np.eye(3), [[0.0], [0.3], [1.5]]], axis=1)[None]  # 1.5 m ahead of the first camera
     engine.start(np.ones(1, bool), start, np.zeros((1, 7)), base)
     frames = engine.step(*_motion(1))
+    assert engine.sink_arms is not None and engine.sink_arms.sum() > 0  # frame 0 shows the arm
     planes = engine.generator.sink_plane_images(
-        engine.sink_images, engine.arm_bases, engine.sink_rotations, engine.sink_translations
+        engine.sink_images, engine.arm_bases, engine.sink_rotations, engine.sink_translations, engine.sink_arms
     )
-    assert planes.shape == (1, 2, 5, 32, 48) and planes[:, :, 3].sum() > 0  # the planes are in view
+    assert planes.shape == (1, 2, 6, 32, 48) and planes[:, :, 3].sum() > 0  # the planes are in view
     with torch.no_grad():
         latents = engine.latents[:, None]
         expected = to_uint8_images(engine.vae.decode_fast(latents, planes=planes[:, None])[:, 0]).numpy()

@@ -248,10 +248,10 @@ def test_decoder_stage_can_teach_the_decoder_to_copy_the_plane_warps(warp_runs: 
     assert 'plane warps read by the fast decoder: 2 planes, in pixels' in card
     # What it reads: the warps change the image where they were sampled.
     latents = torch.randn(1, 1, 4, 8, 8)  # (B, L, C, h, w) of the 32x32 tiny model
-    planes = torch.zeros(1, 1, 2, 5, 32, 32)  # (B, L, P, 5, H, W): nothing sampled
+    planes = torch.zeros(1, 1, 2, 6, 32, 32)  # (B, L, P, 6, H, W): nothing sampled
     nothing = out.vae.decode_fast(latents, planes=planes)
     torch.testing.assert_close(out.vae.decode_fast(latents), nothing)  # None: nothing warped
-    planes[:, :, 1, :3], planes[:, :, 1, 3:] = 0.5, 1.0  # the ground, seen everywhere
+    planes[:, :, 1, :3], planes[:, :, 1, 3:5] = 0.5, 1.0  # the ground, seen everywhere
     assert not torch.allclose(out.vae.decode_fast(latents, planes=planes), nothing)
 
 
