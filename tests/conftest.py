@@ -15,6 +15,16 @@ os.environ.setdefault('ROS_DOMAIN_ID', str(random.randint(1, 100)))
 os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
 
 REPO = Path(__file__).resolve().parents[1]
+# A generator that warps its first image to the table top and the ground in pixels, as the default
+# model's does (generator overrides for tiny_config and ModelConfig.with_generator).
+PLANE_WARPS_IN_PIXELS = {
+    'sink_ray_origin_scale': 1.0,
+    'sink_warp_depths': (1.0,),
+    'arm_chain': 'kuka_iiwa',
+    'sink_warp_base_plane': True,
+    'sink_warp_ground_below_base': 0.625,  # the simulated table's height
+    'sink_warp_pixels': True,
+}
 
 
 def tiny_config(*, vae: dict[str, int] | None = None, **generator_overrides: object):  # type: ignore[no-untyped-def]

@@ -248,17 +248,9 @@ def test_a_light_decoder_reads_the_arm_only_of_a_generator_that_draws_it() -> No
 def test_a_light_decoder_that_reads_the_plane_warps_gets_those_of_the_streamed_pose() -> None:
     from aapt_ros.model.config import ConfigError
     from aapt_ros.model.init_checkpoint import untrained_checkpoint
-    from tests.conftest import tiny_config
+    from tests.conftest import PLANE_WARPS_IN_PIXELS, tiny_config
 
-    planes_in_pixels = {
-        'sink_ray_origin_scale': 1.0,
-        'sink_warp_depths': (1.0,),
-        'arm_chain': 'kuka_iiwa',
-        'sink_warp_base_plane': True,
-        'sink_warp_ground_below_base': 0.6,
-        'sink_warp_pixels': True,
-    }
-    config = tiny_config(vae={'fast_decoder_channels': 16, 'fast_decoder_warp_planes': 2}, **planes_in_pixels)
+    config = tiny_config(vae={'fast_decoder_channels': 16, 'fast_decoder_warp_planes': 2}, **PLANE_WARPS_IN_PIXELS)
     checkpoint = untrained_checkpoint(config, seed=0)
     fast = checkpoint.vae.fast_decoder
     assert fast is not None and fast.warp_in is not None and fast.blend is not None
@@ -286,5 +278,5 @@ def test_a_light_decoder_that_reads_the_plane_warps_gets_those_of_the_streamed_p
     with pytest.raises(ConfigError, match=r'fast_decoder_warp_planes is 2, but the generator warps .* to 1 planes'):
         tiny_config(
             vae={'fast_decoder_channels': 16, 'fast_decoder_warp_planes': 2},
-            **{**planes_in_pixels, 'sink_warp_base_plane': False},
+            **{**PLANE_WARPS_IN_PIXELS, 'sink_warp_base_plane': False},
         )

@@ -18,6 +18,7 @@ from aapt_ros.model.vae import VideoAutoencoder
 from aapt_ros.training import cli
 from aapt_ros.training.checkpoints import MODEL_STATE, STATE_DIR
 from aapt_ros.training.config import TrainError, load_train_config
+from tests.conftest import PLANE_WARPS_IN_PIXELS
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / 'config' / 'train_tiny.yaml'
@@ -208,16 +209,6 @@ def test_decoder_stage_reads_the_arm_only_from_a_generator_that_draws_it(
         run_stage('decoder', tmp, f'model={tmp / "start"}', f'output={tmp / "out"}', 'decoder.arm=true')
     with pytest.raises(TrainError, match=r'fast decoder reads the arm drawing; set decoder\.arm=true'):
         run_stage('decoder', tmp, f'model={tmp / "arm_decoder"}', f'output={tmp / "out"}')
-
-
-PLANE_WARPS_IN_PIXELS = {
-    'sink_ray_origin_scale': 1.0,
-    'sink_warp_depths': (1.0,),
-    'arm_chain': 'kuka_iiwa',
-    'sink_warp_base_plane': True,
-    'sink_warp_ground_below_base': 0.625,  # the simulated table's height
-    'sink_warp_pixels': True,
-}
 
 
 @pytest.fixture(scope='module')

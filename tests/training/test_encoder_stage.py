@@ -15,19 +15,12 @@ from aapt_ros.model.generator import CausalGenerator
 from aapt_ros.model.vae import VideoAutoencoder
 from aapt_ros.training import cli
 from aapt_ros.training.config import TrainError, load_train_config
+from tests.conftest import PLANE_WARPS_IN_PIXELS
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / 'config' / 'train_tiny.yaml'
 TINY_MODEL = REPO / 'config' / 'train_tiny_model.yaml'
 QUICK = ('val_batches=1', 'data.clip_length=4')
-PLANE_WARPS_IN_PIXELS = {
-    'sink_ray_origin_scale': 1.0,
-    'sink_warp_depths': (1.0,),
-    'arm_chain': 'kuka_iiwa',
-    'sink_warp_base_plane': True,
-    'sink_warp_ground_below_base': 0.625,  # the simulated table's height
-    'sink_warp_pixels': True,
-}
 
 
 def run_stage(stage: str, tmp: Path, *overrides: str, **kwargs: Any) -> dict[str, Any]:
