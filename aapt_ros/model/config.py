@@ -96,6 +96,12 @@ class VAEConfig:
     def num_downsamples(self) -> int:
         return int(math.log2(self.spatial_factor))
 
+    def without_light_decoder(self) -> VAEConfig:
+        """This config without the light decoder and what it reads (stage decoder adds them)."""
+        return dataclasses.replace(
+            self, fast_decoder_channels=0, fast_decoder_arm_channels=0, fast_decoder_warp_planes=0
+        )
+
 
 @dataclass(frozen=True)
 class GeneratorConfig:

@@ -242,9 +242,7 @@ def load_discriminator_start(path: Path, generator_config: ModelConfig) -> Check
 
     def inputs(config: ModelConfig) -> tuple[Any, ...]:  # what the discriminator reads must mean the same
         # A light decoder (stage decoder) leaves the latents as they are.
-        vae = dataclasses.replace(
-            config.vae, fast_decoder_channels=0, fast_decoder_arm_channels=0, fast_decoder_warp_planes=0
-        )
+        vae = config.vae.without_light_decoder()
         g = config.generator
         geometry = (
             g.sink_warp_depths,

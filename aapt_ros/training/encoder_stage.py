@@ -7,12 +7,11 @@ passes a frame, which on two CPU cores cost more than the generator itself. This
 full encoder, on exactly the images the warps hand it: the frame 0 of each recorded clip, sampled
 where every later frame's rays meet the planes (``CausalGenerator.encoded_sink_at_planes``).
 
-- rays_full = the clip's conditioning with the warps through the full encoder (no gradient);
-- rays_light = the same with the warps through the light encoder;
-- loss = sum (rays_light - rays_full)^2 / sum (rays_full - rays_none)^2, rays_none with all-zero
-  warp latents: the squared error of what the generator reads, relative to what the warps add to
-  it. Only the warp latents differ, each cell weighted by the share of its pixels the warp
-  samples, as the generator gets them.
+- full = the warp latents the generator reads (each cell's latent times the share of its pixels
+  the warp samples, ``encoded_sink_at_planes``) with the full encoder (no gradient);
+- light = the same with the light encoder;
+- loss = sum (light - full)^2 / sum full^2: the squared error of what the generator reads,
+  relative to what the warps add to it (the rest of its input is the same either way).
 
 Everything else of the checkpoint ``model=`` is kept: the generator, the autoencoder, the start
 frame and ``stage``. From then on the plane warps pass through the light encoder, in training and
@@ -24,6 +23,7 @@ A checkpoint that already has a light encoder of this width continues training i
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from aapt_ros.model.vae import VideoAutoencoder
 from aapt_ros.training.checkpoints import autoencoder_with_light_parts, parameter_count, write_outputs
 from aapt_ros.training.config import TrainConfig, TrainError
 from aapt_ros.training.data import Clip, batch, load_splits, step_generator
-from aapt_ros.training.flow_stage import VAL_SEED_OFFSET, clip_rays
+from aapt_ros.training.flow_stage import VAL_SEED_OFFSET, clip_plane_images
 from aapt_ros.training.loop import mean_first_last, resolve_device, train, writes_outputs
 
 
@@ -63,21 +63,21 @@ def _load_start(path: Path, channels: int) -> Checkpoint:
 
 
 def relative_error(net: CausalGenerator, vae: VideoAutoencoder, clips: Clip) -> torch.Tensor:
-    """sum (rays_light - rays_full)^2 / sum (rays_full - rays_none)^2 over a batch of clips: the
-    error of the generator's input when its plane warps pass through ``vae``'s light encoder, not
-    its full one, relative to what the warps add to it (rays_none: with all-zero warp latents).
-    Gradient flows to the light encoder only."""
+    """sum (light - full)^2 / sum full^2 over a batch of clips: the error of the warp latents the
+    generator reads when its plane warps pass through ``vae``'s light encoder, not its full one,
+    relative to their size. Gradient flows to the light encoder only."""
+    planes = clip_plane_images(net, clips, clips[FRAMES].device).flatten(0, 1)  # ((B F), P, 6, H, W)
+    channels = net.config.vae.latent_channels
 
-    def full(images: torch.Tensor) -> torch.Tensor:  # (N, 3, H, W) -> (N, C, h, w), each on its own
-        return vae.encode(images[:, None])[:, 0]
+    def warp_latents(encode: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """((B F), P C, h, w): each plane's warp latent as the generator reads it, without the shown share."""
+        per_plane = net.encoded_sink_at_planes(planes, encode, planes.dtype)
+        return torch.cat([warp[:, :channels] for warp in per_plane], dim=1)
 
     with torch.no_grad():
-        sinks = full(clips[FRAMES][:, 0])  # (B, C, h, w), frame 0
-        target = clip_rays(net, clips, sinks, full)  # (B, F, R, h, w)
-        none = clip_rays(net, clips, sinks, lambda images: sinks.new_zeros(images.shape[0], *sinks.shape[1:]))
-        size = (target - none).square()
-    rays = clip_rays(net, clips, sinks, vae.encode_warped)
-    return (rays - target).square().sum() / size.sum().clamp_min(1e-12)
+        full = warp_latents(lambda images: vae.encode(images[:, None])[:, 0])
+    light = warp_latents(vae.encode_warped)
+    return (light - full).square().sum() / full.square().sum().clamp_min(1e-12)
 
 
 def validation_error(

@@ -24,7 +24,6 @@ The two stages differ in the attention mask and the recycled input:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,36 +82,21 @@ def clip_latents(
     """
     with torch.no_grad():
         x0 = vae.encode(clips[FRAMES]).float()  # (B, F, C, h, w), about unit std
+    b, f = x0.shape[:2]
     previous = torch.cat([x0[:, :1], x0[:, :-1]], dim=1) if recycle else torch.zeros_like(x0)
+    motions = relative_motions(clips[POSITIONS], clips[ORIENTATIONS])  # (B, F, 3, 3) and (B, F, 3) each
+    # Every frame's sink is the clip's frame 0; only a generator with a sink warp reads its latent.
+    sink = x0[:, :1].expand_as(x0).flatten(0, 1) if generator_net.sink_warp is not None else None
+    rotation, translation, sink_rotation, sink_translation = (m.flatten(0, 1).to(x0.device) for m in motions)
+    action, arm_base = _arm_inputs(generator_net, clips, x0.device) if generator_net.arm is not None else (None, None)
+    sink_image = None
+    if generator_net.sink_image_warp is not None:
+        sink_image = clips[FRAMES][:, :1].expand(-1, f, -1, -1, -1).flatten(0, 1)  # ((B F), 3, H, W)
 
     def encode(images: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return vae.encode_warped(images)
 
-    return x0, previous, clip_rays(generator_net, clips, x0[:, 0], encode)
-
-
-def clip_rays(
-    generator_net: CausalGenerator,
-    clips: Clip,
-    sink_latents: torch.Tensor,
-    encode_warped: Callable[[torch.Tensor], torch.Tensor],
-) -> torch.Tensor:
-    """Every frame's ``conditioning`` (B, F, R, h, w), with the clip's frame 0 as the sink:
-    sink_latents (B, C, h, w) its latent, read by a sink warp; encode_warped, the plane warps'
-    encoder (with ``sink_warp_pixels``)."""
-    b, f = clips[FRAMES].shape[:2]
-    device = sink_latents.device
-    motions = relative_motions(clips[POSITIONS], clips[ORIENTATIONS])  # (B, F, 3, 3) and (B, F, 3) each
-    # Only a generator with a sink warp reads the sink latent.
-    sink = (
-        sink_latents[:, None].expand(-1, f, -1, -1, -1).flatten(0, 1) if generator_net.sink_warp is not None else None
-    )
-    rotation, translation, sink_rotation, sink_translation = (m.flatten(0, 1).to(device) for m in motions)
-    action, arm_base = _arm_inputs(generator_net, clips, device) if generator_net.arm is not None else (None, None)
-    sink_image = None
-    if generator_net.sink_image_warp is not None:
-        sink_image = clips[FRAMES][:, :1].expand(-1, f, -1, -1, -1).flatten(0, 1)  # ((B F), 3, H, W)
     rays = generator_net.conditioning(
         rotation,
         translation,
@@ -122,9 +106,10 @@ def clip_rays(
         action,
         arm_base,
         sink_image=sink_image,
-        encode=encode_warped,
+        encode=encode,
     )
-    return rearrange(rays, '(b f) c h w -> b f c h w', b=b)  # from [(B F), R, h, w] to [B, F, R, h, w]
+    rays = rearrange(rays, '(b f) c h w -> b f c h w', b=b)  # from [(B F), R, h, w] to [B, F, R, h, w]
+    return x0, previous, rays
 
 
 def _arm_inputs(generator_net: CausalGenerator, clips: Clip, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -153,7 +138,8 @@ def clip_arm_images(generator_net: CausalGenerator, clips: Clip, device: torch.d
 def clip_plane_images(generator_net: CausalGenerator, clips: Clip, device: torch.device) -> torch.Tensor:
     """Every frame's plane warps in pixels with the clip's frame 0 as the sink
     (``CausalGenerator.sink_plane_images``, with frame 0's arm masked), float32 (B, F, P, 6, H, W):
-    what the light decoder reads beside the frame's latent (``vae.fast_decoder_warp_planes``)."""
+    what the light decoder reads beside the frame's latent (``vae.fast_decoder_warp_planes``), and
+    the warped images the encoder stage distils the light encoder on."""
     b, f = clips[FRAMES].shape[:2]
     motions = relative_motions(clips[POSITIONS], clips[ORIENTATIONS])
     sink_rotation, sink_translation = (m.flatten(0, 1).to(device) for m in motions[2:])

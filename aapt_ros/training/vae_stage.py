@@ -105,13 +105,8 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
     splits = load_splits(config.data, start)
     # A light decoder (stage decoder) or encoder (stage encoder) fits the current autoencoder's
     # latents, which this stage moves: both are dropped, and their stages must run again on the result.
-    light = {
-        'fast_decoder_channels': 0,
-        'fast_decoder_arm_channels': 0,
-        'fast_decoder_warp_planes': 0,
-        'fast_encoder_channels': 0,
-    }
-    start = dataclasses.replace(start, vae=dataclasses.replace(start.vae, **light))
+    without_light = dataclasses.replace(start.vae.without_light_decoder(), fast_encoder_channels=0)
+    start = dataclasses.replace(start, vae=without_light)
     torch.manual_seed(config.optim.seed)
     vae = VideoAutoencoder(start.vae)
     if model_path.is_dir():  # continue from a checkpoint's autoencoder
