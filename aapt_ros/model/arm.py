@@ -204,27 +204,48 @@ class ArmDrawing(nn.Module):
         fine = latent_ray_directions(camera, latent_height * SUPERSAMPLING, latent_width * SUPERSAMPLING)
         self.register_buffer('sample_directions', fine.flatten(1).float(), persistent=False)  # (3, h s w s)
 
-    def points(self, joints: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+    def link_poses(self, joints: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
         """joints (B, J) radians, base (B, 3, 4) the base link's pose [R | t] in some frame
-        -> (B, J + 2, 3) the centre line's points in that frame: base origin, joint origins, tip."""
+        -> (B, L, 4, 4) float32 each link's pose in that frame, the base link first."""
         bottom = torch.zeros_like(base[:, :1]).float()  # (B, 1, 4): [0 0 0 1], made on the device (CUDA graphs)
         bottom[..., 3] = 1.0
         pose = torch.cat([base.float(), bottom], 1)
         spins = torch.zeros(*joints.shape, 4, 4, dtype=torch.float32, device=joints.device)
         spins[..., :3, :3] = axis_rotations(self.joint_axes.float(), joints.float())
         spins[..., 3, 3] = 1.0
-        points = [pose[:, :3, 3]]
+        poses = [pose]
         for i in range(joints.shape[1]):
             pose = pose @ self.joint_origins[i].float() @ spins[:, i]
-            points.append(pose[:, :3, 3])
-        points.append(pose[:, :3, 3] + torch.einsum('bij,j->bi', pose[:, :3, :3], self.tip.float()))
-        return torch.stack(points, 1)
+            poses.append(pose)
+        return torch.stack(poses, 1)
+
+    def points(self, joints: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        """joints (B, J) radians, base (B, 3, 4) the base link's pose [R | t] in some frame
+        -> (B, J + 2, 3) the centre line's points in that frame: base origin, joint origins, tip."""
+        poses = self.link_poses(joints, base)  # a joint's origin is its link's: the spin does not move it
+        tip = poses[:, -1, :3, 3] + torch.einsum('bij,j->bi', poses[:, -1, :3, :3], self.tip.float())
+        return torch.cat([poses[:, :, :3, 3], tip[:, None]], 1)
+
+    def transfer(
+        self, joints: torch.Tensor, base: torch.Tensor, other_joints: torch.Tensor, other_base: torch.Tensor
+    ) -> torch.Tensor:
+        """The arm at joints (B, J) with its base at base (B, 3, 4) in one camera, and at other_joints
+        with other_base in another -> (B, L, 3, 4) per link [R | t], taking a point on that link in
+        the first camera's frame to where the same point of the link is in the other's."""
+        here, there = self.link_poses(joints, base), self.link_poses(other_joints, other_base)
+        rotation = here[..., :3, :3].transpose(-1, -2)  # a rigid pose's inverse: [R^T | -R^T t]
+        inverse = torch.cat([torch.cat([rotation, -rotation @ here[..., :3, 3:]], -1), here[..., 3:, :]], -2)
+        return (there @ inverse)[..., :3, :]
 
     def image(self, joints: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
         """joints (B, J) radians; base (B, 3, 4): the base link in the *current camera's* frame
         -> float32 (B, L + 1, h s, w s), the drawing at the samples: per link 1 where its capsule
         covers the sample's ray, then 1 / depth of the nearest covering link (0: none), then the
         base plane's channels (``base_plane``)."""
+        return self.image_and_links(joints, base)[0]
+
+    def image_and_links(self, joints: torch.Tensor, base: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``image``, and (B, h s, w s) long the nearest covering link at each sample (-1: none)."""
         points = self.points(joints, base)  # (B, L + 1, 3), camera frame
         a, b = points[:, :-1], points[:, 1:]  # (B, L, 3) each link's ends
         u = torch.linspace(0, 1, SPHERES_PER_LINK, device=points.device)
@@ -233,14 +254,16 @@ class ArmDrawing(nn.Module):
         squared = (centres * centres).sum(-1)[..., None] - along * along  # squared distance to the ray
         hit = (along > NEAR) & (squared < self.radii.float()[None, :, None, None] ** 2)
         covered = hit.any(2)  # (B, L, S)
-        depth = torch.where(hit, along, torch.full_like(along, math.inf)).amin(dim=(1, 2))  # (B, S) nearest link
+        per_link = torch.where(hit, along, torch.full_like(along, math.inf)).amin(dim=2)  # (B, L, S)
+        depth, nearest = per_link.min(dim=1)  # (B, S) the nearest link's
         inverse_depth = torch.where(depth.isfinite(), 1 / depth, torch.zeros_like(depth))
+        nearest = torch.where(depth.isfinite(), nearest, torch.full_like(nearest, -1))
         parts = [covered.float(), inverse_depth[:, None]]  # (B, L, S), (B, 1, S)
         if self.base_plane:
             parts.append(self.plane(base))
         drawn = torch.cat(parts, 1)  # (B, L + 1 [+ BASE_PLANE_CHANNELS], S)
-        s = SUPERSAMPLING
-        return drawn.unflatten(2, (self.latent_height * s, self.latent_width * s))  # type: ignore[no-untyped-call]
+        size = (self.latent_height * SUPERSAMPLING, self.latent_width * SUPERSAMPLING)
+        return drawn.unflatten(2, size), nearest.unflatten(1, size)  # type: ignore[no-untyped-call]
 
     def plane(self, base: torch.Tensor) -> torch.Tensor:
         """base (B, 3, 4): the base link in the current camera's frame -> (B, BASE_PLANE_CHANNELS, S)

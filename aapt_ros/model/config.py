@@ -63,6 +63,10 @@ class VAEConfig:
     # where each pixel's ray meets each plane, generator.sink_warp_pixels) for this many planes,
     # and may copy them into its image (stage decoder with decoder.warps).
     fast_decoder_warp_planes: int = 0
+    # With plane warps and the arm drawing: the light decoder also reads the arm as frame 0 shows it,
+    # each point of each link taken from where that link's point was in the first image, and may
+    # copy it like the plane warps (``CausalGenerator.sink_arm_warp``; stage decoder with decoder.arm_warp).
+    fast_decoder_arm_warp: bool = False
 
     def __post_init__(self) -> None:
         if self.spatial_factor not in (4, 8, 16):
@@ -86,6 +90,12 @@ class VAEConfig:
                 f'vae.fast_decoder_warp_planes must be >= 0 and needs a light decoder (fast_decoder_channels > 0), '
                 f'got {self.fast_decoder_warp_planes} with fast_decoder_channels {self.fast_decoder_channels}'
             )
+        if self.fast_decoder_arm_warp and not (self.fast_decoder_warp_planes and self.fast_decoder_arm_channels):
+            raise ConfigError(
+                'vae.fast_decoder_arm_warp needs a light decoder that reads the plane warps and the arm drawing '
+                f'(fast_decoder_warp_planes > 0 and fast_decoder_arm_channels > 0), got '
+                f'{self.fast_decoder_warp_planes} and {self.fast_decoder_arm_channels}'
+            )
         if self.fast_encoder_channels < 0 or (self.fast_encoder_channels and self.temporal_factor != 1):
             raise ConfigError(
                 f'vae.fast_encoder_channels must be >= 0 and needs temporal_factor 1 (it encodes each image '
@@ -96,10 +106,19 @@ class VAEConfig:
     def num_downsamples(self) -> int:
         return int(math.log2(self.spatial_factor))
 
+    @property
+    def fast_decoder_copied_images(self) -> int:
+        """The warped first images the light decoder reads and may copy: the planes', then the arm's."""
+        return self.fast_decoder_warp_planes + int(self.fast_decoder_arm_warp)
+
     def without_light_decoder(self) -> VAEConfig:
         """This config without the light decoder and what it reads (stage decoder adds them)."""
         return dataclasses.replace(
-            self, fast_decoder_channels=0, fast_decoder_arm_channels=0, fast_decoder_warp_planes=0
+            self,
+            fast_decoder_channels=0,
+            fast_decoder_arm_channels=0,
+            fast_decoder_warp_planes=0,
+            fast_decoder_arm_warp=False,
         )
 
 

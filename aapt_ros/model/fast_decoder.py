@@ -39,6 +39,12 @@ of the warp to take:
 Where frame 0 shows the arm, its warp shows the arm laid flat on the plane, never the plane: not
 copied there.
 
+With ``vae.fast_decoder_arm_warp`` the arm is copied the same way, as one more warped image after
+the planes' (``CausalGenerator.sink_arm_warp``): each pixel the drawing gives to a link takes the
+colour frame 0 shows at the same point of that link, where frame 0 shows that link there. The
+drawing tells the decoder where the arm is, but not what it looks like, and v15 painted it at
+13-14 dB inside the drawn links (docs/training); frame 0 shows the arm's colours and shading.
+
 The coefficients are not bounded: a plain linear blend the loss fits. Their head and the warps'
 inputs start at zero, so a decoder given the warps decodes exactly as before until trained.
 """
@@ -71,7 +77,7 @@ class FastDecoder(nn.Module):
         arm = config.fast_decoder_arm_channels
         arm_in = [nn.Conv2d(arm, width, 3, padding=1) for width in widths] if arm else []
         self.arm_in = nn.ModuleList(arm_in) if arm_in else None
-        planes = config.fast_decoder_warp_planes * PLANE_IMAGE_CHANNELS
+        planes = config.fast_decoder_copied_images * PLANE_IMAGE_CHANNELS
         # The finest level reads the warps unshuffled (4 x the channels at half the size).
         warp_in = (
             [nn.Conv2d(planes * (4 if i == ups - 1 else 1), w, 3, padding=1) for i, w in enumerate(widths)]
@@ -79,7 +85,7 @@ class FastDecoder(nn.Module):
             else []
         )
         self.warp_in = nn.ModuleList(warp_in) if warp_in else None
-        blend = [nn.Conv2d(widths[-1], 4 * config.fast_decoder_warp_planes, 3, padding=1)] if planes else []
+        blend = [nn.Conv2d(widths[-1], 4 * config.fast_decoder_copied_images, 3, padding=1)] if planes else []
         self.blend = blend[0] if blend else None  # per pixel and plane, how much of the warp to take
         for conv in [*arm_in, *warp_in, *blend]:
             nn.init.zeros_(conv.weight)
@@ -90,7 +96,8 @@ class FastDecoder(nn.Module):
     ) -> torch.Tensor:
         """(N, C_lat, h, w) unscaled latents -> (N, 3, H, W) images in about [-1, 1]; arm
         (N, A, h', w'): the arm drawing, read when the decoder has arm inputs (None: none in view);
-        planes (N, P, 6, H, W): the plane warps in pixels, read when the decoder has warp inputs
+        planes (N, P, 6, H, W): the plane warps in pixels, then the arm's (``vae.fast_decoder_arm_warp``),
+        read when the decoder has warp inputs
         (None: nothing sampled, nothing copied)."""
         # The stem as a matrix product over unfolded 3x3 neighbourhoods, written channels-last like
         # the convolutions after it: cuDNN's kernel for so few input channels took 8 us on an H100.

@@ -39,7 +39,7 @@ from aapt_ros.model.camera import RayEncoder
 from aapt_ros.model.config import ModelConfig
 from aapt_ros.model.kv_cache import KVCache
 from aapt_ros.model.masks import frame_attention_mask, token_attention_mask
-from aapt_ros.model.plane_sweep import PLANE_IMAGE_CHANNELS, PlaneSweep
+from aapt_ros.model.plane_sweep import MIN_DEPTH, PLANE_IMAGE_CHANNELS, PlaneSweep
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -340,11 +340,86 @@ class CausalGenerator(nn.Module):
         (B, L + 1, h s, w s), zero for streams whose arm_base is all zeros (unknown). action (B, A),
         arm_base (B, 3, 4) in the sink camera frame, the camera in that frame (B, 3, 3), (B, 3).
         ``conditioning`` averages it over each latent pixel; the light decoder can read it as it is."""
+        return self.arm_image_and_links(action, arm_base, sink_rotation, sink_translation)[0]
+
+    def arm_image_and_links(
+        self, action: torch.Tensor, arm_base: torch.Tensor, sink_rotation: torch.Tensor, sink_translation: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``arm_image``, and (B, h s, w s) long the nearest link at each of its samples (-1: none),
+        what ``sink_arm_warp`` needs of the drawing."""
         if self.arm is None:
             raise ValueError('this generator draws no arm (generator.arm_chain is empty)')
         base = self.base_in_camera(arm_base, sink_rotation, sink_translation)
-        drawn = self.arm.image(action[:, self.arm_joint_indices], base)
-        return drawn * base_known(arm_base)[:, None, None, None].to(drawn.dtype)  # an unknown base: no arm drawn
+        drawn, links = self.arm.image_and_links(action[:, self.arm_joint_indices], base)
+        known = base_known(arm_base)[:, None, None]  # (B, 1, 1): an unknown base, no arm drawn
+        return drawn * known[:, None].to(drawn.dtype), torch.where(known, links, torch.full_like(links, -1))
+
+    def sink_arm_links(self, action: torch.Tensor, arm_base: torch.Tensor) -> torch.Tensor:
+        """The arm at the first frame's joints action (B, A), its base arm_base (B, 3, 4) in the sink
+        camera: float32 (B, 1, h s, w s), 1 + the nearest link at each drawing sample (0: none, and
+        on each link's rim), kept per stream for ``sink_arm_warp``."""
+        identity = torch.eye(3, device=arm_base.device).expand(arm_base.shape[0], 3, 3)
+        zero = torch.zeros(arm_base.shape[0], 3, device=arm_base.device)
+        links = (self.arm_image_and_links(action, arm_base, identity, zero)[1][:, None] + 1).float()
+        # Only samples whose 3x3 neighbours show the same link: the capsules are a little wider than
+        # the links, and their rims would hand over the background behind the arm.
+        interior = F.max_pool2d(links, 3, stride=1, padding=1) == -F.max_pool2d(-links, 3, stride=1, padding=1)
+        return links * interior
+
+    def sink_arm_warp(
+        self,
+        sink_image: torch.Tensor,
+        sink_action: torch.Tensor,
+        sink_links: torch.Tensor,
+        action: torch.Tensor,
+        arm_base: torch.Tensor,
+        sink_rotation: torch.Tensor,
+        sink_translation: torch.Tensor,
+        drawing: torch.Tensor,
+        links: torch.Tensor,
+    ) -> torch.Tensor:
+        """The arm as frame 0 shows it, moved to where this frame's joints put it: float32
+        (B, PLANE_IMAGE_CHANNELS, H, W) in ``sink_plane_images``' layout (colour, sampled, shown,
+        and a zero arm channel), for a light decoder with ``vae.fast_decoder_arm_warp``.
+
+        Each drawing sample on a link (``drawing`` and ``links`` from ``arm_image_and_links`` for
+        this frame) is the point on its ray nearest that link's centre line; moved rigidly with the
+        link from this frame's joints action (B, A) to frame 0's sink_action (B, A), it lands in the
+        sink image (B, 3, H, W), which is sampled there where frame 0 shows that very link
+        (sink_links, ``sink_arm_links``): a point of the link, not what hides it. arm_base, the
+        camera: as ``arm_image``'s."""
+        arm = self.arm
+        if arm is None:
+            raise ValueError('this generator draws no arm (generator.arm_chain is empty)')
+        camera = self.config.camera
+        joints, sink_joints = action[:, self.arm_joint_indices], sink_action[:, self.arm_joint_indices]
+        base = self.base_in_camera(arm_base, sink_rotation, sink_translation)
+        transfer = arm.transfer(joints, base, sink_joints, arm_base.float())  # (B, L, 3, 4)
+        b, size = links.shape[0], links.shape[1:]
+        on_link = links.flatten(1) >= 0  # (B, S)
+        link = links.flatten(1).clamp(min=0)
+        depth = 1 / drawing[:, arm.chain.num_links].flatten(1).float().clamp(min=1e-6)  # (B, S) metres
+        points = arm.sample_directions.float()[None] * depth[:, None]  # (B, 3, S), this camera's frame
+        moved = torch.gather(transfer.flatten(2), 1, link[..., None].expand(-1, -1, 12)).view(b, -1, 3, 4)
+        there = (moved[..., :3] @ points.transpose(1, 2)[..., None])[..., 0] + moved[..., 3]  # (B, S, 3) sink frame
+        z = there[..., 2]
+        in_front = z > MIN_DEPTH
+        z = torch.where(in_front, z, torch.ones_like(z))
+        u = camera.fx * there[..., 0] / z + camera.cx  # pixel coordinates in the sink image
+        v = camera.fy * there[..., 1] / z + camera.cy
+        # align_corners=False: -1 and 1 are the image's outer edges, half a pixel beyond pixels 0 and W - 1.
+        grid = torch.stack([(u + 0.5) / camera.width * 2 - 1, (v + 0.5) / camera.height * 2 - 1], -1)  # (B, S, 2)
+        grid = grid.view(b, *size, 2)
+        frame0_link = F.grid_sample(sink_links.float(), grid, mode='nearest', padding_mode='zeros', align_corners=False)
+        shown = on_link & in_front & (frame0_link.flatten(1) == link + 1)  # (B, S)
+        # To the image's resolution: the coordinates blended between samples, the mask taken as it is.
+        full = (camera.height, camera.width)
+        grid = F.interpolate(grid.permute(0, 3, 1, 2), size=full, mode='bilinear', align_corners=False)
+        shown = F.interpolate(shown.view(b, 1, *size).float(), size=full, mode='nearest')
+        colour = F.grid_sample(
+            sink_image.float(), grid.permute(0, 2, 3, 1), mode='bilinear', padding_mode='zeros', align_corners=False
+        )
+        return torch.cat([colour * shown, shown, shown, torch.zeros_like(shown)], dim=1)
 
     @staticmethod
     def base_in_camera(

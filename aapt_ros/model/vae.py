@@ -149,7 +149,8 @@ class VideoAutoencoder(nn.Module):
         """``decode`` with the light decoder: (B, L, C, h, w) -> (B, L, 3, H, W). arm (B, L, A, h', w'):
         each frame's arm drawing (``CausalGenerator.arm_image``), read when the light decoder
         takes it (``vae.fast_decoder_arm_channels``; None there: as a drawing with no arm in view);
-        planes (B, L, P, 6, H, W): each frame's plane warps in pixels (``CausalGenerator.sink_plane_images``),
+        planes (B, L, P, 6, H, W): each frame's plane warps in pixels (``CausalGenerator.sink_plane_images``)
+        and, with ``vae.fast_decoder_arm_warp``, the arm's after them (``CausalGenerator.sink_arm_warp``),
         read when it takes them (``vae.fast_decoder_warp_planes``; None there: nothing warped)."""
         if self.fast_decoder is None:
             raise ValueError('no fast decoder here (vae.fast_decoder_channels is 0): train one with aapt-train decoder')

@@ -21,6 +21,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from aapt_ros.model.arm import SUPERSAMPLING
 from aapt_ros.model.checkpoint import Checkpoint
 from aapt_ros.model.config import ConfigError
 from aapt_ros.model.kv_cache import KVCache
@@ -133,6 +134,8 @@ class StreamEngine:
         self.decoder_reads_arm = self.decoder == 'fast' and checkpoint.config.vae.fast_decoder_arm_channels > 0
         # ... and the plane warps in pixels (vae.fast_decoder_warp_planes).
         self.decoder_reads_warps = self.decoder == 'fast' and checkpoint.config.vae.fast_decoder_warp_planes > 0
+        # ... and the arm as the first image shows it (vae.fast_decoder_arm_warp).
+        self.decoder_reads_arm_warp = self.decoder == 'fast' and checkpoint.config.vae.fast_decoder_arm_warp
         self.vae = checkpoint.vae.to(self.device, self.dtype).eval()
         if self.device.type == 'cuda':  # cuDNN's half-precision convolutions want NHWC; NCHW adds transposes
             self.vae = self.vae.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # untyped overload
@@ -179,6 +182,14 @@ class StreamEngine:
             if self.decoder_reads_warps
             else None
         )
+        # Each stream's first joints (B, A) and the links its first image shows (B, 1, h s, w s), for a
+        # light decoder that copies the arm from it.
+        self.sink_actions: torch.Tensor | None = None
+        self.sink_arm_links: torch.Tensor | None = None
+        if self.decoder_reads_arm_warp:
+            drawing = (h * SUPERSAMPLING, w * SUPERSAMPLING)
+            self.sink_actions = torch.zeros(b, config.generator.action_dim, device=dev)
+            self.sink_arm_links = torch.zeros((b, 1, *drawing), device=dev)
         self.latents = torch.zeros(b, c, h, w, device=dev, dtype=self.dtype)  # output of the last step
         self.frames = torch.zeros(b, config.camera.height, config.camera.width, 3, device=dev, dtype=torch.uint8)
         self._schedule = shifted_timesteps(self.sampling_steps, config.generator.timestep_shift).tolist()
@@ -200,9 +211,11 @@ class StreamEngine:
     def _step_tensors(self) -> None:
         commit = self.inputs[:, COMMIT] > 0.5  # (B,) bool
         actions = self.actions.to(self.dtype)
-        arm = None
+        arm = links = None
         if self.decode and self.decoder_reads_arm:  # drawn once, for the generator and the decoder
-            arm = self.generator.arm_image(self.actions, self.arm_bases, self.sink_rotations, self.sink_translations)
+            arm, links = self.generator.arm_image_and_links(
+                self.actions, self.arm_bases, self.sink_rotations, self.sink_translations
+            )
         planes = None
         if self.decode and self.decoder_reads_warps:  # warped once, for the generator and the decoder
             assert self.sink_images is not None  # the config checks that the generator warps in pixels
@@ -237,7 +250,24 @@ class StreamEngine:
         self.previous.copy_(torch.where(commit[:, None, None, None], x, self.previous))
         if self.decode:  # with the arm where this frame's joints put it, finer than the latent
             arm_frames = arm[:, None] if arm is not None else None  # (B, 1, A, h s, w s)
-            plane_frames = planes[:, None] if planes is not None else None  # (B, 1, P, 6, H, W)
+            copied = planes
+            if self.decoder_reads_arm_warp:  # the config checks that it also reads the planes and the arm
+                assert planes is not None and arm is not None and links is not None
+                assert self.sink_images is not None and self.sink_actions is not None
+                assert self.sink_arm_links is not None
+                arm_warp = self.generator.sink_arm_warp(
+                    self.sink_images,
+                    self.sink_actions,
+                    self.sink_arm_links,
+                    self.actions,
+                    self.arm_bases,
+                    self.sink_rotations,
+                    self.sink_translations,
+                    arm,
+                    links,
+                )
+                copied = torch.cat([planes, arm_warp[:, None]], dim=1)
+            plane_frames = copied[:, None] if copied is not None else None  # (B, 1, P, 6, H, W)
             self.frames.copy_(to_uint8_images(self.decode_latents(x[:, None], arm_frames, plane_frames)[:, 0]))
 
     def decode_latents(
@@ -335,6 +365,10 @@ class StreamEngine:
         if self.sink_arms is not None:
             arms = self.generator.sink_arm_mask(self.actions, self.arm_bases)
             self.sink_arms.copy_(torch.where(mask[:, None, None, None], arms, self.sink_arms))
+        if self.sink_actions is not None and self.sink_arm_links is not None:
+            self.sink_actions.copy_(torch.where(mask[:, None], self.actions, self.sink_actions))
+            links = self.generator.sink_arm_links(self.actions, self.arm_bases)
+            self.sink_arm_links.copy_(torch.where(mask[:, None, None, None], links, self.sink_arm_links))
 
     def _chain_sink_poses(self, rotations: np.ndarray, translations: np.ndarray, commit: np.ndarray | None) -> None:
         """Pack each camera in its sink frame (its pose there after this step's motion), and keep

@@ -116,8 +116,14 @@ class DecoderConfig:
     # ray meets the table top and the ground; vae.fast_decoder_warp_planes; needs a generator with
     # generator.sink_warp_pixels) and may copy them. A decoder continued with them starts as it was.
     warps: bool = False
+    # True, with arm and warps: it also reads the arm as the first image shows it, each link's
+    # points taken from where frame 0 shows them (vae.fast_decoder_arm_warp), and may copy it.
+    # Its inputs change the warp convolutions' shapes: start from a decoder without warps.
+    arm_warp: bool = False
 
     def __post_init__(self) -> None:
+        if self.arm_warp and not (self.arm and self.warps):
+            raise ConfigError('decoder.arm_warp needs decoder.arm and decoder.warps: it copies like the plane warps')
         if self.channels < 16:  # FastDecoder keeps its later layers at >= 16 channels
             raise ConfigError(f'decoder.channels must be >= 16 (the default is 128), got {self.channels}')
         if self.latents not in DECODER_LATENTS or self.pixel_loss not in PIXEL_LOSSES:

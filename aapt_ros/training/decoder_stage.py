@@ -29,6 +29,8 @@ latent resolution, as the engine hands it over when it streams; its inputs for i
 With ``decoder.warps`` (also ours) it reads the generator's plane warps in pixels
 (``CausalGenerator.sink_plane_images``: the clip's frame 0 where each pixel's ray meets the table
 top and the ground) and learns how much of them to copy; these inputs start at zero too.
+With ``decoder.arm_warp`` (also ours) the arm as frame 0 shows it is one more such warp
+(``CausalGenerator.sink_arm_warp``).
 """
 
 from __future__ import annotations
@@ -49,16 +51,17 @@ from aapt_ros.training.adversarial_stage import draw_sample
 from aapt_ros.training.checkpoints import autoencoder_with_light_parts, parameter_count, write_outputs
 from aapt_ros.training.config import TrainConfig, TrainError
 from aapt_ros.training.data import Clip, batch, load_splits, rank_share, step_generator
-from aapt_ros.training.flow_stage import VAL_SEED_OFFSET, clip_arm_images, clip_plane_images, latent_shape
+from aapt_ros.training.flow_stage import VAL_SEED_OFFSET, clip_decoder_inputs, latent_shape
 from aapt_ros.training.loop import mean_first_last, resolve_device, train, writes_outputs
 from aapt_ros.training.losses import reconstruction_loss
 from aapt_ros.training.vae_stage import add_frame_scores, reconstruction_metrics
 
 
-def _load_start(path: Path, channels: int, latents: str, arm: bool, warps: bool) -> Checkpoint:
+def _load_start(path: Path, channels: int, latents: str, arm: bool, warps: bool, arm_warp: bool) -> Checkpoint:
     """The checkpoint that gets a fast decoder of width ``channels``: of any stage for recorded
     latents, of stage adversarial (a generator that streams one pass per frame) for its rollouts;
-    with a generator that draws the arm for ``arm``, one that warps the first image in pixels for ``warps``."""
+    with a generator that draws the arm for ``arm``, one that warps the first image in pixels for
+    ``warps``; for ``arm_warp`` a decoder that reads no warps yet or reads the arm's too."""
     try:
         start = load_checkpoint(path)
     except CheckpointError as err:
@@ -98,6 +101,12 @@ def _load_start(path: Path, channels: int, latents: str, arm: bool, warps: bool)
         raise TrainError(
             f"model: {path}'s fast decoder reads the plane warps; set decoder.warps=true to continue training it"
         )
+    if vae.fast_decoder_warp_planes and vae.fast_decoder_arm_warp != arm_warp:
+        raise TrainError(
+            f"model: {path}'s fast decoder {'reads' if vae.fast_decoder_arm_warp else 'does not read'} the arm's "
+            f'warp, and its warp inputs have that shape; set decoder.arm_warp={str(vae.fast_decoder_arm_warp).lower()} '
+            'to continue training it, or start from a checkpoint whose decoder reads no warps'
+        )
     return start
 
 
@@ -136,8 +145,9 @@ def rollout_metrics(
         clips = batch(splits_val, config.optim.batch_size, generator, device)
         noise = torch.randn(latent_shape(model_config, *clips[FRAMES].shape[:2]), generator=generator)
         with torch.no_grad():
-            arm = clip_arm_images(net, clips, device)[:, 1:] if vae.config.fast_decoder_arm_channels else None
-            planes = clip_plane_images(net, clips, device)[:, 1:] if vae.config.fast_decoder_warp_planes else None
+            arm, planes = (
+                x[:, 1:] if x is not None else None for x in clip_decoder_inputs(net, clips, device, vae.config)
+            )
             images = vae.decode_fast(rollout_latents(net, vae, model_config, clips, noise), arm, planes)
         add_frame_scores(images.flatten(0, 1), clips[FRAMES][:, 1:].flatten(0, 1), psnrs, ssims)
     return {'rollout_psnr': float(np.mean(psnrs)), 'rollout_ssim': float(np.mean(ssims))}
@@ -148,7 +158,9 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
     folder = Path(config.output)
     options = config.decoder
     on_rollouts = options.latents == 'rollout'
-    start = _load_start(Path(config.model), options.channels, options.latents, options.arm, options.warps)
+    start = _load_start(
+        Path(config.model), options.channels, options.latents, options.arm, options.warps, options.arm_warp
+    )
     arm_channels = start.generator.arm.num_channels if options.arm and start.generator.arm is not None else 0
     warp_planes = start.config.generator.pixel_warp_planes if options.warps else 0
     vae_config = dataclasses.replace(
@@ -156,6 +168,7 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
         fast_decoder_channels=options.channels,
         fast_decoder_arm_channels=arm_channels,
         fast_decoder_warp_planes=warp_planes,
+        fast_decoder_arm_warp=options.arm_warp,
     )
     model_config = dataclasses.replace(start.config, vae=vae_config)  # stage and sampling steps: the start's
     device = resolve_device(config.device)
@@ -168,19 +181,15 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
     reads_generator = on_rollouts or options.arm or options.warps
     net = start.generator.to(device).eval().requires_grad_(False) if reads_generator else None
 
-    def arm_of(clips: Clip) -> torch.Tensor | None:
-        """(B, F, A, h s, w s) each frame's arm drawing, when the decoder reads it."""
-        return clip_arm_images(net, clips, device) if net is not None and options.arm else None
-
-    def planes_of(clips: Clip) -> torch.Tensor | None:
-        """(B, F, P, 6, H, W) each frame's plane warps in pixels, when the decoder reads them."""
-        return clip_plane_images(net, clips, device) if net is not None and options.warps else None
+    def inputs_of(clips: Clip) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Each frame's arm drawing and warped first images, those the decoder reads (``clip_decoder_inputs``)."""
+        return clip_decoder_inputs(net, clips, device, vae_config) if net is not None else (None, None)
 
     def loss_fn(clips: Clip, generator: torch.Generator) -> torch.Tensor:
         frames = clips[FRAMES]  # (b, F, 3, H, W) in [-1, 1], this rank's share of the batch
         size = config.optim.batch_size
         noise = torch.randn(latent_shape(model_config, size, frames.shape[1]), generator=generator)[rank_share(size)]
-        arm, planes = arm_of(clips), planes_of(clips)
+        arm, planes = inputs_of(clips)
         if on_rollouts:
             assert net is not None
             latents = rollout_latents(net, vae, model_config, clips, noise)  # (b, F - 1, C, h, w)
@@ -199,7 +208,7 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
             splits.val,
             config,
             device,
-            decode=lambda latents, clips: vae.decode_fast(latents, arm_of(clips), planes_of(clips)),
+            decode=lambda latents, clips: vae.decode_fast(latents, *inputs_of(clips)),
         )
         if on_rollouts:
             assert net is not None
@@ -242,6 +251,7 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
         'fast decoder width': f'{options.channels}, {noise} while training',
         'arm drawing read by the fast decoder': f'{arm_channels} channels' if arm_channels else 'no',
         'plane warps read by the fast decoder': f'{warp_planes} planes, in pixels' if warp_planes else 'no',
+        "the arm's warp from the first image read by the fast decoder": 'yes' if options.arm_warp else 'no',
         'fast decoder parameters': f'{parameter_count(fast)} (full decoder {parameter_count(vae.decoder)})',
         'held-out reconstruction PSNR, fast decoder': f'{fast_val["psnr"]:.2f} dB',
         'held-out reconstruction PSNR, full decoder': f'{full_val["psnr"]:.2f} dB',

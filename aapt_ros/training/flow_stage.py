@@ -33,7 +33,7 @@ from torch.nn import functional as F
 
 from aapt_ros.data.clips import ACTIONS, ARM_BASE, FRAMES, ORIENTATIONS, POSITIONS
 from aapt_ros.model.checkpoint import Checkpoint, CheckpointError, load_checkpoint
-from aapt_ros.model.config import ModelConfig
+from aapt_ros.model.config import ModelConfig, VAEConfig
 from aapt_ros.model.generator import CausalGenerator
 from aapt_ros.model.masks import bidirectional_attention_mask
 from aapt_ros.model.vae import VideoAutoencoder
@@ -125,31 +125,72 @@ def _arm_inputs(generator_net: CausalGenerator, clips: Clip, device: torch.devic
     return clips[ACTIONS].flatten(0, 1).to(device), arm_base
 
 
-def clip_arm_images(generator_net: CausalGenerator, clips: Clip, device: torch.device) -> torch.Tensor:
-    """The arm each frame's joints draw (``CausalGenerator.arm_image``), float32 (B, F, A, h s, w s):
-    what the light decoder reads beside the frame's latent (``vae.fast_decoder_arm_channels``)."""
+def _clip_arm_images(
+    generator_net: CausalGenerator, clips: Clip, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The arm each frame's joints draw (``CausalGenerator.arm_image_and_links``): float32
+    (B, F, A, h s, w s), and the nearest link at each sample (B, F, h s, w s)."""
     motions = relative_motions(clips[POSITIONS], clips[ORIENTATIONS])
     sink_rotation, sink_translation = (m.flatten(0, 1).to(device) for m in motions[2:])
     action, arm_base = _arm_inputs(generator_net, clips, device)
-    drawn = generator_net.arm_image(action, arm_base, sink_rotation, sink_translation)  # ((B F), A, h s, w s)
-    return drawn.view(*clips[ACTIONS].shape[:2], *drawn.shape[1:])
+    drawn, links = generator_net.arm_image_and_links(action, arm_base, sink_rotation, sink_translation)
+    b, f = clips[ACTIONS].shape[:2]
+    return drawn.view(b, f, *drawn.shape[1:]), links.view(b, f, *links.shape[1:])
 
 
-def clip_plane_images(generator_net: CausalGenerator, clips: Clip, device: torch.device) -> torch.Tensor:
+def clip_plane_images(
+    generator_net: CausalGenerator,
+    clips: Clip,
+    device: torch.device,
+    arm_drawing: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
     """Every frame's plane warps in pixels with the clip's frame 0 as the sink
     (``CausalGenerator.sink_plane_images``, with frame 0's arm masked), float32 (B, F, P, 6, H, W):
     what the light decoder reads beside the frame's latent (``vae.fast_decoder_warp_planes``), and
-    the warped images the encoder stage distils the light encoder on."""
+    the warped images the encoder stage distils the light encoder on. Given the frames' arm
+    drawings and links (B, F, A, h s, w s), (B, F, h s, w s), the arm as frame 0 shows it follows
+    the planes (``CausalGenerator.sink_arm_warp``, P + 1 images)."""
     b, f = clips[FRAMES].shape[:2]
     motions = relative_motions(clips[POSITIONS], clips[ORIENTATIONS])
     sink_rotation, sink_translation = (m.flatten(0, 1).to(device) for m in motions[2:])
     action, arm_base = _arm_inputs(generator_net, clips, device)
     sink_image = clips[FRAMES][:, :1].expand(-1, f, -1, -1, -1).flatten(0, 1).to(device)  # ((B F), 3, H, W)
     first = torch.arange(b, device=device) * f  # each clip's frame 0 in the flattened frames
-    sink_arm = generator_net.sink_arm_mask(action[first], arm_base[first])  # (B, 1, H, W)
-    sink_arm = sink_arm[:, None].expand(-1, f, -1, -1, -1).flatten(0, 1)
+
+    def per_frame(sink: torch.Tensor) -> torch.Tensor:  # (B, ...) -> ((B F), ...): frame 0's for every frame
+        return sink[:, None].expand(-1, f, *sink.shape[1:]).flatten(0, 1)
+
+    sink_arm = per_frame(generator_net.sink_arm_mask(action[first], arm_base[first]))  # ((B F), 1, H, W)
     images = generator_net.sink_plane_images(sink_image, arm_base, sink_rotation, sink_translation, sink_arm)
+    if arm_drawing is not None:
+        drawing, links = (x.flatten(0, 1) for x in arm_drawing)
+        sink_links = per_frame(generator_net.sink_arm_links(action[first], arm_base[first]))
+        arm = generator_net.sink_arm_warp(
+            sink_image,
+            per_frame(action[first]),
+            sink_links,
+            action,
+            arm_base,
+            sink_rotation,
+            sink_translation,
+            drawing,
+            links,
+        )
+        images = torch.cat([images, arm[:, None]], dim=1)
     return images.view(b, f, *images.shape[1:])
+
+
+def clip_decoder_inputs(
+    generator_net: CausalGenerator, clips: Clip, device: torch.device, vae: VAEConfig
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """What the light decoder of ``vae`` reads beside each frame's latent, as the engine hands it
+    over: the arm drawing (B, F, A, h s, w s) and the warped first images (B, F, P, 6, H, W), each
+    None when it reads none; the arm is drawn once for both."""
+    drawn = _clip_arm_images(generator_net, clips, device) if vae.fast_decoder_arm_channels else None
+    planes = None
+    if vae.fast_decoder_warp_planes:
+        planes = clip_plane_images(generator_net, clips, device, drawn if vae.fast_decoder_arm_warp else None)
+    return (drawn[0] if drawn is not None else None), planes
 
 
 def clip_times(t_clip: torch.Tensor, num_frames: int, device: torch.device) -> torch.Tensor:

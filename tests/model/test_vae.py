@@ -136,3 +136,21 @@ def test_a_light_decoder_given_plane_warps_decodes_as_before_until_trained_then_
         torch.testing.assert_close(copied[..., 16:, :24], planes[:, :, 0, :3, 16:, :24])
     with pytest.raises(ValueError, match=r'fast_decoder_warp_planes must be >= 0 and needs a light decoder'):
         VAEConfig(fast_decoder_warp_planes=2)
+
+
+def test_a_light_decoder_that_copies_the_arm_reads_it_after_the_planes() -> None:
+    arm_warp = _vae(
+        fast_decoder_channels=16, fast_decoder_warp_planes=2, fast_decoder_arm_channels=9, fast_decoder_arm_warp=True
+    )
+    fast = arm_warp.fast_decoder
+    assert fast is not None and fast.blend is not None and fast.blend.out_channels == 4 * 3  # two planes, the arm
+    latents = torch.randn(1, 1, 4, 4, 6)  # (B, L, C, h, w): 32x48 images
+    images = torch.zeros(1, 1, 3, 6, 32, 48)  # (B, L, P + 1, 6, H, W): nothing sampled
+    with torch.no_grad():
+        before = arm_warp.decode_fast(latents, planes=images)
+        fast.blend.weight.zero_()
+        fast.blend.bias.fill_(1.0)  # take all of every warp: the planes sampled nothing, the arm's everything
+        images[:, :, 2, :3], images[:, :, 2, 3:5] = 0.25, 1.0  # the arm's warp, shown everywhere
+        torch.testing.assert_close(arm_warp.decode_fast(latents, planes=images), torch.full_like(before, 0.25))
+    with pytest.raises(ValueError, match=r'fast_decoder_arm_warp needs a light decoder that reads the plane warps'):
+        VAEConfig(fast_decoder_channels=16, fast_decoder_warp_planes=2, fast_decoder_arm_warp=True)

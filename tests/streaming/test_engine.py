@@ -280,3 +280,53 @@ def test_a_light_decoder_that_reads_the_plane_warps_gets_those_of_the_streamed_p
             vae={'fast_decoder_channels': 16, 'fast_decoder_warp_planes': 2},
             **{**PLANE_WARPS_IN_PIXELS, 'sink_warp_base_plane': False},
         )
+
+
+def test_a_light_decoder_that_copies_the_arm_gets_its_warp_from_the_first_joints() -> None:
+    from aapt_ros.model.init_checkpoint import untrained_checkpoint
+    from tests.conftest import PLANE_WARPS_IN_PIXELS, tiny_config
+
+    vae = {'fast_decoder_channels': 16, 'fast_decoder_warp_planes': 2, 'fast_decoder_arm_warp': True}
+    config = tiny_config(vae={**vae, 'fast_decoder_arm_channels': 9}, **PLANE_WARPS_IN_PIXELS)
+    checkpoint = untrained_checkpoint(config, seed=0)
+    fast = checkpoint.vae.fast_decoder
+    assert fast is not None and fast.warp_in is not None and fast.blend is not None
+    with torch.no_grad():  # the warps' inputs start at zero; as if trained
+        for conv in [*fast.warp_in, fast.blend]:
+            conv.weight.normal_(0.0, 0.5)
+    engine = StreamEngine(checkpoint, batch_size=1, dtype='float32')
+    assert engine.decoder_reads_arm_warp and engine.decoder_reads_warps and engine.decoder_reads_arm
+    start = np.random.default_rng(0).integers(0, 256, (1, 32, 48, 3), dtype=np.uint8)
+    base = np.array([[[1.0, 0, 0, 0], [0, 0, -1, 0.5], [0, 1, 0, 1.2]]])  # standing up 1.2 m ahead
+    first_joints = np.array([[0.0, 0.3, 0.0, -0.4, 0.0, 0.0, 0.0]])
+    engine.start(np.ones(1, bool), start, first_joints, base)
+    assert engine.sink_arm_links is not None and engine.sink_arm_links.sum() > 0  # frame 0 shows the arm
+    frames = engine.step(*_motion(1), actions=first_joints + 0.1)
+    g = engine.generator
+    arm, links = g.arm_image_and_links(
+        engine.actions, engine.arm_bases, engine.sink_rotations, engine.sink_translations
+    )
+    planes = g.sink_plane_images(
+        engine.sink_images, engine.arm_bases, engine.sink_rotations, engine.sink_translations, engine.sink_arms
+    )
+    sink_links = g.sink_arm_links(torch.tensor(first_joints, dtype=torch.float32), engine.arm_bases)
+    arm_warp = g.sink_arm_warp(
+        engine.sink_images,
+        torch.tensor(first_joints, dtype=torch.float32),
+        sink_links,
+        engine.actions,
+        engine.arm_bases,
+        engine.sink_rotations,
+        engine.sink_translations,
+        arm,
+        links,
+    )
+    assert arm_warp[:, 3].sum() > 0  # the arm is copied from frame 0 somewhere
+    copied = torch.cat([planes, arm_warp[:, None]], dim=1)[:, None]  # (B, 1, P + 1, 6, H, W)
+    with torch.no_grad():
+        latents = engine.latents[:, None]
+        expected = to_uint8_images(engine.vae.decode_fast(latents, arm[:, None], copied)[:, 0]).numpy()
+        no_arm = torch.cat([copied[:, :, :2], torch.zeros_like(copied[:, :, 2:])], dim=2)  # no arm copied
+        without = to_uint8_images(engine.vae.decode_fast(latents, arm[:, None], no_arm)[:, 0]).numpy()
+    np.testing.assert_array_equal(frames, expected)
+    assert not np.array_equal(frames, without)

@@ -274,3 +274,27 @@ def test_decoder_stage_reads_plane_warps_only_from_a_generator_that_makes_them(
         'optim.lr=1.0e-9',
     )
     assert again['rollout_psnr_before'] == pytest.approx(plain['rollout_psnr'])
+
+
+def test_decoder_stage_can_teach_the_decoder_to_copy_the_arm_and_keeps_its_warp_inputs_apart(
+    runs: dict[str, Any], warp_runs: dict[str, Any]
+) -> None:
+    tmp = warp_runs['tmp']
+    arm_warp = ('decoder.arm=true', 'decoder.warps=true', 'decoder.arm_warp=true')
+    rollout = ('decoder.latents=rollout', 'decoder.pixel_loss=mse', 'optim.lr=0.01', 'optim.steps=3')
+    summary = run_stage('decoder', tmp, warp_runs['model'], f'output={tmp / "arm_warp_decoder"}', *rollout, *arm_warp)
+    assert summary['loss_last'] < summary['loss_first']
+    out = load_checkpoint(tmp / 'arm_warp_decoder')
+    assert out.config.vae.fast_decoder_arm_warp and out.config.vae.fast_decoder_copied_images == 3
+    weights = fast_weights(tmp / 'arm_warp_decoder')
+    assert weights['fast_decoder.blend.weight'].shape[0] == 4 * 3  # per pixel of a 2x2 shuffle: two planes, the arm
+    assert weights['fast_decoder.blend.weight'].abs().sum() > 0
+    card = (tmp / 'arm_warp_decoder' / CARD_FILE).read_text()
+    assert "the arm's warp from the first image read by the fast decoder: yes" in card
+    # The warp inputs' shapes differ with and without the arm's: a decoder continues only as it was.
+    with pytest.raises(TrainError, match=r"does not read the arm's warp.*set decoder\.arm_warp=false"):
+        run_stage('decoder', tmp, f'model={tmp / "warp_decoder"}', f'output={tmp / "out"}', *arm_warp)
+    with pytest.raises(TrainError, match=r"reads the arm's warp.*set decoder\.arm_warp=true"):
+        run_stage('decoder', tmp, f'model={tmp / "arm_warp_decoder"}', f'output={tmp / "out"}', *arm_warp[:2])
+    with pytest.raises(ConfigError, match='decoder.arm_warp needs decoder.arm and decoder.warps'):
+        run_stage('decoder', tmp, warp_runs['model'], f'output={tmp / "out"}', 'decoder.arm_warp=true')
