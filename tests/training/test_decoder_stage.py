@@ -296,5 +296,5 @@ def test_decoder_stage_can_teach_the_decoder_to_copy_the_arm_and_keeps_its_warp_
         run_stage('decoder', tmp, f'model={tmp / "warp_decoder"}', f'output={tmp / "out"}', *arm_warp)
     with pytest.raises(TrainError, match=r"reads the arm's warp.*set decoder\.arm_warp=true"):
         run_stage('decoder', tmp, f'model={tmp / "arm_warp_decoder"}', f'output={tmp / "out"}', *arm_warp[:2])
-    with pytest.raises(ConfigError, match='decoder.arm_warp needs decoder.arm and decoder.warps'):
+    with pytest.raises(ConfigError, match=r'decoder\.arm_warp needs decoder\.arm and decoder\.warps'):
         run_stage('decoder', tmp, warp_runs['model'], f'output={tmp / "out"}', 'decoder.arm_warp=true')
