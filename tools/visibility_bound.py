@@ -30,7 +30,9 @@ so a model's score on a class can be read against the oracles' there. With ``--g
 class (``CLASSES``; squared errors pooled over the horizon's frames and
 the bags): where a model's error is, next to what the inputs give there; and per finer class
 (``BODY_CLASSES``, ``generated_by_body``), the surfaces split into the ground, the table and the
-rest: which surface a model gets wrong.
+rest: which surface a model gets wrong; and the unseen ground and table split by why frame 0 does
+not show them (``UNSEEN_CLASSES``, ``generated_unseen``): outside its view, behind its arm, or
+behind something else (the table, an object).
 
 Usage::
 
@@ -72,7 +74,13 @@ BODY_CLASSES = (
     'unseen_table',
     'unseen_object',
 )
-ALL_CLASSES = tuple(dict.fromkeys(CLASSES + BODY_CLASSES))
+# The unseen ground and table split by why frame 0 does not show them (disjoint; they cover
+# unseen_ground and unseen_table): the point lies outside frame 0's view, or frame 0 shows its arm
+# or something else (the table, an object) in front of it.
+UNSEEN_CLASSES = tuple(
+    f'unseen_{body}_{why}' for body in ('ground', 'table') for why in ('outside', 'behind_arm', 'behind_other')
+)
+ALL_CLASSES = tuple(dict.fromkeys(CLASSES + BODY_CLASSES + UNSEEN_CLASSES))
 
 
 class View(NamedTuple):
@@ -111,6 +119,7 @@ def oracle_frame(
     unseen = ~(seen | is_arm | sky)
     unseen_surface = unseen & np.isin(view.bodies, surfaces)
     masks = {'seen': seen, 'arm': is_arm, 'sky': sky, 'unseen': unseen, 'unseen_surface': unseen_surface}
+    masks |= {'outside': ~inside, 'behind_arm': inside & (first.bodies[vc, uc] == arm)}
     masks |= {name: view.bodies == body for name, body in zip(('ground', 'table'), surfaces, strict=False)}
     colour = oracle.copy()
     for body in surfaces:
@@ -147,6 +156,12 @@ def class_errors(
         'unseen_ground': masks['unseen_surface'] & ground,
         'unseen_table': masks['unseen_surface'] & ~ground,
     }
+    outside, behind_arm = masks.get('outside', nothing), masks.get('behind_arm', nothing)
+    for body in ('ground', 'table'):
+        unseen = classes[f'unseen_{body}']
+        classes[f'unseen_{body}_outside'] = unseen & outside
+        classes[f'unseen_{body}_behind_arm'] = unseen & behind_arm
+        classes[f'unseen_{body}_behind_other'] = unseen & ~outside & ~behind_arm
     error = (generated.astype(np.float64) - frame) ** 2  # (H, W, 3)
     return {
         name: {'squared_error': float(error[classes[name]].sum()), 'values': float(classes[name].sum() * 3)}
@@ -202,7 +217,7 @@ def episode_bound(
     plan = plan_episode(spec)  # the recorder's plan; the camera follows the recorded poses instead
     poses = [(quaternion_to_rotation(q), x) for q, x in zip(episode.orientations, episode.positions, strict=True)]
     rows: dict[int, dict[str, float]] = {}
-    errors: dict[int, dict[str, dict[str, float]]] = {}  # every class of CLASSES and BODY_CLASSES
+    errors: dict[int, dict[str, dict[str, float]]] = {}  # every class of ALL_CLASSES
     oracle_errors: dict[int, dict[str, dict[str, dict[str, float]]]] = {}
     with bullet_client() as client:
         scene = plan.build_scene(client)
@@ -231,6 +246,7 @@ def episode_bound(
         if generated is not None:
             scores[name]['generated'] = pooled([errors[i] for i in r])
             scores[name]['generated_by_body'] = pooled([errors[i] for i in r], BODY_CLASSES)
+            scores[name]['generated_unseen'] = pooled([errors[i] for i in r], UNSEEN_CLASSES)
     return {'bag': str(bag), 'seed': seed, 'horizons': scores}
 
 
@@ -259,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f'ERROR: {err}', file=sys.stderr)
             return 1
     names = results[0]['horizons']
-    pooled_keys = ('generated', 'generated_by_body', 'oracle_classes')
+    pooled_keys = ('generated', 'generated_by_body', 'generated_unseen', 'oracle_classes')
     mean: dict[str, dict[str, Any]] = {
         h: {key: float(np.mean([r['horizons'][h][key] for r in results])) for key in names[h] if key not in pooled_keys}
         for h in names
@@ -272,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
             mean[h]['generated'] = pooled([r['horizons'][h]['generated'] for r in results])
             by_body = [r['horizons'][h]['generated_by_body'] for r in results]
             mean[h]['generated_by_body'] = pooled(by_body, BODY_CLASSES)
+            unseen = [r['horizons'][h]['generated_unseen'] for r in results]
+            mean[h]['generated_unseen'] = pooled(unseen, UNSEEN_CLASSES)
     args.output.write_text(
         json.dumps({'mean': mean, 'generated': str(args.generated), 'episodes': results}, indent=1) + '\n'
     )
@@ -287,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.generated:
         tables.append((f'{args.generated}: PSNR dB per pixel class', CLASSES, lambda m: m['generated']))
         tables.append((f'{args.generated}: per pixel class and body', BODY_CLASSES, lambda m: m['generated_by_body']))
+        tables.append(
+            (f'{args.generated}: the unseen ground and table by why', UNSEEN_CLASSES, lambda m: m['generated_unseen'])
+        )
     for title, names, of in tables:
         print(f'\n{title} (its share of the squared error)\n')
         print('| horizon | ' + ' | '.join(names) + ' |\n' + '|---' * (len(names) + 1) + '|')

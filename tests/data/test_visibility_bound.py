@@ -96,4 +96,10 @@ def test_generated_frames_are_scored_per_pixel_class(tool: ModuleType, tiny_mode
         assert sum(c[key] for c in by_body.values()) == pytest.approx(sum(c[key] for c in scores.values()))
     seen = [by_body[f'seen_{body}']['values'] for body in ('ground', 'table', 'other')]
     assert sum(seen) == scores['seen']['values'] and seen[0] > 0
+    # ... and the unseen ground and table split by why frame 0 does not show them.
+    unseen = json.loads(output.read_text())['mean']['1s']['generated_unseen']
+    assert sorted(unseen) == sorted(tool.UNSEEN_CLASSES)
+    for body in ('ground', 'table'):
+        parts = [unseen[f'unseen_{body}_{why}']['values'] for why in ('outside', 'behind_arm', 'behind_other')]
+        assert sum(parts) == by_body[f'unseen_{body}']['values']
     assert tool.main([str(bag), '--output', str(tmp_path / 'none.json'), '--generated', str(tmp_path)]) == 1
