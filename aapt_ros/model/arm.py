@@ -87,11 +87,6 @@ KUKA_IIWA = ArmChain(
 ARM_CHAINS = {'kuka_iiwa': KUKA_IIWA}
 
 
-def part_links(parts: torch.Tensor) -> torch.Tensor:
-    """``ArmDrawing.image_and_parts``' nearest spheres -> their links (-1 stays -1: none)."""
-    return parts.div(SPHERES_PER_LINK, rounding_mode='floor')
-
-
 def drawing_channels(chain: ArmChain, base_plane: bool) -> int:
     """Channels of ``ArmDrawing``: per link a coverage, one inverse depth, and the base plane's."""
     return chain.num_links + 1 + (BASE_PLANE_CHANNELS if base_plane else 0)
@@ -247,11 +242,10 @@ class ArmDrawing(nn.Module):
         -> float32 (B, L + 1, h s, w s), the drawing at the samples: per link 1 where its capsule
         covers the sample's ray, then 1 / depth of the nearest covering link (0: none), then the
         base plane's channels (``base_plane``)."""
-        return self.image_and_parts(joints, base)[0]
+        return self.image_and_links(joints, base)[0]
 
-    def image_and_parts(self, joints: torch.Tensor, base: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``image``, and (B, h s, w s) long the nearest covering sphere at each sample: its link
-        times SPHERES_PER_LINK plus its place along the link (-1: none; ``part_links``)."""
+    def image_and_links(self, joints: torch.Tensor, base: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``image``, and (B, h s, w s) long the nearest covering link at each sample (-1: none)."""
         points = self.points(joints, base)  # (B, L + 1, 3), camera frame
         a, b = points[:, :-1], points[:, 1:]  # (B, L, 3) each link's ends
         u = torch.linspace(0, 1, SPHERES_PER_LINK, device=points.device)
@@ -260,7 +254,8 @@ class ArmDrawing(nn.Module):
         squared = (centres * centres).sum(-1)[..., None] - along * along  # squared distance to the ray
         hit = (along > NEAR) & (squared < self.radii.float()[None, :, None, None] ** 2)
         covered = hit.any(2)  # (B, L, S)
-        depth, nearest = torch.where(hit, along, torch.full_like(along, math.inf)).flatten(1, 2).min(dim=1)  # (B, S)
+        per_link = torch.where(hit, along, torch.full_like(along, math.inf)).amin(dim=2)  # (B, L, S)
+        depth, nearest = per_link.min(dim=1)  # (B, S) the nearest link's
         inverse_depth = torch.where(depth.isfinite(), 1 / depth, torch.zeros_like(depth))
         nearest = torch.where(depth.isfinite(), nearest, torch.full_like(nearest, -1))
         parts = [covered.float(), inverse_depth[:, None]]  # (B, L, S), (B, 1, S)

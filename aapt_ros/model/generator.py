@@ -33,7 +33,7 @@ from einops import rearrange
 from torch import nn
 from torch.nn import functional as F
 
-from aapt_ros.model.arm import SPHERES_PER_LINK, SUPERSAMPLING, ArmDrawing, chain_named, part_links
+from aapt_ros.model.arm import SUPERSAMPLING, ArmDrawing, chain_named
 from aapt_ros.model.attention import Attention
 from aapt_ros.model.camera import RayEncoder
 from aapt_ros.model.config import ModelConfig
@@ -340,78 +340,54 @@ class CausalGenerator(nn.Module):
         (B, L + 1, h s, w s), zero for streams whose arm_base is all zeros (unknown). action (B, A),
         arm_base (B, 3, 4) in the sink camera frame, the camera in that frame (B, 3, 3), (B, 3).
         ``conditioning`` averages it over each latent pixel; the light decoder can read it as it is."""
-        return self.arm_image_and_parts(action, arm_base, sink_rotation, sink_translation)[0]
+        return self.arm_image_and_links(action, arm_base, sink_rotation, sink_translation)[0]
 
-    def arm_image_and_parts(
+    def arm_image_and_links(
         self, action: torch.Tensor, arm_base: torch.Tensor, sink_rotation: torch.Tensor, sink_translation: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``arm_image``, and (B, h s, w s) long the nearest of the drawing's spheres at each of its
-        samples (``ArmDrawing.image_and_parts``; -1: none), what ``sink_arm_warp`` needs of it."""
+        """``arm_image``, and (B, h s, w s) long the nearest link at each of its samples (-1: none),
+        what ``sink_arm_warp`` needs of the drawing."""
         if self.arm is None:
             raise ValueError('this generator draws no arm (generator.arm_chain is empty)')
         base = self.base_in_camera(arm_base, sink_rotation, sink_translation)
-        drawn, parts = self.arm.image_and_parts(action[:, self.arm_joint_indices], base)
+        drawn, links = self.arm.image_and_links(action[:, self.arm_joint_indices], base)
         known = base_known(arm_base)[:, None, None]  # (B, 1, 1): an unknown base, no arm drawn
-        return drawn * known[:, None].to(drawn.dtype), torch.where(known, parts, torch.full_like(parts, -1))
+        return drawn * known[:, None].to(drawn.dtype), torch.where(known, links, torch.full_like(links, -1))
 
-    def sink_arm_parts(self, action: torch.Tensor, arm_base: torch.Tensor) -> torch.Tensor:
+    def sink_arm_links(self, action: torch.Tensor, arm_base: torch.Tensor) -> torch.Tensor:
         """The arm at the first frame's joints action (B, A), its base arm_base (B, 3, 4) in the sink
-        camera: float32 (B, 1, h s, w s), 1 + the nearest sphere at each drawing sample (0: none, and
+        camera: float32 (B, 1, h s, w s), 1 + the nearest link at each drawing sample (0: none, and
         on each link's rim), kept per stream for ``sink_arm_warp``."""
         identity = torch.eye(3, device=arm_base.device).expand(arm_base.shape[0], 3, 3)
         zero = torch.zeros(arm_base.shape[0], 3, device=arm_base.device)
-        parts = self.arm_image_and_parts(action, arm_base, identity, zero)[1][:, None]  # (B, 1, h s, w s)
-        links = part_links(parts).float()
+        links = (self.arm_image_and_links(action, arm_base, identity, zero)[1][:, None] + 1).float()
         # Only samples whose 3x3 neighbours show the same link: the capsules are a little wider than
         # the links, and their rims would hand over the background behind the arm.
         interior = F.max_pool2d(links, 3, stride=1, padding=1) == -F.max_pool2d(-links, 3, stride=1, padding=1)
-        return (parts + 1).float() * interior
-
-    def sink_arm_colours(self, sink_image: torch.Tensor, sink_parts: torch.Tensor) -> torch.Tensor:
-        """The first image (B, 3, H, W) and ``sink_arm_parts`` -> float32 (B, L K, 4): per sphere of
-        the drawing, the mean colour frame 0 shows at the samples nearest it, and 1 where there are
-        any (0: frame 0 does not show that part of the arm), kept per stream for ``sink_arm_warp``."""
-        b = sink_image.shape[0]
-        colour = F.adaptive_avg_pool2d(sink_image.float(), (sink_parts.shape[-2], sink_parts.shape[-1])).flatten(
-            2
-        )  # (B, 3, S)
-        shown = sink_parts.flatten(1) > 0  # (B, S)
-        index = (sink_parts.flatten(1).long() - 1).clamp(min=0)  # (B, S)
-        assert self.arm is not None  # sink_arm_parts raises without one
-        spheres = self.arm.chain.num_links * SPHERES_PER_LINK
-        values = torch.cat([colour.transpose(1, 2), torch.ones_like(colour[:, :1].transpose(1, 2))], -1)  # (B, S, 4)
-        sums = torch.zeros(b, spheres, 4, device=sink_image.device).scatter_add_(
-            1, index[..., None].expand(-1, -1, 4), values * shown[..., None]
-        )
-        count = sums[..., 3:]
-        return torch.cat([sums[..., :3] / count.clamp(min=1), (count > 0).float()], -1)
+        return links * interior
 
     def sink_arm_warp(
         self,
         sink_image: torch.Tensor,
         sink_action: torch.Tensor,
-        sink_parts: torch.Tensor,
-        sink_colours: torch.Tensor,
+        sink_links: torch.Tensor,
         action: torch.Tensor,
         arm_base: torch.Tensor,
         sink_rotation: torch.Tensor,
         sink_translation: torch.Tensor,
         drawing: torch.Tensor,
-        parts: torch.Tensor,
+        links: torch.Tensor,
     ) -> torch.Tensor:
         """The arm as frame 0 shows it, moved to where this frame's joints put it: float32
-        (B, PLANE_IMAGE_CHANNELS, H, W) in ``sink_plane_images``' layout (colour, sampled, whether
-        frame 0 shows this very point, and a zero arm channel), for a light decoder with
-        ``vae.fast_decoder_arm_warp``.
+        (B, PLANE_IMAGE_CHANNELS, H, W) in ``sink_plane_images``' layout (colour, sampled, shown,
+        and a zero arm channel), for a light decoder with ``vae.fast_decoder_arm_warp``.
 
-        Each drawing sample on a link (``drawing`` and ``parts`` from ``arm_image_and_parts`` for
+        Each drawing sample on a link (``drawing`` and ``links`` from ``arm_image_and_links`` for
         this frame) is the point on its ray nearest that link's centre line; moved rigidly with the
         link from this frame's joints action (B, A) to frame 0's sink_action (B, A), it lands in the
         sink image (B, 3, H, W), which is sampled there where frame 0 shows that very link
-        (sink_parts, ``sink_arm_parts``): a point of the link, not what hides it. Where frame 0 does
-        not show that point, the sample takes the mean colour frame 0 shows of the same stretch of
-        the link (sink_colours, ``sink_arm_colours``), if it shows any. arm_base, the camera: as
-        ``arm_image``'s."""
+        (sink_links, ``sink_arm_links``): a point of the link, not what hides it. arm_base, the
+        camera: as ``arm_image``'s."""
         arm = self.arm
         if arm is None:
             raise ValueError('this generator draws no arm (generator.arm_chain is empty)')
@@ -419,10 +395,9 @@ class CausalGenerator(nn.Module):
         joints, sink_joints = action[:, self.arm_joint_indices], sink_action[:, self.arm_joint_indices]
         base = self.base_in_camera(arm_base, sink_rotation, sink_translation)
         transfer = arm.transfer(joints, base, sink_joints, arm_base.float())  # (B, L, 3, 4)
-        b, size = parts.shape[0], parts.shape[1:]
-        part = parts.flatten(1)  # (B, S)
-        on_arm = part >= 0
-        link = part_links(part).clamp(min=0)
+        b, size = links.shape[0], links.shape[1:]
+        on_link = links.flatten(1) >= 0  # (B, S)
+        link = links.flatten(1).clamp(min=0)
         depth = 1 / drawing[:, arm.chain.num_links].flatten(1).float().clamp(min=1e-6)  # (B, S) metres
         points = arm.sample_directions.float()[None] * depth[:, None]  # (B, 3, S), this camera's frame
         moved = torch.gather(transfer.flatten(2), 1, link[..., None].expand(-1, -1, 12)).view(b, -1, 3, 4)
@@ -435,24 +410,16 @@ class CausalGenerator(nn.Module):
         # align_corners=False: -1 and 1 are the image's outer edges, half a pixel beyond pixels 0 and W - 1.
         grid = torch.stack([(u + 0.5) / camera.width * 2 - 1, (v + 0.5) / camera.height * 2 - 1], -1)  # (B, S, 2)
         grid = grid.view(b, *size, 2)
-        frame0 = F.grid_sample(sink_parts.float(), grid, mode='nearest', padding_mode='zeros', align_corners=False)
-        frame0 = frame0.flatten(1).long()  # (B, S): 1 + the sphere frame 0 shows there, 0: none
-        shown = on_arm & in_front & (frame0 > 0) & (part_links(frame0 - 1) == link)  # (B, S)
-        stretch = torch.gather(sink_colours, 1, part.clamp(min=0)[..., None].expand(-1, -1, 4))  # (B, S, 4)
-        painted = on_arm & ~shown & (stretch[..., 3] > 0)
-        # To the image's resolution: the coordinates blended between samples, the rest taken as it is.
+        frame0_link = F.grid_sample(sink_links.float(), grid, mode='nearest', padding_mode='zeros', align_corners=False)
+        shown = on_link & in_front & (frame0_link.flatten(1) == link + 1)  # (B, S)
+        # To the image's resolution: the coordinates blended between samples, the mask taken as it is.
         full = (camera.height, camera.width)
-
-        def upsampled(x: torch.Tensor) -> torch.Tensor:  # (B, C, S) -> (B, C, H, W)
-            return F.interpolate(x.view(b, -1, *size).float(), size=full, mode='nearest')
-
         grid = F.interpolate(grid.permute(0, 3, 1, 2), size=full, mode='bilinear', align_corners=False)
-        copied = F.grid_sample(
+        shown = F.interpolate(shown.view(b, 1, *size).float(), size=full, mode='nearest')
+        colour = F.grid_sample(
             sink_image.float(), grid.permute(0, 2, 3, 1), mode='bilinear', padding_mode='zeros', align_corners=False
         )
-        shown, painted = upsampled(shown[:, None]), upsampled(painted[:, None])
-        colour = copied * shown + upsampled(stretch[..., :3].transpose(1, 2)) * painted
-        return torch.cat([colour, shown + painted, shown, torch.zeros_like(shown)], dim=1)
+        return torch.cat([colour * shown, shown, shown, torch.zeros_like(shown)], dim=1)
 
     @staticmethod
     def base_in_camera(

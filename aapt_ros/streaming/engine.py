@@ -21,7 +21,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from aapt_ros.model.arm import SPHERES_PER_LINK, SUPERSAMPLING
+from aapt_ros.model.arm import SUPERSAMPLING
 from aapt_ros.model.checkpoint import Checkpoint
 from aapt_ros.model.config import ConfigError
 from aapt_ros.model.kv_cache import KVCache
@@ -182,18 +182,14 @@ class StreamEngine:
             if self.decoder_reads_warps
             else None
         )
-        # Each stream's first joints (B, A), the parts of the arm its first image shows (B, 1, h s, w s)
-        # and their colours (B, L K, 4), for a light decoder that copies the arm from it.
+        # Each stream's first joints (B, A) and the links its first image shows (B, 1, h s, w s), for a
+        # light decoder that copies the arm from it.
         self.sink_actions: torch.Tensor | None = None
-        self.sink_arm_parts: torch.Tensor | None = None
-        self.sink_arm_colours: torch.Tensor | None = None
+        self.sink_arm_links: torch.Tensor | None = None
         if self.decoder_reads_arm_warp:
-            assert self.generator.arm is not None  # the config checks that the decoder reads the arm
             drawing = (h * SUPERSAMPLING, w * SUPERSAMPLING)
-            spheres = self.generator.arm.chain.num_links * SPHERES_PER_LINK
             self.sink_actions = torch.zeros(b, config.generator.action_dim, device=dev)
-            self.sink_arm_parts = torch.zeros((b, 1, *drawing), device=dev)
-            self.sink_arm_colours = torch.zeros((b, spheres, 4), device=dev)
+            self.sink_arm_links = torch.zeros((b, 1, *drawing), device=dev)
         self.latents = torch.zeros(b, c, h, w, device=dev, dtype=self.dtype)  # output of the last step
         self.frames = torch.zeros(b, config.camera.height, config.camera.width, 3, device=dev, dtype=torch.uint8)
         self._schedule = shifted_timesteps(self.sampling_steps, config.generator.timestep_shift).tolist()
@@ -215,9 +211,9 @@ class StreamEngine:
     def _step_tensors(self) -> None:
         commit = self.inputs[:, COMMIT] > 0.5  # (B,) bool
         actions = self.actions.to(self.dtype)
-        arm = parts = None
+        arm = links = None
         if self.decode and self.decoder_reads_arm:  # drawn once, for the generator and the decoder
-            arm, parts = self.generator.arm_image_and_parts(
+            arm, links = self.generator.arm_image_and_links(
                 self.actions, self.arm_bases, self.sink_rotations, self.sink_translations
             )
         planes = None
@@ -256,20 +252,19 @@ class StreamEngine:
             arm_frames = arm[:, None] if arm is not None else None  # (B, 1, A, h s, w s)
             copied = planes
             if self.decoder_reads_arm_warp:  # the config checks that it also reads the planes and the arm
-                assert planes is not None and arm is not None and parts is not None
+                assert planes is not None and arm is not None and links is not None
                 assert self.sink_images is not None and self.sink_actions is not None
-                assert self.sink_arm_parts is not None and self.sink_arm_colours is not None
+                assert self.sink_arm_links is not None
                 arm_warp = self.generator.sink_arm_warp(
                     self.sink_images,
                     self.sink_actions,
-                    self.sink_arm_parts,
-                    self.sink_arm_colours,
+                    self.sink_arm_links,
                     self.actions,
                     self.arm_bases,
                     self.sink_rotations,
                     self.sink_translations,
                     arm,
-                    parts,
+                    links,
                 )
                 copied = torch.cat([planes, arm_warp[:, None]], dim=1)
             plane_frames = copied[:, None] if copied is not None else None  # (B, 1, P, 6, H, W)
@@ -370,12 +365,10 @@ class StreamEngine:
         if self.sink_arms is not None:
             arms = self.generator.sink_arm_mask(self.actions, self.arm_bases)
             self.sink_arms.copy_(torch.where(mask[:, None, None, None], arms, self.sink_arms))
-        if self.sink_actions is not None and self.sink_arm_parts is not None and self.sink_arm_colours is not None:
+        if self.sink_actions is not None and self.sink_arm_links is not None:
             self.sink_actions.copy_(torch.where(mask[:, None], self.actions, self.sink_actions))
-            parts = self.generator.sink_arm_parts(self.actions, self.arm_bases)
-            self.sink_arm_parts.copy_(torch.where(mask[:, None, None, None], parts, self.sink_arm_parts))
-            colours = self.generator.sink_arm_colours(images, parts)
-            self.sink_arm_colours.copy_(torch.where(mask[:, None, None], colours, self.sink_arm_colours))
+            links = self.generator.sink_arm_links(self.actions, self.arm_bases)
+            self.sink_arm_links.copy_(torch.where(mask[:, None, None, None], links, self.sink_arm_links))
 
     def _chain_sink_poses(self, rotations: np.ndarray, translations: np.ndarray, commit: np.ndarray | None) -> None:
         """Pack each camera in its sink frame (its pose there after this step's motion), and keep

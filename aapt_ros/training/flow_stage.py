@@ -128,14 +128,14 @@ def _arm_inputs(generator_net: CausalGenerator, clips: Clip, device: torch.devic
 def _clip_arm_images(
     generator_net: CausalGenerator, clips: Clip, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The arm each frame's joints draw (``CausalGenerator.arm_image_and_parts``): float32
-    (B, F, A, h s, w s), and the nearest sphere at each sample (B, F, h s, w s)."""
+    """The arm each frame's joints draw (``CausalGenerator.arm_image_and_links``): float32
+    (B, F, A, h s, w s), and the nearest link at each sample (B, F, h s, w s)."""
     motions = relative_motions(clips[POSITIONS], clips[ORIENTATIONS])
     sink_rotation, sink_translation = (m.flatten(0, 1).to(device) for m in motions[2:])
     action, arm_base = _arm_inputs(generator_net, clips, device)
-    drawn, parts = generator_net.arm_image_and_parts(action, arm_base, sink_rotation, sink_translation)
+    drawn, links = generator_net.arm_image_and_links(action, arm_base, sink_rotation, sink_translation)
     b, f = clips[ACTIONS].shape[:2]
-    return drawn.view(b, f, *drawn.shape[1:]), parts.view(b, f, *parts.shape[1:])
+    return drawn.view(b, f, *drawn.shape[1:]), links.view(b, f, *links.shape[1:])
 
 
 def clip_plane_images(
@@ -148,7 +148,7 @@ def clip_plane_images(
     (``CausalGenerator.sink_plane_images``, with frame 0's arm masked), float32 (B, F, P, 6, H, W):
     what the light decoder reads beside the frame's latent (``vae.fast_decoder_warp_planes``), and
     the warped images the encoder stage distils the light encoder on. Given the frames' arm
-    drawings and nearest spheres (B, F, A, h s, w s), (B, F, h s, w s), the arm as frame 0 shows it follows
+    drawings and links (B, F, A, h s, w s), (B, F, h s, w s), the arm as frame 0 shows it follows
     the planes (``CausalGenerator.sink_arm_warp``, P + 1 images)."""
     b, f = clips[FRAMES].shape[:2]
     motions = relative_motions(clips[POSITIONS], clips[ORIENTATIONS])
@@ -163,20 +163,18 @@ def clip_plane_images(
     sink_arm = per_frame(generator_net.sink_arm_mask(action[first], arm_base[first]))  # ((B F), 1, H, W)
     images = generator_net.sink_plane_images(sink_image, arm_base, sink_rotation, sink_translation, sink_arm)
     if arm_drawing is not None:
-        drawing, parts = (x.flatten(0, 1) for x in arm_drawing)
-        sink_parts = generator_net.sink_arm_parts(action[first], arm_base[first])  # (B, 1, h s, w s)
-        sink_colours = generator_net.sink_arm_colours(clips[FRAMES][:, 0].to(device), sink_parts)
+        drawing, links = (x.flatten(0, 1) for x in arm_drawing)
+        sink_links = per_frame(generator_net.sink_arm_links(action[first], arm_base[first]))
         arm = generator_net.sink_arm_warp(
             sink_image,
             per_frame(action[first]),
-            per_frame(sink_parts),
-            per_frame(sink_colours),
+            sink_links,
             action,
             arm_base,
             sink_rotation,
             sink_translation,
             drawing,
-            parts,
+            links,
         )
         images = torch.cat([images, arm[:, None]], dim=1)
     return images.view(b, f, *images.shape[1:])

@@ -277,10 +277,8 @@ def test_the_pixel_warps_say_where_the_first_image_showed_the_arm() -> None:
 
 def test_the_arm_warp_takes_each_link_from_where_the_first_image_shows_that_link() -> None:
     """sink_arm_warp moves each drawn point with its link from this frame's joints to frame 0's and
-    samples the first image there, where frame 0 shows that link, else takes the mean colour frame 0
-    shows of the same stretch of the link: a first image painted by link comes back painted by link,
-    whatever the joints and the camera did since."""
-    from aapt_ros.model.arm import part_links
+    samples the first image there, where frame 0 shows that link: a first image painted by link
+    comes back painted by link, whatever the joints and the camera did since."""
     from aapt_ros.model.generator import CausalGenerator
     from tests.conftest import tiny_config
 
@@ -289,41 +287,30 @@ def test_the_arm_warp_takes_each_link_from_where_the_first_image_shows_that_link
     height, width = config.camera.height, config.camera.width
     eye, zero = torch.eye(3)[None], torch.zeros(1, 3)
     first = torch.zeros(1, 7)
-
-    def by_link(parts: torch.Tensor) -> torch.Tensor:  # (1, h s, w s) -> (1, 1, H, W): link + 1 at image size
-        links = part_links(parts)[:, None] + 1
-        return torch.nn.functional.interpolate(links.float(), size=(height, width), mode='nearest')
-
-    _, parts = net.arm_image_and_parts(first, BASE_BELOW_CAMERA, eye, zero)
-    image = (by_link(parts) / 10).expand(-1, 3, -1, -1) - 0.5  # link l + 1 in tenths, -0.5 where no link
-    sink_parts = net.sink_arm_parts(first, BASE_BELOW_CAMERA)
-    assert 0 < int((sink_parts > 0).sum()) < int((parts >= 0).sum())  # the links' rims are left out
-    sink_colours = net.sink_arm_colours(image, sink_parts)  # (1, L K, 4)
-    shown_parts = sink_colours[0, :, 3] == 1
-    assert 0 < int(shown_parts.sum()) < sink_colours.shape[1]  # frame 0 shows some stretches, not all
-    expected = (part_links(torch.arange(sink_colours.shape[1]))[shown_parts] + 1) / 10 - 0.5
-    torch.testing.assert_close(sink_colours[0, shown_parts, 0], expected.float(), atol=1e-5, rtol=0)
+    _, links = net.arm_image_and_links(first, BASE_BELOW_CAMERA, eye, zero)
+    painted = torch.nn.functional.interpolate((links[:, None] + 1).float(), size=(height, width), mode='nearest')
+    image = (painted / 10).expand(-1, 3, -1, -1) - 0.5  # link l + 1 in tenths, -0.5 where no link
+    sink_links = net.sink_arm_links(first, BASE_BELOW_CAMERA)
+    assert 0 < int((sink_links > 0).sum()) < int((links >= 0).sum())  # the links' rims are left out
 
     def warp(action: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor, base=BASE_BELOW_CAMERA):  # type: ignore[no-untyped-def]
-        drawing, now = net.arm_image_and_parts(action, base, rotation, translation)
-        warped = net.sink_arm_warp(
-            image, first, sink_parts, sink_colours, action, base, rotation, translation, drawing, now
-        )
-        return warped, now
+        drawing, now = net.arm_image_and_links(action, base, rotation, translation)
+        return net.sink_arm_warp(image, first, sink_links, action, base, rotation, translation, drawing, now), now
 
     still, _ = warp(first, eye, zero)  # frame 0 itself: each shown pixel is its own
-    shown = still[0, 4] == 1
+    shown = still[0, 3] == 1
     assert still.shape == (1, 6, height, width) and shown.sum() > 0
     torch.testing.assert_close(still[0, :3][:, shown], image[0][:, shown], atol=1e-4, rtol=0)
+    torch.testing.assert_close(still[0, 4], still[0, 3])
     assert still[0, 5].abs().sum() == 0  # no arm mask: the arm is what it copies
 
     moved_joints = torch.tensor([[0.6, 0.4, 0.0, -0.5, 0.0, 0.3, 0.0]])
     turn = torch.tensor([[[math.cos(0.1), 0.0, math.sin(0.1)], [0.0, 1.0, 0.0], [-math.sin(0.1), 0.0, math.cos(0.1)]]])
     moved, now = warp(moved_joints, turn, torch.tensor([[0.1, 0.0, 0.05]]))
-    sampled, shown = moved[0, 3] == 1, moved[0, 4] == 1
-    assert shown.sum() > 0 and (sampled & ~shown).sum() > 0  # copied, and painted where frame 0 hides the point
-    assert not (shown & ~sampled).any()
-    same_link = (moved[0, 0][sampled] + 0.5 - by_link(now)[0, 0][sampled] / 10).abs() < 1e-3
+    shown = moved[0, 3] == 1
+    assert shown.sum() > 0
+    link_now = torch.nn.functional.interpolate((now[:, None] + 1).float(), size=(height, width), mode='nearest')[0, 0]
+    same_link = (moved[0, 0][shown] + 0.5 - link_now[shown] / 10).abs() < 1e-3
     assert same_link.float().mean() > 0.9  # bar the pixels between two links' samples
     nothing, _ = warp(moved_joints, turn, zero, torch.zeros(1, 3, 4))  # an unknown base: no arm
     assert nothing.abs().sum() == 0

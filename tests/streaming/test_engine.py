@@ -300,30 +300,26 @@ def test_a_light_decoder_that_copies_the_arm_gets_its_warp_from_the_first_joints
     base = np.array([[[1.0, 0, 0, 0], [0, 0, -1, 0.5], [0, 1, 0, 1.2]]])  # standing up 1.2 m ahead
     first_joints = np.array([[0.0, 0.3, 0.0, -0.4, 0.0, 0.0, 0.0]])
     engine.start(np.ones(1, bool), start, first_joints, base)
-    assert engine.sink_arm_parts is not None and engine.sink_arm_parts.sum() > 0  # frame 0 shows the arm
+    assert engine.sink_arm_links is not None and engine.sink_arm_links.sum() > 0  # frame 0 shows the arm
     frames = engine.step(*_motion(1), actions=first_joints + 0.1)
     g = engine.generator
-    arm, parts = g.arm_image_and_parts(
+    arm, links = g.arm_image_and_links(
         engine.actions, engine.arm_bases, engine.sink_rotations, engine.sink_translations
     )
     planes = g.sink_plane_images(
         engine.sink_images, engine.arm_bases, engine.sink_rotations, engine.sink_translations, engine.sink_arms
     )
-    sink_joints = torch.tensor(first_joints, dtype=torch.float32)
-    sink_parts = g.sink_arm_parts(sink_joints, engine.arm_bases)
-    assert engine.sink_images is not None and engine.sink_arm_colours is not None
-    torch.testing.assert_close(engine.sink_arm_colours, g.sink_arm_colours(engine.sink_images, sink_parts))
+    sink_links = g.sink_arm_links(torch.tensor(first_joints, dtype=torch.float32), engine.arm_bases)
     arm_warp = g.sink_arm_warp(
         engine.sink_images,
-        sink_joints,
-        sink_parts,
-        engine.sink_arm_colours,
+        torch.tensor(first_joints, dtype=torch.float32),
+        sink_links,
         engine.actions,
         engine.arm_bases,
         engine.sink_rotations,
         engine.sink_translations,
         arm,
-        parts,
+        links,
     )
     assert arm_warp[:, 3].sum() > 0  # the arm is copied from frame 0 somewhere
     copied = torch.cat([planes, arm_warp[:, None]], dim=1)[:, None]  # (B, 1, P + 1, 6, H, W)
