@@ -245,18 +245,29 @@ def test_a_light_decoder_reads_the_arm_only_of_a_generator_that_draws_it() -> No
         dataclasses.replace(config.vae, fast_decoder_arm_channels=9)
 
 
-def test_a_light_decoder_that_reads_the_plane_warps_gets_those_of_the_streamed_pose() -> None:
-    from aapt_ros.model.config import ConfigError
+def _warp_reading_checkpoint(**vae: object) -> Checkpoint:
+    """An untrained tiny checkpoint whose generator warps the first image in pixels and whose light
+    decoder reads the warps (vae: more of its settings), with those inputs' weights as if trained."""
     from aapt_ros.model.init_checkpoint import untrained_checkpoint
     from tests.conftest import PLANE_WARPS_IN_PIXELS, tiny_config
 
-    config = tiny_config(vae={'fast_decoder_channels': 16, 'fast_decoder_warp_planes': 2}, **PLANE_WARPS_IN_PIXELS)
+    config = tiny_config(
+        vae={'fast_decoder_channels': 16, 'fast_decoder_warp_planes': 2, **vae}, **PLANE_WARPS_IN_PIXELS
+    )
     checkpoint = untrained_checkpoint(config, seed=0)
     fast = checkpoint.vae.fast_decoder
     assert fast is not None and fast.warp_in is not None and fast.blend is not None
-    with torch.no_grad():  # the warps' inputs start at zero; as if trained
+    with torch.no_grad():  # the warps' inputs start at zero
         for conv in [*fast.warp_in, fast.blend]:
             conv.weight.normal_(0.0, 0.5)
+    return checkpoint
+
+
+def test_a_light_decoder_that_reads_the_plane_warps_gets_those_of_the_streamed_pose() -> None:
+    from aapt_ros.model.config import ConfigError
+    from tests.conftest import PLANE_WARPS_IN_PIXELS, tiny_config
+
+    checkpoint = _warp_reading_checkpoint()
     engine = StreamEngine(checkpoint, batch_size=1, dtype='float32')
     assert engine.decoder == 'fast' and engine.decoder_reads_warps and not engine.decoder_reads_arm
     start = np.random.default_rng(0).integers(0, 256, (1, 32, 48, 3), dtype=np.uint8)
@@ -283,17 +294,7 @@ def test_a_light_decoder_that_reads_the_plane_warps_gets_those_of_the_streamed_p
 
 
 def test_a_light_decoder_that_copies_the_arm_gets_its_warp_from_the_first_joints() -> None:
-    from aapt_ros.model.init_checkpoint import untrained_checkpoint
-    from tests.conftest import PLANE_WARPS_IN_PIXELS, tiny_config
-
-    vae = {'fast_decoder_channels': 16, 'fast_decoder_warp_planes': 2, 'fast_decoder_arm_warp': True}
-    config = tiny_config(vae={**vae, 'fast_decoder_arm_channels': 9}, **PLANE_WARPS_IN_PIXELS)
-    checkpoint = untrained_checkpoint(config, seed=0)
-    fast = checkpoint.vae.fast_decoder
-    assert fast is not None and fast.warp_in is not None and fast.blend is not None
-    with torch.no_grad():  # the warps' inputs start at zero; as if trained
-        for conv in [*fast.warp_in, fast.blend]:
-            conv.weight.normal_(0.0, 0.5)
+    checkpoint = _warp_reading_checkpoint(fast_decoder_arm_channels=9, fast_decoder_arm_warp=True)
     engine = StreamEngine(checkpoint, batch_size=1, dtype='float32')
     assert engine.decoder_reads_arm_warp and engine.decoder_reads_warps and engine.decoder_reads_arm
     start = np.random.default_rng(0).integers(0, 256, (1, 32, 48, 3), dtype=np.uint8)
