@@ -67,11 +67,6 @@ class VAEConfig:
     # each point of each link taken from where that link's point was in the first image, and may
     # copy it like the plane warps (``CausalGenerator.sink_arm_warp``; stage decoder with decoder.arm_warp).
     fast_decoder_arm_warp: bool = False
-    # > 0, with plane warps: where the ground warp has no sample of frame 0 (beyond its edges) the
-    # light decoder reads the ground's mean colour in frame 0 instead of its nearest edge pixel,
-    # taken where frame 0's rays cross the base's plane farther than this many metres from the base
-    # (beyond the table the arm stands on) and meet the ground (``CausalGenerator.sink_ground_colour``).
-    fast_decoder_ground_fill: float = 0.0
 
     def __post_init__(self) -> None:
         if self.spatial_factor not in (4, 8, 16):
@@ -101,12 +96,6 @@ class VAEConfig:
                 f'(fast_decoder_warp_planes > 0 and fast_decoder_arm_channels > 0), got '
                 f'{self.fast_decoder_warp_planes} and {self.fast_decoder_arm_channels}'
             )
-        if self.fast_decoder_ground_fill < 0 or (self.fast_decoder_ground_fill and not self.fast_decoder_warp_planes):
-            raise ConfigError(
-                'vae.fast_decoder_ground_fill must be >= 0 and needs a light decoder that reads the plane warps '
-                f'(fast_decoder_warp_planes > 0), got {self.fast_decoder_ground_fill} and '
-                f'{self.fast_decoder_warp_planes}'
-            )
         if self.fast_encoder_channels < 0 or (self.fast_encoder_channels and self.temporal_factor != 1):
             raise ConfigError(
                 f'vae.fast_encoder_channels must be >= 0 and needs temporal_factor 1 (it encodes each image '
@@ -130,7 +119,6 @@ class VAEConfig:
             fast_decoder_arm_channels=0,
             fast_decoder_warp_planes=0,
             fast_decoder_arm_warp=False,
-            fast_decoder_ground_fill=0.0,
         )
 
 
@@ -281,11 +269,6 @@ class ModelConfig:
                     f'{drawn} arm channels (generator.arm_chain {chain!r}); the light decoder reads its drawing'
                 )
 
-        if self.vae.fast_decoder_ground_fill and not self.generator.sink_warp_ground_below_base:
-            raise ConfigError(
-                'vae.fast_decoder_ground_fill fills the ground warp, but the generator warps no ground '
-                '(generator.sink_warp_ground_below_base is 0)'
-            )
         planes = self.vae.fast_decoder_warp_planes
         if planes and planes != self.generator.pixel_warp_planes:
             raise ConfigError(

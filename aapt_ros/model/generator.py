@@ -35,13 +35,11 @@ from torch.nn import functional as F
 
 from aapt_ros.model.arm import SUPERSAMPLING, ArmDrawing, chain_named
 from aapt_ros.model.attention import Attention
-from aapt_ros.model.camera import RayEncoder, rays_to_plane
+from aapt_ros.model.camera import RayEncoder
 from aapt_ros.model.config import ModelConfig
 from aapt_ros.model.kv_cache import KVCache
 from aapt_ros.model.masks import frame_attention_mask, token_attention_mask
 from aapt_ros.model.plane_sweep import MIN_DEPTH, PLANE_IMAGE_CHANNELS, PlaneSweep
-
-GROUND_FILL_FAR = 6.0  # metres from the base: farther ground may lie beyond a finite floor (our simulated one's)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -297,45 +295,6 @@ class CausalGenerator(nn.Module):
         images = torch.stack(per_plane, dim=1)
         assert images.shape[2] == PLANE_IMAGE_CHANNELS
         return images
-
-    def sink_ground_colour(self, sink_image: torch.Tensor, arm_base: torch.Tensor) -> torch.Tensor:
-        """The ground's mean colour in the first image (B, 3, H, W), arm_base (B, 3, 4) in its camera
-        -> float32 (B, 4): the colour, and 1 where any pixel was taken (0: none, or the base is
-        unknown). Taken where frame 0's rays cross the base's plane farther than
-        ``vae.fast_decoder_ground_fill`` from the base (beyond the table it stands on, so they do not
-        show the table) and then meet the ground no farther than GROUND_FILL_FAR from it."""
-        warp = self.sink_image_warp
-        g = self.config.generator
-        if warp is None or not g.sink_warp_ground_below_base:
-            raise ValueError(
-                'this generator warps the first image to no ground (generator.sink_warp_ground_below_base)'
-            )
-        base = arm_base.float()
-        ground = torch.cat([base[:, :, :3], base[:, :, 3:] - g.sink_warp_ground_below_base * base[:, :, 2:3]], dim=2)
-        directions = warp.camera_directions.flatten(1)  # (3, H W): the sink camera's own rays
-        reach = []
-        for plane in (base, ground):
-            origin, rays, distance = rays_to_plane(plane, directions)  # (B, 3), (B, 3, N), (B, N)
-            hit = origin[:, :2, None] + distance[:, None] * rays[:, :2]  # (B, 2, N) in the plane, from the base
-            reach.append((distance > 0, hit.norm(dim=1)))
-        (over_table, across), (on_ground, away) = reach
-        taken = over_table & (across > self.config.vae.fast_decoder_ground_fill) & on_ground & (away < GROUND_FILL_FAR)
-        taken = (taken & base_known(arm_base)[:, None]).float()  # (B, N)
-        count = taken.sum(dim=1, keepdim=True)  # (B, 1)
-        colour = (sink_image.float().flatten(2) * taken[:, None]).sum(dim=2) / count.clamp(min=1)  # (B, 3)
-        return torch.cat([colour, (count > 0).float()], dim=1)
-
-    @staticmethod
-    def fill_unseen_ground(plane_images: torch.Tensor, ground_colour: torch.Tensor) -> torch.Tensor:
-        """``sink_plane_images`` (B, P, PLANE_IMAGE_CHANNELS, H, W), the ground last, with the ground's
-        colour ``sink_ground_colour`` (B, 4) where its warp samples frame 0 beyond its edges (sampled,
-        not shown) for the streams whose colour is known: the light decoder's plane warps with
-        ``vae.fast_decoder_ground_fill``. Beyond its edges the warp takes frame 0's nearest edge pixel,
-        streaks along the rays that a flat colour of the ground replaces."""
-        ground = plane_images[:, -1]  # (B, 6, H, W)
-        beyond = (ground[:, 3:4] > 0) & (ground[:, 4:5] == 0) & (ground_colour[:, 3:4, None, None] > 0)
-        colour = torch.where(beyond, ground_colour[:, :3, None, None], ground[:, :3])
-        return torch.cat([plane_images[:, :-1], torch.cat([colour, ground[:, 3:]], dim=1)[:, None]], dim=1)
 
     def sink_arm_mask(self, action: torch.Tensor, arm_base: torch.Tensor) -> torch.Tensor:
         """Where the first image shows the arm: float32 (B, 1, H, W), 1 on the arm drawn with the

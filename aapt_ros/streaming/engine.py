@@ -136,8 +136,6 @@ class StreamEngine:
         self.decoder_reads_warps = self.decoder == 'fast' and checkpoint.config.vae.fast_decoder_warp_planes > 0
         # ... and the arm as the first image shows it (vae.fast_decoder_arm_warp).
         self.decoder_reads_arm_warp = self.decoder == 'fast' and checkpoint.config.vae.fast_decoder_arm_warp
-        # ... and the ground's colour in the first image beyond its edges (vae.fast_decoder_ground_fill).
-        self.decoder_fills_ground = self.decoder == 'fast' and checkpoint.config.vae.fast_decoder_ground_fill > 0
         self.vae = checkpoint.vae.to(self.device, self.dtype).eval()
         if self.device.type == 'cuda':  # cuDNN's half-precision convolutions want NHWC; NCHW adds transposes
             self.vae = self.vae.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # untyped overload
@@ -192,8 +190,6 @@ class StreamEngine:
             drawing = (h * SUPERSAMPLING, w * SUPERSAMPLING)
             self.sink_actions = torch.zeros(b, config.generator.action_dim, device=dev)
             self.sink_arm_links = torch.zeros((b, 1, *drawing), device=dev)
-        # Each stream's ground colour in its first image and whether it has one (B, 4), for that fill.
-        self.sink_ground_colours = torch.zeros(b, 4, device=dev) if self.decoder_fills_ground else None
         self.latents = torch.zeros(b, c, h, w, device=dev, dtype=self.dtype)  # output of the last step
         self.frames = torch.zeros(b, config.camera.height, config.camera.width, 3, device=dev, dtype=torch.uint8)
         self._schedule = shifted_timesteps(self.sampling_steps, config.generator.timestep_shift).tolist()
@@ -255,11 +251,8 @@ class StreamEngine:
         if self.decode:  # with the arm where this frame's joints put it, finer than the latent
             arm_frames = arm[:, None] if arm is not None else None  # (B, 1, A, h s, w s)
             copied = planes
-            if self.sink_ground_colours is not None:  # the config checks that it reads the ground's warp
-                assert planes is not None
-                copied = self.generator.fill_unseen_ground(planes, self.sink_ground_colours)
             if self.decoder_reads_arm_warp:  # the config checks that it also reads the planes and the arm
-                assert copied is not None and arm is not None and links is not None
+                assert planes is not None and arm is not None and links is not None
                 assert self.sink_images is not None and self.sink_actions is not None
                 assert self.sink_arm_links is not None
                 arm_warp = self.generator.sink_arm_warp(
@@ -273,7 +266,7 @@ class StreamEngine:
                     arm,
                     links,
                 )
-                copied = torch.cat([copied, arm_warp[:, None]], dim=1)
+                copied = torch.cat([planes, arm_warp[:, None]], dim=1)
             plane_frames = copied[:, None] if copied is not None else None  # (B, 1, P, 6, H, W)
             self.frames.copy_(to_uint8_images(self.decode_latents(x[:, None], arm_frames, plane_frames)[:, 0]))
 
@@ -372,9 +365,6 @@ class StreamEngine:
         if self.sink_arms is not None:
             arms = self.generator.sink_arm_mask(self.actions, self.arm_bases)
             self.sink_arms.copy_(torch.where(mask[:, None, None, None], arms, self.sink_arms))
-        if self.sink_ground_colours is not None:
-            colours = self.generator.sink_ground_colour(images, self.arm_bases)
-            self.sink_ground_colours.copy_(torch.where(mask[:, None], colours, self.sink_ground_colours))
         if self.sink_actions is not None and self.sink_arm_links is not None:
             self.sink_actions.copy_(torch.where(mask[:, None], self.actions, self.sink_actions))
             links = self.generator.sink_arm_links(self.actions, self.arm_bases)

@@ -120,14 +120,8 @@ class DecoderConfig:
     # points taken from where frame 0 shows them (vae.fast_decoder_arm_warp), and may copy it.
     # Its inputs change the warp convolutions' shapes: start from a decoder without warps.
     arm_warp: bool = False
-    # > 0, with warps: beyond frame 0's edges the ground warp takes frame 0's ground colour, from its
-    # rays that cross the base's plane farther than this many metres from the base
-    # (vae.fast_decoder_ground_fill). A decoder continues only with the setting it was trained with.
-    ground_fill: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.ground_fill < 0 or (self.ground_fill and not self.warps):
-            raise ConfigError(f'decoder.ground_fill must be >= 0 and needs decoder.warps, got {self.ground_fill}')
         if self.arm_warp and not (self.arm and self.warps):
             raise ConfigError('decoder.arm_warp needs decoder.arm and decoder.warps: it copies like the plane warps')
         if self.channels < 16:  # FastDecoder keeps its later layers at >= 16 channels

@@ -57,13 +57,11 @@ from aapt_ros.training.losses import reconstruction_loss
 from aapt_ros.training.vae_stage import add_frame_scores, reconstruction_metrics
 
 
-def _load_start(
-    path: Path, channels: int, latents: str, arm: bool, warps: bool, arm_warp: bool, ground_fill: float
-) -> Checkpoint:
+def _load_start(path: Path, channels: int, latents: str, arm: bool, warps: bool, arm_warp: bool) -> Checkpoint:
     """The checkpoint that gets a fast decoder of width ``channels``: of any stage for recorded
     latents, of stage adversarial (a generator that streams one pass per frame) for its rollouts;
     with a generator that draws the arm for ``arm``, one that warps the first image in pixels for
-    ``warps``; for ``arm_warp`` and ``ground_fill`` a decoder that reads no warps yet or reads them so."""
+    ``warps``; for ``arm_warp`` a decoder that reads no warps yet or reads the arm's too."""
     try:
         start = load_checkpoint(path)
     except CheckpointError as err:
@@ -108,11 +106,6 @@ def _load_start(
             f"model: {path}'s fast decoder {'reads' if vae.fast_decoder_arm_warp else 'does not read'} the arm's "
             f'warp, and its warp inputs have that shape; set decoder.arm_warp={str(vae.fast_decoder_arm_warp).lower()} '
             'to continue training it, or start from a checkpoint whose decoder reads no warps'
-        )
-    if vae.fast_decoder_warp_planes and vae.fast_decoder_ground_fill != ground_fill:
-        raise TrainError(
-            f"model: {path}'s fast decoder was trained with decoder.ground_fill={vae.fast_decoder_ground_fill}; "
-            'continue it with that, or start from a checkpoint whose decoder reads no warps'
         )
     return start
 
@@ -166,13 +159,7 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
     options = config.decoder
     on_rollouts = options.latents == 'rollout'
     start = _load_start(
-        Path(config.model),
-        options.channels,
-        options.latents,
-        options.arm,
-        options.warps,
-        options.arm_warp,
-        options.ground_fill,
+        Path(config.model), options.channels, options.latents, options.arm, options.warps, options.arm_warp
     )
     arm_channels = start.generator.arm.num_channels if options.arm and start.generator.arm is not None else 0
     warp_planes = start.config.generator.pixel_warp_planes if options.warps else 0
@@ -182,7 +169,6 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
         fast_decoder_arm_channels=arm_channels,
         fast_decoder_warp_planes=warp_planes,
         fast_decoder_arm_warp=options.arm_warp,
-        fast_decoder_ground_fill=options.ground_fill,
     )
     model_config = dataclasses.replace(start.config, vae=vae_config)  # stage and sampling steps: the start's
     device = resolve_device(config.device)
@@ -266,11 +252,6 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
         'arm drawing read by the fast decoder': f'{arm_channels} channels' if arm_channels else 'no',
         'plane warps read by the fast decoder': f'{warp_planes} planes, in pixels' if warp_planes else 'no',
         "the arm's warp from the first image read by the fast decoder": 'yes' if options.arm_warp else 'no',
-        "the ground beyond the first image's edges": (
-            f"its colour in the first image, beyond {options.ground_fill} m from the arm's base"
-            if options.ground_fill
-            else "the first image's nearest edge pixel"
-        ),
         'fast decoder parameters': f'{parameter_count(fast)} (full decoder {parameter_count(vae.decoder)})',
         'held-out reconstruction PSNR, fast decoder': f'{fast_val["psnr"]:.2f} dB',
         'held-out reconstruction PSNR, full decoder': f'{full_val["psnr"]:.2f} dB',

@@ -143,15 +143,13 @@ def clip_plane_images(
     clips: Clip,
     device: torch.device,
     arm_drawing: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ground_fill: bool = False,
 ) -> torch.Tensor:
     """Every frame's plane warps in pixels with the clip's frame 0 as the sink
     (``CausalGenerator.sink_plane_images``, with frame 0's arm masked), float32 (B, F, P, 6, H, W):
     what the light decoder reads beside the frame's latent (``vae.fast_decoder_warp_planes``), and
     the warped images the encoder stage distils the light encoder on. Given the frames' arm
     drawings and links (B, F, A, h s, w s), (B, F, h s, w s), the arm as frame 0 shows it follows
-    the planes (``CausalGenerator.sink_arm_warp``, P + 1 images); with ``ground_fill``, the ground
-    beyond frame 0's edges takes frame 0's ground colour (``CausalGenerator.fill_unseen_ground``)."""
+    the planes (``CausalGenerator.sink_arm_warp``, P + 1 images)."""
     b, f = clips[FRAMES].shape[:2]
     motions = relative_motions(clips[POSITIONS], clips[ORIENTATIONS])
     sink_rotation, sink_translation = (m.flatten(0, 1).to(device) for m in motions[2:])
@@ -164,9 +162,6 @@ def clip_plane_images(
 
     sink_arm = per_frame(generator_net.sink_arm_mask(action[first], arm_base[first]))  # ((B F), 1, H, W)
     images = generator_net.sink_plane_images(sink_image, arm_base, sink_rotation, sink_translation, sink_arm)
-    if ground_fill:
-        colour = generator_net.sink_ground_colour(clips[FRAMES][:, 0].to(device), arm_base[first])  # (B, 4)
-        images = generator_net.fill_unseen_ground(images, per_frame(colour))
     if arm_drawing is not None:
         drawing, links = (x.flatten(0, 1) for x in arm_drawing)
         sink_links = per_frame(generator_net.sink_arm_links(action[first], arm_base[first]))
@@ -194,8 +189,7 @@ def clip_decoder_inputs(
     drawn = _clip_arm_images(generator_net, clips, device) if vae.fast_decoder_arm_channels else None
     planes = None
     if vae.fast_decoder_warp_planes:
-        arm_warp = drawn if vae.fast_decoder_arm_warp else None
-        planes = clip_plane_images(generator_net, clips, device, arm_warp, vae.fast_decoder_ground_fill > 0)
+        planes = clip_plane_images(generator_net, clips, device, drawn if vae.fast_decoder_arm_warp else None)
     return (drawn[0] if drawn is not None else None), planes
 
 

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import pytest
@@ -315,38 +314,3 @@ def test_the_arm_warp_takes_each_link_from_where_the_first_image_shows_that_link
     assert same_link.float().mean() > 0.9  # bar the pixels between two links' samples
     nothing, _ = warp(moved_joints, turn, zero, torch.zeros(1, 3, 4))  # an unknown base: no arm
     assert nothing.abs().sum() == 0
-
-
-def test_the_ground_beyond_the_first_image_takes_the_ground_colour_it_shows_beyond_the_table() -> None:
-    """sink_ground_colour averages frame 0 where its rays cross the base's plane beyond the given
-    radius and meet the ground; fill_unseen_ground puts it where the ground warp samples beyond
-    frame 0's edges, and nowhere else."""
-    from aapt_ros.model.generator import CausalGenerator
-    from tests.conftest import tiny_config
-
-    vae = {'fast_decoder_channels': 16, 'fast_decoder_warp_planes': 2, 'fast_decoder_ground_fill': 1.0}
-    config = tiny_config(vae=vae, **BOTH_PLANE_WARPS, sink_warp_pixels=True)
-    net = CausalGenerator(config)
-    height, width = config.camera.height, config.camera.width
-    image = torch.full((1, 3, height, width), 0.25)
-    torch.testing.assert_close(net.sink_ground_colour(image, BASE_BELOW_CAMERA), torch.tensor([[0.25] * 3 + [1.0]]))
-    assert net.sink_ground_colour(image, torch.zeros(1, 3, 4))[0, 3] == 0  # an unknown base: no colour
-    far = CausalGenerator(
-        dataclasses.replace(config, vae=dataclasses.replace(config.vae, fast_decoder_ground_fill=9.0))
-    )
-    assert far.sink_ground_colour(image, BASE_BELOW_CAMERA)[0, 3] == 0  # the table reaches past the far ground
-
-    planes = torch.rand(1, 2, 6, height, width) * 2 - 1
-    planes[:, :, 3], planes[:, :, 4] = 1.0, 1.0  # sampled and shown everywhere ...
-    planes[:, :, 4, :, : width // 2] = 0.0  # ... but the left half lies beyond frame 0's edges
-    colour = torch.tensor([[0.5, -0.5, 0.0, 1.0]])
-    filled = CausalGenerator.fill_unseen_ground(planes, colour)
-    torch.testing.assert_close(
-        filled[:, 1, :3, :, : width // 2], colour[:, :3, None, None].expand(-1, -1, height, width // 2)
-    )
-    torch.testing.assert_close(filled[:, 1, :, :, width // 2 :], planes[:, 1, :, :, width // 2 :])
-    torch.testing.assert_close(filled[:, 1, 3:], planes[:, 1, 3:])
-    torch.testing.assert_close(filled[:, 0], planes[:, 0])  # the table's plane keeps its warp
-    torch.testing.assert_close(CausalGenerator.fill_unseen_ground(planes, colour * torch.tensor([1, 1, 1, 0])), planes)
-    with pytest.raises(ConfigError, match=r'vae\.fast_decoder_ground_fill fills the ground warp'):
-        tiny_config(vae=vae, **{**BOTH_PLANE_WARPS, 'sink_warp_ground_below_base': 0.0}, sink_warp_pixels=True)

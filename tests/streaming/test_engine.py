@@ -331,26 +331,3 @@ def test_a_light_decoder_that_copies_the_arm_gets_its_warp_from_the_first_joints
         without = to_uint8_images(engine.vae.decode_fast(latents, arm[:, None], no_arm)[:, 0]).numpy()
     np.testing.assert_array_equal(frames, expected)
     assert not np.array_equal(frames, without)
-
-
-def test_a_light_decoder_that_fills_the_ground_gets_the_first_image_s_ground_colour() -> None:
-    engine = StreamEngine(_warp_reading_checkpoint(fast_decoder_ground_fill=1.0), batch_size=1, dtype='float32')
-    assert engine.decoder_fills_ground and engine.sink_ground_colours is not None
-    start = np.random.default_rng(0).integers(0, 256, (1, 32, 48, 3), dtype=np.uint8)
-    base = np.array([[[1.0, 0, 0, 0], [0, 0, -1, 0.5], [0, 1, 0, 1.2]]])  # the table 0.5 m below, 1.2 m ahead
-    engine.start(np.ones(1, bool), start, np.zeros((1, 7)), base)
-    assert engine.sink_ground_colours[0, 3] == 1  # frame 0 shows ground beyond the table
-    turn = np.array([[[np.cos(0.4), 0.0, np.sin(0.4)], [0.0, 1.0, 0.0], [-np.sin(0.4), 0.0, np.cos(0.4)]]])
-    frames = engine.step(turn, np.zeros((1, 3)))  # turned: the ground beyond frame 0's edges comes into view
-    g = engine.generator
-    planes = g.sink_plane_images(
-        engine.sink_images, engine.arm_bases, engine.sink_rotations, engine.sink_translations, engine.sink_arms
-    )
-    assert ((planes[:, -1, 3] == 1) & (planes[:, -1, 4] == 0)).any()
-    filled = g.fill_unseen_ground(planes, engine.sink_ground_colours)
-    with torch.no_grad():
-        latents = engine.latents[:, None]
-        expected = to_uint8_images(engine.vae.decode_fast(latents, planes=filled[:, None])[:, 0]).numpy()
-        unfilled = to_uint8_images(engine.vae.decode_fast(latents, planes=planes[:, None])[:, 0]).numpy()
-    np.testing.assert_array_equal(frames, expected)
-    assert not np.array_equal(frames, unfilled)

@@ -298,18 +298,3 @@ def test_decoder_stage_can_teach_the_decoder_to_copy_the_arm_and_keeps_its_warp_
         run_stage('decoder', tmp, f'model={tmp / "arm_warp_decoder"}', f'output={tmp / "out"}', *arm_warp[:2])
     with pytest.raises(ConfigError, match=r'decoder\.arm_warp needs decoder\.arm and decoder\.warps'):
         run_stage('decoder', tmp, warp_runs['model'], f'output={tmp / "out"}', 'decoder.arm_warp=true')
-
-
-def test_decoder_stage_fills_the_ground_beyond_the_first_image_and_continues_only_as_trained(
-    runs: dict[str, Any], warp_runs: dict[str, Any]
-) -> None:
-    tmp = warp_runs['tmp']
-    fill = ('decoder.latents=rollout', 'decoder.warps=true', 'decoder.ground_fill=1.0', 'optim.steps=1')
-    run_stage('decoder', tmp, warp_runs['model'], f'output={tmp / "ground_fill_decoder"}', *fill)
-    assert load_checkpoint(tmp / 'ground_fill_decoder').config.vae.fast_decoder_ground_fill == 1.0
-    card = (tmp / 'ground_fill_decoder' / CARD_FILE).read_text()
-    assert "the ground beyond the first image's edges: its colour in the first image, beyond 1.0 m" in card
-    with pytest.raises(TrainError, match=r'trained with decoder\.ground_fill=0\.0; continue it with that'):
-        run_stage('decoder', tmp, f'model={tmp / "warp_decoder"}', f'output={tmp / "out"}', *fill)
-    with pytest.raises(ConfigError, match=r'decoder\.ground_fill must be >= 0 and needs decoder\.warps'):
-        run_stage('decoder', tmp, warp_runs['model'], f'output={tmp / "out"}', 'decoder.ground_fill=1.0')
