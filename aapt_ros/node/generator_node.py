@@ -292,8 +292,9 @@ class GeneratorNode(Node):
                         "(its config's generator.arm_chain), with the plane the base stands on if it draws that "
                         '(generator.arm_base_plane, generator.sink_warp_base_plane) and the ground below it '
                         '(generator.sink_warp_ground_below_base), and by its light decoder if '
-                        'that reads the drawing or the plane warps (vae.fast_decoder_arm_channels, '
-                        'vae.fast_decoder_warp_planes); empty: the drawing and the warps stay zero and '
+                        'that reads the drawing, the plane warps or the arm warped from the first image '
+                        '(vae.fast_decoder_arm_channels, vae.fast_decoder_warp_planes, vae.fast_decoder_arm_warp); '
+                        'empty: the drawing and the warps stay zero and '
                         'the arm comes from the joint actions alone (worse; a warning says so).'
                     ),
                     read_only=True,
