@@ -39,7 +39,7 @@ from aapt_ros.model.camera import RayEncoder
 from aapt_ros.model.config import ModelConfig
 from aapt_ros.model.kv_cache import KVCache
 from aapt_ros.model.masks import frame_attention_mask, token_attention_mask
-from aapt_ros.model.plane_sweep import MIN_DEPTH, PLANE_IMAGE_CHANNELS, PlaneSweep
+from aapt_ros.model.plane_sweep import PLANE_IMAGE_CHANNELS, PlaneSweep, image_grid
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -303,11 +303,7 @@ class CausalGenerator(nn.Module):
         drawing's capsules only approximate the links. The plane warps sample it with the image:
         what frame 0 shows there is the arm, not the table or the ground behind it, and a decoder
         that copied it would paint the arm where it no longer is."""
-        identity = torch.eye(3, device=arm_base.device).expand(arm_base.shape[0], 3, 3)
-        zero = torch.zeros(arm_base.shape[0], 3, device=arm_base.device)
-        drawn = self.arm_image(action, arm_base, identity, zero)  # (B, A, h s, w s)
-        assert self.arm is not None  # arm_image raises without one
-        covered = drawn[:, : self.arm.chain.num_links].amax(dim=1, keepdim=True)  # (B, 1, h s, w s)
+        covered = (self._links_in_sink(action, arm_base) >= 0).float()  # (B, 1, h s, w s): any link there
         camera = self.config.camera
         full = F.interpolate(covered, size=(camera.height, camera.width), mode='nearest')
         return F.max_pool2d(full, 3, stride=1, padding=1)
@@ -354,13 +350,18 @@ class CausalGenerator(nn.Module):
         known = base_known(arm_base)[:, None, None]  # (B, 1, 1): an unknown base, no arm drawn
         return drawn * known[:, None].to(drawn.dtype), torch.where(known, links, torch.full_like(links, -1))
 
+    def _links_in_sink(self, action: torch.Tensor, arm_base: torch.Tensor) -> torch.Tensor:
+        """The nearest link at each drawing sample (B, 1, h s, w s) long (-1: none) of the arm at the
+        first frame's joints action (B, A), drawn in the sink camera from arm_base (B, 3, 4) there."""
+        identity = torch.eye(3, device=arm_base.device).expand(arm_base.shape[0], 3, 3)
+        zero = torch.zeros(arm_base.shape[0], 3, device=arm_base.device)
+        return self.arm_image_and_links(action, arm_base, identity, zero)[1][:, None]
+
     def sink_arm_links(self, action: torch.Tensor, arm_base: torch.Tensor) -> torch.Tensor:
         """The arm at the first frame's joints action (B, A), its base arm_base (B, 3, 4) in the sink
         camera: float32 (B, 1, h s, w s), 1 + the nearest link at each drawing sample (0: none, and
         on each link's rim), kept per stream for ``sink_arm_warp``."""
-        identity = torch.eye(3, device=arm_base.device).expand(arm_base.shape[0], 3, 3)
-        zero = torch.zeros(arm_base.shape[0], 3, device=arm_base.device)
-        links = (self.arm_image_and_links(action, arm_base, identity, zero)[1][:, None] + 1).float()
+        links = (self._links_in_sink(action, arm_base) + 1).float()
         # Only samples whose 3x3 neighbours show the same link: the capsules are a little wider than
         # the links, and their rims would hand over the background behind the arm.
         interior = F.max_pool2d(links, 3, stride=1, padding=1) == -F.max_pool2d(-links, 3, stride=1, padding=1)
@@ -402,13 +403,7 @@ class CausalGenerator(nn.Module):
         points = arm.sample_directions.float()[None] * depth[:, None]  # (B, 3, S), this camera's frame
         moved = torch.gather(transfer.flatten(2), 1, link[..., None].expand(-1, -1, 12)).view(b, -1, 3, 4)
         there = (moved[..., :3] @ points.transpose(1, 2)[..., None])[..., 0] + moved[..., 3]  # (B, S, 3) sink frame
-        z = there[..., 2]
-        in_front = z > MIN_DEPTH
-        z = torch.where(in_front, z, torch.ones_like(z))
-        u = camera.fx * there[..., 0] / z + camera.cx  # pixel coordinates in the sink image
-        v = camera.fy * there[..., 1] / z + camera.cy
-        # align_corners=False: -1 and 1 are the image's outer edges, half a pixel beyond pixels 0 and W - 1.
-        grid = torch.stack([(u + 0.5) / camera.width * 2 - 1, (v + 0.5) / camera.height * 2 - 1], -1)  # (B, S, 2)
+        grid, in_front = image_grid(there[..., 0], there[..., 1], there[..., 2], camera)  # (B, S, 2) in the sink image
         grid = grid.view(b, *size, 2)
         frame0_link = F.grid_sample(sink_links.float(), grid, mode='nearest', padding_mode='zeros', align_corners=False)
         shown = on_link & in_front & (frame0_link.flatten(1) == link + 1)  # (B, S)

@@ -34,6 +34,20 @@ MIN_DEPTH = 1e-3  # metres: points nearer the other camera's image plane than th
 PLANE_IMAGE_CHANNELS = 6
 
 
+def image_grid(
+    x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, camera: CameraConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Points (x, y, z, metres, any equal shapes) in a camera's frame -> their ``grid_sample``
+    coordinates in its image (..., 2), in [-1, 1] inside it (align_corners=False), and whether they
+    lie in front of it (...) bool (the coordinates of those behind are meaningless)."""
+    in_front = z > MIN_DEPTH
+    z = torch.where(in_front, z, torch.ones_like(z))
+    u = camera.fx * x / z + camera.cx  # pixel coordinates in the image
+    v = camera.fy * y / z + camera.cy
+    # align_corners=False: -1 and 1 are the image's outer edges, half a pixel beyond pixels 0 and W - 1.
+    return torch.stack([(u + 0.5) / camera.width * 2 - 1, (v + 0.5) / camera.height * 2 - 1], dim=-1), in_front
+
+
 class PlaneSweep(nn.Module):
     """latent (B, C, h, w) of another frame + the current camera in that frame -> (B, K * (C + 1), h, w):
     per depth, the sampled latent (C channels) followed by its validity (1 channel, 1 or 0)."""
@@ -72,14 +86,7 @@ class PlaneSweep(nn.Module):
         # Buffers cast where used: a generator cast to bfloat16 casts them too.
         lengths = self.ray_lengths.float() if lengths is None else lengths.float()
         p = lengths * directions.float()[:, None] + origin.float()[:, None, :, None, None]  # (B, K, 3, h, w)
-        z = p[:, :, 2]
-        in_front = z > MIN_DEPTH
-        z = torch.where(in_front, z, torch.ones_like(z))
-        c = self.camera
-        u = c.fx * p[:, :, 0] / z + c.cx  # pixel coordinates in the other image
-        v = c.fy * p[:, :, 1] / z + c.cy
-        # align_corners=False: -1 and 1 are the image's outer edges, half a pixel beyond pixels 0 and W - 1.
-        grid = torch.stack([(u + 0.5) / c.width * 2 - 1, (v + 0.5) / c.height * 2 - 1], dim=-1)
+        grid, in_front = image_grid(p[:, :, 0], p[:, :, 1], p[:, :, 2], self.camera)  # in the other image
         sampled = in_front if known is None else in_front & known
         valid = sampled & (grid.abs() <= 1).all(dim=-1)
         if beyond_edges:
