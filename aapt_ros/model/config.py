@@ -67,6 +67,11 @@ class VAEConfig:
     # each point of each link taken from where that link's point was in the first image, and may
     # copy it like the plane warps (``CausalGenerator.sink_arm_warp``; stage decoder with decoder.arm_warp).
     fast_decoder_arm_warp: bool = False
+    # > 0: the ground's texture repeats every this many metres along the x and y axes of the frame
+    # the camera poses are given in (a tiled floor; pybullet's plane.urdf: 2 m), and the light decoder
+    # also reads the ground as frame 0 shows it one or more periods away, after the other warps
+    # (model/ground_tile.py; stage decoder with decoder.ground_tile). A fact of the scene, not learnt.
+    fast_decoder_ground_tile: float = 0.0
 
     def __post_init__(self) -> None:
         if self.spatial_factor not in (4, 8, 16):
@@ -96,6 +101,12 @@ class VAEConfig:
                 f'(fast_decoder_warp_planes > 0 and fast_decoder_arm_channels > 0), got '
                 f'{self.fast_decoder_warp_planes} and {self.fast_decoder_arm_channels}'
             )
+        if self.fast_decoder_ground_tile < 0 or (self.fast_decoder_ground_tile and not self.fast_decoder_warp_planes):
+            raise ConfigError(
+                'vae.fast_decoder_ground_tile must be >= 0 metres (0: none) and needs a light decoder that reads '
+                f'the plane warps (fast_decoder_warp_planes > 0), got {self.fast_decoder_ground_tile} and '
+                f'{self.fast_decoder_warp_planes}'
+            )
         if self.fast_encoder_channels < 0 or (self.fast_encoder_channels and self.temporal_factor != 1):
             raise ConfigError(
                 f'vae.fast_encoder_channels must be >= 0 and needs temporal_factor 1 (it encodes each image '
@@ -108,8 +119,8 @@ class VAEConfig:
 
     @property
     def fast_decoder_copied_images(self) -> int:
-        """The warped first images the light decoder reads and may copy: the planes', then the arm's."""
-        return self.fast_decoder_warp_planes + int(self.fast_decoder_arm_warp)
+        """The warped first images the light decoder reads and may copy: the planes', the arm's, the ground's tile."""
+        return self.fast_decoder_warp_planes + int(self.fast_decoder_arm_warp) + int(self.fast_decoder_ground_tile > 0)
 
     def without_light_decoder(self) -> VAEConfig:
         """This config without the light decoder and what it reads (stage decoder adds them)."""
@@ -119,6 +130,7 @@ class VAEConfig:
             fast_decoder_arm_channels=0,
             fast_decoder_warp_planes=0,
             fast_decoder_arm_warp=False,
+            fast_decoder_ground_tile=0.0,
         )
 
 
@@ -275,6 +287,11 @@ class ModelConfig:
                 f'vae.fast_decoder_warp_planes is {planes}, but the generator warps the first image to '
                 f'{self.generator.pixel_warp_planes} planes in pixels (generator.sink_warp_pixels, '
                 'sink_warp_base_plane, sink_warp_ground_below_base); the light decoder reads those warps'
+            )
+        if self.vae.fast_decoder_ground_tile and not self.generator.sink_warp_ground_below_base:
+            raise ConfigError(
+                'vae.fast_decoder_ground_tile needs the ground the generator warps the first image to '
+                '(generator.sink_warp_ground_below_base > 0): the tile is sampled where each ray meets it'
             )
 
     def with_generator(self, **changes: Any) -> ModelConfig:

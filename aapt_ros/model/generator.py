@@ -37,6 +37,7 @@ from aapt_ros.model.arm import SUPERSAMPLING, ArmDrawing, chain_named
 from aapt_ros.model.attention import Attention
 from aapt_ros.model.camera import RayEncoder
 from aapt_ros.model.config import ModelConfig
+from aapt_ros.model import ground_tile
 from aapt_ros.model.kv_cache import KVCache
 from aapt_ros.model.masks import frame_attention_mask, token_attention_mask
 from aapt_ros.model.plane_sweep import PLANE_IMAGE_CHANNELS, PlaneSweep, image_grid
@@ -252,10 +253,55 @@ class CausalGenerator(nn.Module):
         if g.sink_warp_base_plane:
             planes.append((base, False))
         if g.sink_warp_ground_below_base:
-            # The ground's frame: the base's, moved down its own z axis (x_cam = R x + t - d R e_z).
-            down = base[:, :, 3:] - g.sink_warp_ground_below_base * base[:, :, 2:3]
-            planes.append((torch.cat([base[:, :, :3], down], dim=2), True))
+            planes.append((self._ground(base), True))
         return planes, base_known(arm_base)[:, None, None, None]
+
+    def _ground(self, base: torch.Tensor) -> torch.Tensor:
+        """The ground's frame (B, 3, 4) from the arm base's in the same camera frame: the base's,
+        moved down its own z axis (x_cam = R x + t - d R e_z)."""
+        down = base[:, :, 3:] - self.config.generator.sink_warp_ground_below_base * base[:, :, 2:3]
+        return torch.cat([base[:, :, :3], down], dim=2)
+
+    def sink_ground_tile(
+        self,
+        sink_image: torch.Tensor,
+        sink_arm: torch.Tensor,
+        arm_base: torch.Tensor,
+        pose_frame: torch.Tensor,
+        period: float,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first image (B, 3, H, W) in [-1, 1] folded into one period of the floor
+        (``ground_tile.fold_first_image``; period: ``vae.fast_decoder_ground_tile``, metres): the
+        tile (B, 4, T, T) and its axes (B, 3, 3), kept per stream for ``ground_tile_image``. sink_arm
+        (B, 1, H, W): ``sink_arm_mask``; arm_base and pose_frame (B, 3, 4): the arm's base link and
+        the frame the camera poses are given in, in the sink camera frame (all zeros: unknown)."""
+        if not self.config.generator.sink_warp_ground_below_base:
+            raise ValueError('this generator warps to no ground (generator.sink_warp_ground_below_base is 0)')
+        return ground_tile.fold_first_image(
+            sink_image, sink_arm, self._ground(arm_base.float()), pose_frame, self.config.camera, period
+        )
+
+    def ground_tile_image(
+        self,
+        tile: torch.Tensor,
+        axes: torch.Tensor,
+        period: float,
+        arm_base: torch.Tensor,
+        sink_rotation: torch.Tensor,
+        sink_translation: torch.Tensor,
+    ) -> torch.Tensor:
+        """The ground as ``sink_ground_tile``'s tile, axes and period show it where each pixel's ray meets it:
+        float32 (B, PLANE_IMAGE_CHANNELS, H, W) in ``sink_plane_images``' layout, for a light decoder
+        with ``vae.fast_decoder_ground_tile``. arm_base, the camera: as ``sink_plane_images``'."""
+        warp = self.sink_image_warp
+        if warp is None:
+            raise ValueError('this generator warps no image in pixels (generator.sink_warp_pixels is off)')
+        ground = self._ground(self.base_in_camera(arm_base, sink_rotation, sink_translation))
+        lengths, meets = warp.plane_lengths(ground)  # (B, 1, 1, H, W), (B, 1, H, W)
+        directions = warp.rotated_directions(sink_rotation)  # (B, 3, H, W) in the sink frame
+        points = lengths[:, 0] * directions + sink_translation.float()[:, :, None, None]  # (B, 3, H, W) there
+        on_ground = meets & base_known(arm_base)[:, None, None, None]
+        return ground_tile.tile_image(tile, axes, period, points, on_ground)
 
     def sink_plane_images(
         self,

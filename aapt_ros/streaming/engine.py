@@ -21,6 +21,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from aapt_ros.model import ground_tile
 from aapt_ros.model.arm import SUPERSAMPLING
 from aapt_ros.model.checkpoint import Checkpoint
 from aapt_ros.model.config import ConfigError
@@ -136,6 +137,8 @@ class StreamEngine:
         self.decoder_reads_warps = self.decoder == 'fast' and checkpoint.config.vae.fast_decoder_warp_planes > 0
         # ... and the arm as the first image shows it (vae.fast_decoder_arm_warp).
         self.decoder_reads_arm_warp = self.decoder == 'fast' and checkpoint.config.vae.fast_decoder_arm_warp
+        # ... and the ground folded from the first image into one period of a tiled floor (vae.fast_decoder_ground_tile).
+        self.decoder_reads_ground_tile = self.decoder == 'fast' and checkpoint.config.vae.fast_decoder_ground_tile > 0
         self.vae = checkpoint.vae.to(self.device, self.dtype).eval()
         if self.device.type == 'cuda':  # cuDNN's half-precision convolutions want NHWC; NCHW adds transposes
             self.vae = self.vae.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # untyped overload
@@ -190,6 +193,13 @@ class StreamEngine:
             drawing = (h * SUPERSAMPLING, w * SUPERSAMPLING)
             self.sink_actions = torch.zeros(b, config.generator.action_dim, device=dev)
             self.sink_arm_links = torch.zeros((b, 1, *drawing), device=dev)
+        # Each stream's first image folded into one period of the floor (B, 4, T, T) and that
+        # period's corner and axes in the sink camera (B, 3, 3), for a light decoder that copies it.
+        self.ground_tiles: torch.Tensor | None = None
+        self.tile_axes: torch.Tensor | None = None
+        if self.decoder_reads_ground_tile:
+            self.ground_tiles = torch.zeros(b, 4, ground_tile.TEXELS, ground_tile.TEXELS, device=dev)
+            self.tile_axes = torch.zeros(b, 3, 3, device=dev)
         self.latents = torch.zeros(b, c, h, w, device=dev, dtype=self.dtype)  # output of the last step
         self.frames = torch.zeros(b, config.camera.height, config.camera.width, 3, device=dev, dtype=torch.uint8)
         self._schedule = shifted_timesteps(self.sampling_steps, config.generator.timestep_shift).tolist()
@@ -250,7 +260,7 @@ class StreamEngine:
         self.previous.copy_(torch.where(commit[:, None, None, None], x, self.previous))
         if self.decode:  # with the arm where this frame's joints put it, finer than the latent
             arm_frames = arm[:, None] if arm is not None else None  # (B, 1, A, h s, w s)
-            copied = planes
+            copied = [planes] if planes is not None else []
             if self.decoder_reads_arm_warp:  # the config checks that it also reads the planes and the arm
                 assert planes is not None and arm is not None and links is not None
                 assert self.sink_images is not None and self.sink_actions is not None
@@ -266,8 +276,19 @@ class StreamEngine:
                     arm,
                     links,
                 )
-                copied = torch.cat([planes, arm_warp[:, None]], dim=1)
-            plane_frames = copied[:, None] if copied is not None else None  # (B, 1, P, 6, H, W)
+                copied.append(arm_warp[:, None])
+            if self.decoder_reads_ground_tile:  # the config checks that it also reads the planes
+                assert self.ground_tiles is not None and self.tile_axes is not None
+                ground = self.generator.ground_tile_image(
+                    self.ground_tiles,
+                    self.tile_axes,
+                    self.config.vae.fast_decoder_ground_tile,
+                    self.arm_bases,
+                    self.sink_rotations,
+                    self.sink_translations,
+                )
+                copied.append(ground[:, None])
+            plane_frames = torch.cat(copied, dim=1)[:, None] if copied else None  # (B, 1, P, 6, H, W)
             self.frames.copy_(to_uint8_images(self.decode_latents(x[:, None], arm_frames, plane_frames)[:, 0]))
 
     def decode_latents(
@@ -322,11 +343,14 @@ class StreamEngine:
         first_frames: np.ndarray,
         actions: np.ndarray | None = None,
         arm_bases: np.ndarray | None = None,
+        pose_frames: np.ndarray | None = None,
     ) -> None:
         """Begin the streams of the (B,) bool mask ``streams`` from ``first_frames`` (B, H, W, 3) uint8
         (rows of other streams are ignored): each image becomes its stream's attention sink.
         arm_bases (B, 3, 4): the arm's base link [R | t] in each first frame's camera frame (None:
-        unknown, no arm drawn), read by a generator with ``arm_chain``."""
+        unknown, no arm drawn), read by a generator with ``arm_chain``; pose_frames (B, 3, 4): the
+        frame the camera poses are given in, in each first frame's camera frame (None: unknown),
+        read by a light decoder with ``vae.fast_decoder_ground_tile`` (the floor's tiles follow its axes)."""
         b = self.batch_size
         self._pack(slice(INPUT_FIELDS, None), actions, (b, self.config.generator.action_dim), 'actions')
         chosen = np.asarray(streams, dtype=bool)
@@ -337,6 +361,11 @@ class StreamEngine:
             if bases.shape != (b, 3, 4) or not np.all(np.isfinite(bases[chosen])):
                 raise EngineError(f'arm_bases must be finite with shape {(b, 3, 4)}, got {bases.shape}')
             self._host_rows[chosen, ARM_BASE] = bases[chosen].reshape(-1, 12)
+        frames_given = np.zeros((b, 3, 4))
+        if pose_frames is not None:
+            frames_given = np.asarray(pose_frames, dtype=np.float64)
+            if frames_given.shape != (b, 3, 4) or not np.all(np.isfinite(frames_given[chosen])):
+                raise EngineError(f'pose_frames must be finite with shape {(b, 3, 4)}, got {frames_given.shape}')
         self._upload()
         mask = torch.as_tensor(chosen, device=self.device)
         frames = torch.from_numpy(np.ascontiguousarray(first_frames)).to(self.device)
@@ -369,6 +398,15 @@ class StreamEngine:
             self.sink_actions.copy_(torch.where(mask[:, None], self.actions, self.sink_actions))
             links = self.generator.sink_arm_links(self.actions, self.arm_bases)
             self.sink_arm_links.copy_(torch.where(mask[:, None, None, None], links, self.sink_arm_links))
+        if self.ground_tiles is not None and self.tile_axes is not None:
+            assert self.sink_arms is not None  # the config checks that the decoder reads the planes
+            pose_frame = torch.as_tensor(np.where(chosen[:, None, None], frames_given, 0.0), device=self.device)
+            period = self.config.vae.fast_decoder_ground_tile
+            tiles, axes = self.generator.sink_ground_tile(
+                images, self.sink_arms, self.arm_bases, pose_frame.float(), period
+            )
+            self.ground_tiles.copy_(torch.where(mask[:, None, None, None], tiles, self.ground_tiles))
+            self.tile_axes.copy_(torch.where(mask[:, None, None], axes, self.tile_axes))
 
     def _chain_sink_poses(self, rotations: np.ndarray, translations: np.ndarray, commit: np.ndarray | None) -> None:
         """Pack each camera in its sink frame (its pose there after this step's motion), and keep

@@ -151,8 +151,9 @@ class StreamingSession:
         actions = self._check_action(action)
         frame = self._check_first_frame(first_frame)
         bases = pose_in_frame(pose, arm_base.validated())[None] if arm_base is not None else None  # (1, 3, 4)
+        pose_frame = pose_in_frame(pose, Pose.identity())[None]  # the floor's tiles follow its axes
         self.reset()
-        self.engine.start(ALL, frame[None], actions, bases)
+        self.engine.start(ALL, frame[None], actions, bases, pose_frame)
         self._previous_pose = pose
         self.frame_index = 0
         return frame.copy()

@@ -120,10 +120,20 @@ class DecoderConfig:
     # points taken from where frame 0 shows them (vae.fast_decoder_arm_warp), and may copy it.
     # Its inputs change the warp convolutions' shapes: start from a decoder without warps.
     arm_warp: bool = False
+    # > 0, with warps: the ground's texture repeats every this many metres along the poses' frame's
+    # x and y axes (pybullet's plane.urdf: 2 m), and the decoder also reads the ground as frame 0
+    # shows it whole periods away (vae.fast_decoder_ground_tile, model/ground_tile.py). Like arm_warp,
+    # it changes the warp convolutions' shapes: start from a decoder without warps.
+    ground_tile: float = 0.0
 
     def __post_init__(self) -> None:
         if self.arm_warp and not (self.arm and self.warps):
             raise ConfigError('decoder.arm_warp needs decoder.arm and decoder.warps: it copies like the plane warps')
+        if self.ground_tile < 0 or (self.ground_tile and not self.warps):
+            raise ConfigError(
+                f'decoder.ground_tile must be >= 0 metres and needs decoder.warps (it copies like the plane warps), '
+                f'got {self.ground_tile}'
+            )
         if self.channels < 16:  # FastDecoder keeps its later layers at >= 16 channels
             raise ConfigError(f'decoder.channels must be >= 16 (the default is 128), got {self.channels}')
         if self.latents not in DECODER_LATENTS or self.pixel_loss not in PIXEL_LOSSES:

@@ -178,11 +178,23 @@ def arm_bases_in_sink(positions: torch.Tensor, orientations: torch.Tensor, arm_b
     positions (B, F, 3), orientations (B, F, 4) xyzw: the clips' cameras; arm_base (B, 7): the base
     link's x, y, z, qx, qy, qz, qw in the same frame (the episode's ``arm_base``).
     """
-    pos, ori = positions[:, 0].detach().cpu().double().numpy(), orientations[:, 0].detach().cpu().double().numpy()
     base = arm_base.detach().cpu().double().numpy()
-    bases = np.zeros((len(base), 3, 4))
-    for i in range(len(base)):
+    links = [Pose(tuple(b[:3]), tuple(b[3:] / np.linalg.norm(b[3:]))).validated() for b in base]
+    return _in_sink_cameras(positions, orientations, links)
+
+
+def pose_frames_in_sink(positions: torch.Tensor, orientations: torch.Tensor) -> torch.Tensor:
+    """The frame the clips' camera poses are given in, seen from each clip's sink (frame 0)
+    camera, as ``StreamingSession.start`` hands it to the engine: (B, 3, 4) float64 [R | t].
+    positions (B, F, 3), orientations (B, F, 4) xyzw: the clips' cameras."""
+    return _in_sink_cameras(positions, orientations, [Pose.identity()] * len(positions))
+
+
+def _in_sink_cameras(positions: torch.Tensor, orientations: torch.Tensor, poses: list[Pose]) -> torch.Tensor:
+    """poses[i], in the clips' poses' frame, seen from clip i's frame 0 camera: (B, 3, 4) float64."""
+    pos, ori = positions[:, 0].detach().cpu().double().numpy(), orientations[:, 0].detach().cpu().double().numpy()
+    frames = np.zeros((len(poses), 3, 4))
+    for i, pose in enumerate(poses):
         camera = Pose(tuple(pos[i]), tuple(ori[i] / np.linalg.norm(ori[i]))).validated()
-        link = Pose(tuple(base[i, :3]), tuple(base[i, 3:] / np.linalg.norm(base[i, 3:]))).validated()
-        bases[i] = pose_in_frame(camera, link)
-    return torch.from_numpy(bases)
+        frames[i] = pose_in_frame(camera, pose)
+    return torch.from_numpy(frames)

@@ -30,7 +30,9 @@ With ``decoder.warps`` (also ours) it reads the generator's plane warps in pixel
 (``CausalGenerator.sink_plane_images``: the clip's frame 0 where each pixel's ray meets the table
 top and the ground) and learns how much of them to copy; these inputs start at zero too.
 With ``decoder.arm_warp`` (also ours) the arm as frame 0 shows it is one more such warp
-(``CausalGenerator.sink_arm_warp``).
+(``CausalGenerator.sink_arm_warp``). With ``decoder.ground_tile`` (ours) the floor's texture
+repeats every that many metres, and the ground as frame 0 shows it whole periods away is one more
+(``CausalGenerator.ground_tile_image``).
 """
 
 from __future__ import annotations
@@ -57,11 +59,13 @@ from aapt_ros.training.losses import reconstruction_loss
 from aapt_ros.training.vae_stage import add_frame_scores, reconstruction_metrics
 
 
-def _load_start(path: Path, channels: int, latents: str, arm: bool, warps: bool, arm_warp: bool) -> Checkpoint:
+def _load_start(
+    path: Path, channels: int, latents: str, arm: bool, warps: bool, arm_warp: bool, ground_tile: float
+) -> Checkpoint:
     """The checkpoint that gets a fast decoder of width ``channels``: of any stage for recorded
     latents, of stage adversarial (a generator that streams one pass per frame) for its rollouts;
     with a generator that draws the arm for ``arm``, one that warps the first image in pixels for
-    ``warps``; for ``arm_warp`` a decoder that reads no warps yet or reads the arm's too."""
+    ``warps``; for ``arm_warp`` and ``ground_tile`` a decoder that reads no warps yet or reads those too."""
     try:
         start = load_checkpoint(path)
     except CheckpointError as err:
@@ -106,6 +110,17 @@ def _load_start(path: Path, channels: int, latents: str, arm: bool, warps: bool,
             f"model: {path}'s fast decoder {'reads' if vae.fast_decoder_arm_warp else 'does not read'} the arm's "
             f'warp, and its warp inputs have that shape; set decoder.arm_warp={str(vae.fast_decoder_arm_warp).lower()} '
             'to continue training it, or start from a checkpoint whose decoder reads no warps'
+        )
+    if vae.fast_decoder_warp_planes and vae.fast_decoder_ground_tile != ground_tile:
+        raise TrainError(
+            f"model: {path}'s fast decoder reads the ground tile of a {vae.fast_decoder_ground_tile:g} m period "
+            f'(0: none), and its warp inputs have that shape; set decoder.ground_tile={vae.fast_decoder_ground_tile:g} '
+            'to continue training it, or start from a checkpoint whose decoder reads no warps'
+        )
+    if ground_tile and not start.config.generator.sink_warp_ground_below_base:
+        raise TrainError(
+            f"decoder.ground_tile: the tile is sampled on the ground the generator warps to, but {path}'s "
+            'generator warps to none (generator.sink_warp_ground_below_base is 0)'
         )
     return start
 
@@ -159,7 +174,13 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
     options = config.decoder
     on_rollouts = options.latents == 'rollout'
     start = _load_start(
-        Path(config.model), options.channels, options.latents, options.arm, options.warps, options.arm_warp
+        Path(config.model),
+        options.channels,
+        options.latents,
+        options.arm,
+        options.warps,
+        options.arm_warp,
+        options.ground_tile,
     )
     arm_channels = start.generator.arm.num_channels if options.arm and start.generator.arm is not None else 0
     warp_planes = start.config.generator.pixel_warp_planes if options.warps else 0
@@ -169,6 +190,7 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
         fast_decoder_arm_channels=arm_channels,
         fast_decoder_warp_planes=warp_planes,
         fast_decoder_arm_warp=options.arm_warp,
+        fast_decoder_ground_tile=options.ground_tile,
     )
     model_config = dataclasses.replace(start.config, vae=vae_config)  # stage and sampling steps: the start's
     device = resolve_device(config.device)
@@ -252,6 +274,9 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
         'arm drawing read by the fast decoder': f'{arm_channels} channels' if arm_channels else 'no',
         'plane warps read by the fast decoder': f'{warp_planes} planes, in pixels' if warp_planes else 'no',
         "the arm's warp from the first image read by the fast decoder": 'yes' if options.arm_warp else 'no',
+        "the ground's tile folded from the first image read by the fast decoder": (
+            f'a {options.ground_tile:g} m period' if options.ground_tile else 'no'
+        ),
         'fast decoder parameters': f'{parameter_count(fast)} (full decoder {parameter_count(vae.decoder)})',
         'held-out reconstruction PSNR, fast decoder': f'{fast_val["psnr"]:.2f} dB',
         'held-out reconstruction PSNR, full decoder': f'{full_val["psnr"]:.2f} dB',

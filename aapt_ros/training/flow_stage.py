@@ -42,6 +42,7 @@ from aapt_ros.training.config import TrainConfig, TrainError
 from aapt_ros.training.data import (
     Clip,
     arm_bases_in_sink,
+    pose_frames_in_sink,
     batch,
     load_splits,
     rank_share,
@@ -143,13 +144,16 @@ def clip_plane_images(
     clips: Clip,
     device: torch.device,
     arm_drawing: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ground_tile: float = 0.0,
 ) -> torch.Tensor:
     """Every frame's plane warps in pixels with the clip's frame 0 as the sink
     (``CausalGenerator.sink_plane_images``, with frame 0's arm masked), float32 (B, F, P, 6, H, W):
     what the light decoder reads beside the frame's latent (``vae.fast_decoder_warp_planes``), and
     the warped images the encoder stage distils the light encoder on. Given the frames' arm
     drawings and links (B, F, A, h s, w s), (B, F, h s, w s), the arm as frame 0 shows it follows
-    the planes (``CausalGenerator.sink_arm_warp``, P + 1 images)."""
+    the planes (``CausalGenerator.sink_arm_warp``, one image more); with ``ground_tile`` > 0 (the
+    floor's period, metres), the ground as frame 0 shows it whole periods away comes last
+    (``CausalGenerator.ground_tile_image``, one more)."""
     b, f = clips[FRAMES].shape[:2]
     motions = relative_motions(clips[POSITIONS], clips[ORIENTATIONS])
     sink_rotation, sink_translation = (m.flatten(0, 1).to(device) for m in motions[2:])
@@ -160,7 +164,8 @@ def clip_plane_images(
     def per_frame(sink: torch.Tensor) -> torch.Tensor:  # (B, ...) -> ((B F), ...): frame 0's for every frame
         return sink[:, None].expand(-1, f, *sink.shape[1:]).flatten(0, 1)
 
-    sink_arm = per_frame(generator_net.sink_arm_mask(action[first], arm_base[first]))  # ((B F), 1, H, W)
+    first_arm = generator_net.sink_arm_mask(action[first], arm_base[first])  # (B, 1, H, W)
+    sink_arm = per_frame(first_arm)
     images = generator_net.sink_plane_images(sink_image, arm_base, sink_rotation, sink_translation, sink_arm)
     if arm_drawing is not None:
         drawing, links = (x.flatten(0, 1) for x in arm_drawing)
@@ -177,6 +182,15 @@ def clip_plane_images(
             links,
         )
         images = torch.cat([images, arm[:, None]], dim=1)
+    if ground_tile:
+        pose_frames = pose_frames_in_sink(clips[POSITIONS], clips[ORIENTATIONS]).to(device)  # (B, 3, 4)
+        tile, axes = generator_net.sink_ground_tile(
+            sink_image[first], first_arm, arm_base[first], pose_frames, ground_tile
+        )
+        ground = generator_net.ground_tile_image(
+            per_frame(tile), per_frame(axes), ground_tile, arm_base, sink_rotation, sink_translation
+        )
+        images = torch.cat([images, ground[:, None]], dim=1)
     return images.view(b, f, *images.shape[1:])
 
 
@@ -189,7 +203,8 @@ def clip_decoder_inputs(
     drawn = _clip_arm_images(generator_net, clips, device) if vae.fast_decoder_arm_channels else None
     planes = None
     if vae.fast_decoder_warp_planes:
-        planes = clip_plane_images(generator_net, clips, device, drawn if vae.fast_decoder_arm_warp else None)
+        arm_warp = drawn if vae.fast_decoder_arm_warp else None
+        planes = clip_plane_images(generator_net, clips, device, arm_warp, vae.fast_decoder_ground_tile)
     return (drawn[0] if drawn is not None else None), planes
 
 

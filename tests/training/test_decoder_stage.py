@@ -298,3 +298,25 @@ def test_decoder_stage_can_teach_the_decoder_to_copy_the_arm_and_keeps_its_warp_
         run_stage('decoder', tmp, f'model={tmp / "arm_warp_decoder"}', f'output={tmp / "out"}', *arm_warp[:2])
     with pytest.raises(ConfigError, match=r'decoder\.arm_warp needs decoder\.arm and decoder\.warps'):
         run_stage('decoder', tmp, warp_runs['model'], f'output={tmp / "out"}', 'decoder.arm_warp=true')
+
+
+def test_decoder_stage_can_teach_the_decoder_to_copy_the_ground_tile_and_keeps_its_warp_inputs_apart(
+    runs: dict[str, Any], warp_runs: dict[str, Any]
+) -> None:
+    tmp = warp_runs['tmp']
+    tile = ('decoder.arm=true', 'decoder.warps=true', 'decoder.arm_warp=true', 'decoder.ground_tile=2.0')
+    rollout = ('decoder.latents=rollout', 'decoder.pixel_loss=mse', 'optim.lr=0.01', 'optim.steps=3')
+    summary = run_stage('decoder', tmp, warp_runs['model'], f'output={tmp / "tile_decoder"}', *rollout, *tile)
+    assert summary['loss_last'] < summary['loss_first']
+    out = load_checkpoint(tmp / 'tile_decoder')
+    assert out.config.vae.fast_decoder_ground_tile == 2.0 and out.config.vae.fast_decoder_copied_images == 4
+    weights = fast_weights(tmp / 'tile_decoder')
+    assert weights['fast_decoder.blend.weight'].shape[0] == 4 * 4  # two planes, the arm, the ground's tile
+    card = (tmp / 'tile_decoder' / CARD_FILE).read_text()
+    assert "the ground's tile folded from the first image read by the fast decoder: a 2 m period" in card
+    with pytest.raises(TrainError, match=r'reads the ground tile of a 2 m period.*set decoder\.ground_tile=2'):
+        run_stage('decoder', tmp, f'model={tmp / "tile_decoder"}', f'output={tmp / "out"}', *tile[:3])
+    with pytest.raises(TrainError, match=r'reads the ground tile of a 0 m period.*set decoder\.ground_tile=0'):
+        run_stage('decoder', tmp, f'model={tmp / "warp_decoder"}', f'output={tmp / "out"}', *tile[1:2], *tile[3:])
+    with pytest.raises(ConfigError, match=r'decoder\.ground_tile must be >= 0 metres and needs decoder\.warps'):
+        run_stage('decoder', tmp, warp_runs['model'], f'output={tmp / "out"}', 'decoder.ground_tile=2.0')

@@ -1,0 +1,141 @@
+"""The ground as the first image shows it anywhere on a floor whose texture repeats (a tiled floor).
+
+Why: from about 5 s on, a third of our test pixels is ground that frame 0 does not show (outside
+its view, or behind the table), and the plane warps can only hand the light decoder frame 0's
+nearest edge pixel or the table in front of it there: v16 drew that ground at 18-19 dB, a third
+of its error (docs/training). Our simulator's floor (pybullet's ``plane.urdf``) repeats its
+texture every 2 m along the world's x and y axes, as many real floors repeat their tiles; so a
+point of the ground that frame 0 does not show has the colour of the points whole periods away
+along those axes, and frame 0 shows some of them. Told the period (``vae.fast_decoder_ground_tile``,
+a fact of the scene, not learnt), the decoder can copy the floor's pattern where frame 0 never
+saw it.
+
+At the start of a stream the first image is folded into one period of the floor, a (T, T) tile:
+each texel takes the median colour of frame 0 at its copies on a lattice of (2 REACH + 1)^2
+periods around the arm's base, among the copies frame 0 has in view, in front of its camera
+within MAX_DEPTH and not on its arm. The median, because frame 0 shows the table or an object in
+front of some copies, a minority for most texels. Then, each frame, each pixel's ray meets the
+ground and the tile is sampled at that point's place in the period:
+
+    texel of a ground point p = ((p - corner) . x_axis mod period, (p - corner) . y_axis mod period)
+
+On our test episodes the median copy draws the ground frame 0 does not show at 23.9 dB at 5 s,
+where v16 drew it at 18.6 dB (exactly visible copies alone: 25.3 dB).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+from aapt_ros.model.config import CameraConfig
+from aapt_ros.model.plane_sweep import PLANE_IMAGE_CHANNELS, image_grid
+
+TEXELS = 128  # per side of the tile: 1.6 cm a texel for a 2 m period, about a pixel of the ground near the camera
+REACH = 3  # periods each way around the arm's base: 7 x 7 copies of each texel, 14 m across for 2 m
+# Metres along frame 0's optical axis: farther copies are a few pixels wide, and our recorder
+# renders nothing beyond 10 m (frame 0 shows the background there, not the ground).
+MAX_DEPTH = 8.0
+
+
+def is_given(frame: torch.Tensor) -> torch.Tensor:
+    """(B, 3, 4) frames -> (B,) bool: whether each is given (all zeros: unknown)."""
+    return frame.flatten(1).abs().sum(1) > 0
+
+
+def tile_axes(ground: torch.Tensor, pose_frame: torch.Tensor, period: float) -> torch.Tensor:
+    """ground (B, 3, 4): the ground's frame in a camera's (its z = 0 plane; its origin the point
+    below the arm's base); pose_frame (B, 3, 4): the frame the poses are given in (whose x and y
+    axes the floor's tiles follow), in the same camera's -> float32 (B, 3, 3): as columns, the
+    corner of the period that holds the point below the base, and the pose frame's x and y axes."""
+    rotation, translation = pose_frame[:, :, :3].float(), pose_frame[:, :, 3].float()
+    below_base = ground[:, :, 3].float()  # (B, 3)
+    in_pose = (rotation.transpose(1, 2) @ (below_base - translation)[..., None])[..., 0]  # (B, 3)
+    to_corner = torch.floor(in_pose[:, :2] / period) * period - in_pose[:, :2]  # (B, 2), each in (-period, 0]
+    x_axis, y_axis = rotation[:, :, 0], rotation[:, :, 1]
+    corner = below_base + to_corner[:, :1] * x_axis + to_corner[:, 1:] * y_axis
+    return torch.stack([corner, x_axis, y_axis], dim=2)
+
+
+def onto_plane(points: torch.Tensor, plane: torch.Tensor) -> torch.Tensor:
+    """points (B, ..., 3) moved along the normal of plane (B, 3, 4)'s z = 0 onto it: the floor's
+    axes lie in the ground unless the arm's base stands tilted."""
+    normal, origin = plane[:, :, 2].float(), plane[:, :, 3].float()  # (B, 3)
+    shape = (points.shape[0],) + (1,) * (points.dim() - 2) + (3,)
+    normal, origin = normal.view(shape), origin.view(shape)
+    return points - ((points - origin) * normal).sum(-1, keepdim=True) * normal
+
+
+def fold_first_image(
+    image: torch.Tensor,
+    arm: torch.Tensor,
+    ground: torch.Tensor,
+    pose_frame: torch.Tensor,
+    camera: CameraConfig,
+    period: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first image (B, 3, H, W) in [-1, 1] folded into one period of the floor: float32
+    (B, 4, TEXELS, TEXELS), per texel the median colour of its copies frame 0 shows (zero where it
+    shows none) and whether it shows any; and the tile's axes (``tile_axes``, (B, 3, 3)).
+
+    arm (B, 1, H, W): where frame 0 shows the arm (``CausalGenerator.sink_arm_mask``); ground and
+    pose_frame (B, 3, 4) in frame 0's camera frame, either all zeros when unknown (no texel shown)."""
+    b, k = image.shape[0], 2 * REACH + 1
+    axes = tile_axes(ground, pose_frame, period)
+    corner, x_axis, y_axis = axes.unbind(dim=2)  # (B, 3) each
+    along = ((torch.arange(TEXELS, device=image.device) + 0.5) / TEXELS * period)[None] + (
+        torch.arange(-REACH, REACH + 1, device=image.device) * period
+    )[:, None]  # (K, T) metres from the corner: period k, texel t
+    along = along.flatten()  # (K T): every copy along one axis, laid out period by period
+    # The lattice as one image (K T, K T): row = copy along y, column = copy along x.
+    points = (
+        corner[:, None, None]
+        + along[None, None, :, None] * x_axis[:, None, None]
+        + along[None, :, None, None] * y_axis[:, None, None]
+    )  # (B, K T, K T, 3) in frame 0's camera frame
+    points = onto_plane(points, ground)
+    grid, in_front = image_grid(points[..., 0], points[..., 1], points[..., 2], camera)
+    source = torch.cat([image.float(), arm.float()], dim=1)  # (B, 4, H, W)
+    sampled = F.grid_sample(source, grid, mode='bilinear', padding_mode='zeros', align_corners=False)
+    known = (is_given(ground) & is_given(pose_frame))[:, None, None]
+    shown = (
+        known & in_front & (grid.abs() <= 1).all(dim=-1) & (points[..., 2] <= MAX_DEPTH) & (sampled[:, 3] < 0.5)
+    )  # (B, K T, K T)
+
+    def per_copy(x: torch.Tensor) -> torch.Tensor:  # (B, C, K T, K T) -> (B, C, K K, T, T): copies, then texels
+        x = x.view(b, x.shape[1], k, TEXELS, k, TEXELS)
+        return x.permute(0, 1, 2, 4, 3, 5).flatten(2, 3)
+
+    colours, shown = per_copy(sampled[:, :3]), per_copy(shown[:, None].float())[:, 0] > 0
+    median = torch.where(shown[:, None], colours, torch.full_like(colours, torch.nan)).nanmedian(dim=2).values
+    any_shown = shown.any(dim=1)[:, None]  # (B, 1, T, T)
+    tile = torch.cat([torch.where(any_shown, median, torch.zeros_like(median)), any_shown.float()], dim=1)
+    return tile, axes
+
+
+def tile_image(
+    tile: torch.Tensor, axes: torch.Tensor, period: float, points: torch.Tensor, on_ground: torch.Tensor
+) -> torch.Tensor:
+    """The tile (B, 4, T, T) of ``fold_first_image`` at points (B, 3, H, W), where each pixel's ray
+    meets the ground, in frame 0's camera frame, for the pixels on_ground (B, 1, H, W) bool; axes
+    (B, 3, 3) and period (metres) as it was folded with -> float32 (B, PLANE_IMAGE_CHANNELS, H, W) in the plane warps' layout:
+    the colour (zero where nothing is sampled), whether it was sampled and shown (the tile's share
+    of shown texels there), and a zero arm channel (frame 0's arm never enters the tile)."""
+    corner, x_axis, y_axis = (a[:, :, None, None] for a in axes.unbind(dim=2))  # (B, 3, 1, 1)
+    period_texels = tile.shape[-1]
+    offset = points.float() - corner
+    place = [(offset * axis).sum(1) for axis in (x_axis, y_axis)]  # (B, H, W) metres along each axis
+    # Wrapped into the period, then into the tile padded by a texel of its other side, so that
+    # bilinear sampling blends across the period's edges as the floor does.
+    texels = [torch.remainder(p, period) / period * period_texels + 1 for p in place]  # in [1, T + 1)
+    size = period_texels + 2
+    grid = torch.stack([t / size * 2 - 1 for t in texels], dim=-1)  # (B, H, W, 2), x then y
+    padded = F.pad(tile, (1, 1, 1, 1), mode='circular')
+    sampled = F.grid_sample(padded, grid, mode='bilinear', padding_mode='border', align_corners=False)
+    shown = sampled[:, 3:] * on_ground.float()  # (B, 1, H, W)
+    # Texels frame 0 shows nowhere are zero: the bilinear weights of the shown ones renormalised.
+    colour = torch.where(shown > 0, sampled[:, :3] / sampled[:, 3:].clamp(min=1e-6), torch.zeros_like(sampled[:, :3]))
+    image = torch.cat([colour, shown, shown, torch.zeros_like(shown)], dim=1)
+    assert image.shape[1] == PLANE_IMAGE_CHANNELS
+    return image
+
