@@ -33,11 +33,11 @@ from einops import rearrange
 from torch import nn
 from torch.nn import functional as F
 
+from aapt_ros.model import ground_tile
 from aapt_ros.model.arm import SUPERSAMPLING, ArmDrawing, chain_named
 from aapt_ros.model.attention import Attention
 from aapt_ros.model.camera import RayEncoder
 from aapt_ros.model.config import ModelConfig
-from aapt_ros.model import ground_tile
 from aapt_ros.model.kv_cache import KVCache
 from aapt_ros.model.masks import frame_attention_mask, token_attention_mask
 from aapt_ros.model.plane_sweep import PLANE_IMAGE_CHANNELS, PlaneSweep, image_grid

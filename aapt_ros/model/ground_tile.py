@@ -118,9 +118,10 @@ def tile_image(
 ) -> torch.Tensor:
     """The tile (B, 4, T, T) of ``fold_first_image`` at points (B, 3, H, W), where each pixel's ray
     meets the ground, in frame 0's camera frame, for the pixels on_ground (B, 1, H, W) bool; axes
-    (B, 3, 3) and period (metres) as it was folded with -> float32 (B, PLANE_IMAGE_CHANNELS, H, W) in the plane warps' layout:
-    the colour (zero where nothing is sampled), whether it was sampled and shown (the tile's share
-    of shown texels there), and a zero arm channel (frame 0's arm never enters the tile)."""
+    (B, 3, 3) and period (metres) as it was folded with -> float32 (B, PLANE_IMAGE_CHANNELS, H, W)
+    in the plane warps' layout: the colour (zero where nothing is sampled), whether it was sampled
+    and shown (the tile's share of shown texels there), and a zero arm channel (frame 0's arm never
+    enters the tile)."""
     corner, x_axis, y_axis = (a[:, :, None, None] for a in axes.unbind(dim=2))  # (B, 3, 1, 1)
     period_texels = tile.shape[-1]
     offset = points.float() - corner
@@ -138,4 +139,3 @@ def tile_image(
     image = torch.cat([colour, shown, shown, torch.zeros_like(shown)], dim=1)
     assert image.shape[1] == PLANE_IMAGE_CHANNELS
     return image
-

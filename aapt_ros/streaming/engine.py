@@ -137,7 +137,7 @@ class StreamEngine:
         self.decoder_reads_warps = self.decoder == 'fast' and checkpoint.config.vae.fast_decoder_warp_planes > 0
         # ... and the arm as the first image shows it (vae.fast_decoder_arm_warp).
         self.decoder_reads_arm_warp = self.decoder == 'fast' and checkpoint.config.vae.fast_decoder_arm_warp
-        # ... and the ground folded from the first image into one period of a tiled floor (vae.fast_decoder_ground_tile).
+        # ... and the first image folded into one period of a tiled floor (vae.fast_decoder_ground_tile).
         self.decoder_reads_ground_tile = self.decoder == 'fast' and checkpoint.config.vae.fast_decoder_ground_tile > 0
         self.vae = checkpoint.vae.to(self.device, self.dtype).eval()
         if self.device.type == 'cuda':  # cuDNN's half-precision convolutions want NHWC; NCHW adds transposes

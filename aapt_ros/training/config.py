@@ -125,10 +125,19 @@ class DecoderConfig:
     # shows it whole periods away (vae.fast_decoder_ground_tile, model/ground_tile.py). Like arm_warp,
     # it changes the warp convolutions' shapes: start from a decoder without warps.
     ground_tile: float = 0.0
+    # >= 1, with warps: the weight of the loss on pixels whose ray meets the ground where frame 0
+    # does not have it in view (the ground warp sampled, not shown), against 1 elsewhere. Long
+    # rollouts look mostly past frame 0's view; the 48-frame clips this stage learns on, seldom.
+    outside_view_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.arm_warp and not (self.arm and self.warps):
             raise ConfigError('decoder.arm_warp needs decoder.arm and decoder.warps: it copies like the plane warps')
+        if not self.outside_view_weight >= 1 or (self.outside_view_weight != 1 and not self.warps):
+            raise ConfigError(
+                'decoder.outside_view_weight must be >= 1 and, above 1, needs decoder.warps (the ground warp says '
+                f'what frame 0 has in view), got {self.outside_view_weight}'
+            )
         if self.ground_tile < 0 or (self.ground_tile and not self.warps):
             raise ConfigError(
                 f'decoder.ground_tile must be >= 0 metres and needs decoder.warps (it copies like the plane warps), '

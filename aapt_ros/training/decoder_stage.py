@@ -60,12 +60,20 @@ from aapt_ros.training.vae_stage import add_frame_scores, reconstruction_metrics
 
 
 def _load_start(
-    path: Path, channels: int, latents: str, arm: bool, warps: bool, arm_warp: bool, ground_tile: float
+    path: Path,
+    channels: int,
+    latents: str,
+    arm: bool,
+    warps: bool,
+    arm_warp: bool,
+    ground_tile: float,
+    outside_view_weight: float,
 ) -> Checkpoint:
     """The checkpoint that gets a fast decoder of width ``channels``: of any stage for recorded
     latents, of stage adversarial (a generator that streams one pass per frame) for its rollouts;
     with a generator that draws the arm for ``arm``, one that warps the first image in pixels for
-    ``warps``; for ``arm_warp`` and ``ground_tile`` a decoder that reads no warps yet or reads those too."""
+    ``warps``; for ``arm_warp`` and ``ground_tile`` a decoder that reads no warps yet or reads those too;
+    for ``ground_tile`` and ``outside_view_weight``, a generator that warps to the ground."""
     try:
         start = load_checkpoint(path)
     except CheckpointError as err:
@@ -117,9 +125,9 @@ def _load_start(
             f'(0: none), and its warp inputs have that shape; set decoder.ground_tile={vae.fast_decoder_ground_tile:g} '
             'to continue training it, or start from a checkpoint whose decoder reads no warps'
         )
-    if ground_tile and not start.config.generator.sink_warp_ground_below_base:
+    if (ground_tile or outside_view_weight != 1) and not start.config.generator.sink_warp_ground_below_base:
         raise TrainError(
-            f"decoder.ground_tile: the tile is sampled on the ground the generator warps to, but {path}'s "
+            f"decoder.ground_tile and outside_view_weight read the ground the generator warps to, but {path}'s "
             'generator warps to none (generator.sink_warp_ground_below_base is 0)'
         )
     return start
@@ -181,6 +189,7 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
         options.warps,
         options.arm_warp,
         options.ground_tile,
+        options.outside_view_weight,
     )
     arm_channels = start.generator.arm.num_channels if options.arm and start.generator.arm is not None else 0
     warp_planes = start.config.generator.pixel_warp_planes if options.warps else 0
@@ -222,7 +231,15 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
             with torch.no_grad():
                 latents = vae.encode(frames) + options.latent_noise * noise.to(device)  # about unit std
         recon = vae.decode_fast(latents, arm, planes)  # (b, F or F - 1, 3, H, W)
-        return reconstruction_loss(recon.flatten(0, 1), frames.flatten(0, 1), options.ssim_weight, options.pixel_loss)
+        weights = None
+        if options.outside_view_weight != 1:
+            assert planes is not None  # the config checks that the decoder reads the warps
+            ground = planes[:, :, warp_planes - 1].flatten(0, 1)  # (N, 6, H, W): the ground's warp, the planes' last
+            outside = ground[:, 3:4] * (1 - ground[:, 4:5])  # the ray meets the ground, frame 0 does not show it
+            weights = 1 + (options.outside_view_weight - 1) * outside
+        return reconstruction_loss(
+            recon.flatten(0, 1), frames.flatten(0, 1), options.ssim_weight, options.pixel_loss, weights
+        )
 
     def validate() -> dict[str, float]:
         scores = reconstruction_metrics(
@@ -271,6 +288,7 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
         ),
         loss_name: f'{loss_first:.4f} -> {loss_last:.4f}',
         'fast decoder width': f'{options.channels}, {noise} while training',
+        'loss weight where frame 0 does not have the ground in view': f'{options.outside_view_weight:g}',
         'arm drawing read by the fast decoder': f'{arm_channels} channels' if arm_channels else 'no',
         'plane warps read by the fast decoder': f'{warp_planes} planes, in pixels' if warp_planes else 'no',
         "the arm's warp from the first image read by the fast decoder": 'yes' if options.arm_warp else 'no',

@@ -42,9 +42,9 @@ from aapt_ros.training.config import TrainConfig, TrainError
 from aapt_ros.training.data import (
     Clip,
     arm_bases_in_sink,
-    pose_frames_in_sink,
     batch,
     load_splits,
+    pose_frames_in_sink,
     rank_share,
     relative_motions,
     step_generator,

@@ -50,12 +50,21 @@ def _ssim_float32(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def reconstruction_loss(
-    recon: torch.Tensor, target: torch.Tensor, ssim_weight: float, pixel_loss: str = 'l1'
+    recon: torch.Tensor,
+    target: torch.Tensor,
+    ssim_weight: float,
+    pixel_loss: str = 'l1',
+    pixel_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """L1 (or MSE, pixel_loss 'mse') + ssim_weight * (1 - SSIM) on images (N, 3, H, W) in [-1, 1],
-    both measured in [0, 1]."""
+    both measured in [0, 1]; pixel_weights (N, 1, H, W): the pixel term as a mean weighted by them."""
     r, t = (recon.float() + 1) / 2, (target.float() + 1) / 2  # to [0, 1], SSIM's dynamic range
     if pixel_loss not in ('l1', 'mse'):
         raise ValueError(f"pixel_loss must be 'l1' or 'mse', got {pixel_loss!r}")
-    pixel = F.mse_loss(r, t) if pixel_loss == 'mse' else F.l1_loss(r, t)
+    error = (r - t) ** 2 if pixel_loss == 'mse' else (r - t).abs()
+    if pixel_weights is None:
+        pixel = error.mean()
+    else:
+        weights = pixel_weights.float().expand_as(error)
+        pixel = (weights * error).sum() / weights.sum().clamp(min=1e-12)
     return pixel + ssim_weight * (1 - ssim(r, t)) if ssim_weight else pixel

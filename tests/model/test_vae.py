@@ -154,3 +154,28 @@ def test_a_light_decoder_that_copies_the_arm_reads_it_after_the_planes() -> None
         torch.testing.assert_close(arm_warp.decode_fast(latents, planes=images), torch.full_like(before, 0.25))
     with pytest.raises(ValueError, match=r'fast_decoder_arm_warp needs a light decoder that reads the plane warps'):
         VAEConfig(fast_decoder_channels=16, fast_decoder_warp_planes=2, fast_decoder_arm_warp=True)
+
+
+def test_a_light_decoder_that_copies_the_ground_tile_reads_it_last() -> None:
+    tile = _vae(fast_decoder_channels=16, fast_decoder_warp_planes=2, fast_decoder_ground_tile=2.0)
+    fast = tile.fast_decoder
+    assert fast is not None and fast.blend is not None and fast.blend.out_channels == 4 * 3  # two planes, the tile
+    latents = torch.randn(1, 1, 4, 4, 6)  # (B, L, C, h, w): 32x48 images
+    images = torch.zeros(1, 1, 3, 6, 32, 48)  # (B, L, P + 1, 6, H, W): nothing sampled
+    with torch.no_grad():
+        before = tile.decode_fast(latents, planes=images)
+        fast.blend.weight.zero_()
+        fast.blend.bias.fill_(1.0)  # take all of every warp: the planes sampled nothing, the tile everything
+        images[:, :, 2, :3], images[:, :, 2, 3:5] = -0.5, 1.0
+        torch.testing.assert_close(tile.decode_fast(latents, planes=images), torch.full_like(before, -0.5))
+    with pytest.raises(ValueError, match=r'fast_decoder_ground_tile must be >= 0 metres .* reads the plane warps'):
+        VAEConfig(fast_decoder_channels=16, fast_decoder_ground_tile=2.0)
+
+
+def test_the_ground_tile_needs_the_ground_the_generator_warps_to() -> None:
+    from aapt_ros.model.config import ConfigError
+    from tests.conftest import PLANE_WARPS_IN_PIXELS, tiny_config
+
+    vae = {'fast_decoder_channels': 16, 'fast_decoder_warp_planes': 1, 'fast_decoder_ground_tile': 2.0}
+    with pytest.raises(ConfigError, match=r'ground_tile needs the ground .*generator\.sink_warp_ground_below_base'):
+        tiny_config(vae=vae, **{**PLANE_WARPS_IN_PIXELS, 'sink_warp_ground_below_base': 0.0})

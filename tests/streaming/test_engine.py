@@ -331,3 +331,51 @@ def test_a_light_decoder_that_copies_the_arm_gets_its_warp_from_the_first_joints
         without = to_uint8_images(engine.vae.decode_fast(latents, arm[:, None], no_arm)[:, 0]).numpy()
     np.testing.assert_array_equal(frames, expected)
     assert not np.array_equal(frames, without)
+
+
+def test_a_light_decoder_that_copies_the_ground_tile_gets_it_folded_from_the_first_image() -> None:
+    checkpoint = _warp_reading_checkpoint(
+        fast_decoder_arm_channels=9, fast_decoder_arm_warp=True, fast_decoder_ground_tile=2.0
+    )
+    engine = StreamEngine(checkpoint, batch_size=1, dtype='float32')
+    assert engine.decoder_reads_ground_tile and engine.ground_tiles is not None and engine.tile_axes is not None
+    start = np.random.default_rng(0).integers(0, 256, (1, 32, 48, 3), dtype=np.uint8)
+    base = np.array([[[1.0, 0, 0, 0], [0, 0, -1, 0.5], [0, 1, 0, 1.2]]])  # standing up 1.2 m ahead
+    pose_frame = base.copy()  # the poses' frame: the base's axes, its origin there too
+    engine.start(np.ones(1, bool), start, np.zeros((1, 7)), base, pose_frame)
+    assert engine.ground_tiles[:, 3].sum() > 0  # frame 0 shows the ground: texels of the tile are known
+    frames = engine.step(*_motion(1))
+    g = engine.generator
+    arm, links = g.arm_image_and_links(
+        engine.actions, engine.arm_bases, engine.sink_rotations, engine.sink_translations
+    )
+    sink_action = torch.zeros(1, 7)
+    arm_warp = g.sink_arm_warp(
+        engine.sink_images,
+        sink_action,
+        g.sink_arm_links(sink_action, engine.arm_bases),
+        engine.actions,
+        engine.arm_bases,
+        engine.sink_rotations,
+        engine.sink_translations,
+        arm,
+        links,
+    )
+    planes = g.sink_plane_images(
+        engine.sink_images, engine.arm_bases, engine.sink_rotations, engine.sink_translations, engine.sink_arms
+    )
+    tile, axes = g.sink_ground_tile(
+        engine.sink_images, engine.sink_arms, engine.arm_bases, torch.tensor(pose_frame, dtype=torch.float32), 2.0
+    )
+    ground = g.ground_tile_image(tile, axes, 2.0, engine.arm_bases, engine.sink_rotations, engine.sink_translations)
+    assert ground[:, 3].sum() > 0  # the tile is sampled where rays meet the ground
+    copied = torch.cat([planes, arm_warp[:, None], ground[:, None]], dim=1)[:, None]  # (B, 1, P + 2, 6, H, W)
+    with torch.no_grad():
+        latents = engine.latents[:, None]
+        expected = to_uint8_images(engine.vae.decode_fast(latents, arm[:, None], copied)[:, 0]).numpy()
+    np.testing.assert_array_equal(frames, expected)
+    # Without the poses' frame there is no tile: nothing of it is copied.
+    engine.start(np.ones(1, bool), start, np.zeros((1, 7)), base)
+    assert engine.ground_tiles.abs().sum() == 0
+    with pytest.raises(EngineError, match=r'pose_frames must be finite with shape \(1, 3, 4\)'):
+        engine.start(np.ones(1, bool), start, np.zeros((1, 7)), base, np.zeros((3, 4)))
