@@ -138,36 +138,31 @@ def test_a_light_decoder_given_plane_warps_decodes_as_before_until_trained_then_
         VAEConfig(fast_decoder_warp_planes=2)
 
 
-def test_a_light_decoder_that_copies_the_arm_reads_it_after_the_planes() -> None:
-    arm_warp = _vae(
-        fast_decoder_channels=16, fast_decoder_warp_planes=2, fast_decoder_arm_channels=9, fast_decoder_arm_warp=True
-    )
-    fast = arm_warp.fast_decoder
-    assert fast is not None and fast.blend is not None and fast.blend.out_channels == 4 * 3  # two planes, the arm
+@pytest.mark.parametrize(
+    'third',
+    [
+        {'fast_decoder_arm_channels': 9, 'fast_decoder_arm_warp': True},  # the arm as frame 0 shows it
+        {'fast_decoder_ground_tile': 2.0},  # the floor folded from frame 0
+    ],
+    ids=['arm', 'ground tile'],
+)
+def test_a_light_decoder_that_copies_a_third_image_reads_it_after_the_planes(third: dict[str, object]) -> None:
+    vae = _vae(fast_decoder_channels=16, fast_decoder_warp_planes=2, **third)
+    fast = vae.fast_decoder
+    assert fast is not None and fast.blend is not None and fast.blend.out_channels == 4 * 3  # two planes, one more
     latents = torch.randn(1, 1, 4, 4, 6)  # (B, L, C, h, w): 32x48 images
     images = torch.zeros(1, 1, 3, 6, 32, 48)  # (B, L, P + 1, 6, H, W): nothing sampled
     with torch.no_grad():
-        before = arm_warp.decode_fast(latents, planes=images)
+        before = vae.decode_fast(latents, planes=images)
         fast.blend.weight.zero_()
-        fast.blend.bias.fill_(1.0)  # take all of every warp: the planes sampled nothing, the arm's everything
-        images[:, :, 2, :3], images[:, :, 2, 3:5] = 0.25, 1.0  # the arm's warp, shown everywhere
-        torch.testing.assert_close(arm_warp.decode_fast(latents, planes=images), torch.full_like(before, 0.25))
+        fast.blend.bias.fill_(1.0)  # take all of every warp: the planes sampled nothing, the third everything
+        images[:, :, 2, :3], images[:, :, 2, 3:5] = 0.25, 1.0  # the third image, shown everywhere
+        torch.testing.assert_close(vae.decode_fast(latents, planes=images), torch.full_like(before, 0.25))
+
+
+def test_the_arm_warp_and_the_ground_tile_need_the_plane_warps() -> None:
     with pytest.raises(ValueError, match=r'fast_decoder_arm_warp needs a light decoder that reads the plane warps'):
         VAEConfig(fast_decoder_channels=16, fast_decoder_warp_planes=2, fast_decoder_arm_warp=True)
-
-
-def test_a_light_decoder_that_copies_the_ground_tile_reads_it_last() -> None:
-    tile = _vae(fast_decoder_channels=16, fast_decoder_warp_planes=2, fast_decoder_ground_tile=2.0)
-    fast = tile.fast_decoder
-    assert fast is not None and fast.blend is not None and fast.blend.out_channels == 4 * 3  # two planes, the tile
-    latents = torch.randn(1, 1, 4, 4, 6)  # (B, L, C, h, w): 32x48 images
-    images = torch.zeros(1, 1, 3, 6, 32, 48)  # (B, L, P + 1, 6, H, W): nothing sampled
-    with torch.no_grad():
-        before = tile.decode_fast(latents, planes=images)
-        fast.blend.weight.zero_()
-        fast.blend.bias.fill_(1.0)  # take all of every warp: the planes sampled nothing, the tile everything
-        images[:, :, 2, :3], images[:, :, 2, 3:5] = -0.5, 1.0
-        torch.testing.assert_close(tile.decode_fast(latents, planes=images), torch.full_like(before, -0.5))
     with pytest.raises(ValueError, match=r'fast_decoder_ground_tile must be >= 0 metres .* reads the plane warps'):
         VAEConfig(fast_decoder_channels=16, fast_decoder_ground_tile=2.0)
 

@@ -293,6 +293,31 @@ def test_a_light_decoder_that_reads_the_plane_warps_gets_those_of_the_streamed_p
         )
 
 
+def _arm_and_copied(engine: StreamEngine, first_joints: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the engine's light decoder read at its last step, made again: the arm drawing
+    (B, A, h s, w s) and the plane warps followed by the arm's (B, P + 1, 6, H, W)."""
+    g = engine.generator
+    arm, links = g.arm_image_and_links(
+        engine.actions, engine.arm_bases, engine.sink_rotations, engine.sink_translations
+    )
+    planes = g.sink_plane_images(
+        engine.sink_images, engine.arm_bases, engine.sink_rotations, engine.sink_translations, engine.sink_arms
+    )
+    sink_action = torch.tensor(first_joints, dtype=torch.float32)
+    arm_warp = g.sink_arm_warp(
+        engine.sink_images,
+        sink_action,
+        g.sink_arm_links(sink_action, engine.arm_bases),
+        engine.actions,
+        engine.arm_bases,
+        engine.sink_rotations,
+        engine.sink_translations,
+        arm,
+        links,
+    )
+    return arm, torch.cat([planes, arm_warp[:, None]], dim=1)
+
+
 def test_a_light_decoder_that_copies_the_arm_gets_its_warp_from_the_first_joints() -> None:
     checkpoint = _warp_reading_checkpoint(fast_decoder_arm_channels=9, fast_decoder_arm_warp=True)
     engine = StreamEngine(checkpoint, batch_size=1, dtype='float32')
@@ -303,27 +328,9 @@ def test_a_light_decoder_that_copies_the_arm_gets_its_warp_from_the_first_joints
     engine.start(np.ones(1, bool), start, first_joints, base)
     assert engine.sink_arm_links is not None and engine.sink_arm_links.sum() > 0  # frame 0 shows the arm
     frames = engine.step(*_motion(1), actions=first_joints + 0.1)
-    g = engine.generator
-    arm, links = g.arm_image_and_links(
-        engine.actions, engine.arm_bases, engine.sink_rotations, engine.sink_translations
-    )
-    planes = g.sink_plane_images(
-        engine.sink_images, engine.arm_bases, engine.sink_rotations, engine.sink_translations, engine.sink_arms
-    )
-    sink_links = g.sink_arm_links(torch.tensor(first_joints, dtype=torch.float32), engine.arm_bases)
-    arm_warp = g.sink_arm_warp(
-        engine.sink_images,
-        torch.tensor(first_joints, dtype=torch.float32),
-        sink_links,
-        engine.actions,
-        engine.arm_bases,
-        engine.sink_rotations,
-        engine.sink_translations,
-        arm,
-        links,
-    )
-    assert arm_warp[:, 3].sum() > 0  # the arm is copied from frame 0 somewhere
-    copied = torch.cat([planes, arm_warp[:, None]], dim=1)[:, None]  # (B, 1, P + 1, 6, H, W)
+    arm, copied = _arm_and_copied(engine, first_joints)
+    assert copied[:, 2, 3].sum() > 0  # the arm is copied from frame 0 somewhere
+    copied = copied[:, None]  # (B, 1, P + 1, 6, H, W)
     with torch.no_grad():
         latents = engine.latents[:, None]
         expected = to_uint8_images(engine.vae.decode_fast(latents, arm[:, None], copied)[:, 0]).numpy()
@@ -345,31 +352,14 @@ def test_a_light_decoder_that_copies_the_ground_tile_gets_it_folded_from_the_fir
     engine.start(np.ones(1, bool), start, np.zeros((1, 7)), base, pose_frame)
     assert engine.ground_tiles[:, 3].sum() > 0  # frame 0 shows the ground: texels of the tile are known
     frames = engine.step(*_motion(1))
+    arm, planes = _arm_and_copied(engine, np.zeros((1, 7)))
     g = engine.generator
-    arm, links = g.arm_image_and_links(
-        engine.actions, engine.arm_bases, engine.sink_rotations, engine.sink_translations
-    )
-    sink_action = torch.zeros(1, 7)
-    arm_warp = g.sink_arm_warp(
-        engine.sink_images,
-        sink_action,
-        g.sink_arm_links(sink_action, engine.arm_bases),
-        engine.actions,
-        engine.arm_bases,
-        engine.sink_rotations,
-        engine.sink_translations,
-        arm,
-        links,
-    )
-    planes = g.sink_plane_images(
-        engine.sink_images, engine.arm_bases, engine.sink_rotations, engine.sink_translations, engine.sink_arms
-    )
     tile, axes = g.sink_ground_tile(
         engine.sink_images, engine.sink_arms, engine.arm_bases, torch.tensor(pose_frame, dtype=torch.float32), 2.0
     )
     ground = g.ground_tile_image(tile, axes, 2.0, engine.arm_bases, engine.sink_rotations, engine.sink_translations)
     assert ground[:, 3].sum() > 0  # the tile is sampled where rays meet the ground
-    copied = torch.cat([planes, arm_warp[:, None], ground[:, None]], dim=1)[:, None]  # (B, 1, P + 2, 6, H, W)
+    copied = torch.cat([planes, ground[:, None]], dim=1)[:, None]  # (B, 1, P + 2, 6, H, W)
     with torch.no_grad():
         latents = engine.latents[:, None]
         expected = to_uint8_images(engine.vae.decode_fast(latents, arm[:, None], copied)[:, 0]).numpy()
