@@ -72,6 +72,10 @@ class VAEConfig:
     # also reads the ground as frame 0 shows it one or more periods away, after the other warps
     # (model/ground_tile.py; stage decoder with decoder.ground_tile). A fact of the scene, not learnt.
     fast_decoder_ground_tile: float = 0.0
+    # > 0, with the ground tile: it is sampled only where the ground lies within this many metres
+    # along the camera's optical axis (the far clipping plane of a rendered scene; our recorder's:
+    # 10 m, beyond which the recordings show the background); 0: wherever a ray meets the ground.
+    fast_decoder_ground_tile_depth: float = 0.0
 
     def __post_init__(self) -> None:
         if self.spatial_factor not in (4, 8, 16):
@@ -107,6 +111,12 @@ class VAEConfig:
                 f'the plane warps (fast_decoder_warp_planes > 0), got {self.fast_decoder_ground_tile} and '
                 f'{self.fast_decoder_warp_planes}'
             )
+        depth = self.fast_decoder_ground_tile_depth
+        if depth < 0 or (depth and not self.fast_decoder_ground_tile):
+            raise ConfigError(
+                'vae.fast_decoder_ground_tile_depth must be >= 0 metres (0: no limit) and needs the ground tile '
+                f'(fast_decoder_ground_tile > 0), got {depth} and {self.fast_decoder_ground_tile}'
+            )
         if self.fast_encoder_channels < 0 or (self.fast_encoder_channels and self.temporal_factor != 1):
             raise ConfigError(
                 f'vae.fast_encoder_channels must be >= 0 and needs temporal_factor 1 (it encodes each image '
@@ -131,6 +141,7 @@ class VAEConfig:
             fast_decoder_warp_planes=0,
             fast_decoder_arm_warp=False,
             fast_decoder_ground_tile=0.0,
+            fast_decoder_ground_tile_depth=0.0,
         )
 
 

@@ -289,11 +289,13 @@ class CausalGenerator(nn.Module):
         arm_base: torch.Tensor,
         sink_rotation: torch.Tensor,
         sink_translation: torch.Tensor,
+        max_depth: float = 0.0,
     ) -> torch.Tensor:
         """The ground as ``sink_ground_tile``'s tile, axes and period show it where each pixel's ray meets it:
         float32 (B, PLANE_IMAGE_CHANNELS, H, W) in ``sink_plane_images``' layout, for a light decoder
-        with ``vae.fast_decoder_ground_tile``; not sampled where the ground lies beyond
-        ``ground_tile.RENDERED_DEPTH``. arm_base, the camera: as ``sink_plane_images``'."""
+        with ``vae.fast_decoder_ground_tile``; not sampled where the ground lies farther than
+        max_depth metres along this camera's axis (``vae.fast_decoder_ground_tile_depth``; 0: no
+        limit). arm_base, the camera: as ``sink_plane_images``'."""
         warp = self.sink_image_warp
         if warp is None:
             raise ValueError('this generator warps no image in pixels (generator.sink_warp_pixels is off)')
@@ -301,9 +303,9 @@ class CausalGenerator(nn.Module):
         lengths, meets = warp.plane_lengths(ground)  # (B, 1, 1, H, W), (B, 1, H, W)
         directions = warp.rotated_directions(sink_rotation)  # (B, 3, H, W) in the sink frame
         points = lengths[:, 0] * directions + sink_translation.float()[:, :, None, None]  # (B, 3, H, W) there
-        depth = lengths[:, 0] * warp.camera_directions.float()[2]  # (B, 1, H, W) along this camera's axis
-        rendered = depth <= ground_tile.RENDERED_DEPTH  # farther, the recordings show the background
-        on_ground = meets & rendered & base_known(arm_base)[:, None, None, None]
+        on_ground = meets & base_known(arm_base)[:, None, None, None]
+        if max_depth:  # farther, a rendered scene shows its background
+            on_ground = on_ground & (lengths[:, 0] * warp.camera_directions.float()[2] <= max_depth)
         return ground_tile.tile_image(tile, axes, period, points, on_ground)
 
     def sink_plane_images(

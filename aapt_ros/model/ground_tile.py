@@ -15,7 +15,8 @@ each texel takes the median colour of frame 0 at its copies on a lattice of (2 R
 periods around the arm's base, among the copies frame 0 has in view, in front of its camera
 within MAX_DEPTH and not on its arm. The median, because frame 0 shows the table or an object in
 front of some copies, a minority for most texels. Then, each frame, each pixel's ray meets the
-ground (within RENDERED_DEPTH) and the tile is sampled at that point's place in the period:
+ground (within ``vae.fast_decoder_ground_tile_depth``, a rendered scene's far plane) and the tile
+is sampled at that point's place in the period:
 
     texel of a ground point p = ((p - corner) . x_axis mod period, (p - corner) . y_axis mod period)
 
@@ -33,11 +34,8 @@ from aapt_ros.model.plane_sweep import PLANE_IMAGE_CHANNELS, image_grid
 
 TEXELS = 128  # per side of the tile: 1.6 cm a texel for a 2 m period, about a pixel of the ground near the camera
 REACH = 3  # periods each way around the arm's base: 7 x 7 copies of each texel, 14 m across for 2 m
-# Metres along a camera's optical axis: our recorder renders nothing farther (its far clipping
-# plane; the background shows there, not the ground), so the tile is not sampled beyond it.
-RENDERED_DEPTH = 10.0
-# Metres along frame 0's optical axis: farther copies are a few pixels wide, and near
-# RENDERED_DEPTH frame 0 shows the background.
+# Metres along frame 0's optical axis: farther copies are a few pixels wide, and our recorder
+# renders nothing beyond 10 m (frame 0 shows the background there, not the ground).
 MAX_DEPTH = 8.0
 
 

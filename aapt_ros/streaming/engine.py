@@ -286,6 +286,7 @@ class StreamEngine:
                     self.arm_bases,
                     self.sink_rotations,
                     self.sink_translations,
+                    self.config.vae.fast_decoder_ground_tile_depth,
                 )
                 copied.append(ground[:, None])
             plane_frames = torch.cat(copied, dim=1)[:, None] if copied else None  # (B, 1, P, 6, H, W)

@@ -125,6 +125,10 @@ class DecoderConfig:
     # shows it whole periods away (vae.fast_decoder_ground_tile, model/ground_tile.py). Like arm_warp,
     # it changes the warp convolutions' shapes: start from a decoder without warps.
     ground_tile: float = 0.0
+    # > 0, with ground_tile: the tile only where the ground lies within this many metres along the
+    # camera's axis (vae.fast_decoder_ground_tile_depth: a rendered scene's far plane, 10 m for
+    # our recorder's); 0: no limit.
+    ground_tile_depth: float = 0.0
     # >= 1, with warps: the weight of the loss on pixels whose ray meets the ground where frame 0
     # does not have it in view (the ground warp sampled, not shown), against 1 elsewhere. Long
     # rollouts look mostly past frame 0's view; the 48-frame clips this stage learns on, seldom.
@@ -137,6 +141,11 @@ class DecoderConfig:
             raise ConfigError(
                 'decoder.outside_view_weight must be >= 1 and, above 1, needs decoder.warps (the ground warp says '
                 f'what frame 0 has in view), got {self.outside_view_weight}'
+            )
+        if self.ground_tile_depth < 0 or (self.ground_tile_depth and not self.ground_tile):
+            raise ConfigError(
+                'decoder.ground_tile_depth must be >= 0 metres and needs decoder.ground_tile, '
+                f'got {self.ground_tile_depth}'
             )
         if self.ground_tile < 0 or (self.ground_tile and not self.warps):
             raise ConfigError(

@@ -200,6 +200,7 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
         fast_decoder_warp_planes=warp_planes,
         fast_decoder_arm_warp=options.arm_warp,
         fast_decoder_ground_tile=options.ground_tile,
+        fast_decoder_ground_tile_depth=options.ground_tile_depth,
     )
     model_config = dataclasses.replace(start.config, vae=vae_config)  # stage and sampling steps: the start's
     device = resolve_device(config.device)
@@ -293,7 +294,10 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
         'plane warps read by the fast decoder': f'{warp_planes} planes, in pixels' if warp_planes else 'no',
         "the arm's warp from the first image read by the fast decoder": 'yes' if options.arm_warp else 'no',
         "the ground's tile folded from the first image read by the fast decoder": (
-            f'a {options.ground_tile:g} m period' if options.ground_tile else 'no'
+            f'a {options.ground_tile:g} m period'
+            + (f', up to {options.ground_tile_depth:g} m ahead' if options.ground_tile_depth else '')
+            if options.ground_tile
+            else 'no'
         ),
         'fast decoder parameters': f'{parameter_count(fast)} (full decoder {parameter_count(vae.decoder)})',
         'held-out reconstruction PSNR, fast decoder': f'{fast_val["psnr"]:.2f} dB',

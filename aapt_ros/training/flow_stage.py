@@ -145,6 +145,7 @@ def clip_plane_images(
     device: torch.device,
     arm_drawing: tuple[torch.Tensor, torch.Tensor] | None = None,
     ground_tile: float = 0.0,
+    ground_tile_depth: float = 0.0,
 ) -> torch.Tensor:
     """Every frame's plane warps in pixels with the clip's frame 0 as the sink
     (``CausalGenerator.sink_plane_images``, with frame 0's arm masked), float32 (B, F, P, 6, H, W):
@@ -153,7 +154,7 @@ def clip_plane_images(
     drawings and links (B, F, A, h s, w s), (B, F, h s, w s), the arm as frame 0 shows it follows
     the planes (``CausalGenerator.sink_arm_warp``, one image more); with ``ground_tile`` > 0 (the
     floor's period, metres), the ground as frame 0 shows it whole periods away comes last
-    (``CausalGenerator.ground_tile_image``, one more)."""
+    (``CausalGenerator.ground_tile_image``, one more; within ground_tile_depth metres, 0: no limit)."""
     b, f = clips[FRAMES].shape[:2]
     motions = relative_motions(clips[POSITIONS], clips[ORIENTATIONS])
     sink_rotation, sink_translation = (m.flatten(0, 1).to(device) for m in motions[2:])
@@ -188,7 +189,7 @@ def clip_plane_images(
             sink_image[first], first_arm, arm_base[first], pose_frames, ground_tile
         )
         ground = generator_net.ground_tile_image(
-            per_frame(tile), per_frame(axes), ground_tile, arm_base, sink_rotation, sink_translation
+            per_frame(tile), per_frame(axes), ground_tile, arm_base, sink_rotation, sink_translation, ground_tile_depth
         )
         images = torch.cat([images, ground[:, None]], dim=1)
     return images.view(b, f, *images.shape[1:])
@@ -204,7 +205,9 @@ def clip_decoder_inputs(
     planes = None
     if vae.fast_decoder_warp_planes:
         arm_warp = drawn if vae.fast_decoder_arm_warp else None
-        planes = clip_plane_images(generator_net, clips, device, arm_warp, vae.fast_decoder_ground_tile)
+        planes = clip_plane_images(
+            generator_net, clips, device, arm_warp, vae.fast_decoder_ground_tile, vae.fast_decoder_ground_tile_depth
+        )
     return (drawn[0] if drawn is not None else None), planes
 
 

@@ -99,6 +99,7 @@ def test_shipped_models_load_and_fit_the_size_budget() -> None:
     assert default.vae.fast_decoder_warp_planes == 2  # v15: the light decoder copies the table and ground warps
     assert default.vae.fast_decoder_arm_warp  # v16: ... and the arm as the first image shows it
     assert default.vae.fast_decoder_ground_tile == 2.0  # v17: ... and the floor folded from it into one 2 m period
+    assert default.vae.fast_decoder_ground_tile_depth == 10.0  # v18: ... up to the recordings' far plane
 
 
 def test_an_incomplete_set_of_shards_is_named(model_copy: Path) -> None:

@@ -165,6 +165,10 @@ def test_the_arm_warp_and_the_ground_tile_need_the_plane_warps() -> None:
         VAEConfig(fast_decoder_channels=16, fast_decoder_warp_planes=2, fast_decoder_arm_warp=True)
     with pytest.raises(ValueError, match=r'fast_decoder_ground_tile must be >= 0 metres .* reads the plane warps'):
         VAEConfig(fast_decoder_channels=16, fast_decoder_ground_tile=2.0)
+    with pytest.raises(
+        ValueError, match=r'fast_decoder_ground_tile_depth must be >= 0 metres .* needs the ground tile'
+    ):
+        VAEConfig(fast_decoder_channels=16, fast_decoder_warp_planes=2, fast_decoder_ground_tile_depth=10.0)
 
 
 def test_the_ground_tile_needs_the_ground_the_generator_warps_to() -> None:

@@ -359,6 +359,10 @@ def test_a_light_decoder_that_copies_the_ground_tile_gets_it_folded_from_the_fir
     )
     ground = g.ground_tile_image(tile, axes, 2.0, engine.arm_bases, engine.sink_rotations, engine.sink_translations)
     assert ground[:, 3].sum() > 0  # the tile is sampled where rays meet the ground
+    near = g.ground_tile_image(
+        tile, axes, 2.0, engine.arm_bases, engine.sink_rotations, engine.sink_translations, max_depth=0.01
+    )
+    assert near[:, 3].sum() == 0  # ... but not beyond a rendered scene's far plane (here 1 cm ahead)
     copied = torch.cat([planes, ground[:, None]], dim=1)[:, None]  # (B, 1, P + 2, 6, H, W)
     with torch.no_grad():
         latents = engine.latents[:, None]

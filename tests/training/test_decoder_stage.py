@@ -304,17 +304,24 @@ def test_decoder_stage_can_teach_the_decoder_to_copy_the_ground_tile_and_keeps_i
     runs: dict[str, Any], warp_runs: dict[str, Any]
 ) -> None:
     tmp = warp_runs['tmp']
-    tile = ('decoder.arm=true', 'decoder.warps=true', 'decoder.arm_warp=true', 'decoder.ground_tile=2.0')
+    tile = (
+        'decoder.arm=true',
+        'decoder.warps=true',
+        'decoder.arm_warp=true',
+        'decoder.ground_tile=2.0',
+        'decoder.ground_tile_depth=10',
+    )
     rollout = ('decoder.latents=rollout', 'decoder.pixel_loss=mse', 'optim.lr=0.01', 'optim.steps=3')
     weighted = 'decoder.outside_view_weight=3'  # the loss weighted where frame 0 has no ground in view
     summary = run_stage('decoder', tmp, warp_runs['model'], f'output={tmp / "tile_decoder"}', *rollout, *tile, weighted)
     assert summary['loss_last'] < summary['loss_first']
     out = load_checkpoint(tmp / 'tile_decoder')
     assert out.config.vae.fast_decoder_ground_tile == 2.0 and out.config.vae.fast_decoder_copied_images == 4
+    assert out.config.vae.fast_decoder_ground_tile_depth == 10.0
     weights = fast_weights(tmp / 'tile_decoder')
     assert weights['fast_decoder.blend.weight'].shape[0] == 4 * 4  # two planes, the arm, the ground's tile
     card = (tmp / 'tile_decoder' / CARD_FILE).read_text()
-    assert "the ground's tile folded from the first image read by the fast decoder: a 2 m period" in card
+    assert "the ground's tile folded from the first image read by the fast decoder: a 2 m period, up to 10 m" in card
     assert 'loss weight where frame 0 does not have the ground in view: 3' in card
     with pytest.raises(TrainError, match=r'reads the ground tile of a 2 m period.*set decoder\.ground_tile=2'):
         run_stage('decoder', tmp, f'model={tmp / "tile_decoder"}', f'output={tmp / "out"}', *tile[:3])
