@@ -83,6 +83,12 @@ def pose_in_frame(frame: Pose, pose: Pose) -> np.ndarray:
     return np.concatenate([rotation, translation[:, None]], axis=1)
 
 
+def frame_given(frame: torch.Tensor) -> torch.Tensor:
+    """(B, 3, 4) frames [R | t] (``pose_in_frame``'s) -> (B,) bool: whether each is given (all
+    zeros: unknown, and what depends on it is left out)."""
+    return frame.flatten(1).abs().sum(1) > 0
+
+
 def latent_ray_directions(camera: CameraConfig, latent_height: int, latent_width: int) -> torch.Tensor:
     """(3, h, w) float64 unit rays through the centres of the latent cells, in the camera frame."""
     # Centre of each latent cell in image pixel coordinates (pixel i has its centre at i).

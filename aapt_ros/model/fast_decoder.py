@@ -45,6 +45,10 @@ colour frame 0 shows at the same point of that link, where frame 0 shows that li
 drawing tells the decoder where the arm is, but not what it looks like, and v15 painted it at
 13-14 dB inside the drawn links (docs/training); frame 0 shows the arm's colours and shading.
 
+With ``vae.fast_decoder_ground_tile`` the floor folded from the first image into one period of its
+tiling (``model/ground_tile.py``) is the last such image: the ground frame 0 does not show, where
+the plane warps can only streak its edge or hand over what hides it.
+
 The coefficients are not bounded: a plain linear blend the loss fits. Their head and the warps'
 inputs start at zero, so a decoder given the warps decodes exactly as before until trained.
 """
@@ -96,8 +100,8 @@ class FastDecoder(nn.Module):
     ) -> torch.Tensor:
         """(N, C_lat, h, w) unscaled latents -> (N, 3, H, W) images in about [-1, 1]; arm
         (N, A, h', w'): the arm drawing, read when the decoder has arm inputs (None: none in view);
-        planes (N, P, 6, H, W): the plane warps in pixels, then the arm's (``vae.fast_decoder_arm_warp``),
-        read when the decoder has warp inputs
+        planes (N, P, 6, H, W): the plane warps in pixels, then the arm's (``vae.fast_decoder_arm_warp``)
+        and the ground tile's (``vae.fast_decoder_ground_tile``), read when the decoder has warp inputs
         (None: nothing sampled, nothing copied)."""
         # The stem as a matrix product over unfolded 3x3 neighbourhoods, written channels-last like
         # the convolutions after it: cuDNN's kernel for so few input channels took 8 us on an H100.

@@ -36,7 +36,7 @@ from torch.nn import functional as F
 from aapt_ros.model import ground_tile
 from aapt_ros.model.arm import SUPERSAMPLING, ArmDrawing, chain_named
 from aapt_ros.model.attention import Attention
-from aapt_ros.model.camera import RayEncoder
+from aapt_ros.model.camera import RayEncoder, frame_given
 from aapt_ros.model.config import ModelConfig
 from aapt_ros.model.kv_cache import KVCache
 from aapt_ros.model.masks import frame_attention_mask, token_attention_mask
@@ -49,11 +49,6 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
     angles = 1000.0 * t.float()[..., None] * freqs
     return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
-
-
-def base_known(arm_base: torch.Tensor) -> torch.Tensor:
-    """(B, 3, 4) arm bases -> (B,) bool: whether each is given (all zeros: unknown, nothing drawn)."""
-    return arm_base.flatten(1).abs().sum(1) > 0
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -254,7 +249,7 @@ class CausalGenerator(nn.Module):
             planes.append((base, False))
         if g.sink_warp_ground_below_base:
             planes.append((self._ground(base), True))
-        return planes, base_known(arm_base)[:, None, None, None]
+        return planes, frame_given(arm_base)[:, None, None, None]
 
     def _ground(self, base: torch.Tensor) -> torch.Tensor:
         """The ground's frame (B, 3, 4) from the arm base's in the same camera frame: the base's,
@@ -272,7 +267,7 @@ class CausalGenerator(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The first image (B, 3, H, W) in [-1, 1] folded into one period of the floor
         (``ground_tile.fold_first_image``; period: ``vae.fast_decoder_ground_tile``, metres): the
-        tile (B, 4, T, T) and its axes (B, 3, 3), kept per stream for ``ground_tile_image``. sink_arm
+        padded tile (B, 4, T + 2, T + 2) and its axes (B, 3, 3), kept per stream for ``ground_tile_image``. sink_arm
         (B, 1, H, W): ``sink_arm_mask``; arm_base and pose_frame (B, 3, 4): the arm's base link and
         the frame the camera poses are given in, in the sink camera frame (all zeros: unknown)."""
         if not self.config.generator.sink_warp_ground_below_base:
@@ -303,7 +298,7 @@ class CausalGenerator(nn.Module):
         lengths, meets = warp.plane_lengths(ground)  # (B, 1, 1, H, W), (B, 1, H, W)
         directions = warp.rotated_directions(sink_rotation)  # (B, 3, H, W) in the sink frame
         points = lengths[:, 0] * directions + sink_translation.float()[:, :, None, None]  # (B, 3, H, W) there
-        on_ground = meets & base_known(arm_base)[:, None, None, None]
+        on_ground = meets & frame_given(arm_base)[:, None, None, None]
         if max_depth:  # farther, a rendered scene shows its background
             on_ground = on_ground & (lengths[:, 0] * warp.camera_directions.float()[2] <= max_depth)
         return ground_tile.tile_image(tile, axes, period, points, on_ground)
@@ -398,7 +393,7 @@ class CausalGenerator(nn.Module):
             raise ValueError('this generator draws no arm (generator.arm_chain is empty)')
         base = self.base_in_camera(arm_base, sink_rotation, sink_translation)
         drawn, links = self.arm.image_and_links(action[:, self.arm_joint_indices], base)
-        known = base_known(arm_base)[:, None, None]  # (B, 1, 1): an unknown base, no arm drawn
+        known = frame_given(arm_base)[:, None, None]  # (B, 1, 1): an unknown base, no arm drawn
         return drawn * known[:, None].to(drawn.dtype), torch.where(known, links, torch.full_like(links, -1))
 
     def _links_in_sink(self, action: torch.Tensor, arm_base: torch.Tensor) -> torch.Tensor:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
+from aapt_ros.model.camera import frame_given
 from aapt_ros.model.config import CameraConfig
 from aapt_ros.model.plane_sweep import PLANE_IMAGE_CHANNELS, image_grid
 
@@ -37,11 +38,6 @@ REACH = 3  # periods each way around the arm's base: 7 x 7 copies of each texel,
 # Metres along frame 0's optical axis: farther copies are a few pixels wide, and our recorder
 # renders nothing beyond 10 m (frame 0 shows the background there, not the ground).
 MAX_DEPTH = 8.0
-
-
-def is_given(frame: torch.Tensor) -> torch.Tensor:
-    """(B, 3, 4) frames -> (B,) bool: whether each is given (all zeros: unknown)."""
-    return frame.flatten(1).abs().sum(1) > 0
 
 
 def tile_axes(ground: torch.Tensor, pose_frame: torch.Tensor, period: float) -> torch.Tensor:
@@ -76,8 +72,9 @@ def fold_first_image(
     period: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The first image (B, 3, H, W) in [-1, 1] folded into one period of the floor: float32
-    (B, 4, TEXELS, TEXELS), per texel the median colour of its copies frame 0 shows (zero where it
-    shows none) and whether it shows any; and the tile's axes (``tile_axes``, (B, 3, 3)).
+    (B, 4, TEXELS + 2, TEXELS + 2), per texel the median colour of its copies frame 0 shows (zero
+    where it shows none) and whether it shows any, padded by a texel of the period's other side
+    (what ``tile_image`` samples); and the tile's axes (``tile_axes``, (B, 3, 3)).
 
     arm (B, 1, H, W): where frame 0 shows the arm (``CausalGenerator.sink_arm_mask``); ground and
     pose_frame (B, 3, 4) in frame 0's camera frame, either all zeros when unknown (no texel shown)."""
@@ -98,7 +95,7 @@ def fold_first_image(
     grid, in_front = image_grid(points[..., 0], points[..., 1], points[..., 2], camera)
     source = torch.cat([image.float(), arm.float()], dim=1)  # (B, 4, H, W)
     sampled = F.grid_sample(source, grid, mode='bilinear', padding_mode='zeros', align_corners=False)
-    known = (is_given(ground) & is_given(pose_frame))[:, None, None]
+    known = (frame_given(ground) & frame_given(pose_frame))[:, None, None]
     shown = (
         known & in_front & (grid.abs() <= 1).all(dim=-1) & (points[..., 2] <= MAX_DEPTH) & (sampled[:, 3] < 0.5)
     )  # (B, K T, K T)
@@ -111,29 +108,28 @@ def fold_first_image(
     median = torch.where(shown[:, None], colours, torch.full_like(colours, torch.nan)).nanmedian(dim=2).values
     any_shown = shown.any(dim=1)[:, None]  # (B, 1, T, T)
     tile = torch.cat([torch.where(any_shown, median, torch.zeros_like(median)), any_shown.float()], dim=1)
-    return tile, axes
+    # Padded once here, so that bilinear sampling blends across the period's edges as the floor does.
+    return F.pad(tile, (1, 1, 1, 1), mode='circular'), axes
 
 
 def tile_image(
     tile: torch.Tensor, axes: torch.Tensor, period: float, points: torch.Tensor, on_ground: torch.Tensor
 ) -> torch.Tensor:
-    """The tile (B, 4, T, T) of ``fold_first_image`` at points (B, 3, H, W), where each pixel's ray
+    """The padded tile (B, 4, T + 2, T + 2) of ``fold_first_image`` at points (B, 3, H, W), where each pixel's ray
     meets the ground, in frame 0's camera frame, for the pixels on_ground (B, 1, H, W) bool; axes
     (B, 3, 3) and period (metres) as it was folded with -> float32 (B, PLANE_IMAGE_CHANNELS, H, W)
     in the plane warps' layout: the colour (zero where nothing is sampled), whether it was sampled
     and shown (the tile's share of shown texels there), and a zero arm channel (frame 0's arm never
     enters the tile)."""
     corner, x_axis, y_axis = (a[:, :, None, None] for a in axes.unbind(dim=2))  # (B, 3, 1, 1)
-    period_texels = tile.shape[-1]
+    period_texels = tile.shape[-1] - 2
     offset = points.float() - corner
     place = [(offset * axis).sum(1) for axis in (x_axis, y_axis)]  # (B, H, W) metres along each axis
-    # Wrapped into the period, then into the tile padded by a texel of its other side, so that
-    # bilinear sampling blends across the period's edges as the floor does.
+    # Wrapped into the period, then past the padding texel.
     texels = [torch.remainder(p, period) / period * period_texels + 1 for p in place]  # in [1, T + 1)
     size = period_texels + 2
     grid = torch.stack([t / size * 2 - 1 for t in texels], dim=-1)  # (B, H, W, 2), x then y
-    padded = F.pad(tile, (1, 1, 1, 1), mode='circular')
-    sampled = F.grid_sample(padded, grid, mode='bilinear', padding_mode='border', align_corners=False)
+    sampled = F.grid_sample(tile, grid, mode='bilinear', padding_mode='border', align_corners=False)
     shown = sampled[:, 3:] * on_ground.float()  # (B, 1, H, W)
     # Texels frame 0 shows nowhere are zero: the bilinear weights of the shown ones renormalised.
     colour = torch.where(shown > 0, sampled[:, :3] / sampled[:, 3:].clamp(min=1e-6), torch.zeros_like(sampled[:, :3]))

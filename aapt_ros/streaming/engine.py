@@ -193,12 +193,13 @@ class StreamEngine:
             drawing = (h * SUPERSAMPLING, w * SUPERSAMPLING)
             self.sink_actions = torch.zeros(b, config.generator.action_dim, device=dev)
             self.sink_arm_links = torch.zeros((b, 1, *drawing), device=dev)
-        # Each stream's first image folded into one period of the floor (B, 4, T, T) and that
+        # Each stream's first image folded into one period of the floor (B, 4, T + 2, T + 2) and that
         # period's corner and axes in the sink camera (B, 3, 3), for a light decoder that copies it.
         self.ground_tiles: torch.Tensor | None = None
         self.tile_axes: torch.Tensor | None = None
         if self.decoder_reads_ground_tile:
-            self.ground_tiles = torch.zeros(b, 4, ground_tile.TEXELS, ground_tile.TEXELS, device=dev)
+            padded = ground_tile.TEXELS + 2  # fold_first_image pads the tile by a texel each side
+            self.ground_tiles = torch.zeros(b, 4, padded, padded, device=dev)
             self.tile_axes = torch.zeros(b, 3, 3, device=dev)
         self.latents = torch.zeros(b, c, h, w, device=dev, dtype=self.dtype)  # output of the last step
         self.frames = torch.zeros(b, config.camera.height, config.camera.width, 3, device=dev, dtype=torch.uint8)
@@ -355,18 +356,9 @@ class StreamEngine:
         b = self.batch_size
         self._pack(slice(INPUT_FIELDS, None), actions, (b, self.config.generator.action_dim), 'actions')
         chosen = np.asarray(streams, dtype=bool)
-        if arm_bases is None:
-            self._host_rows[chosen, ARM_BASE] = 0.0
-        else:
-            bases = np.asarray(arm_bases, dtype=np.float64)
-            if bases.shape != (b, 3, 4) or not np.all(np.isfinite(bases[chosen])):
-                raise EngineError(f'arm_bases must be finite with shape {(b, 3, 4)}, got {bases.shape}')
-            self._host_rows[chosen, ARM_BASE] = bases[chosen].reshape(-1, 12)
-        frames_given = np.zeros((b, 3, 4))
-        if pose_frames is not None:
-            frames_given = np.asarray(pose_frames, dtype=np.float64)
-            if frames_given.shape != (b, 3, 4) or not np.all(np.isfinite(frames_given[chosen])):
-                raise EngineError(f'pose_frames must be finite with shape {(b, 3, 4)}, got {frames_given.shape}')
+        bases = self._frames(arm_bases, chosen, 'arm_bases')
+        frames_given = self._frames(pose_frames, chosen, 'pose_frames')
+        self._host_rows[chosen, ARM_BASE] = bases[chosen].reshape(-1, 12)
         self._upload()
         mask = torch.as_tensor(chosen, device=self.device)
         frames = torch.from_numpy(np.ascontiguousarray(first_frames)).to(self.device)
@@ -401,13 +393,24 @@ class StreamEngine:
             self.sink_arm_links.copy_(torch.where(mask[:, None, None, None], links, self.sink_arm_links))
         if self.ground_tiles is not None and self.tile_axes is not None:
             assert self.sink_arms is not None  # the config checks that the decoder reads the planes
-            pose_frame = torch.as_tensor(np.where(chosen[:, None, None], frames_given, 0.0), device=self.device)
+            pose_frame = torch.as_tensor(frames_given, device=self.device)
             period = self.config.vae.fast_decoder_ground_tile
             tiles, axes = self.generator.sink_ground_tile(
                 images, self.sink_arms, self.arm_bases, pose_frame.float(), period
             )
             self.ground_tiles.copy_(torch.where(mask[:, None, None, None], tiles, self.ground_tiles))
             self.tile_axes.copy_(torch.where(mask[:, None, None], axes, self.tile_axes))
+
+    def _frames(self, values: np.ndarray | None, chosen: np.ndarray, name: str) -> np.ndarray:
+        """(B, 3, 4) float64 frames [R | t] for ``start``: the chosen streams' rows of ``values``
+        (None: unknown, all zeros), zeros in the others; EngineError unless finite there."""
+        b = self.batch_size
+        if values is None:
+            return np.zeros((b, 3, 4))
+        frames = np.asarray(values, dtype=np.float64)
+        if frames.shape != (b, 3, 4) or not np.all(np.isfinite(frames[chosen])):
+            raise EngineError(f'{name} must be finite with shape {(b, 3, 4)}, got {frames.shape}')
+        return np.where(chosen[:, None, None], frames, 0.0)
 
     def _chain_sink_poses(self, rotations: np.ndarray, translations: np.ndarray, commit: np.ndarray | None) -> None:
         """Pack each camera in its sink frame (its pose there after this step's motion), and keep

@@ -51,7 +51,7 @@ from aapt_ros.model.generator import CausalGenerator
 from aapt_ros.model.vae import VideoAutoencoder
 from aapt_ros.training.adversarial_stage import draw_sample
 from aapt_ros.training.checkpoints import autoencoder_with_light_parts, parameter_count, write_outputs
-from aapt_ros.training.config import TrainConfig, TrainError
+from aapt_ros.training.config import DecoderConfig, TrainConfig, TrainError
 from aapt_ros.training.data import Clip, batch, load_splits, rank_share, step_generator
 from aapt_ros.training.flow_stage import VAL_SEED_OFFSET, clip_decoder_inputs, latent_shape
 from aapt_ros.training.loop import mean_first_last, resolve_device, train, writes_outputs
@@ -59,21 +59,15 @@ from aapt_ros.training.losses import reconstruction_loss
 from aapt_ros.training.vae_stage import add_frame_scores, reconstruction_metrics
 
 
-def _load_start(
-    path: Path,
-    channels: int,
-    latents: str,
-    arm: bool,
-    warps: bool,
-    arm_warp: bool,
-    ground_tile: float,
-    outside_view_weight: float,
-) -> Checkpoint:
-    """The checkpoint that gets a fast decoder of width ``channels``: of any stage for recorded
-    latents, of stage adversarial (a generator that streams one pass per frame) for its rollouts;
-    with a generator that draws the arm for ``arm``, one that warps the first image in pixels for
-    ``warps``; for ``arm_warp`` and ``ground_tile`` a decoder that reads no warps yet or reads those too;
-    for ``ground_tile`` and ``outside_view_weight``, a generator that warps to the ground."""
+def _load_start(path: Path, options: DecoderConfig) -> Checkpoint:
+    """The checkpoint that gets a fast decoder of width ``options.channels``: of any stage for
+    recorded latents, of stage adversarial (a generator that streams one pass per frame) for its
+    rollouts; with a generator that draws the arm for ``arm``, one that warps the first image in
+    pixels for ``warps``; for ``arm_warp`` and ``ground_tile`` a decoder that reads no warps yet or
+    reads those too; for ``ground_tile`` and ``outside_view_weight``, a generator that warps to the
+    ground."""
+    channels, latents, arm, warps = options.channels, options.latents, options.arm, options.warps
+    arm_warp, ground_tile, outside_view_weight = options.arm_warp, options.ground_tile, options.outside_view_weight
     try:
         start = load_checkpoint(path)
     except CheckpointError as err:
@@ -181,16 +175,7 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
     folder = Path(config.output)
     options = config.decoder
     on_rollouts = options.latents == 'rollout'
-    start = _load_start(
-        Path(config.model),
-        options.channels,
-        options.latents,
-        options.arm,
-        options.warps,
-        options.arm_warp,
-        options.ground_tile,
-        options.outside_view_weight,
-    )
+    start = _load_start(Path(config.model), options)
     arm_channels = start.generator.arm.num_channels if options.arm and start.generator.arm is not None else 0
     warp_planes = start.config.generator.pixel_warp_planes if options.warps else 0
     vae_config = dataclasses.replace(
