@@ -76,6 +76,12 @@ class VAEConfig:
     # along the camera's optical axis (the far clipping plane of a rendered scene; our recorder's:
     # 10 m, beyond which the recordings show the background); 0: wherever a ray meets the ground.
     fast_decoder_ground_tile_depth: float = 0.0
+    # The scene's fixed furniture as axis-aligned boxes (x, y, z, half x, half y, half z; metres,
+    # in the frame the camera poses are given in; our recorder's table: a top and four legs).
+    # Given, the light decoder's plane warps and ground tile are handed over only where they show
+    # what the camera sees, and it also reads the boxes' colour as frame 0 shows it, last
+    # (model/static_boxes.py; stage decoder with decoder.static_boxes). A fact of the scene, not learnt.
+    fast_decoder_static_boxes: tuple[tuple[float, ...], ...] = ()
 
     def __post_init__(self) -> None:
         if self.spatial_factor not in (4, 8, 16):
@@ -117,6 +123,18 @@ class VAEConfig:
                 'vae.fast_decoder_ground_tile_depth must be >= 0 metres (0: no limit) and needs the ground tile '
                 f'(fast_decoder_ground_tile > 0), got {depth} and {self.fast_decoder_ground_tile}'
             )
+        boxes = self.fast_decoder_static_boxes
+        if boxes and not self.fast_decoder_warp_planes:
+            raise ConfigError(
+                'vae.fast_decoder_static_boxes needs a light decoder that reads the plane warps '
+                f'(fast_decoder_warp_planes > 0), got {self.fast_decoder_warp_planes}'
+            )
+        for i, box in enumerate(boxes):
+            if len(box) != 6 or not all(math.isfinite(x) for x in box) or min(box[3:]) <= 0:
+                raise ConfigError(
+                    f'vae.fast_decoder_static_boxes[{i}] must be (x, y, z, half x, half y, half z) with '
+                    f'positive half sizes, got {list(box)}'
+                )
         if self.fast_encoder_channels < 0 or (self.fast_encoder_channels and self.temporal_factor != 1):
             raise ConfigError(
                 f'vae.fast_encoder_channels must be >= 0 and needs temporal_factor 1 (it encodes each image '
@@ -129,8 +147,14 @@ class VAEConfig:
 
     @property
     def fast_decoder_copied_images(self) -> int:
-        """The warped first images the light decoder reads and may copy: the planes', the arm's, the ground's tile."""
-        return self.fast_decoder_warp_planes + int(self.fast_decoder_arm_warp) + int(self.fast_decoder_ground_tile > 0)
+        """The warped first images the light decoder reads and may copy: the planes', the arm's, the
+        ground's tile, the boxes' colour."""
+        return (
+            self.fast_decoder_warp_planes
+            + int(self.fast_decoder_arm_warp)
+            + int(self.fast_decoder_ground_tile > 0)
+            + int(bool(self.fast_decoder_static_boxes))
+        )
 
     def without_light_decoder(self) -> VAEConfig:
         """This config without the light decoder and what it reads (stage decoder adds them)."""
@@ -142,6 +166,7 @@ class VAEConfig:
             fast_decoder_arm_warp=False,
             fast_decoder_ground_tile=0.0,
             fast_decoder_ground_tile_depth=0.0,
+            fast_decoder_static_boxes=(),
         )
 
 

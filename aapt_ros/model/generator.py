@@ -33,7 +33,7 @@ from einops import rearrange
 from torch import nn
 from torch.nn import functional as F
 
-from aapt_ros.model import ground_tile
+from aapt_ros.model import ground_tile, static_boxes
 from aapt_ros.model.arm import SUPERSAMPLING, ArmDrawing, chain_named
 from aapt_ros.model.attention import Attention
 from aapt_ros.model.camera import RayEncoder, frame_given
@@ -291,9 +291,7 @@ class CausalGenerator(nn.Module):
         with ``vae.fast_decoder_ground_tile``; not sampled where the ground lies farther than
         max_depth metres along this camera's axis (``vae.fast_decoder_ground_tile_depth``; 0: no
         limit). arm_base, the camera: as ``sink_plane_images``'."""
-        warp = self.sink_image_warp
-        if warp is None:
-            raise ValueError('this generator warps no image in pixels (generator.sink_warp_pixels is off)')
+        warp = self._pixel_warp()
         ground = self._ground(self.base_in_camera(arm_base, sink_rotation, sink_translation))
         lengths, meets = warp.plane_lengths(ground)  # (B, 1, 1, H, W), (B, 1, H, W)
         directions = warp.rotated_directions(sink_rotation)  # (B, 3, H, W) in the sink frame
@@ -302,6 +300,82 @@ class CausalGenerator(nn.Module):
         if max_depth:  # farther, a rendered scene shows its background
             on_ground = on_ground & (lengths[:, 0] * warp.camera_directions.float()[2] <= max_depth)
         return ground_tile.tile_image(tile, axes, period, points, on_ground)
+
+    def _pixel_warp(self) -> PlaneSweep:
+        if self.sink_image_warp is None:
+            raise ValueError('this generator warps no image in pixels (generator.sink_warp_pixels is off)')
+        return self.sink_image_warp
+
+    def sink_box_colour(
+        self, sink_image: torch.Tensor, sink_arm: torch.Tensor, pose_frame: torch.Tensor, boxes: torch.Tensor
+    ) -> torch.Tensor:
+        """The median colour of the first image (B, 3, H, W) in [-1, 1] where its rays first meet one
+        of the scene's static boxes (K, 6) (``vae.fast_decoder_static_boxes``, in the pose frame),
+        not on its arm (sink_arm (B, 1, H, W), ``sink_arm_mask``): float32 (B, 4), the colour and
+        whether frame 0 shows any box (all zero where it shows none or pose_frame (B, 3, 4), the
+        pose frame in the sink camera frame, is unknown)."""
+        warp = self._pixel_warp()
+        b = sink_image.shape[0]
+        directions = warp.camera_directions.float()[None].expand(b, -1, -1, -1)  # frame 0's rays, (B, 3, H, W)
+        camera = static_boxes.in_pose_frame(pose_frame, torch.zeros(b, 3, device=sink_image.device))  # (B, 3)
+        entries = static_boxes.first_entries(
+            camera[:, :, None, None], static_boxes.directions_in_pose_frame(pose_frame, directions), boxes
+        )
+        shows = entries.isfinite() & (sink_arm[:, 0] < 0.5) & frame_given(pose_frame)[:, None, None]  # (B, H, W)
+        pixels = torch.where(shows[:, None], sink_image.float(), torch.full_like(sink_image.float(), torch.nan))
+        median = pixels.flatten(2).nanmedian(dim=2).values  # (B, 3)
+        any_shown = shows.flatten(1).any(dim=1, keepdim=True)  # (B, 1)
+        return torch.cat([torch.where(any_shown, median, torch.zeros_like(median)), any_shown.float()], dim=1)
+
+    def copies_among_boxes(
+        self,
+        copied: torch.Tensor,
+        box_colour: torch.Tensor,
+        boxes: torch.Tensor,
+        pose_frame: torch.Tensor,
+        arm_base: torch.Tensor,
+        sink_rotation: torch.Tensor,
+        sink_translation: torch.Tensor,
+    ) -> torch.Tensor:
+        """The light decoder's copied images (B, C, PLANE_IMAGE_CHANNELS, H, W) (``sink_plane_images``'
+        planes first, the ground tile last if it reads one) told the scene's static boxes (K, 6)
+        (``model/static_boxes.py``): each plane warp kept only where it shows what this camera sees
+        and frame 0 saw, the tile only where the ground comes before any box, and the boxes' colour
+        (box_colour (B, 4), ``sink_box_colour``) appended where a box comes first: (B, C + 1, ...).
+        Streams whose pose frame (B, 3, 4, in the sink camera frame) is unknown keep their copies
+        and get no box image. arm_base, the camera: as ``sink_plane_images``'."""
+        warp = self._pixel_warp()
+        b = copied.shape[0]
+        given = frame_given(pose_frame)[:, None, None]  # (B, 1, 1)
+        directions = static_boxes.directions_in_pose_frame(pose_frame, warp.rotated_directions(sink_rotation))
+        camera = static_boxes.in_pose_frame(pose_frame, sink_translation)[:, :, None, None]  # (B, 3, 1, 1)
+        sink_camera = static_boxes.in_pose_frame(pose_frame, torch.zeros(b, 3, device=copied.device))
+        first_box = static_boxes.first_entries(camera, directions, boxes)  # (B, H, W) metres
+        planes, _ = self._warp_planes(arm_base, sink_rotation, sink_translation)
+        has_ground = bool(self.config.generator.sink_warp_ground_below_base)
+        seen, ground_first = [], torch.ones_like(given).expand_as(first_box)
+        for index, (plane, _) in enumerate(planes):
+            lengths, meets = warp.plane_lengths(plane)
+            length = lengths[:, 0, 0]  # (B, H, W) metres
+            if has_ground and index == len(planes) - 1:  # the ground: seen unless a box stands in front
+                ground_first = meets[:, 0] & (length <= first_box)
+                seen_now = ground_first
+            else:  # the table top's plane: only on a box's face that lies in it
+                seen_now = meets[:, 0] & ((length - first_box).abs() <= static_boxes.FACE_TOLERANCE * length)
+            points = camera + length[:, None] * directions  # (B, 3, H, W) in the pose frame
+            seen.append(seen_now & ~static_boxes.hidden_from(sink_camera, points, boxes))
+        keep = [torch.where(given, s, True)[:, None, None].float() for s in seen]  # (B, 1, 1, H, W) each
+        if self.config.vae.fast_decoder_ground_tile:
+            keep += [torch.ones_like(keep[0])] * (copied.shape[1] - len(keep) - 1)  # the arm's warp: as it is
+            keep.append(torch.where(given, ground_first, True)[:, None, None].float())
+        else:
+            keep += [torch.ones_like(keep[0])] * (copied.shape[1] - len(keep))
+        on_box = first_box.isfinite() & given & (~ground_first if has_ground else True)
+        shown = on_box[:, None].float() * box_colour[:, 3:, None, None]  # (B, 1, H, W)
+        box_image = torch.cat(
+            [box_colour[:, :3, None, None] * shown, shown, shown, torch.zeros_like(shown)], dim=1
+        )  # (B, 6, H, W)
+        return torch.cat([copied * torch.cat(keep, dim=1), box_image[:, None]], dim=1)
 
     def sink_plane_images(
         self,
@@ -319,9 +393,7 @@ class CausalGenerator(nn.Module):
         (``sink_arm_mask`` sampled alike; zero without sink_arm). arm_base (B, 3, 4) in the sink
         camera frame, the camera in that frame (B, 3, 3), (B, 3). ``conditioning`` encodes the
         colours; a light decoder with ``vae.fast_decoder_warp_planes`` reads all of it."""
-        warp = self.sink_image_warp
-        if warp is None:
-            raise ValueError('this generator warps no image in pixels (generator.sink_warp_pixels is off)')
+        warp = self._pixel_warp()
         planes, known = self._warp_planes(arm_base, sink_rotation, sink_translation)
         directions = warp.rotated_directions(sink_rotation)  # the same rays for every plane
         # The arm mask is sampled with the image, in one pass.

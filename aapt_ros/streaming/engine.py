@@ -139,6 +139,9 @@ class StreamEngine:
         self.decoder_reads_arm_warp = self.decoder == 'fast' and checkpoint.config.vae.fast_decoder_arm_warp
         # ... and the first image folded into one period of a tiled floor (vae.fast_decoder_ground_tile).
         self.decoder_reads_ground_tile = self.decoder == 'fast' and checkpoint.config.vae.fast_decoder_ground_tile > 0
+        # ... and the scene's static boxes, which say where each copy shows what the camera sees
+        # (vae.fast_decoder_static_boxes).
+        self.decoder_reads_boxes = self.decoder == 'fast' and bool(checkpoint.config.vae.fast_decoder_static_boxes)
         self.vae = checkpoint.vae.to(self.device, self.dtype).eval()
         if self.device.type == 'cuda':  # cuDNN's half-precision convolutions want NHWC; NCHW adds transposes
             self.vae = self.vae.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # untyped overload
@@ -201,6 +204,15 @@ class StreamEngine:
             padded = ground_tile.TEXELS + 2  # fold_first_image pads the tile by a texel each side
             self.ground_tiles = torch.zeros(b, 4, padded, padded, device=dev)
             self.tile_axes = torch.zeros(b, 3, 3, device=dev)
+        # The boxes (K, 6) in the pose frame, each stream's pose frame in its sink camera (B, 3, 4) and
+        # the boxes' colour as its first image shows them (B, 4), for a light decoder told the boxes.
+        self.static_boxes: torch.Tensor | None = None
+        self.pose_frames: torch.Tensor | None = None
+        self.box_colours: torch.Tensor | None = None
+        if self.decoder_reads_boxes:
+            self.static_boxes = torch.tensor(config.vae.fast_decoder_static_boxes, device=dev, dtype=torch.float32)
+            self.pose_frames = torch.zeros(b, 3, 4, device=dev)
+            self.box_colours = torch.zeros(b, 4, device=dev)
         self.latents = torch.zeros(b, c, h, w, device=dev, dtype=self.dtype)  # output of the last step
         self.frames = torch.zeros(b, config.camera.height, config.camera.width, 3, device=dev, dtype=torch.uint8)
         self._schedule = shifted_timesteps(self.sampling_steps, config.generator.timestep_shift).tolist()
@@ -290,7 +302,20 @@ class StreamEngine:
                     self.config.vae.fast_decoder_ground_tile_depth,
                 )
                 copied.append(ground[:, None])
-            plane_frames = torch.cat(copied, dim=1)[:, None] if copied else None  # (B, 1, P, 6, H, W)
+            plane_frames = torch.cat(copied, dim=1) if copied else None  # (B, P, 6, H, W)
+            if self.decoder_reads_boxes:  # the config checks that it also reads the planes
+                assert plane_frames is not None and self.static_boxes is not None
+                assert self.box_colours is not None and self.pose_frames is not None
+                plane_frames = self.generator.copies_among_boxes(
+                    plane_frames,
+                    self.box_colours,
+                    self.static_boxes,
+                    self.pose_frames,
+                    self.arm_bases,
+                    self.sink_rotations,
+                    self.sink_translations,
+                )
+            plane_frames = plane_frames[:, None] if plane_frames is not None else None  # (B, 1, P, 6, H, W)
             self.frames.copy_(to_uint8_images(self.decode_latents(x[:, None], arm_frames, plane_frames)[:, 0]))
 
     def decode_latents(
@@ -352,7 +377,8 @@ class StreamEngine:
         arm_bases (B, 3, 4): the arm's base link [R | t] in each first frame's camera frame (None:
         unknown, no arm drawn), read by a generator with ``arm_chain``; pose_frames (B, 3, 4): the
         frame the camera poses are given in, in each first frame's camera frame (None: unknown),
-        read by a light decoder with ``vae.fast_decoder_ground_tile`` (the floor's tiles follow its axes)."""
+        read by a light decoder with ``vae.fast_decoder_ground_tile`` (the floor's tiles follow its axes)
+        or ``vae.fast_decoder_static_boxes`` (the boxes stand in it)."""
         b = self.batch_size
         self._pack(slice(INPUT_FIELDS, None), actions, (b, self.config.generator.action_dim), 'actions')
         chosen = np.asarray(streams, dtype=bool)
@@ -391,15 +417,18 @@ class StreamEngine:
             self.sink_actions.copy_(torch.where(mask[:, None], self.actions, self.sink_actions))
             links = self.generator.sink_arm_links(self.actions, self.arm_bases)
             self.sink_arm_links.copy_(torch.where(mask[:, None, None, None], links, self.sink_arm_links))
+        pose_frame = torch.as_tensor(frames_given, device=self.device).float()
         if self.ground_tiles is not None and self.tile_axes is not None:
             assert self.sink_arms is not None  # the config checks that the decoder reads the planes
-            pose_frame = torch.as_tensor(frames_given, device=self.device)
             period = self.config.vae.fast_decoder_ground_tile
-            tiles, axes = self.generator.sink_ground_tile(
-                images, self.sink_arms, self.arm_bases, pose_frame.float(), period
-            )
+            tiles, axes = self.generator.sink_ground_tile(images, self.sink_arms, self.arm_bases, pose_frame, period)
             self.ground_tiles.copy_(torch.where(mask[:, None, None, None], tiles, self.ground_tiles))
             self.tile_axes.copy_(torch.where(mask[:, None, None], axes, self.tile_axes))
+        if self.static_boxes is not None and self.pose_frames is not None and self.box_colours is not None:
+            assert self.sink_arms is not None  # the config checks that the decoder reads the planes
+            colours = self.generator.sink_box_colour(images, self.sink_arms, pose_frame, self.static_boxes)
+            self.box_colours.copy_(torch.where(mask[:, None], colours, self.box_colours))
+            self.pose_frames.copy_(torch.where(mask[:, None, None], pose_frame, self.pose_frames))
 
     def _frames(self, values: np.ndarray | None, chosen: np.ndarray, name: str) -> np.ndarray:
         """(B, 3, 4) float64 frames [R | t] for ``start``: the chosen streams' rows of ``values``

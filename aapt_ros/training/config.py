@@ -129,6 +129,12 @@ class DecoderConfig:
     # camera's axis (vae.fast_decoder_ground_tile_depth: a rendered scene's far plane, 10 m for
     # our recorder's); 0: no limit.
     ground_tile_depth: float = 0.0
+    # With warps: the scene's fixed furniture as axis-aligned boxes (x, y, z, half x, half y, half z;
+    # metres, in the poses' frame; our recorder's table: sim_scene.TABLE_BOXES). Each copied image is
+    # handed over only where it shows what the camera sees, and the decoder also reads the boxes'
+    # colour as frame 0 shows them (vae.fast_decoder_static_boxes, model/static_boxes.py). Like
+    # ground_tile, it changes the warp convolutions' shapes: start from a decoder without warps.
+    static_boxes: tuple[tuple[float, ...], ...] = ()
     # >= 1, with warps: the weight of the loss on pixels whose ray meets the ground where frame 0
     # does not have it in view (the ground warp sampled, not shown), against 1 elsewhere. Long
     # rollouts look mostly past frame 0's view; the 48-frame clips this stage learns on, seldom.
@@ -147,6 +153,8 @@ class DecoderConfig:
                 'decoder.ground_tile_depth must be >= 0 metres and needs decoder.ground_tile, '
                 f'got {self.ground_tile_depth}'
             )
+        if self.static_boxes and not self.warps:
+            raise ConfigError('decoder.static_boxes needs decoder.warps: the boxes say where each warp shows what the camera sees')
         if self.ground_tile < 0 or (self.ground_tile and not self.warps):
             raise ConfigError(
                 f'decoder.ground_tile must be >= 0 metres and needs decoder.warps (it copies like the plane warps), '

@@ -63,8 +63,8 @@ def _load_start(path: Path, options: DecoderConfig) -> Checkpoint:
     """The checkpoint that gets a fast decoder of width ``options.channels``: of any stage for
     recorded latents, of stage adversarial (a generator that streams one pass per frame) for its
     rollouts; with a generator that draws the arm for ``arm``, one that warps the first image in
-    pixels for ``warps``; for ``arm_warp`` and ``ground_tile`` a decoder that reads no warps yet or
-    reads those too; for ``ground_tile`` and ``outside_view_weight``, a generator that warps to the
+    pixels for ``warps``; for ``arm_warp``, ``ground_tile`` and ``static_boxes`` a decoder that reads
+    no warps yet or reads those too; for ``ground_tile`` and ``outside_view_weight``, a generator that warps to the
     ground."""
     channels, latents, arm, warps = options.channels, options.latents, options.arm, options.warps
     arm_warp, ground_tile, outside_view_weight = options.arm_warp, options.ground_tile, options.outside_view_weight
@@ -118,6 +118,13 @@ def _load_start(path: Path, options: DecoderConfig) -> Checkpoint:
             f"model: {path}'s fast decoder reads the ground tile of a {vae.fast_decoder_ground_tile:g} m period "
             f'(0: none), and its warp inputs have that shape; set decoder.ground_tile={vae.fast_decoder_ground_tile:g} '
             'to continue training it, or start from a checkpoint whose decoder reads no warps'
+        )
+    if vae.fast_decoder_warp_planes and vae.fast_decoder_static_boxes != options.static_boxes:
+        raise TrainError(
+            f"model: {path}'s fast decoder reads {len(vae.fast_decoder_static_boxes)} static boxes "
+            f'{[list(box) for box in vae.fast_decoder_static_boxes]} (their colour is one more copied image); '
+            'set decoder.static_boxes to the same to continue training it, or start from a checkpoint whose '
+            'decoder reads no warps'
         )
     if (ground_tile or outside_view_weight != 1) and not start.config.generator.sink_warp_ground_below_base:
         raise TrainError(
@@ -186,6 +193,7 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
         fast_decoder_arm_warp=options.arm_warp,
         fast_decoder_ground_tile=options.ground_tile,
         fast_decoder_ground_tile_depth=options.ground_tile_depth,
+        fast_decoder_static_boxes=options.static_boxes,
     )
     model_config = dataclasses.replace(start.config, vae=vae_config)  # stage and sampling steps: the start's
     device = resolve_device(config.device)
@@ -283,6 +291,9 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
             + (f', up to {options.ground_tile_depth:g} m ahead' if options.ground_tile_depth else '')
             if options.ground_tile
             else 'no'
+        ),
+        "the scene's static boxes told to the fast decoder": (
+            f'{len(options.static_boxes)} (their colour from the first image copied too)' if options.static_boxes else 'no'
         ),
         'fast decoder parameters': f'{parameter_count(fast)} (full decoder {parameter_count(vae.decoder)})',
         'held-out reconstruction PSNR, fast decoder': f'{fast_val["psnr"]:.2f} dB',

@@ -146,6 +146,7 @@ def clip_plane_images(
     arm_drawing: tuple[torch.Tensor, torch.Tensor] | None = None,
     ground_tile: float = 0.0,
     ground_tile_depth: float = 0.0,
+    static_boxes: tuple[tuple[float, ...], ...] = (),
 ) -> torch.Tensor:
     """Every frame's plane warps in pixels with the clip's frame 0 as the sink
     (``CausalGenerator.sink_plane_images``, with frame 0's arm masked), float32 (B, F, P, 6, H, W):
@@ -154,7 +155,9 @@ def clip_plane_images(
     drawings and links (B, F, A, h s, w s), (B, F, h s, w s), the arm as frame 0 shows it follows
     the planes (``CausalGenerator.sink_arm_warp``, one image more); with ``ground_tile`` > 0 (the
     floor's period, metres), the ground as frame 0 shows it whole periods away comes last
-    (``CausalGenerator.ground_tile_image``, one more; within ground_tile_depth metres, 0: no limit)."""
+    (``CausalGenerator.ground_tile_image``, one more; within ground_tile_depth metres, 0: no limit);
+    told the scene's static boxes, each copy is kept where it shows what the camera sees and the
+    boxes' colour comes last (``CausalGenerator.copies_among_boxes``, one more)."""
     b, f = clips[FRAMES].shape[:2]
     motions = relative_motions(clips[POSITIONS], clips[ORIENTATIONS])
     sink_rotation, sink_translation = (m.flatten(0, 1).to(device) for m in motions[2:])
@@ -183,8 +186,8 @@ def clip_plane_images(
             links,
         )
         images = torch.cat([images, arm[:, None]], dim=1)
+    pose_frames = pose_frames_in_sink(clips[POSITIONS], clips[ORIENTATIONS]).to(device)  # (B, 3, 4)
     if ground_tile:
-        pose_frames = pose_frames_in_sink(clips[POSITIONS], clips[ORIENTATIONS]).to(device)  # (B, 3, 4)
         tile, axes = generator_net.sink_ground_tile(
             sink_image[first], first_arm, arm_base[first], pose_frames, ground_tile
         )
@@ -192,6 +195,12 @@ def clip_plane_images(
             per_frame(tile), per_frame(axes), ground_tile, arm_base, sink_rotation, sink_translation, ground_tile_depth
         )
         images = torch.cat([images, ground[:, None]], dim=1)
+    if static_boxes:
+        boxes = torch.tensor(static_boxes, device=device)
+        colour = generator_net.sink_box_colour(sink_image[first], first_arm, pose_frames, boxes)
+        images = generator_net.copies_among_boxes(
+            images, per_frame(colour), boxes, per_frame(pose_frames), arm_base, sink_rotation, sink_translation
+        )
     return images.view(b, f, *images.shape[1:])
 
 
@@ -206,7 +215,13 @@ def clip_decoder_inputs(
     if vae.fast_decoder_warp_planes:
         arm_warp = drawn if vae.fast_decoder_arm_warp else None
         planes = clip_plane_images(
-            generator_net, clips, device, arm_warp, vae.fast_decoder_ground_tile, vae.fast_decoder_ground_tile_depth
+            generator_net,
+            clips,
+            device,
+            arm_warp,
+            vae.fast_decoder_ground_tile,
+            vae.fast_decoder_ground_tile_depth,
+            vae.fast_decoder_static_boxes,
         )
     return (drawn[0] if drawn is not None else None), planes
 

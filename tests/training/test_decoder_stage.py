@@ -333,3 +333,28 @@ def test_decoder_stage_can_teach_the_decoder_to_copy_the_ground_tile_and_keeps_i
         ConfigError, match=r'decoder\.outside_view_weight must be >= 1 and, above 1, needs decoder\.warps'
     ):
         run_stage('decoder', tmp, warp_runs['model'], f'output={tmp / "out"}', weighted)
+
+
+def test_decoder_stage_can_tell_the_decoder_the_scenes_static_boxes_and_keeps_its_warp_inputs_apart(
+    runs: dict[str, Any], warp_runs: dict[str, Any]
+) -> None:
+    tmp = warp_runs['tmp']
+    warps = ('decoder.warps=true', 'decoder.ground_tile=2.0')
+    boxes = 'decoder.static_boxes=[[0, 0, 0.6, 0.75, 0.5, 0.025], [0.65, 0.4, 0.29, 0.05, 0.05, 0.29]]'
+    rollout = ('decoder.latents=rollout', 'decoder.pixel_loss=mse', 'optim.lr=0.01', 'optim.steps=3')
+    summary = run_stage('decoder', tmp, warp_runs['model'], f'output={tmp / "box_decoder"}', *rollout, *warps, boxes)
+    assert summary['loss_last'] < summary['loss_first']
+    out = load_checkpoint(tmp / 'box_decoder')
+    assert out.config.vae.fast_decoder_static_boxes == ((0, 0, 0.6, 0.75, 0.5, 0.025), (0.65, 0.4, 0.29, 0.05, 0.05, 0.29))
+    assert out.config.vae.fast_decoder_copied_images == 4  # two planes, the ground's tile, the boxes' colour
+    assert fast_weights(tmp / 'box_decoder')['fast_decoder.blend.weight'].shape[0] == 4 * 4
+    card = (tmp / 'box_decoder' / CARD_FILE).read_text()
+    assert "the scene's static boxes told to the fast decoder: 2 (their colour from the first image copied too)" in card
+    with pytest.raises(TrainError, match=r'reads 2 static boxes.*set decoder\.static_boxes to the same'):
+        run_stage('decoder', tmp, f'model={tmp / "box_decoder"}', f'output={tmp / "out"}', *warps)
+    with pytest.raises(TrainError, match=r'reads 0 static boxes.*set decoder\.static_boxes to the same'):
+        run_stage('decoder', tmp, f'model={tmp / "warp_decoder"}', f'output={tmp / "out"}', warps[0], boxes)
+    with pytest.raises(ConfigError, match=r'decoder\.static_boxes needs decoder\.warps'):
+        run_stage('decoder', tmp, warp_runs['model'], f'output={tmp / "out"}', boxes)
+    with pytest.raises(ConfigError, match=r'static_boxes\[0\] must be \(x, y, z, half x, half y, half z\)'):
+        run_stage('decoder', tmp, warp_runs['model'], f'output={tmp / "out"}', warps[0], 'decoder.static_boxes=[[0, 0, 1]]')
