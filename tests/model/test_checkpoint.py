@@ -15,6 +15,7 @@ from aapt_ros.model.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from aapt_ros.data.sim_scene import TABLE_BOXES
 from aapt_ros.model.init_checkpoint import main as init_main
 
 
@@ -100,6 +101,8 @@ def test_shipped_models_load_and_fit_the_size_budget() -> None:
     assert default.vae.fast_decoder_arm_warp  # v16: ... and the arm as the first image shows it
     assert default.vae.fast_decoder_ground_tile == 2.0  # v17: ... and the floor folded from it into one 2 m period
     assert default.vae.fast_decoder_ground_tile_depth == 10.0  # v18: ... up to the recordings' far plane
+    # v19: ... each copy only where it shows what the camera sees, told our recorder's table
+    assert default.vae.fast_decoder_static_boxes == TABLE_BOXES
 
 
 def test_an_incomplete_set_of_shards_is_named(model_copy: Path) -> None:

@@ -160,7 +160,7 @@ def test_a_light_decoder_that_copies_a_third_image_reads_it_after_the_planes(thi
         torch.testing.assert_close(vae.decode_fast(latents, planes=images), torch.full_like(before, 0.25))
 
 
-def test_the_arm_warp_and_the_ground_tile_need_the_plane_warps() -> None:
+def test_the_arm_warp_the_ground_tile_and_the_static_boxes_need_the_plane_warps() -> None:
     with pytest.raises(ValueError, match=r'fast_decoder_arm_warp needs a light decoder that reads the plane warps'):
         VAEConfig(fast_decoder_channels=16, fast_decoder_warp_planes=2, fast_decoder_arm_warp=True)
     with pytest.raises(ValueError, match=r'fast_decoder_ground_tile must be >= 0 metres .* reads the plane warps'):
@@ -169,6 +169,14 @@ def test_the_arm_warp_and_the_ground_tile_need_the_plane_warps() -> None:
         ValueError, match=r'fast_decoder_ground_tile_depth must be >= 0 metres .* needs the ground tile'
     ):
         VAEConfig(fast_decoder_channels=16, fast_decoder_warp_planes=2, fast_decoder_ground_tile_depth=10.0)
+    with pytest.raises(ValueError, match=r'fast_decoder_static_boxes needs a light decoder that reads the plane warps'):
+        VAEConfig(fast_decoder_channels=16, fast_decoder_static_boxes=((0.0, 0.0, 0.6, 0.75, 0.5, 0.025),))
+    with pytest.raises(ValueError, match=r'static_boxes\[1\] must be .* positive half sizes, got \[0.0, 0.0, 0.6, 0.75, 0.5, 0.0\]'):
+        VAEConfig(
+            fast_decoder_channels=16,
+            fast_decoder_warp_planes=2,
+            fast_decoder_static_boxes=((0.0, 0.0, 0.6, 0.75, 0.5, 0.025), (0.0, 0.0, 0.6, 0.75, 0.5, 0.0)),
+        )
 
 
 def test_the_ground_tile_needs_the_ground_the_generator_warps_to() -> None:

@@ -373,3 +373,44 @@ def test_a_light_decoder_that_copies_the_ground_tile_gets_it_folded_from_the_fir
     assert engine.ground_tiles.abs().sum() == 0
     with pytest.raises(EngineError, match=r'pose_frames must be finite with shape \(1, 3, 4\)'):
         engine.start(np.ones(1, bool), start, np.zeros((1, 7)), base, np.zeros((3, 4)))
+
+
+def test_a_light_decoder_told_the_static_boxes_gets_its_copies_kept_where_they_show_what_the_camera_sees() -> None:
+    table = (0.0, 0.0, 0.6, 0.75, 0.5, 0.025)
+    checkpoint = _warp_reading_checkpoint(
+        fast_decoder_arm_channels=9,
+        fast_decoder_arm_warp=True,
+        fast_decoder_ground_tile=2.0,
+        fast_decoder_static_boxes=(table,),
+    )
+    engine = StreamEngine(checkpoint, batch_size=1, dtype='float32')
+    assert engine.decoder_reads_boxes and engine.box_colours is not None and engine.pose_frames is not None
+    start = np.random.default_rng(0).integers(0, 256, (1, 32, 48, 3), dtype=np.uint8)
+    base = np.array([[[1.0, 0, 0, 0], [0, 0, -1, 0.5], [0, 1, 0, 1.2]]])  # standing up 1.2 m ahead
+    pose_frame = base.copy()  # the poses' frame: the base's axes and origin, the table's top face in its z = 0
+    pose_frame[0, :, 3] -= 0.625 * base[0, :, 2]
+    engine.start(np.ones(1, bool), start, np.zeros((1, 7)), base, pose_frame)
+    assert engine.box_colours[0, 3] == 1  # frame 0 shows the table
+    frames = engine.step(*_motion(1))
+    arm, copied = _arm_and_copied(engine, np.zeros((1, 7)))
+    g, frame = engine.generator, torch.tensor(pose_frame, dtype=torch.float32)
+    tile, axes = g.sink_ground_tile(engine.sink_images, engine.sink_arms, engine.arm_bases, frame, 2.0)
+    ground = g.ground_tile_image(tile, axes, 2.0, engine.arm_bases, engine.sink_rotations, engine.sink_translations)
+    boxes = torch.tensor([table])
+    colour = g.sink_box_colour(engine.sink_images, engine.sink_arms, frame, boxes)
+    told = g.copies_among_boxes(
+        torch.cat([copied, ground[:, None]], dim=1),
+        colour,
+        boxes,
+        frame,
+        engine.arm_bases,
+        engine.sink_rotations,
+        engine.sink_translations,
+    )
+    assert told[:, 4, 3].sum() > 0  # the table's colour is drawn where rays meet it
+    with torch.no_grad():
+        expected = to_uint8_images(engine.vae.decode_fast(engine.latents[:, None], arm[:, None], told[:, None])[:, 0])
+    np.testing.assert_array_equal(frames, expected.numpy())
+    # Without the poses' frame the boxes cannot be placed: no colour, the copies as they were.
+    engine.start(np.ones(1, bool), start, np.zeros((1, 7)), base)
+    assert engine.box_colours.abs().sum() == 0 and engine.pose_frames.abs().sum() == 0
