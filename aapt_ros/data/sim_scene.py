@@ -39,8 +39,9 @@ TABLE_TOP_Z = 0.625  # table/table.urdf: a 0.05 m thick top centred at 0.6 m
 TABLE_HALF_EXTENTS = (0.75, 0.5)  # the top is 1.5 m x 1.0 m, centred on the world origin
 # table/table.urdf's visuals as boxes (x, y, z, half x, half y, half z) in the world: the top, then
 # four 0.1 m square legs 0.58 m tall; a light decoder may be told them (vae.fast_decoder_static_boxes).
-TABLE_BOXES = ((0.0, 0.0, 0.6, *TABLE_HALF_EXTENTS, 0.025),) + tuple(
-    (x, y, 0.29, 0.05, 0.05, 0.29) for x in (-0.65, 0.65) for y in (-0.4, 0.4)
+TABLE_BOXES = (
+    (0.0, 0.0, 0.6, *TABLE_HALF_EXTENTS, 0.025),
+    *((x, y, 0.29, 0.05, 0.05, 0.29) for x in (-0.65, 0.65) for y in (-0.4, 0.4)),
 )
 WORKSPACE_CENTER = np.array([0.05, 0.0, TABLE_TOP_Z + 0.25])  # where cameras look: objects and arm
 ARM_URDF = 'kuka_iiwa/model.urdf'

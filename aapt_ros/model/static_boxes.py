@@ -44,7 +44,8 @@ def first_entries(origins: torch.Tensor, directions: torch.Tensor, boxes: torch.
     # A direction with a zero component never crosses that axis' slabs: a tiny one keeps the
     # arithmetic finite and gives the same answer for any ray not exactly on a slab's face.
     directions = torch.where(directions == 0, torch.full_like(directions, 1e-12), directions)
-    centre, half = (x[None, :, :, None, None].float() for x in boxes.to(origins.device).split(3, dim=1))  # (1, K, 3, 1, 1)
+    placed = boxes.to(origins.device).float()[None, :, :, None, None]  # (1, K, 6, 1, 1)
+    centre, half = placed[:, :, :3], placed[:, :, 3:]
     inverse = 1 / directions[:, None]  # (B, 1, 3, H, W)
     to_low = (centre - half - origins[:, None]) * inverse  # (B, K, 3, H, W)
     to_high = (centre + half - origins[:, None]) * inverse

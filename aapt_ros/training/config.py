@@ -154,7 +154,9 @@ class DecoderConfig:
                 f'got {self.ground_tile_depth}'
             )
         if self.static_boxes and not self.warps:
-            raise ConfigError('decoder.static_boxes needs decoder.warps: the boxes say where each warp shows what the camera sees')
+            raise ConfigError(
+                'decoder.static_boxes needs decoder.warps: the boxes say where each warp shows what the camera sees'
+            )
         if self.ground_tile < 0 or (self.ground_tile and not self.warps):
             raise ConfigError(
                 f'decoder.ground_tile must be >= 0 metres and needs decoder.warps (it copies like the plane warps), '

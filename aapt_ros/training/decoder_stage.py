@@ -293,7 +293,9 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
             else 'no'
         ),
         "the scene's static boxes told to the fast decoder": (
-            f'{len(options.static_boxes)} (their colour from the first image copied too)' if options.static_boxes else 'no'
+            f'{len(options.static_boxes)} (their colour from the first image copied too)'
+            if options.static_boxes
+            else 'no'
         ),
         'fast decoder parameters': f'{parameter_count(fast)} (full decoder {parameter_count(vae.decoder)})',
         'held-out reconstruction PSNR, fast decoder': f'{fast_val["psnr"]:.2f} dB',

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from aapt_ros.data.sim_scene import TABLE_BOXES
 from aapt_ros.model.checkpoint import (
     CONFIG_FILE,
     EXTRAS_FILE,
@@ -15,7 +16,6 @@ from aapt_ros.model.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from aapt_ros.data.sim_scene import TABLE_BOXES
 from aapt_ros.model.init_checkpoint import main as init_main
 
 

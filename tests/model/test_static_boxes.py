@@ -16,7 +16,9 @@ BOXES = torch.tensor([TOP])
 # Cameras in the world (z up) as [R | c], R's columns the optical axes (right, down, forward).
 ABOVE = np.array([[1.0, 0, 0, 0], [0, -1, 0, 0], [0, 0, -1, 2.5]])  # frame 0: 2.5 m up, looking down
 UNDER = np.array([[0.0, 0, -1, 1.2], [1, 0, 0, 0], [0, -1, 0, 0.3]])  # 0.3 m up beside it, looking along -x
-BASE = np.array([[1.0, 0, 0, -0.3], [0, 1, 0, 0], [0, 0, 1, 0.625]])  # the arm's base on the top; the ground 0.625 m below
+BASE = np.array(
+    [[1.0, 0, 0, -0.3], [0, 1, 0, 0], [0, 0, 1, 0.625]]
+)  # the arm's base on the top; the ground 0.625 m below
 
 
 def in_camera(camera: np.ndarray, frame: np.ndarray) -> torch.Tensor:

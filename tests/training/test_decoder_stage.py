@@ -345,7 +345,10 @@ def test_decoder_stage_can_tell_the_decoder_the_scenes_static_boxes_and_keeps_it
     summary = run_stage('decoder', tmp, warp_runs['model'], f'output={tmp / "box_decoder"}', *rollout, *warps, boxes)
     assert summary['loss_last'] < summary['loss_first']
     out = load_checkpoint(tmp / 'box_decoder')
-    assert out.config.vae.fast_decoder_static_boxes == ((0, 0, 0.6, 0.75, 0.5, 0.025), (0.65, 0.4, 0.29, 0.05, 0.05, 0.29))
+    assert out.config.vae.fast_decoder_static_boxes == (
+        (0, 0, 0.6, 0.75, 0.5, 0.025),
+        (0.65, 0.4, 0.29, 0.05, 0.05, 0.29),
+    )
     assert out.config.vae.fast_decoder_copied_images == 4  # two planes, the ground's tile, the boxes' colour
     assert fast_weights(tmp / 'box_decoder')['fast_decoder.blend.weight'].shape[0] == 4 * 4
     card = (tmp / 'box_decoder' / CARD_FILE).read_text()
@@ -357,4 +360,6 @@ def test_decoder_stage_can_tell_the_decoder_the_scenes_static_boxes_and_keeps_it
     with pytest.raises(ConfigError, match=r'decoder\.static_boxes needs decoder\.warps'):
         run_stage('decoder', tmp, warp_runs['model'], f'output={tmp / "out"}', boxes)
     with pytest.raises(ConfigError, match=r'static_boxes\[0\] must be \(x, y, z, half x, half y, half z\)'):
-        run_stage('decoder', tmp, warp_runs['model'], f'output={tmp / "out"}', warps[0], 'decoder.static_boxes=[[0, 0, 1]]')
+        run_stage(
+            'decoder', tmp, warp_runs['model'], f'output={tmp / "out"}', warps[0], 'decoder.static_boxes=[[0, 0, 1]]'
+        )
