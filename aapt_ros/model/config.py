@@ -82,6 +82,12 @@ class VAEConfig:
     # what the camera sees, and it also reads the boxes' colour as frame 0 shows it, last
     # (model/static_boxes.py; stage decoder with decoder.static_boxes). A fact of the scene, not learnt.
     fast_decoder_static_boxes: tuple[tuple[float, ...], ...] = ()
+    # With the boxes, the ground tile and the arm drawing: where frame 0 never showed what the camera
+    # sees and no arm is drawn, the light decoder's image takes the copy as it is: the tile on the
+    # ground, the boxes' colour on the table top (``CausalGenerator.paste_unseen``; stage decoder
+    # with decoder.paste_unseen). The decoder blends those copies by learnt coefficients, which the
+    # training clips, seldom looking there, leave short of 1 (v19: 23.5 dB on that ground, the tile 26.2).
+    fast_decoder_paste_unseen: bool = False
 
     def __post_init__(self) -> None:
         if self.spatial_factor not in (4, 8, 16):
@@ -135,6 +141,14 @@ class VAEConfig:
                     f'vae.fast_decoder_static_boxes[{i}] must be (x, y, z, half x, half y, half z) with '
                     f'positive half sizes, got {list(box)}'
                 )
+        if self.fast_decoder_paste_unseen and not (
+            boxes and self.fast_decoder_ground_tile and self.fast_decoder_arm_channels
+        ):
+            raise ConfigError(
+                'vae.fast_decoder_paste_unseen needs the static boxes, the ground tile and the arm drawing '
+                '(fast_decoder_static_boxes, fast_decoder_ground_tile > 0, fast_decoder_arm_channels > 0): '
+                'they say where frame 0 never showed the ground or the table and no arm is drawn'
+            )
         if self.fast_encoder_channels < 0 or (self.fast_encoder_channels and self.temporal_factor != 1):
             raise ConfigError(
                 f'vae.fast_encoder_channels must be >= 0 and needs temporal_factor 1 (it encodes each image '
@@ -167,6 +181,7 @@ class VAEConfig:
             fast_decoder_ground_tile=0.0,
             fast_decoder_ground_tile_depth=0.0,
             fast_decoder_static_boxes=(),
+            fast_decoder_paste_unseen=False,
         )
 
 

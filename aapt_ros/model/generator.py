@@ -377,6 +377,26 @@ class CausalGenerator(nn.Module):
         )  # (B, 6, H, W)
         return torch.cat([copied * torch.cat(keep, dim=1), box_image[:, None]], dim=1)
 
+    def paste_unseen(self, image: torch.Tensor, copies: torch.Tensor, links: torch.Tensor) -> torch.Tensor:
+        """The light decoder's image (B, 3, H, W) with the copies told the static boxes (B, C, 6, H, W)
+        (``copies_among_boxes``: the plane warps first, the ground tile and the boxes' colour last)
+        taken as they are where frame 0 never showed what the camera sees and the arm drawing
+        (links (B, h s, w s) long, ``arm_image_and_links``; -1: no link) covers no sample within a
+        pixel: the tile where the ray meets the ground first and the ground's warp has nothing frame
+        0 shows, the boxes' colour on the table top's face outside frame 0's view
+        (``vae.fast_decoder_paste_unseen``)."""
+        size = image.shape[-2:]
+        drawn = F.interpolate((links[:, None] >= 0).float(), size=size, mode='nearest')
+        free = F.max_pool2d(drawn, 3, stride=1, padding=1) < 0.5  # (B, 1, H, W): no arm within a pixel
+        table = copies[:, 0] if self.config.generator.sink_warp_base_plane else None
+        ground, tile, boxes = copies[:, self.config.generator.pixel_warp_planes - 1], copies[:, -2], copies[:, -1]
+        unseen_ground = free & (tile[:, 3:4] > 0.5) & (ground[:, 4:5] < 0.5)
+        image = torch.where(unseen_ground, tile[:, :3].to(image.dtype), image)
+        if table is not None:
+            unseen_top = free & (boxes[:, 3:4] > 0.5) & (table[:, 3:4] > 0.5) & (table[:, 4:5] < 0.5)
+            image = torch.where(unseen_top, boxes[:, :3].to(image.dtype), image)
+        return image
+
     def sink_plane_images(
         self,
         sink_image: torch.Tensor,

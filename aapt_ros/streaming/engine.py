@@ -142,6 +142,8 @@ class StreamEngine:
         # ... and the scene's static boxes, which say where each copy shows what the camera sees
         # (vae.fast_decoder_static_boxes).
         self.decoder_reads_boxes = self.decoder == 'fast' and bool(checkpoint.config.vae.fast_decoder_static_boxes)
+        # ... and takes those copies as they are where frame 0 never showed the surface (vae.fast_decoder_paste_unseen).
+        self.decoder_pastes_unseen = self.decoder == 'fast' and checkpoint.config.vae.fast_decoder_paste_unseen
         self.vae = checkpoint.vae.to(self.device, self.dtype).eval()
         if self.device.type == 'cuda':  # cuDNN's half-precision convolutions want NHWC; NCHW adds transposes
             self.vae = self.vae.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # untyped overload
@@ -316,7 +318,11 @@ class StreamEngine:
                     self.sink_translations,
                 )
             plane_frames = plane_frames[:, None] if plane_frames is not None else None  # (B, 1, P, 6, H, W)
-            self.frames.copy_(to_uint8_images(self.decode_latents(x[:, None], arm_frames, plane_frames)[:, 0]))
+            image = self.decode_latents(x[:, None], arm_frames, plane_frames)[:, 0]
+            if self.decoder_pastes_unseen:  # the config checks that it reads the boxes, the tile and the arm
+                assert plane_frames is not None and links is not None
+                image = self.generator.paste_unseen(image, plane_frames[:, 0], links)
+            self.frames.copy_(to_uint8_images(image))
 
     def decode_latents(
         self, latents: torch.Tensor, arm: torch.Tensor | None = None, planes: torch.Tensor | None = None

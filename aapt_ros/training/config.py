@@ -135,6 +135,10 @@ class DecoderConfig:
     # colour as frame 0 shows them (vae.fast_decoder_static_boxes, model/static_boxes.py). Like
     # ground_tile, it changes the warp convolutions' shapes: start from a decoder without warps.
     static_boxes: tuple[tuple[float, ...], ...] = ()
+    # True, with static_boxes, ground_tile and arm: where frame 0 never showed the ground or the table
+    # top the camera sees and no arm is drawn, the decoder's image takes the tile or the boxes'
+    # colour as they are, while training and after (vae.fast_decoder_paste_unseen).
+    paste_unseen: bool = False
     # >= 1, with warps: the weight of the loss on pixels whose ray meets the ground where frame 0
     # does not have it in view (the ground warp sampled, not shown), against 1 elsewhere. Long
     # rollouts look mostly past frame 0's view; the 48-frame clips this stage learns on, seldom.
@@ -153,6 +157,8 @@ class DecoderConfig:
                 'decoder.ground_tile_depth must be >= 0 metres and needs decoder.ground_tile, '
                 f'got {self.ground_tile_depth}'
             )
+        if self.paste_unseen and not (self.static_boxes and self.ground_tile and self.arm):
+            raise ConfigError('decoder.paste_unseen needs decoder.static_boxes, decoder.ground_tile and decoder.arm')
         if self.static_boxes and not self.warps:
             raise ConfigError(
                 'decoder.static_boxes needs decoder.warps: the boxes say where each warp shows what the camera sees'

@@ -53,7 +53,13 @@ from aapt_ros.training.adversarial_stage import draw_sample
 from aapt_ros.training.checkpoints import autoencoder_with_light_parts, parameter_count, write_outputs
 from aapt_ros.training.config import DecoderConfig, TrainConfig, TrainError
 from aapt_ros.training.data import Clip, batch, load_splits, rank_share, step_generator
-from aapt_ros.training.flow_stage import VAL_SEED_OFFSET, clip_decoder_inputs, latent_shape
+from aapt_ros.training.flow_stage import (
+    VAL_SEED_OFFSET,
+    DecoderInputs,
+    clip_decoder_inputs,
+    decode_clips,
+    latent_shape,
+)
 from aapt_ros.training.loop import mean_first_last, resolve_device, train, writes_outputs
 from aapt_ros.training.losses import reconstruction_loss
 from aapt_ros.training.vae_stage import add_frame_scores, reconstruction_metrics
@@ -169,10 +175,8 @@ def rollout_metrics(
         clips = batch(splits_val, config.optim.batch_size, generator, device)
         noise = torch.randn(latent_shape(model_config, *clips[FRAMES].shape[:2]), generator=generator)
         with torch.no_grad():
-            arm, planes = (
-                x[:, 1:] if x is not None else None for x in clip_decoder_inputs(net, clips, device, vae.config)
-            )
-            images = vae.decode_fast(rollout_latents(net, vae, model_config, clips, noise), arm, planes)
+            inputs = clip_decoder_inputs(net, clips, device, vae.config).after_first()
+            images = decode_clips(vae, net, rollout_latents(net, vae, model_config, clips, noise), inputs)
         add_frame_scores(images.flatten(0, 1), clips[FRAMES][:, 1:].flatten(0, 1), psnrs, ssims)
     return {'rollout_psnr': float(np.mean(psnrs)), 'rollout_ssim': float(np.mean(ssims))}
 
@@ -194,6 +198,7 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
         fast_decoder_ground_tile=options.ground_tile,
         fast_decoder_ground_tile_depth=options.ground_tile_depth,
         fast_decoder_static_boxes=options.static_boxes,
+        fast_decoder_paste_unseen=options.paste_unseen,
     )
     model_config = dataclasses.replace(start.config, vae=vae_config)  # stage and sampling steps: the start's
     device = resolve_device(config.device)
@@ -206,29 +211,30 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
     reads_generator = on_rollouts or options.arm or options.warps
     net = start.generator.to(device).eval().requires_grad_(False) if reads_generator else None
 
-    def inputs_of(clips: Clip) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Each frame's arm drawing and warped first images, those the decoder reads (``clip_decoder_inputs``)."""
-        return clip_decoder_inputs(net, clips, device, vae_config) if net is not None else (None, None)
+    def inputs_of(clips: Clip) -> DecoderInputs:
+        """What the decoder reads beside each frame's latent (``clip_decoder_inputs``)."""
+        if net is None:
+            return DecoderInputs(None, None, None)
+        return clip_decoder_inputs(net, clips, device, vae_config)
 
     def loss_fn(clips: Clip, generator: torch.Generator) -> torch.Tensor:
         frames = clips[FRAMES]  # (b, F, 3, H, W) in [-1, 1], this rank's share of the batch
         size = config.optim.batch_size
         noise = torch.randn(latent_shape(model_config, size, frames.shape[1]), generator=generator)[rank_share(size)]
-        arm, planes = inputs_of(clips)
+        inputs = inputs_of(clips)
         if on_rollouts:
             assert net is not None
             latents = rollout_latents(net, vae, model_config, clips, noise)  # (b, F - 1, C, h, w)
             frames = frames[:, 1:]  # frame 0 is the recorded start, not generated
-            arm = arm[:, 1:] if arm is not None else None
-            planes = planes[:, 1:] if planes is not None else None
+            inputs = inputs.after_first()
         else:
             with torch.no_grad():
                 latents = vae.encode(frames) + options.latent_noise * noise.to(device)  # about unit std
-        recon = vae.decode_fast(latents, arm, planes)  # (b, F or F - 1, 3, H, W)
+        recon = decode_clips(vae, net, latents, inputs)  # (b, F or F - 1, 3, H, W)
         weights = None
         if options.outside_view_weight != 1:
-            assert planes is not None  # the config checks that the decoder reads the warps
-            ground = planes[:, :, warp_planes - 1].flatten(0, 1)  # (N, 6, H, W): the ground's warp, the planes' last
+            assert inputs.planes is not None  # the config checks that the decoder reads the warps
+            ground = inputs.planes[:, :, warp_planes - 1].flatten(0, 1)  # (N, 6, H, W): the ground's, the planes' last
             outside = ground[:, 3:4] * (1 - ground[:, 4:5])  # the ray meets the ground, frame 0 does not show it
             weights = 1 + (options.outside_view_weight - 1) * outside
         return reconstruction_loss(
@@ -241,7 +247,7 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
             splits.val,
             config,
             device,
-            decode=lambda latents, clips: vae.decode_fast(latents, *inputs_of(clips)),
+            decode=lambda latents, clips: decode_clips(vae, net, latents, inputs_of(clips)),
         )
         if on_rollouts:
             assert net is not None
@@ -292,6 +298,7 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
             if options.ground_tile
             else 'no'
         ),
+        'unseen ground and table top pasted from the copies': 'yes' if options.paste_unseen else 'no',
         "the scene's static boxes told to the fast decoder": (
             f'{len(options.static_boxes)} (their colour from the first image copied too)'
             if options.static_boxes

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from einops import rearrange
@@ -204,12 +204,23 @@ def clip_plane_images(
     return images.view(b, f, *images.shape[1:])
 
 
+class DecoderInputs(NamedTuple):
+    """What the light decoder reads beside each frame's latent, each None when it reads none."""
+
+    arm: torch.Tensor | None  # (B, F, A, h s, w s): the arm drawing
+    planes: torch.Tensor | None  # (B, F, P, 6, H, W): the warped first images it may copy
+    links: torch.Tensor | None  # (B, F, h s, w s) long: the nearest link drawn at each sample (-1: none)
+
+    def after_first(self) -> DecoderInputs:
+        """Frames 1.., those a rollout generates."""
+        return DecoderInputs(*(x[:, 1:] if x is not None else None for x in self))
+
+
 def clip_decoder_inputs(
     generator_net: CausalGenerator, clips: Clip, device: torch.device, vae: VAEConfig
-) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+) -> DecoderInputs:
     """What the light decoder of ``vae`` reads beside each frame's latent, as the engine hands it
-    over: the arm drawing (B, F, A, h s, w s) and the warped first images (B, F, P, 6, H, W), each
-    None when it reads none; the arm is drawn once for both."""
+    over; the arm is drawn once for both."""
     drawn = _clip_arm_images(generator_net, clips, device) if vae.fast_decoder_arm_channels else None
     planes = None
     if vae.fast_decoder_warp_planes:
@@ -223,7 +234,21 @@ def clip_decoder_inputs(
             vae.fast_decoder_ground_tile_depth,
             vae.fast_decoder_static_boxes,
         )
-    return (drawn[0] if drawn is not None else None), planes
+    arm, links = drawn if drawn is not None else (None, None)
+    return DecoderInputs(arm, planes, links)
+
+
+def decode_clips(
+    vae: VideoAutoencoder, generator_net: CausalGenerator | None, latents: torch.Tensor, inputs: DecoderInputs
+) -> torch.Tensor:
+    """(B, F, C, h, w) latents -> (B, F, 3, H, W) images by the light decoder, as the engine makes
+    them: given ``inputs``, and with the unseen surfaces pasted (``vae.fast_decoder_paste_unseen``)."""
+    images = vae.decode_fast(latents, inputs.arm, inputs.planes)
+    if not vae.config.fast_decoder_paste_unseen:
+        return images
+    assert generator_net is not None and inputs.planes is not None and inputs.links is not None
+    pasted = generator_net.paste_unseen(images.flatten(0, 1), inputs.planes.flatten(0, 1), inputs.links.flatten(0, 1))
+    return pasted.view(images.shape)
 
 
 def clip_times(t_clip: torch.Tensor, num_frames: int, device: torch.device) -> torch.Tensor:

@@ -101,3 +101,20 @@ def test_the_copies_are_kept_where_they_show_what_the_camera_sees_and_the_boxes_
     # Without the poses' frame the copies stay as they were, and no box is drawn.
     unknown = copies(UNDER, torch.zeros(1, 3, 4))
     assert (unknown[3, 2] == 1).all() and (unknown[:, 3] == 0).all() and (unknown[3, 1][below_table] > 0).any()
+
+
+def test_the_unseen_ground_and_table_top_are_pasted_where_no_arm_is_drawn() -> None:
+    config = tiny_config(**PLANE_WARPS_IN_PIXELS)  # 48 x 32; the arm drawn at 24 x 16 samples
+    g = CausalGenerator(config).eval()
+    copies = torch.zeros(1, 4, 6, 32, 48)  # the table's and the ground's warps, the tile, the boxes' colour
+    copies[:, 2, :3], copies[:, 3, :3] = 0.5, -0.5
+    copies[:, 2, 3, :16] = 1  # the tile on the ground in the upper half, ...
+    copies[:, 1, 4, 8:16] = 1  # ... of which frame 0 shows the lower quarter
+    copies[:, 3, 3, 16:], copies[:, 0, 3, 16:] = 1, 1  # a box's top face in the lower half, ...
+    copies[:, 0, 4, 24:] = 1  # ... of which frame 0 shows the lower quarter
+    links = torch.full((1, 16, 24), -1)
+    links[:, :, :4] = 2  # a link drawn over the first 8 pixel columns
+    pasted = g.paste_unseen(torch.zeros(1, 3, 32, 48), copies, links)[0, 0]
+    assert (pasted[:8, 9:] == 0.5).all() and (pasted[16:24, 9:] == -0.5).all()
+    assert (pasted[8:16] == 0).all() and (pasted[24:] == 0).all()  # what frame 0 shows: the decoder's
+    assert (pasted[:, :9] == 0).all()  # the arm and a pixel around it: the decoder's

@@ -172,6 +172,10 @@ def test_the_arm_warp_the_ground_tile_and_the_static_boxes_need_the_plane_warps(
     with pytest.raises(ValueError, match=r'fast_decoder_static_boxes needs a light decoder that reads the plane warps'):
         VAEConfig(fast_decoder_channels=16, fast_decoder_static_boxes=((0.0, 0.0, 0.6, 0.75, 0.5, 0.025),))
     with pytest.raises(
+        ValueError, match=r'fast_decoder_paste_unseen needs the static boxes, the ground tile and the arm'
+    ):
+        VAEConfig(fast_decoder_channels=16, fast_decoder_warp_planes=2, fast_decoder_paste_unseen=True)
+    with pytest.raises(
         ValueError, match=r'static_boxes\[1\] must be .* positive half sizes, got \[0.0, 0.0, 0.6, 0.75, 0.5, 0.0\]'
     ):
         VAEConfig(

@@ -414,3 +414,20 @@ def test_a_light_decoder_told_the_static_boxes_gets_its_copies_kept_where_they_s
     # Without the poses' frame the boxes cannot be placed: no colour, the copies as they were.
     engine.start(np.ones(1, bool), start, np.zeros((1, 7)), base)
     assert engine.box_colours.abs().sum() == 0 and engine.pose_frames.abs().sum() == 0
+    # Pasting what frame 0 never showed: the same decode, then the copies taken as they are there.
+    pasting = dataclasses.replace(
+        checkpoint,
+        config=dataclasses.replace(
+            checkpoint.config, vae=dataclasses.replace(checkpoint.config.vae, fast_decoder_paste_unseen=True)
+        ),
+    )
+    engine = StreamEngine(pasting, batch_size=1, dtype='float32')
+    assert engine.decoder_pastes_unseen
+    engine.start(np.ones(1, bool), start, np.zeros((1, 7)), base, pose_frame)
+    frames = engine.step(*_motion(1))
+    _, links = g.arm_image_and_links(engine.actions, engine.arm_bases, engine.sink_rotations, engine.sink_translations)
+    with torch.no_grad():
+        pasted = g.paste_unseen(
+            engine.vae.decode_fast(engine.latents[:, None], arm[:, None], told[:, None])[:, 0], told, links
+        )
+    np.testing.assert_array_equal(frames, to_uint8_images(pasted).numpy())

@@ -359,6 +359,13 @@ def test_decoder_stage_can_tell_the_decoder_the_scenes_static_boxes_and_keeps_it
         run_stage('decoder', tmp, f'model={tmp / "warp_decoder"}', f'output={tmp / "out"}', warps[0], boxes)
     with pytest.raises(ConfigError, match=r'decoder\.static_boxes needs decoder\.warps'):
         run_stage('decoder', tmp, warp_runs['model'], f'output={tmp / "out"}', boxes)
+    # Pasting what frame 0 never showed, while training too.
+    pasted = ('decoder.arm=true', 'decoder.paste_unseen=true')
+    run_stage('decoder', tmp, warp_runs['model'], f'output={tmp / "paste_decoder"}', *rollout, *warps, boxes, *pasted)
+    assert load_checkpoint(tmp / 'paste_decoder').config.vae.fast_decoder_paste_unseen
+    assert 'unseen ground and table top pasted from the copies: yes' in (tmp / 'paste_decoder' / CARD_FILE).read_text()
+    with pytest.raises(ConfigError, match=r'decoder\.paste_unseen needs decoder\.static_boxes, decoder\.ground_tile'):
+        run_stage('decoder', tmp, warp_runs['model'], f'output={tmp / "out"}', *warps, *pasted)
     with pytest.raises(ConfigError, match=r'static_boxes\[0\] must be \(x, y, z, half x, half y, half z\)'):
         run_stage(
             'decoder', tmp, warp_runs['model'], f'output={tmp / "out"}', warps[0], 'decoder.static_boxes=[[0, 0, 1]]'
