@@ -336,9 +336,10 @@ class CausalGenerator(nn.Module):
         arm_base: torch.Tensor,
         sink_rotation: torch.Tensor,
         sink_translation: torch.Tensor,
+        tile_last: bool,
     ) -> torch.Tensor:
         """The light decoder's copied images (B, C, PLANE_IMAGE_CHANNELS, H, W) (``sink_plane_images``'
-        planes first, the ground tile last if it reads one) told the scene's static boxes (K, 6)
+        planes first, the ground tile last if tile_last) told the scene's static boxes (K, 6)
         (``model/static_boxes.py``): each plane warp kept only where it shows what this camera sees
         and frame 0 saw, the tile only where the ground comes before any box, and the boxes' colour
         (box_colour (B, 4), ``sink_box_colour``) appended where a box comes first: (B, C + 1, ...).
@@ -365,7 +366,9 @@ class CausalGenerator(nn.Module):
             points = camera + length[:, None] * directions  # (B, 3, H, W) in the pose frame
             seen.append(seen_now & ~static_boxes.hidden_from(sink_camera, points, boxes))
         keep = [torch.where(given, s, True)[:, None, None].float() for s in seen]  # (B, 1, 1, H, W) each
-        if self.config.vae.fast_decoder_ground_tile:
+        # The decoder's config says whether it reads the tile, not this generator's: a decoder stage
+        # adds the tile to a checkpoint whose config has none.
+        if tile_last:
             keep += [torch.ones_like(keep[0])] * (copied.shape[1] - len(keep) - 1)  # the arm's warp: as it is
             keep.append(torch.where(given, ground_first, True)[:, None, None].float())
         else:

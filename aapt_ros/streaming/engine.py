@@ -316,6 +316,7 @@ class StreamEngine:
                     self.arm_bases,
                     self.sink_rotations,
                     self.sink_translations,
+                    tile_last=self.decoder_reads_ground_tile,
                 )
             plane_frames = plane_frames[:, None] if plane_frames is not None else None  # (B, 1, P, 6, H, W)
             image = self.decode_latents(x[:, None], arm_frames, plane_frames)[:, 0]

@@ -199,7 +199,14 @@ def clip_plane_images(
         boxes = torch.tensor(static_boxes, device=device)
         colour = generator_net.sink_box_colour(sink_image[first], first_arm, pose_frames, boxes)
         images = generator_net.copies_among_boxes(
-            images, per_frame(colour), boxes, per_frame(pose_frames), arm_base, sink_rotation, sink_translation
+            images,
+            per_frame(colour),
+            boxes,
+            per_frame(pose_frames),
+            arm_base,
+            sink_rotation,
+            sink_translation,
+            tile_last=bool(ground_tile),
         )
     return images.view(b, f, *images.shape[1:])
 

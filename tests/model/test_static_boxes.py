@@ -50,15 +50,8 @@ def test_rays_enter_boxes_where_their_faces_are_and_boxes_hide_what_lies_behind(
 
 
 def test_the_copies_are_kept_where_they_show_what_the_camera_sees_and_the_boxes_colour_comes_last() -> None:
-    config = tiny_config(
-        vae={
-            'fast_decoder_channels': 16,
-            'fast_decoder_warp_planes': 2,
-            'fast_decoder_ground_tile': 2.0,
-            'fast_decoder_static_boxes': (TOP,),
-        },
-        **PLANE_WARPS_IN_PIXELS,
-    )
+    # A generator whose own config reads no tile, as a decoder stage's start: the copies follow tile_last.
+    config = tiny_config(**PLANE_WARPS_IN_PIXELS)
     torch.manual_seed(0)
     g = CausalGenerator(config).eval()
     h, w = config.camera.height, config.camera.width
@@ -79,7 +72,8 @@ def test_the_copies_are_kept_where_they_show_what_the_camera_sees_and_the_boxes_
         rotation, translation = sink_to_camera[None, :, :3], sink_to_camera[None, :, 3]
         planes = g.sink_plane_images(image[None], base, rotation, translation, no_arm)  # (1, 2, 6, H, W)
         tile = torch.ones(1, 1, 6, h, w)
-        out = g.copies_among_boxes(torch.cat([planes, tile], 1), colour, BOXES, frame, base, rotation, translation)
+        copied = torch.cat([planes, tile], 1)
+        out = g.copies_among_boxes(copied, colour, BOXES, frame, base, rotation, translation, tile_last=True)
         assert out.shape == (1, 4, 6, h, w)
         return out[0].permute(1, 0, 2, 3)  # channel first
 

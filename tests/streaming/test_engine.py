@@ -406,6 +406,7 @@ def test_a_light_decoder_told_the_static_boxes_gets_its_copies_kept_where_they_s
         engine.arm_bases,
         engine.sink_rotations,
         engine.sink_translations,
+        tile_last=True,
     )
     assert told[:, 4, 3].sum() > 0  # the table's colour is drawn where rays meet it
     with torch.no_grad():
