@@ -103,6 +103,7 @@ def test_shipped_models_load_and_fit_the_size_budget() -> None:
     assert default.vae.fast_decoder_ground_tile_depth == 10.0  # v18: ... up to the recordings' far plane
     # v19: ... each copy only where it shows what the camera sees, told our recorder's table
     assert default.vae.fast_decoder_static_boxes == TABLE_BOXES
+    assert default.vae.fast_decoder_paste_unseen  # v21: ... and what frame 0 never showed pasted from the copies
 
 
 def test_an_incomplete_set_of_shards_is_named(model_copy: Path) -> None:
