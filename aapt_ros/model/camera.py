@@ -89,6 +89,19 @@ def frame_given(frame: torch.Tensor) -> torch.Tensor:
     return frame.flatten(1).abs().sum(1) > 0
 
 
+def points_in_frame(frame: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """points (B, 3, ...) in a camera's frame -> the same points in the frame whose [R | t] in that
+    camera's frame is ``frame`` (B, 3, 4): R^T (p - t)."""
+    rotation, translation = frame[:, :, :3].float(), frame[:, :, 3].float()
+    flat = points.float().reshape(points.shape[0], 3, -1) - translation[:, :, None]
+    return (rotation.transpose(1, 2) @ flat).view(points.shape)
+
+
+def directions_in_frame(frame: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+    """directions (B, 3, H, W) in a camera's frame -> in ``frame``'s (B, 3, 4) (rotated only)."""
+    return torch.einsum('bji,bjhw->bihw', frame[:, :, :3].float(), directions.float())
+
+
 def latent_ray_directions(camera: CameraConfig, latent_height: int, latent_width: int) -> torch.Tensor:
     """(3, h, w) float64 unit rays through the centres of the latent cells, in the camera frame."""
     # Centre of each latent cell in image pixel coordinates (pixel i has its centre at i).

@@ -36,7 +36,7 @@ from torch.nn import functional as F
 from aapt_ros.model import ground_tile, static_boxes
 from aapt_ros.model.arm import SUPERSAMPLING, ArmDrawing, chain_named
 from aapt_ros.model.attention import Attention
-from aapt_ros.model.camera import RayEncoder, frame_given
+from aapt_ros.model.camera import RayEncoder, directions_in_frame, frame_given, points_in_frame
 from aapt_ros.model.config import ModelConfig
 from aapt_ros.model.kv_cache import KVCache
 from aapt_ros.model.masks import frame_attention_mask, token_attention_mask
@@ -317,9 +317,9 @@ class CausalGenerator(nn.Module):
         warp = self._pixel_warp()
         b = sink_image.shape[0]
         directions = warp.camera_directions.float()[None].expand(b, -1, -1, -1)  # frame 0's rays, (B, 3, H, W)
-        camera = static_boxes.in_pose_frame(pose_frame, torch.zeros(b, 3, device=sink_image.device))  # (B, 3)
+        camera = points_in_frame(pose_frame, torch.zeros(b, 3, device=sink_image.device))  # (B, 3)
         entries = static_boxes.first_entries(
-            camera[:, :, None, None], static_boxes.directions_in_pose_frame(pose_frame, directions), boxes
+            camera[:, :, None, None], directions_in_frame(pose_frame, directions), boxes
         )
         shows = entries.isfinite() & (sink_arm[:, 0] < 0.5) & frame_given(pose_frame)[:, None, None]  # (B, H, W)
         pixels = torch.where(shows[:, None], sink_image.float(), torch.full_like(sink_image.float(), torch.nan))
@@ -348,13 +348,13 @@ class CausalGenerator(nn.Module):
         warp = self._pixel_warp()
         b = copied.shape[0]
         given = frame_given(pose_frame)[:, None, None]  # (B, 1, 1)
-        directions = static_boxes.directions_in_pose_frame(pose_frame, warp.rotated_directions(sink_rotation))
-        camera = static_boxes.in_pose_frame(pose_frame, sink_translation)[:, :, None, None]  # (B, 3, 1, 1)
-        sink_camera = static_boxes.in_pose_frame(pose_frame, torch.zeros(b, 3, device=copied.device))
+        directions = directions_in_frame(pose_frame, warp.rotated_directions(sink_rotation))
+        camera = points_in_frame(pose_frame, sink_translation)[:, :, None, None]  # (B, 3, 1, 1)
+        sink_camera = points_in_frame(pose_frame, torch.zeros(b, 3, device=copied.device))
         first_box = static_boxes.first_entries(camera, directions, boxes)  # (B, H, W) metres
         planes, _ = self._warp_planes(arm_base, sink_rotation, sink_translation)
         has_ground = bool(self.config.generator.sink_warp_ground_below_base)
-        seen, ground_first = [], torch.ones_like(given).expand_as(first_box)
+        seen, ground_first = [], torch.zeros_like(first_box, dtype=torch.bool)  # no ground plane: never met
         for index, (plane, _) in enumerate(planes):
             lengths, meets = warp.plane_lengths(plane)
             length = lengths[:, 0, 0]  # (B, H, W) metres
@@ -373,7 +373,7 @@ class CausalGenerator(nn.Module):
             keep.append(torch.where(given, ground_first, True)[:, None, None].float())
         else:
             keep += [torch.ones_like(keep[0])] * (copied.shape[1] - len(keep))
-        on_box = first_box.isfinite() & given & (~ground_first if has_ground else True)
+        on_box = first_box.isfinite() & given & ~ground_first
         shown = on_box[:, None].float() * box_colour[:, 3:, None, None]  # (B, 1, H, W)
         box_image = torch.cat(
             [box_colour[:, :3, None, None] * shown, shown, shown, torch.zeros_like(shown)], dim=1
@@ -388,9 +388,7 @@ class CausalGenerator(nn.Module):
         pixel: the tile where the ray meets the ground first and the ground's warp has nothing frame
         0 shows, the boxes' colour on the table top's face outside frame 0's view
         (``vae.fast_decoder_paste_unseen``)."""
-        size = image.shape[-2:]
-        drawn = F.interpolate((links[:, None] >= 0).float(), size=size, mode='nearest')
-        free = F.max_pool2d(drawn, 3, stride=1, padding=1) < 0.5  # (B, 1, H, W): no arm within a pixel
+        free = self._arm_in_pixels(links) < 0.5  # (B, 1, H, W): no arm within a pixel
         table = copies[:, 0] if self.config.generator.sink_warp_base_plane else None
         ground, tile, boxes = copies[:, self.config.generator.pixel_warp_planes - 1], copies[:, -2], copies[:, -1]
         unseen_ground = free & (tile[:, 3:4] > 0.5) & (ground[:, 4:5] < 0.5)
@@ -444,9 +442,13 @@ class CausalGenerator(nn.Module):
         drawing's capsules only approximate the links. The plane warps sample it with the image:
         what frame 0 shows there is the arm, not the table or the ground behind it, and a decoder
         that copied it would paint the arm where it no longer is."""
-        covered = (self._links_in_sink(action, arm_base) >= 0).float()  # (B, 1, h s, w s): any link there
+        return self._arm_in_pixels(self._links_in_sink(action, arm_base)[:, 0])
+
+    def _arm_in_pixels(self, links: torch.Tensor) -> torch.Tensor:
+        """The drawing's links (B, h s, w s) long (-1: none) -> float32 (B, 1, H, W), 1 where any
+        link covers a pixel, grown by one pixel, since the capsules only approximate the links."""
         camera = self.config.camera
-        full = F.interpolate(covered, size=(camera.height, camera.width), mode='nearest')
+        full = F.interpolate((links[:, None] >= 0).float(), size=(camera.height, camera.width), mode='nearest')
         return F.max_pool2d(full, 3, stride=1, padding=1)
 
     def encoded_sink_at_planes(

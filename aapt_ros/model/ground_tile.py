@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from aapt_ros.model.camera import frame_given
+from aapt_ros.model.camera import frame_given, points_in_frame
 from aapt_ros.model.config import CameraConfig
 from aapt_ros.model.plane_sweep import PLANE_IMAGE_CHANNELS, image_grid
 
@@ -45,9 +45,9 @@ def tile_axes(ground: torch.Tensor, pose_frame: torch.Tensor, period: float) -> 
     below the arm's base); pose_frame (B, 3, 4): the frame the poses are given in (whose x and y
     axes the floor's tiles follow), in the same camera's -> float32 (B, 3, 3): as columns, the
     corner of the period that holds the point below the base, and the pose frame's x and y axes."""
-    rotation, translation = pose_frame[:, :, :3].float(), pose_frame[:, :, 3].float()
+    rotation = pose_frame[:, :, :3].float()
     below_base = ground[:, :, 3].float()  # (B, 3)
-    in_pose = (rotation.transpose(1, 2) @ (below_base - translation)[..., None])[..., 0]  # (B, 3)
+    in_pose = points_in_frame(pose_frame, below_base)  # (B, 3)
     to_corner = torch.floor(in_pose[:, :2] / period) * period - in_pose[:, :2]  # (B, 2), each in (-period, 0]
     x_axis, y_axis = rotation[:, :, 0], rotation[:, :, 1]
     corner = below_base + to_corner[:, :1] * x_axis + to_corner[:, 1:] * y_axis

@@ -60,17 +60,3 @@ def hidden_from(viewpoint: torch.Tensor, points: torch.Tensor, boxes: torch.Tens
     boxes' frame: bool (B, H, W). A point on a box's face is not hidden by that box."""
     origins = viewpoint[:, :, None, None].float()
     return first_entries(origins, points.float() - origins, boxes) < 1 - FACE_TOLERANCE
-
-
-def in_pose_frame(pose_frame: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """points (B, 3, ...) in a camera's frame -> the same points in the frame the poses are given in,
-    whose [R | t] in that camera's frame is pose_frame (B, 3, 4)."""
-    rotation, translation = pose_frame[:, :, :3].float(), pose_frame[:, :, 3].float()
-    flat = points.float().reshape(points.shape[0], 3, -1) - translation[:, :, None]
-    return (rotation.transpose(1, 2) @ flat).view(points.shape)
-
-
-def directions_in_pose_frame(pose_frame: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
-    """directions (B, 3, H, W) in a camera's frame -> in the pose frame (rotated only)."""
-    rotation = pose_frame[:, :, :3].float()
-    return torch.einsum('bji,bjhw->bihw', rotation, directions.float())
