@@ -88,6 +88,16 @@ class VAEConfig:
     # with decoder.paste_unseen). The decoder blends those copies by learnt coefficients, which the
     # training clips, seldom looking there, leave short of 1 (v19: 23.5 dB on that ground, the tile 26.2).
     fast_decoder_paste_unseen: bool = False
+    # With the arm drawing: the light decoder's arm (its drawing, frame 0's arm, the arm's warp) is
+    # drawn with this chain of aapt_ros.model.arm.ARM_CHAINS, which moves like generator.arm_chain
+    # but has other shapes (kuka_iiwa_meshes: spheres fitted to the links' meshes); the generator
+    # keeps the drawing it was trained on. Empty: the generator's (stage decoder with decoder.arm_chain).
+    fast_decoder_arm_chain: str = ''
+    # With the arm's warp: the light decoder also reads the arm painted with each link's colour as
+    # frame 0 shows it, one more copied image after the arm's warp (``CausalGenerator.arm_colour_image``;
+    # stage decoder with decoder.arm_colours): the warp has a link's colour only where frame 0 shows
+    # that very point of it, and v21 painted the arm at 13.6 dB at 5 s.
+    fast_decoder_arm_colours: bool = False
 
     def __post_init__(self) -> None:
         if self.spatial_factor not in (4, 8, 16):
@@ -116,6 +126,16 @@ class VAEConfig:
                 'vae.fast_decoder_arm_warp needs a light decoder that reads the plane warps and the arm drawing '
                 f'(fast_decoder_warp_planes > 0 and fast_decoder_arm_channels > 0), got '
                 f'{self.fast_decoder_warp_planes} and {self.fast_decoder_arm_channels}'
+            )
+        if self.fast_decoder_arm_chain and not self.fast_decoder_arm_channels:
+            raise ConfigError(
+                f'vae.fast_decoder_arm_chain {self.fast_decoder_arm_chain!r} needs a light decoder that reads the '
+                'arm drawing (fast_decoder_arm_channels > 0)'
+            )
+        if self.fast_decoder_arm_colours and not self.fast_decoder_arm_warp:
+            raise ConfigError(
+                "vae.fast_decoder_arm_colours needs the arm's warp (fast_decoder_arm_warp): both read the links "
+                'frame 0 shows'
             )
         if self.fast_decoder_ground_tile < 0 or (self.fast_decoder_ground_tile and not self.fast_decoder_warp_planes):
             raise ConfigError(
@@ -161,11 +181,12 @@ class VAEConfig:
 
     @property
     def fast_decoder_copied_images(self) -> int:
-        """The warped first images the light decoder reads and may copy: the planes', the arm's, the
-        ground's tile, the boxes' colour."""
+        """The warped first images the light decoder reads and may copy, in this order: the planes',
+        the arm's, the arm's colours, the ground's tile, the boxes' colour."""
         return (
             self.fast_decoder_warp_planes
             + int(self.fast_decoder_arm_warp)
+            + int(self.fast_decoder_arm_colours)
             + int(self.fast_decoder_ground_tile > 0)
             + int(bool(self.fast_decoder_static_boxes))
         )
@@ -182,6 +203,8 @@ class VAEConfig:
             fast_decoder_ground_tile_depth=0.0,
             fast_decoder_static_boxes=(),
             fast_decoder_paste_unseen=False,
+            fast_decoder_arm_chain='',
+            fast_decoder_arm_colours=False,
         )
 
 

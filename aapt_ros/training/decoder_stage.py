@@ -32,7 +32,11 @@ top and the ground) and learns how much of them to copy; these inputs start at z
 With ``decoder.arm_warp`` (also ours) the arm as frame 0 shows it is one more such warp
 (``CausalGenerator.sink_arm_warp``). With ``decoder.ground_tile`` (ours) the floor's texture
 repeats every that many metres, and the ground as frame 0 shows it whole periods away is one more
-(``CausalGenerator.ground_tile_image``).
+(``CausalGenerator.ground_tile_image``). With ``decoder.arm_chain`` (ours) everything the decoder
+reads of the arm is drawn with other shapes of the generator's chain (spheres fitted to the links'
+meshes) while the generator keeps its drawing, and with ``decoder.arm_colours`` (ours) the arm
+painted with each link's colour as frame 0 shows it is one more copy
+(``CausalGenerator.arm_colour_image``).
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ import torch
 
 from aapt_ros.data.clips import FRAMES
 from aapt_ros.model.checkpoint import Checkpoint, CheckpointError, load_checkpoint
-from aapt_ros.model.config import ModelConfig
+from aapt_ros.model.config import ConfigError, ModelConfig
 from aapt_ros.model.generator import CausalGenerator
 from aapt_ros.model.vae import VideoAutoencoder
 from aapt_ros.training.adversarial_stage import draw_sample
@@ -132,6 +136,13 @@ def _load_start(path: Path, options: DecoderConfig) -> Checkpoint:
             'set decoder.static_boxes to the same to continue training it, or start from a checkpoint whose '
             'decoder reads no warps'
         )
+    if vae.fast_decoder_warp_planes and vae.fast_decoder_arm_colours != options.arm_colours:
+        raise TrainError(
+            f"model: {path}'s fast decoder {'reads' if vae.fast_decoder_arm_colours else 'does not read'} the arm's "
+            'colours, and its warp inputs have that shape; set '
+            f'decoder.arm_colours={str(vae.fast_decoder_arm_colours).lower()} to continue training it, or start '
+            'from a checkpoint whose decoder reads no warps'
+        )
     if (ground_tile or outside_view_weight != 1) and not start.config.generator.sink_warp_ground_below_base:
         raise TrainError(
             f"decoder.ground_tile and outside_view_weight read the ground the generator warps to, but {path}'s "
@@ -199,8 +210,15 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
         fast_decoder_ground_tile_depth=options.ground_tile_depth,
         fast_decoder_static_boxes=options.static_boxes,
         fast_decoder_paste_unseen=options.paste_unseen,
+        fast_decoder_arm_chain=options.arm_chain,
+        fast_decoder_arm_colours=options.arm_colours,
     )
-    model_config = dataclasses.replace(start.config, vae=vae_config)  # stage and sampling steps: the start's
+    try:
+        model_config = dataclasses.replace(start.config, vae=vae_config)  # stage and sampling steps: the start's
+        generator = CausalGenerator(model_config)  # the start's weights, drawing the arm as the new config says
+    except ConfigError as err:
+        raise TrainError(f'decoder: {err}') from None
+    generator.load_state_dict(start.generator.state_dict())
     device = resolve_device(config.device)
     splits = load_splits(config.data, model_config)
     torch.manual_seed(config.optim.seed)
@@ -209,7 +227,7 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
     assert fast is not None  # vae_config.fast_decoder_channels >= 16
     fast.requires_grad_(True)
     reads_generator = on_rollouts or options.arm or options.warps
-    net = start.generator.to(device).eval().requires_grad_(False) if reads_generator else None
+    net = generator.to(device).eval().requires_grad_(False) if reads_generator else None
 
     def inputs_of(clips: Clip) -> DecoderInputs:
         """What the decoder reads beside each frame's latent (``clip_decoder_inputs``)."""
@@ -271,9 +289,10 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
     full_val = reconstruction_metrics(vae, splits.val, config, device)  # the same frames
     before: dict[str, float] = {}
     if on_rollouts and net is not None and start.vae.fast_decoder is not None:  # the decoder it continues
-        before = rollout_metrics(start.vae.to(device), net, model_config, config, splits.val, device)
+        start_net = start.generator.to(device).eval()  # the same weights, drawing the arm as the start did
+        before = rollout_metrics(start.vae.to(device), start_net, start.config, config, splits.val, device)
         start.vae.cpu()
-    checkpoint = Checkpoint(model_config, vae.cpu(), start.generator.cpu(), start.start_frame)
+    checkpoint = Checkpoint(model_config, vae.cpu(), generator.cpu(), start.start_frame)
     loss_first, loss_last = mean_first_last(stats.losses)
     ssim_term = f' + {options.ssim_weight:g} (1 - SSIM)' if options.ssim_weight else ''
     loss_name = f'loss ({options.pixel_loss.upper()}{ssim_term}), first -> last 5 steps'
@@ -292,6 +311,12 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
         'arm drawing read by the fast decoder': f'{arm_channels} channels' if arm_channels else 'no',
         'plane warps read by the fast decoder': f'{warp_planes} planes, in pixels' if warp_planes else 'no',
         "the arm's warp from the first image read by the fast decoder": 'yes' if options.arm_warp else 'no',
+        "the arm's shapes in what the fast decoder reads": (
+            f'{options.arm_chain} (the generator draws {model_config.generator.arm_chain})'
+            if options.arm_chain
+            else "the generator's"
+        ),
+        "each link's colour in the first image read by the fast decoder": 'yes' if options.arm_colours else 'no',
         "the ground's tile folded from the first image read by the fast decoder": (
             f'a {options.ground_tile:g} m period'
             + (f', up to {options.ground_tile_depth:g} m ahead' if options.ground_tile_depth else '')

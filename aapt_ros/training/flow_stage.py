@@ -129,12 +129,12 @@ def _arm_inputs(generator_net: CausalGenerator, clips: Clip, device: torch.devic
 def _clip_arm_images(
     generator_net: CausalGenerator, clips: Clip, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The arm each frame's joints draw (``CausalGenerator.arm_image_and_links``): float32
-    (B, F, A, h s, w s), and the nearest link at each sample (B, F, h s, w s)."""
+    """The arm each frame's joints draw for the light decoder (``CausalGenerator.decoder_arm_image_and_links``):
+    float32 (B, F, A, h s, w s), and the nearest link at each sample (B, F, h s, w s)."""
     motions = relative_motions(clips[POSITIONS], clips[ORIENTATIONS])
     sink_rotation, sink_translation = (m.flatten(0, 1).to(device) for m in motions[2:])
     action, arm_base = _arm_inputs(generator_net, clips, device)
-    drawn, links = generator_net.arm_image_and_links(action, arm_base, sink_rotation, sink_translation)
+    drawn, links = generator_net.decoder_arm_image_and_links(action, arm_base, sink_rotation, sink_translation)
     b, f = clips[ACTIONS].shape[:2]
     return drawn.view(b, f, *drawn.shape[1:]), links.view(b, f, *links.shape[1:])
 
@@ -147,14 +147,16 @@ def clip_plane_images(
     ground_tile: float = 0.0,
     ground_tile_depth: float = 0.0,
     static_boxes: tuple[tuple[float, ...], ...] = (),
+    arm_colours: bool = False,
 ) -> torch.Tensor:
     """Every frame's plane warps in pixels with the clip's frame 0 as the sink
     (``CausalGenerator.sink_plane_images``, with frame 0's arm masked), float32 (B, F, P, 6, H, W):
     what the light decoder reads beside the frame's latent (``vae.fast_decoder_warp_planes``), and
     the warped images the encoder stage distils the light encoder on. Given the frames' arm
     drawings and links (B, F, A, h s, w s), (B, F, h s, w s), the arm as frame 0 shows it follows
-    the planes (``CausalGenerator.sink_arm_warp``, one image more); with ``ground_tile`` > 0 (the
-    floor's period, metres), the ground as frame 0 shows it whole periods away comes last
+    the planes (``CausalGenerator.sink_arm_warp``, one image more), and with ``arm_colours`` the arm
+    painted with each link's colour in frame 0 (``CausalGenerator.arm_colour_image``, one more);
+    with ``ground_tile`` > 0 (the floor's period, metres), the ground as frame 0 shows it whole periods away comes last
     (``CausalGenerator.ground_tile_image``, one more; within ground_tile_depth metres, 0: no limit);
     told the scene's static boxes, each copy is kept where it shows what the camera sees and the
     boxes' colour comes last (``CausalGenerator.copies_among_boxes``, one more)."""
@@ -173,7 +175,8 @@ def clip_plane_images(
     images = generator_net.sink_plane_images(sink_image, arm_base, sink_rotation, sink_translation, sink_arm)
     if arm_drawing is not None:
         drawing, links = (x.flatten(0, 1) for x in arm_drawing)
-        sink_links = per_frame(generator_net.sink_arm_links(action[first], arm_base[first]))
+        first_links = generator_net.sink_arm_links(action[first], arm_base[first])  # (B, 1, h s, w s)
+        sink_links = per_frame(first_links)
         arm = generator_net.sink_arm_warp(
             sink_image,
             per_frame(action[first]),
@@ -186,6 +189,9 @@ def clip_plane_images(
             links,
         )
         images = torch.cat([images, arm[:, None]], dim=1)
+        if arm_colours:
+            colours = per_frame(generator_net.sink_link_colours(sink_image[first], first_links))
+            images = torch.cat([images, generator_net.arm_colour_image(colours, links)[:, None]], dim=1)
     pose_frames = pose_frames_in_sink(clips[POSITIONS], clips[ORIENTATIONS]).to(device)  # (B, 3, 4)
     if ground_tile:
         tile, axes = generator_net.sink_ground_tile(
@@ -240,6 +246,7 @@ def clip_decoder_inputs(
             vae.fast_decoder_ground_tile,
             vae.fast_decoder_ground_tile_depth,
             vae.fast_decoder_static_boxes,
+            vae.fast_decoder_arm_colours,
         )
     arm, links = drawn if drawn is not None else (None, None)
     return DecoderInputs(arm, planes, links)
