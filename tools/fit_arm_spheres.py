@@ -2,7 +2,7 @@
 """Fit each link of a URDF arm with a few spheres, for ``aapt_ros.model.arm.ArmChain.spheres``.
 
 The arm drawing places spheres along each link; capsules along the joint-to-joint segments put a
-quarter of the drawn arm on the wrong link (``docs/training``, "The arm drawn from its meshes").
+quarter of the drawn arm on the wrong link (``docs/training``, "Each link's colour pasted").
 This tool reads each link's visual mesh (Wavefront OBJ, in the link's frame), finds the points
 inside it on a grid (generalised winding number, robust to small holes), measures how deep each
 lies (distance to the nearest surface sample), and then picks spheres greedily: each time the

@@ -64,7 +64,7 @@ class ArmChain(NamedTuple):
     # Per link (base link first) spheres x, y, z, radius in metres in the link's frame, fitted to its
     # mesh (tools/fit_arm_spheres.py), as many per link; empty: capsules of ``radii`` along the
     # centre line. A link's mesh is not centred on the segment to the next joint: the capsules
-    # put a quarter of the drawn arm on the wrong link (docs/training, "The arm drawn from its meshes").
+    # put a quarter of the drawn arm on the wrong link (docs/training, "Each link's colour pasted").
     spheres: tuple[tuple[tuple[float, float, float, float], ...], ...] = ()
 
     @property
@@ -177,18 +177,18 @@ def chain_named(name: str) -> ArmChain:
     return ARM_CHAINS[name]
 
 
-def decoder_chain(name: str, generator_chain: str) -> ArmChain:
-    """The chain ``vae.fast_decoder_arm_chain`` names, drawn for the light decoder beside the
-    generator's ``generator_chain``; ConfigError unless the generator draws an arm and both move
-    alike (the same joints, origins, axes and tip): only the links' shapes may differ."""
+def chain_moving_like(name: str, generator_chain: str) -> ArmChain:
+    """The chain ``vae.fast_decoder_arm_paste_chain`` names, drawn beside the generator's
+    ``generator_chain``; ConfigError unless the generator draws an arm and both move alike (the
+    same joints, origins, axes and tip): only the links' shapes may differ."""
     if not generator_chain:
         raise ConfigError(
-            f'vae.fast_decoder_arm_chain {name!r} needs a generator that draws the arm (generator.arm_chain)'
+            f'vae.fast_decoder_arm_paste_chain {name!r} needs a generator that draws the arm (generator.arm_chain)'
         )
     chain, drawn = chain_named(name), chain_named(generator_chain)
     if chain[:4] != drawn[:4]:
         raise ConfigError(
-            f'vae.fast_decoder_arm_chain {name!r} moves unlike generator.arm_chain {generator_chain!r}: '
+            f'vae.fast_decoder_arm_paste_chain {name!r} moves unlike generator.arm_chain {generator_chain!r}: '
             'the joints, their origins and axes and the tip must be the same, only the shapes may differ'
         )
     return chain
@@ -299,7 +299,8 @@ class ArmDrawing(nn.Module):
         self.register_buffer('link_spheres', spheres, persistent=False)
         # The rays of an s x s grid of samples in every latent pixel: the latent grid of an image
         # s times finer, whose cells' centres latent_ray_directions gives, in image order.
-        fine = latent_ray_directions(camera, latent_height * SUPERSAMPLING, latent_width * SUPERSAMPLING)
+        self.sample_size = (latent_height * SUPERSAMPLING, latent_width * SUPERSAMPLING)  # the drawing's h s, w s
+        fine = latent_ray_directions(camera, *self.sample_size)
         self.register_buffer('sample_directions', fine.flatten(1).float(), persistent=False)  # (3, h s w s)
 
     def link_poses(self, joints: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
@@ -372,8 +373,7 @@ class ArmDrawing(nn.Module):
         if self.base_plane:
             parts.append(self.plane(base))
         drawn = torch.cat(parts, 1)  # (B, L + 1 [+ BASE_PLANE_CHANNELS], S)
-        size = (self.latent_height * SUPERSAMPLING, self.latent_width * SUPERSAMPLING)
-        return drawn.unflatten(2, size), nearest.unflatten(1, size)  # type: ignore[no-untyped-call]
+        return drawn.unflatten(2, self.sample_size), nearest.unflatten(1, self.sample_size)  # type: ignore[no-untyped-call]
 
     def plane(self, base: torch.Tensor) -> torch.Tensor:
         """base (B, 3, 4): the base link in the current camera's frame -> (B, BASE_PLANE_CHANNELS, S)

@@ -88,16 +88,15 @@ class VAEConfig:
     # with decoder.paste_unseen). The decoder blends those copies by learnt coefficients, which the
     # training clips, seldom looking there, leave short of 1 (v19: 23.5 dB on that ground, the tile 26.2).
     fast_decoder_paste_unseen: bool = False
-    # With the arm drawing: the light decoder's arm (its drawing, frame 0's arm, the arm's warp) is
-    # drawn with this chain of aapt_ros.model.arm.ARM_CHAINS, which moves like generator.arm_chain
-    # but has other shapes (kuka_iiwa_meshes: spheres fitted to the links' meshes); the generator
-    # keeps the drawing it was trained on. Empty: the generator's (stage decoder with decoder.arm_chain).
-    fast_decoder_arm_chain: str = ''
-    # With the arm's warp: the light decoder also reads the arm painted with each link's colour as
-    # frame 0 shows it, one more copied image after the arm's warp (``CausalGenerator.arm_colour_image``;
-    # stage decoder with decoder.arm_colours): the warp has a link's colour only where frame 0 shows
-    # that very point of it, and v21 painted the arm at 13.6 dB at 5 s.
-    fast_decoder_arm_colours: bool = False
+    # > 0, with the arm drawing: wherever a link is drawn that frame 0 shows, the light decoder's
+    # image moves this far (0..1) toward that link's median colour in frame 0
+    # (``CausalGenerator.paste_arm``): each link of our arm is one material, and the rollouts blur
+    # it into the background (v21: 13.6 dB on the arm at 5 s, more than half of its error).
+    fast_decoder_arm_paste: float = 0.0
+    # The chain drawn for that paste, one of aapt_ros.model.arm.ARM_CHAINS that moves like
+    # generator.arm_chain (kuka_iiwa_meshes: spheres fitted to the links' meshes, the right link on
+    # 93 % of our arm, the capsules on 74 %); empty: generator.arm_chain.
+    fast_decoder_arm_paste_chain: str = ''
 
     def __post_init__(self) -> None:
         if self.spatial_factor not in (4, 8, 16):
@@ -126,16 +125,6 @@ class VAEConfig:
                 'vae.fast_decoder_arm_warp needs a light decoder that reads the plane warps and the arm drawing '
                 f'(fast_decoder_warp_planes > 0 and fast_decoder_arm_channels > 0), got '
                 f'{self.fast_decoder_warp_planes} and {self.fast_decoder_arm_channels}'
-            )
-        if self.fast_decoder_arm_chain and not self.fast_decoder_arm_channels:
-            raise ConfigError(
-                f'vae.fast_decoder_arm_chain {self.fast_decoder_arm_chain!r} needs a light decoder that reads the '
-                'arm drawing (fast_decoder_arm_channels > 0)'
-            )
-        if self.fast_decoder_arm_colours and not self.fast_decoder_arm_warp:
-            raise ConfigError(
-                "vae.fast_decoder_arm_colours needs the arm's warp (fast_decoder_arm_warp): both read the links "
-                'frame 0 shows'
             )
         if self.fast_decoder_ground_tile < 0 or (self.fast_decoder_ground_tile and not self.fast_decoder_warp_planes):
             raise ConfigError(
@@ -169,6 +158,17 @@ class VAEConfig:
                 '(fast_decoder_static_boxes, fast_decoder_ground_tile > 0, fast_decoder_arm_channels > 0): '
                 'they say where frame 0 never showed the ground or the table and no arm is drawn'
             )
+        paste = self.fast_decoder_arm_paste
+        if not 0 <= paste <= 1 or (paste and not self.fast_decoder_arm_channels):
+            raise ConfigError(
+                'vae.fast_decoder_arm_paste must be in [0, 1] (0: none) and needs a light decoder that reads the '
+                f'arm drawing (fast_decoder_arm_channels > 0), got {paste} and {self.fast_decoder_arm_channels}'
+            )
+        if self.fast_decoder_arm_paste_chain and not paste:
+            raise ConfigError(
+                f'vae.fast_decoder_arm_paste_chain {self.fast_decoder_arm_paste_chain!r} is the chain drawn for '
+                'the arm paste: set vae.fast_decoder_arm_paste > 0 too'
+            )
         if self.fast_encoder_channels < 0 or (self.fast_encoder_channels and self.temporal_factor != 1):
             raise ConfigError(
                 f'vae.fast_encoder_channels must be >= 0 and needs temporal_factor 1 (it encodes each image '
@@ -181,12 +181,11 @@ class VAEConfig:
 
     @property
     def fast_decoder_copied_images(self) -> int:
-        """The warped first images the light decoder reads and may copy, in this order: the planes',
-        the arm's, the arm's colours, the ground's tile, the boxes' colour."""
+        """The warped first images the light decoder reads and may copy: the planes', the arm's, the
+        ground's tile, the boxes' colour."""
         return (
             self.fast_decoder_warp_planes
             + int(self.fast_decoder_arm_warp)
-            + int(self.fast_decoder_arm_colours)
             + int(self.fast_decoder_ground_tile > 0)
             + int(bool(self.fast_decoder_static_boxes))
         )
@@ -203,8 +202,8 @@ class VAEConfig:
             fast_decoder_ground_tile_depth=0.0,
             fast_decoder_static_boxes=(),
             fast_decoder_paste_unseen=False,
-            fast_decoder_arm_chain='',
-            fast_decoder_arm_colours=False,
+            fast_decoder_arm_paste=0.0,
+            fast_decoder_arm_paste_chain='',
         )
 
 

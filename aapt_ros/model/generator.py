@@ -34,7 +34,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from aapt_ros.model import ground_tile, static_boxes
-from aapt_ros.model.arm import SUPERSAMPLING, ArmDrawing, chain_named, decoder_chain
+from aapt_ros.model.arm import SUPERSAMPLING, ArmDrawing, chain_moving_like, chain_named
 from aapt_ros.model.attention import Attention
 from aapt_ros.model.camera import RayEncoder, directions_in_frame, frame_given, points_in_frame
 from aapt_ros.model.config import ModelConfig
@@ -114,7 +114,7 @@ class KVPrefix(NamedTuple):
     end: int  # rollout index of the next frame: one past the newest held
 
 
-# Frame 0 must show a link on this many drawing samples (away from its rim) for its colour to be copied.
+# Frame 0 must show a link on this many drawing samples (away from its rim) for its colour to be pasted.
 MIN_LINK_SAMPLES = 4
 
 
@@ -145,18 +145,12 @@ class CausalGenerator(nn.Module):
             self.arm = ArmDrawing(config.camera, config.latent_height, config.latent_width, chain, g.arm_base_plane)
             indices = torch.tensor([g.action_names.index(n) for n in chain.joint_names])
             self.register_buffer('arm_joint_indices', indices, persistent=False)  # the chain's joints in the actions
-        # What the light decoder is handed of the arm (its drawing, frame 0's arm, the arm's warp and
-        # colours) may be drawn with other shapes of the same chain (vae.fast_decoder_arm_chain): the
-        # generator keeps the drawing it was trained on.
-        self.decoder_arm = self.arm
-        if v.fast_decoder_arm_chain:
-            self.decoder_arm = ArmDrawing(
-                config.camera,
-                config.latent_height,
-                config.latent_width,
-                decoder_chain(v.fast_decoder_arm_chain, g.arm_chain),
-                g.arm_base_plane,
-            )
+        # The arm drawn for the light decoder's arm paste (vae.fast_decoder_arm_paste), with its own
+        # shapes if vae.fast_decoder_arm_paste_chain names some.
+        self.paste_drawing: ArmDrawing | None = None
+        if v.fast_decoder_arm_paste and g.arm_chain:
+            chain = chain_moving_like(v.fast_decoder_arm_paste_chain or g.arm_chain, g.arm_chain)
+            self.paste_drawing = ArmDrawing(config.camera, config.latent_height, config.latent_width, chain)
         # The parts of the input on channels, in order, and their widths (the ones this config has).
         parts = {
             'noisy': v.latent_channels,
@@ -400,7 +394,7 @@ class CausalGenerator(nn.Module):
         """The light decoder's image (B, 3, H, W) with the copies told the static boxes (B, C, 6, H, W)
         (``copies_among_boxes``: the plane warps first, the ground tile and the boxes' colour last)
         taken as they are where frame 0 never showed what the camera sees and the arm drawing
-        (links (B, h s, w s) long, ``decoder_arm_image_and_links``; -1: no link) covers no sample within a
+        (links (B, h s, w s) long, ``arm_image_and_links``; -1: no link) covers no sample within a
         pixel: the tile where the ray meets the ground first and the ground's warp has nothing frame
         0 shows, the boxes' colour on the table top's face outside frame 0's view
         (``vae.fast_decoder_paste_unseen``)."""
@@ -500,21 +494,11 @@ class CausalGenerator(nn.Module):
     def arm_image_and_links(
         self, action: torch.Tensor, arm_base: torch.Tensor, sink_rotation: torch.Tensor, sink_translation: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``arm_image``, and (B, h s, w s) long the nearest link at each of its samples (-1: none)."""
+        """``arm_image``, and (B, h s, w s) long the nearest link at each of its samples (-1: none),
+        what ``sink_arm_warp`` needs of the drawing."""
         if self.arm is None:
             raise ValueError('this generator draws no arm (generator.arm_chain is empty)')
         return self._drawn(self.arm, action, arm_base, sink_rotation, sink_translation)
-
-    def decoder_arm_image_and_links(
-        self, action: torch.Tensor, arm_base: torch.Tensor, sink_rotation: torch.Tensor, sink_translation: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``arm_image_and_links`` with the light decoder's shapes (``vae.fast_decoder_arm_chain``; the
-        generator's without): what the decoder reads of the arm and ``sink_arm_warp`` needs."""
-        if self.decoder_arm is None:
-            raise ValueError('this generator draws no arm (generator.arm_chain is empty)')
-        if self.decoder_arm is self.arm:
-            return self.arm_image_and_links(action, arm_base, sink_rotation, sink_translation)
-        return self._drawn(self.decoder_arm, action, arm_base, sink_rotation, sink_translation)
 
     def _drawn(
         self,
@@ -531,11 +515,10 @@ class CausalGenerator(nn.Module):
 
     def _links_in_sink(self, action: torch.Tensor, arm_base: torch.Tensor) -> torch.Tensor:
         """The nearest link at each drawing sample (B, 1, h s, w s) long (-1: none) of the arm at the
-        first frame's joints action (B, A), drawn in the sink camera from arm_base (B, 3, 4) there
-        with the light decoder's shapes."""
+        first frame's joints action (B, A), drawn in the sink camera from arm_base (B, 3, 4) there."""
         identity = torch.eye(3, device=arm_base.device).expand(arm_base.shape[0], 3, 3)
         zero = torch.zeros(arm_base.shape[0], 3, device=arm_base.device)
-        return self.decoder_arm_image_and_links(action, arm_base, identity, zero)[1][:, None]
+        return self.arm_image_and_links(action, arm_base, identity, zero)[1][:, None]
 
     def sink_arm_links(self, action: torch.Tensor, arm_base: torch.Tensor) -> torch.Tensor:
         """The arm at the first frame's joints action (B, A), its base arm_base (B, 3, 4) in the sink
@@ -563,13 +546,13 @@ class CausalGenerator(nn.Module):
         (B, PLANE_IMAGE_CHANNELS, H, W) in ``sink_plane_images``' layout (colour, sampled, shown,
         and a zero arm channel), for a light decoder with ``vae.fast_decoder_arm_warp``.
 
-        Each drawing sample on a link (``drawing`` and ``links`` from ``decoder_arm_image_and_links``
-        for this frame) is the point on its ray nearest that link's centre line; moved rigidly with the
+        Each drawing sample on a link (``drawing`` and ``links`` from ``arm_image_and_links`` for
+        this frame) is the point on its ray nearest that link's centre line; moved rigidly with the
         link from this frame's joints action (B, A) to frame 0's sink_action (B, A), it lands in the
         sink image (B, 3, H, W), which is sampled there where frame 0 shows that very link
         (sink_links, ``sink_arm_links``): a point of the link, not what hides it. arm_base, the
         camera: as ``arm_image``'s."""
-        arm = self.decoder_arm
+        arm = self.arm
         if arm is None:
             raise ValueError('this generator draws no arm (generator.arm_chain is empty)')
         camera = self.config.camera
@@ -596,38 +579,58 @@ class CausalGenerator(nn.Module):
         )
         return torch.cat([colour * shown, shown, shown, torch.zeros_like(shown)], dim=1)
 
-    def sink_link_colours(self, sink_image: torch.Tensor, sink_links: torch.Tensor) -> torch.Tensor:
-        """Each link's median colour in the first image (B, 3, H, W) in [-1, 1] where frame 0's drawing
-        shows that link away from its rim (sink_links (B, 1, h s, w s), ``sink_arm_links``): float32
-        (B, L, 4), the colour and whether frame 0 shows the link on at least MIN_LINK_SAMPLES samples
-        (all zero where it does not), kept per stream for ``arm_colour_image``."""
-        assert self.decoder_arm is not None  # sink_links come from it
-        image = F.adaptive_avg_pool2d(sink_image.float(), sink_links.shape[-2:]).flatten(2)  # (B, 3, S)
-        links = sink_links.flatten(1).long() - 1  # (B, S), -1: none
-        ids = torch.arange(self.decoder_arm.chain.num_links, device=links.device)
-        on = links[:, None] == ids[None, :, None]  # (B, L, S)
+    def sink_link_colours(self, sink_image: torch.Tensor, action: torch.Tensor, arm_base: torch.Tensor) -> torch.Tensor:
+        """Each link's median colour in the first image (B, 3, H, W) in [-1, 1], where the paste's
+        drawing (``vae.fast_decoder_arm_paste_chain``) of the first frame's joints action (B, A) from
+        its base arm_base (B, 3, 4) in the sink camera shows that link away from its rim: float32
+        (B, L, 4), the colour and whether frame 0 shows the link on at least MIN_LINK_SAMPLES
+        drawing samples (all zero where not, or the base is unknown), kept per stream for ``paste_arm``."""
+        drawing = self._paste_drawing()
+        b = arm_base.shape[0]
+        identity, zero = torch.eye(3, device=arm_base.device).expand(b, 3, 3), torch.zeros(b, 3, device=arm_base.device)
+        links = self._drawn(drawing, action, arm_base, identity, zero)[1][:, None].float() + 1  # (B, 1, h s, w s)
+        # Only samples whose 3x3 neighbours show the same link: the rims blend in what is behind.
+        interior = F.max_pool2d(links, 3, stride=1, padding=1) == -F.max_pool2d(-links, 3, stride=1, padding=1)
+        links = (links * interior).flatten(1).long() - 1  # (B, S), -1: none
+        image = F.adaptive_avg_pool2d(sink_image.float(), drawing.sample_size).flatten(2)  # (B, 3, S)
+        on = links[:, None] == torch.arange(drawing.chain.num_links, device=links.device)[None, :, None]  # (B, L, S)
         values = torch.where(on[:, :, None], image[:, None], torch.full_like(image[:, None], torch.nan))
         median = values.nanmedian(dim=-1).values  # (B, L, 3), NaN for a link frame 0 does not show
         shown = on.sum(dim=-1, keepdim=True) >= MIN_LINK_SAMPLES  # (B, L, 1)
         return torch.cat([torch.where(shown, median, torch.zeros_like(median)), shown.float()], dim=-1)
 
-    def arm_colour_image(self, link_colours: torch.Tensor, links: torch.Tensor) -> torch.Tensor:
-        """The arm painted with each link's colour as frame 0 shows it (link_colours (B, L, 4),
-        ``sink_link_colours``) wherever this frame's drawing puts that link (links (B, h s, w s) long,
-        ``decoder_arm_image_and_links``; -1: none): float32 (B, PLANE_IMAGE_CHANNELS, H, W) in
-        ``sink_plane_images``' layout (colour, sampled, shown, and a zero arm channel), zero where no
-        link is drawn or frame 0 does not show it; for a light decoder with ``vae.fast_decoder_arm_colours``.
-
-        The arm's warp (``sink_arm_warp``) has a link's colour only where frame 0 shows that very
-        point of the link; each link of our arm is one material, so its colour holds all over it."""
+    def arm_colour_image(
+        self,
+        link_colours: torch.Tensor,
+        action: torch.Tensor,
+        arm_base: torch.Tensor,
+        sink_rotation: torch.Tensor,
+        sink_translation: torch.Tensor,
+    ) -> torch.Tensor:
+        """The arm drawn for the paste at this frame's joints action (B, A) (arm_base, the camera: as
+        ``arm_image``'s), each link in its colour as frame 0 shows it (link_colours (B, L, 4),
+        ``sink_link_colours``): float32 (B, 4, H, W), the colour and 1 where a link is drawn that
+        frame 0 shows (colour and flag zero elsewhere)."""
+        _, links = self._drawn(self._paste_drawing(), action, arm_base, sink_rotation, sink_translation)
         b, size = links.shape[0], links.shape[1:]
         drawn = links.flatten(1)  # (B, S)
         painted = torch.gather(link_colours.float(), 1, drawn.clamp(min=0)[..., None].expand(-1, -1, 4))  # (B, S, 4)
         painted = (painted * (drawn >= 0)[..., None].float()).transpose(1, 2).reshape(b, 4, *size)
         camera = self.config.camera
-        full = F.interpolate(painted, size=(camera.height, camera.width), mode='nearest')
-        colour, shown = full[:, :3], full[:, 3:]
-        return torch.cat([colour, shown, shown, torch.zeros_like(shown)], dim=1)
+        return F.interpolate(painted, size=(camera.height, camera.width), mode='nearest')
+
+    def paste_arm(self, image: torch.Tensor, colour_image: torch.Tensor) -> torch.Tensor:
+        """The light decoder's image (B, 3, H, W) moved ``vae.fast_decoder_arm_paste`` of the way toward
+        each drawn link's colour in frame 0 (colour_image (B, 4, H, W), ``arm_colour_image``) where
+        frame 0 shows that link. Not all the way: the flat colour lacks the links' shading, and at
+        1 s the rollout still has some of it (docs/training, "Each link's colour pasted")."""
+        weight = self.config.vae.fast_decoder_arm_paste * colour_image[:, 3:4].to(image.dtype)
+        return image + weight * (colour_image[:, :3].to(image.dtype) - image)
+
+    def _paste_drawing(self) -> ArmDrawing:
+        if self.paste_drawing is None:
+            raise ValueError('this generator pastes no arm (vae.fast_decoder_arm_paste is 0 or no arm is drawn)')
+        return self.paste_drawing
 
     @staticmethod
     def base_in_camera(

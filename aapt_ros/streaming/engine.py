@@ -137,8 +137,6 @@ class StreamEngine:
         self.decoder_reads_warps = self.decoder == 'fast' and checkpoint.config.vae.fast_decoder_warp_planes > 0
         # ... and the arm as the first image shows it (vae.fast_decoder_arm_warp).
         self.decoder_reads_arm_warp = self.decoder == 'fast' and checkpoint.config.vae.fast_decoder_arm_warp
-        # ... and the arm painted with each link's colour in the first image (vae.fast_decoder_arm_colours).
-        self.decoder_reads_arm_colours = self.decoder == 'fast' and checkpoint.config.vae.fast_decoder_arm_colours
         # ... and the first image folded into one period of a tiled floor (vae.fast_decoder_ground_tile).
         self.decoder_reads_ground_tile = self.decoder == 'fast' and checkpoint.config.vae.fast_decoder_ground_tile > 0
         # ... and the scene's static boxes, which say where each copy shows what the camera sees
@@ -146,6 +144,8 @@ class StreamEngine:
         self.decoder_reads_boxes = self.decoder == 'fast' and bool(checkpoint.config.vae.fast_decoder_static_boxes)
         # ... and takes those copies as they are where frame 0 never showed the surface (vae.fast_decoder_paste_unseen).
         self.decoder_pastes_unseen = self.decoder == 'fast' and checkpoint.config.vae.fast_decoder_paste_unseen
+        # ... and moves the arm toward each link's colour in the first image (vae.fast_decoder_arm_paste).
+        self.decoder_pastes_arm = self.decoder == 'fast' and checkpoint.config.vae.fast_decoder_arm_paste > 0
         self.vae = checkpoint.vae.to(self.device, self.dtype).eval()
         if self.device.type == 'cuda':  # cuDNN's half-precision convolutions want NHWC; NCHW adds transposes
             self.vae = self.vae.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # untyped overload
@@ -200,12 +200,6 @@ class StreamEngine:
             drawing = (h * SUPERSAMPLING, w * SUPERSAMPLING)
             self.sink_actions = torch.zeros(b, config.generator.action_dim, device=dev)
             self.sink_arm_links = torch.zeros((b, 1, *drawing), device=dev)
-        # Each link's colour as each stream's first image shows it (B, L, 4), for a light decoder that
-        # reads the arm's colours.
-        self.link_colours: torch.Tensor | None = None
-        if self.decoder_reads_arm_colours:
-            assert self.generator.decoder_arm is not None  # the config checks that it reads the arm
-            self.link_colours = torch.zeros(b, self.generator.decoder_arm.chain.num_links, 4, device=dev)
         # Each stream's first image folded into one period of the floor (B, 4, T + 2, T + 2) and that
         # period's corner and axes in the sink camera (B, 3, 3), for a light decoder that copies it.
         self.ground_tiles: torch.Tensor | None = None
@@ -223,6 +217,12 @@ class StreamEngine:
             self.static_boxes = torch.tensor(config.vae.fast_decoder_static_boxes, device=dev, dtype=torch.float32)
             self.pose_frames = torch.zeros(b, 3, 4, device=dev)
             self.box_colours = torch.zeros(b, 4, device=dev)
+        # Each link's colour as each stream's first image shows it (B, L, 4), for the arm paste.
+        self.link_colours: torch.Tensor | None = None
+        if self.decoder_pastes_arm:
+            drawing = self.generator.paste_drawing
+            assert drawing is not None  # the config checks that the decoder reads the arm
+            self.link_colours = torch.zeros(b, drawing.chain.num_links, 4, device=dev)
         self.latents = torch.zeros(b, c, h, w, device=dev, dtype=self.dtype)  # output of the last step
         self.frames = torch.zeros(b, config.camera.height, config.camera.width, 3, device=dev, dtype=torch.uint8)
         self._schedule = shifted_timesteps(self.sampling_steps, config.generator.timestep_shift).tolist()
@@ -245,13 +245,8 @@ class StreamEngine:
         commit = self.inputs[:, COMMIT] > 0.5  # (B,) bool
         actions = self.actions.to(self.dtype)
         arm = links = None
-        if self.decode and self.decoder_reads_arm:  # drawn once, for the generator and the decoder ...
+        if self.decode and self.decoder_reads_arm:  # drawn once, for the generator and the decoder
             arm, links = self.generator.arm_image_and_links(
-                self.actions, self.arm_bases, self.sink_rotations, self.sink_translations
-            )
-        decoder_arm, decoder_links = arm, links
-        if arm is not None and self.generator.decoder_arm is not self.generator.arm:  # ... unless it has its own shapes
-            decoder_arm, decoder_links = self.generator.decoder_arm_image_and_links(
                 self.actions, self.arm_bases, self.sink_rotations, self.sink_translations
             )
         planes = None
@@ -287,10 +282,10 @@ class StreamEngine:
         self.latents.copy_(x)
         self.previous.copy_(torch.where(commit[:, None, None, None], x, self.previous))
         if self.decode:  # with the arm where this frame's joints put it, finer than the latent
-            arm_frames = decoder_arm[:, None] if decoder_arm is not None else None  # (B, 1, A, h s, w s)
+            arm_frames = arm[:, None] if arm is not None else None  # (B, 1, A, h s, w s)
             copied = [planes] if planes is not None else []
             if self.decoder_reads_arm_warp:  # the config checks that it also reads the planes and the arm
-                assert planes is not None and decoder_arm is not None and decoder_links is not None
+                assert planes is not None and arm is not None and links is not None
                 assert self.sink_images is not None and self.sink_actions is not None
                 assert self.sink_arm_links is not None
                 arm_warp = self.generator.sink_arm_warp(
@@ -301,13 +296,10 @@ class StreamEngine:
                     self.arm_bases,
                     self.sink_rotations,
                     self.sink_translations,
-                    decoder_arm,
-                    decoder_links,
+                    arm,
+                    links,
                 )
                 copied.append(arm_warp[:, None])
-            if self.decoder_reads_arm_colours:  # the config checks that it also reads the arm's warp
-                assert self.link_colours is not None and decoder_links is not None
-                copied.append(self.generator.arm_colour_image(self.link_colours, decoder_links)[:, None])
             if self.decoder_reads_ground_tile:  # the config checks that it also reads the planes
                 assert self.ground_tiles is not None and self.tile_axes is not None
                 ground = self.generator.ground_tile_image(
@@ -337,8 +329,13 @@ class StreamEngine:
             plane_frames = plane_frames[:, None] if plane_frames is not None else None  # (B, 1, P, 6, H, W)
             image = self.decode_latents(x[:, None], arm_frames, plane_frames)[:, 0]
             if self.decoder_pastes_unseen:  # the config checks that it reads the boxes, the tile and the arm
-                assert plane_frames is not None and decoder_links is not None
-                image = self.generator.paste_unseen(image, plane_frames[:, 0], decoder_links)
+                assert plane_frames is not None and links is not None
+                image = self.generator.paste_unseen(image, plane_frames[:, 0], links)
+            if self.link_colours is not None:
+                colours = self.generator.arm_colour_image(
+                    self.link_colours, self.actions, self.arm_bases, self.sink_rotations, self.sink_translations
+                )
+                image = self.generator.paste_arm(image, colours)
             self.frames.copy_(to_uint8_images(image))
 
     def decode_latents(
@@ -440,8 +437,8 @@ class StreamEngine:
             self.sink_actions.copy_(torch.where(mask[:, None], self.actions, self.sink_actions))
             links = self.generator.sink_arm_links(self.actions, self.arm_bases)
             self.sink_arm_links.copy_(torch.where(mask[:, None, None, None], links, self.sink_arm_links))
-        if self.link_colours is not None and self.sink_arm_links is not None:
-            colours = self.generator.sink_link_colours(images, self.sink_arm_links)
+        if self.link_colours is not None:
+            colours = self.generator.sink_link_colours(images, self.actions, self.arm_bases)
             self.link_colours.copy_(torch.where(mask[:, None, None], colours, self.link_colours))
         pose_frame = torch.as_tensor(frames_given, device=self.device).float()
         if self.ground_tiles is not None and self.tile_axes is not None:

@@ -139,15 +139,11 @@ class DecoderConfig:
     # top the camera sees and no arm is drawn, the decoder's image takes the tile or the boxes'
     # colour as they are, while training and after (vae.fast_decoder_paste_unseen).
     paste_unseen: bool = False
-    # With arm: the decoder's arm (its drawing, frame 0's arm, the arm's warp) is drawn with this
-    # chain of aapt_ros.model.arm.ARM_CHAINS, which moves like the generator's but has other shapes
-    # (kuka_iiwa_meshes: spheres fitted to the links' meshes); the generator keeps its drawing.
-    # Empty: the generator's (vae.fast_decoder_arm_chain).
-    arm_chain: str = ''
-    # True, with arm_warp: the decoder also reads the arm painted with each link's colour as frame 0
-    # shows it, and may copy it (vae.fast_decoder_arm_colours). Like ground_tile, it changes the
-    # warp convolutions' shapes: start from a decoder without warps.
-    arm_colours: bool = False
+    # > 0, with arm: wherever a link is drawn that frame 0 shows, the decoder's image moves this far
+    # (0..1) toward that link's colour in frame 0, while training and after (vae.fast_decoder_arm_paste);
+    # the links drawn as arm_paste_chain (empty: the generator's chain; vae.fast_decoder_arm_paste_chain).
+    arm_paste: float = 0.0
+    arm_paste_chain: str = ''
     # >= 1, with warps: the weight of the loss on pixels whose ray meets the ground where frame 0
     # does not have it in view (the ground warp sampled, not shown), against 1 elsewhere. Long
     # rollouts look mostly past frame 0's view; the 48-frame clips this stage learns on, seldom.
@@ -168,12 +164,10 @@ class DecoderConfig:
             )
         if self.paste_unseen and not (self.static_boxes and self.ground_tile and self.arm):
             raise ConfigError('decoder.paste_unseen needs decoder.static_boxes, decoder.ground_tile and decoder.arm')
-        if self.arm_chain and not self.arm:
-            raise ConfigError(
-                f'decoder.arm_chain {self.arm_chain!r} needs decoder.arm: it is the arm the decoder reads'
-            )
-        if self.arm_colours and not self.arm_warp:
-            raise ConfigError('decoder.arm_colours needs decoder.arm_warp: both read the links frame 0 shows')
+        if not 0 <= self.arm_paste <= 1 or (self.arm_paste and not self.arm):
+            raise ConfigError(f'decoder.arm_paste must be in [0, 1] and needs decoder.arm, got {self.arm_paste}')
+        if self.arm_paste_chain and not self.arm_paste:
+            raise ConfigError('decoder.arm_paste_chain is the chain drawn for the arm paste: set decoder.arm_paste > 0')
         if self.static_boxes and not self.warps:
             raise ConfigError(
                 'decoder.static_boxes needs decoder.warps: the boxes say where each warp shows what the camera sees'

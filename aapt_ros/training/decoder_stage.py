@@ -32,11 +32,9 @@ top and the ground) and learns how much of them to copy; these inputs start at z
 With ``decoder.arm_warp`` (also ours) the arm as frame 0 shows it is one more such warp
 (``CausalGenerator.sink_arm_warp``). With ``decoder.ground_tile`` (ours) the floor's texture
 repeats every that many metres, and the ground as frame 0 shows it whole periods away is one more
-(``CausalGenerator.ground_tile_image``). With ``decoder.arm_chain`` (ours) everything the decoder
-reads of the arm is drawn with other shapes of the generator's chain (spheres fitted to the links'
-meshes) while the generator keeps its drawing, and with ``decoder.arm_colours`` (ours) the arm
-painted with each link's colour as frame 0 shows it is one more copy
-(``CausalGenerator.arm_colour_image``).
+(``CausalGenerator.ground_tile_image``). With ``decoder.arm_paste`` (ours) each drawn link is moved
+toward its colour in frame 0 after the decoder, while it trains and after
+(``CausalGenerator.paste_arm``), the links drawn with ``decoder.arm_paste_chain``'s shapes.
 """
 
 from __future__ import annotations
@@ -136,13 +134,6 @@ def _load_start(path: Path, options: DecoderConfig) -> Checkpoint:
             'set decoder.static_boxes to the same to continue training it, or start from a checkpoint whose '
             'decoder reads no warps'
         )
-    if vae.fast_decoder_warp_planes and vae.fast_decoder_arm_colours != options.arm_colours:
-        raise TrainError(
-            f"model: {path}'s fast decoder {'reads' if vae.fast_decoder_arm_colours else 'does not read'} the arm's "
-            'colours, and its warp inputs have that shape; set '
-            f'decoder.arm_colours={str(vae.fast_decoder_arm_colours).lower()} to continue training it, or start '
-            'from a checkpoint whose decoder reads no warps'
-        )
     if (ground_tile or outside_view_weight != 1) and not start.config.generator.sink_warp_ground_below_base:
         raise TrainError(
             f"decoder.ground_tile and outside_view_weight read the ground the generator warps to, but {path}'s "
@@ -199,6 +190,7 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
     on_rollouts = options.latents == 'rollout'
     start = _load_start(Path(config.model), options)
     arm_channels = start.generator.arm.num_channels if options.arm and start.generator.arm is not None else 0
+    arm_chain = start.config.generator.arm_chain
     warp_planes = start.config.generator.pixel_warp_planes if options.warps else 0
     vae_config = dataclasses.replace(
         start.config.vae,
@@ -210,12 +202,12 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
         fast_decoder_ground_tile_depth=options.ground_tile_depth,
         fast_decoder_static_boxes=options.static_boxes,
         fast_decoder_paste_unseen=options.paste_unseen,
-        fast_decoder_arm_chain=options.arm_chain,
-        fast_decoder_arm_colours=options.arm_colours,
+        fast_decoder_arm_paste=options.arm_paste,
+        fast_decoder_arm_paste_chain=options.arm_paste_chain,
     )
     try:
         model_config = dataclasses.replace(start.config, vae=vae_config)  # stage and sampling steps: the start's
-        generator = CausalGenerator(model_config)  # the start's weights, drawing the arm as the new config says
+        generator = CausalGenerator(model_config)  # the start's weights, with what the new config draws for the paste
     except ConfigError as err:
         raise TrainError(f'decoder: {err}') from None
     generator.load_state_dict(start.generator.state_dict())
@@ -289,7 +281,7 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
     full_val = reconstruction_metrics(vae, splits.val, config, device)  # the same frames
     before: dict[str, float] = {}
     if on_rollouts and net is not None and start.vae.fast_decoder is not None:  # the decoder it continues
-        start_net = start.generator.to(device).eval()  # the same weights, drawing the arm as the start did
+        start_net = start.generator.to(device).eval()  # the same weights, as the start streams them
         before = rollout_metrics(start.vae.to(device), start_net, start.config, config, splits.val, device)
         start.vae.cpu()
     checkpoint = Checkpoint(model_config, vae.cpu(), generator.cpu(), start.start_frame)
@@ -311,12 +303,6 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
         'arm drawing read by the fast decoder': f'{arm_channels} channels' if arm_channels else 'no',
         'plane warps read by the fast decoder': f'{warp_planes} planes, in pixels' if warp_planes else 'no',
         "the arm's warp from the first image read by the fast decoder": 'yes' if options.arm_warp else 'no',
-        "the arm's shapes in what the fast decoder reads": (
-            f'{options.arm_chain} (the generator draws {model_config.generator.arm_chain})'
-            if options.arm_chain
-            else "the generator's"
-        ),
-        "each link's colour in the first image read by the fast decoder": 'yes' if options.arm_colours else 'no',
         "the ground's tile folded from the first image read by the fast decoder": (
             f'a {options.ground_tile:g} m period'
             + (f', up to {options.ground_tile_depth:g} m ahead' if options.ground_tile_depth else '')
@@ -324,6 +310,11 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
             else 'no'
         ),
         'unseen ground and table top pasted from the copies': 'yes' if options.paste_unseen else 'no',
+        'each drawn link moved toward its colour in the first image': (
+            f'{options.arm_paste:g} of the way, links drawn as {vae_config.fast_decoder_arm_paste_chain or arm_chain}'
+            if options.arm_paste
+            else 'no'
+        ),
         "the scene's static boxes told to the fast decoder": (
             f'{len(options.static_boxes)} (their colour from the first image copied too)'
             if options.static_boxes

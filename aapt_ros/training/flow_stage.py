@@ -129,12 +129,12 @@ def _arm_inputs(generator_net: CausalGenerator, clips: Clip, device: torch.devic
 def _clip_arm_images(
     generator_net: CausalGenerator, clips: Clip, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The arm each frame's joints draw for the light decoder (``CausalGenerator.decoder_arm_image_and_links``):
-    float32 (B, F, A, h s, w s), and the nearest link at each sample (B, F, h s, w s)."""
+    """The arm each frame's joints draw (``CausalGenerator.arm_image_and_links``): float32
+    (B, F, A, h s, w s), and the nearest link at each sample (B, F, h s, w s)."""
     motions = relative_motions(clips[POSITIONS], clips[ORIENTATIONS])
     sink_rotation, sink_translation = (m.flatten(0, 1).to(device) for m in motions[2:])
     action, arm_base = _arm_inputs(generator_net, clips, device)
-    drawn, links = generator_net.decoder_arm_image_and_links(action, arm_base, sink_rotation, sink_translation)
+    drawn, links = generator_net.arm_image_and_links(action, arm_base, sink_rotation, sink_translation)
     b, f = clips[ACTIONS].shape[:2]
     return drawn.view(b, f, *drawn.shape[1:]), links.view(b, f, *links.shape[1:])
 
@@ -147,16 +147,14 @@ def clip_plane_images(
     ground_tile: float = 0.0,
     ground_tile_depth: float = 0.0,
     static_boxes: tuple[tuple[float, ...], ...] = (),
-    arm_colours: bool = False,
 ) -> torch.Tensor:
     """Every frame's plane warps in pixels with the clip's frame 0 as the sink
     (``CausalGenerator.sink_plane_images``, with frame 0's arm masked), float32 (B, F, P, 6, H, W):
     what the light decoder reads beside the frame's latent (``vae.fast_decoder_warp_planes``), and
     the warped images the encoder stage distils the light encoder on. Given the frames' arm
     drawings and links (B, F, A, h s, w s), (B, F, h s, w s), the arm as frame 0 shows it follows
-    the planes (``CausalGenerator.sink_arm_warp``, one image more), and with ``arm_colours`` the arm
-    painted with each link's colour in frame 0 (``CausalGenerator.arm_colour_image``, one more);
-    with ``ground_tile`` > 0 (the floor's period, metres), the ground as frame 0 shows it whole periods away comes last
+    the planes (``CausalGenerator.sink_arm_warp``, one image more); with ``ground_tile`` > 0 (the
+    floor's period, metres), the ground as frame 0 shows it whole periods away comes last
     (``CausalGenerator.ground_tile_image``, one more; within ground_tile_depth metres, 0: no limit);
     told the scene's static boxes, each copy is kept where it shows what the camera sees and the
     boxes' colour comes last (``CausalGenerator.copies_among_boxes``, one more)."""
@@ -175,8 +173,7 @@ def clip_plane_images(
     images = generator_net.sink_plane_images(sink_image, arm_base, sink_rotation, sink_translation, sink_arm)
     if arm_drawing is not None:
         drawing, links = (x.flatten(0, 1) for x in arm_drawing)
-        first_links = generator_net.sink_arm_links(action[first], arm_base[first])  # (B, 1, h s, w s)
-        sink_links = per_frame(first_links)
+        sink_links = per_frame(generator_net.sink_arm_links(action[first], arm_base[first]))
         arm = generator_net.sink_arm_warp(
             sink_image,
             per_frame(action[first]),
@@ -189,9 +186,6 @@ def clip_plane_images(
             links,
         )
         images = torch.cat([images, arm[:, None]], dim=1)
-        if arm_colours:
-            colours = per_frame(generator_net.sink_link_colours(sink_image[first], first_links))
-            images = torch.cat([images, generator_net.arm_colour_image(colours, links)[:, None]], dim=1)
     pose_frames = pose_frames_in_sink(clips[POSITIONS], clips[ORIENTATIONS]).to(device)  # (B, 3, 4)
     if ground_tile:
         tile, axes = generator_net.sink_ground_tile(
@@ -223,6 +217,7 @@ class DecoderInputs(NamedTuple):
     arm: torch.Tensor | None  # (B, F, A, h s, w s): the arm drawing
     planes: torch.Tensor | None  # (B, F, P, 6, H, W): the warped first images it may copy
     links: torch.Tensor | None  # (B, F, h s, w s) long: the nearest link drawn at each sample (-1: none)
+    arm_colours: torch.Tensor | None = None  # (B, F, 4, H, W): the arm paste's (``arm_colour_image``)
 
     def after_first(self) -> DecoderInputs:
         """Frames 1.., those a rollout generates."""
@@ -246,23 +241,42 @@ def clip_decoder_inputs(
             vae.fast_decoder_ground_tile,
             vae.fast_decoder_ground_tile_depth,
             vae.fast_decoder_static_boxes,
-            vae.fast_decoder_arm_colours,
         )
     arm, links = drawn if drawn is not None else (None, None)
-    return DecoderInputs(arm, planes, links)
+    return DecoderInputs(
+        arm, planes, links, _clip_arm_colours(generator_net, clips, device) if vae.fast_decoder_arm_paste else None
+    )
+
+
+def _clip_arm_colours(generator_net: CausalGenerator, clips: Clip, device: torch.device) -> torch.Tensor:
+    """Every frame's arm painted with each link's colour in the clip's frame 0, for the arm paste
+    (``CausalGenerator.arm_colour_image``): float32 (B, F, 4, H, W)."""
+    b, f = clips[FRAMES].shape[:2]
+    motions = relative_motions(clips[POSITIONS], clips[ORIENTATIONS])
+    sink_rotation, sink_translation = (m.flatten(0, 1).to(device) for m in motions[2:])
+    action, arm_base = _arm_inputs(generator_net, clips, device)
+    first = torch.arange(b, device=device) * f  # each clip's frame 0 in the flattened frames
+    colours = generator_net.sink_link_colours(clips[FRAMES][:, 0].to(device), action[first], arm_base[first])
+    per_frame = colours[:, None].expand(-1, f, -1, -1).flatten(0, 1)  # ((B F), L, 4)
+    image = generator_net.arm_colour_image(per_frame, action, arm_base, sink_rotation, sink_translation)
+    return image.view(b, f, *image.shape[1:])
 
 
 def decode_clips(
     vae: VideoAutoencoder, generator_net: CausalGenerator | None, latents: torch.Tensor, inputs: DecoderInputs
 ) -> torch.Tensor:
     """(B, F, C, h, w) latents -> (B, F, 3, H, W) images by the light decoder, as the engine makes
-    them: given ``inputs``, and with the unseen surfaces pasted (``vae.fast_decoder_paste_unseen``)."""
+    them: given ``inputs``, and with the unseen surfaces and the arm pasted (``vae.fast_decoder_paste_unseen``,
+    ``vae.fast_decoder_arm_paste``)."""
     images = vae.decode_fast(latents, inputs.arm, inputs.planes)
-    if not vae.config.fast_decoder_paste_unseen:
-        return images
-    assert generator_net is not None and inputs.planes is not None and inputs.links is not None
-    pasted = generator_net.paste_unseen(images.flatten(0, 1), inputs.planes.flatten(0, 1), inputs.links.flatten(0, 1))
-    return pasted.view(images.shape)
+    flat = images.flatten(0, 1)
+    if vae.config.fast_decoder_paste_unseen:
+        assert generator_net is not None and inputs.planes is not None and inputs.links is not None
+        flat = generator_net.paste_unseen(flat, inputs.planes.flatten(0, 1), inputs.links.flatten(0, 1))
+    if vae.config.fast_decoder_arm_paste:
+        assert generator_net is not None and inputs.arm_colours is not None
+        flat = generator_net.paste_arm(flat, inputs.arm_colours.flatten(0, 1))
+    return flat.view(images.shape)
 
 
 def clip_times(t_clip: torch.Tensor, num_frames: int, device: torch.device) -> torch.Tensor:

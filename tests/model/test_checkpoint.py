@@ -104,6 +104,8 @@ def test_shipped_models_load_and_fit_the_size_budget() -> None:
     # v19: ... each copy only where it shows what the camera sees, told our recorder's table
     assert default.vae.fast_decoder_static_boxes == TABLE_BOXES
     assert default.vae.fast_decoder_paste_unseen  # v21: ... and what frame 0 never showed pasted from the copies
+    # v23: ... and each drawn link moved toward its colour in frame 0, the links drawn from their meshes
+    assert (default.vae.fast_decoder_arm_paste, default.vae.fast_decoder_arm_paste_chain) == (0.6, 'kuka_iiwa_meshes')
 
 
 def test_an_incomplete_set_of_shards_is_named(model_copy: Path) -> None:

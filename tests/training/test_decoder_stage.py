@@ -370,3 +370,29 @@ def test_decoder_stage_can_tell_the_decoder_the_scenes_static_boxes_and_keeps_it
         run_stage(
             'decoder', tmp, warp_runs['model'], f'output={tmp / "out"}', warps[0], 'decoder.static_boxes=[[0, 0, 1]]'
         )
+
+
+def test_decoder_stage_can_paste_each_links_colour_while_it_trains(warp_runs: dict[str, Any]) -> None:
+    tmp = warp_runs['tmp']
+    rollout = ('decoder.latents=rollout', 'decoder.pixel_loss=mse', 'optim.lr=0.01', 'optim.steps=2')
+    pasting = ('decoder.arm=true', 'decoder.arm_paste=0.6', 'decoder.arm_paste_chain=kuka_iiwa_meshes')
+    run_stage('decoder', tmp, warp_runs['model'], f'output={tmp / "arm_paste_decoder"}', *rollout, *pasting)
+    out = load_checkpoint(tmp / 'arm_paste_decoder')
+    assert (out.config.vae.fast_decoder_arm_paste, out.config.vae.fast_decoder_arm_paste_chain) == (
+        0.6,
+        'kuka_iiwa_meshes',
+    )
+    assert out.generator.paste_drawing is not None
+    card = (tmp / 'arm_paste_decoder' / CARD_FILE).read_text()
+    assert (
+        'each drawn link moved toward its colour in the first image: 0.6 of the way, links drawn as kuka_iiwa_meshes'
+        in card
+    )
+    with pytest.raises(ConfigError, match=r'decoder\.arm_paste must be in \[0, 1\] and needs decoder\.arm'):
+        run_stage('decoder', tmp, warp_runs['model'], f'output={tmp / "out"}', 'decoder.arm_paste=0.5')
+    with pytest.raises(ConfigError, match=r'decoder\.arm_paste_chain is the chain drawn for the arm paste'):
+        run_stage('decoder', tmp, warp_runs['model'], f'output={tmp / "out"}', 'decoder.arm_paste_chain=kuka_iiwa')
+    with pytest.raises(TrainError, match=r'decoder: .*unknown generator\.arm_chain'):
+        run_stage(
+            'decoder', tmp, warp_runs['model'], f'output={tmp / "out"}', *pasting[:2], 'decoder.arm_paste_chain=ur5'
+        )
