@@ -220,9 +220,9 @@ class StreamEngine:
         # Each link's colour as each stream's first image shows it (B, L, 4), for the arm paste.
         self.link_colours: torch.Tensor | None = None
         if self.decoder_pastes_arm:
-            drawing = self.generator.paste_drawing
-            assert drawing is not None  # the config checks that the decoder reads the arm
-            self.link_colours = torch.zeros(b, drawing.chain.num_links, 4, device=dev)
+            paste_drawing = self.generator.paste_drawing
+            assert paste_drawing is not None  # the config checks that the decoder reads the arm
+            self.link_colours = torch.zeros(b, paste_drawing.chain.num_links, 4, device=dev)
         self.latents = torch.zeros(b, c, h, w, device=dev, dtype=self.dtype)  # output of the last step
         self.frames = torch.zeros(b, config.camera.height, config.camera.width, 3, device=dev, dtype=torch.uint8)
         self._schedule = shifted_timesteps(self.sampling_steps, config.generator.timestep_shift).tolist()
