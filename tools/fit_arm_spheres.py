@@ -16,7 +16,7 @@ recordings pybullet_data's ``kuka_iiwa``). The result is printed as Python to pa
 
 Usage::
 
-    python3 tools/fit_arm_spheres.py PATH/kuka_iiwa/meshes --links 8 --spheres 10 --output spheres.json
+    python3 tools/fit_arm_spheres.py PATH/kuka_iiwa/meshes --output spheres.json   # KUKA_IIWA_MESHES
 """
 
 from __future__ import annotations
@@ -78,7 +78,10 @@ def fit_link(vertices: np.ndarray, faces: np.ndarray, spheres: int, grid: float,
     axes = [np.arange(lo[i] + grid / 2, hi[i], grid) for i in range(3)]
     points = torch.from_numpy(np.stack(np.meshgrid(*axes, indexing='ij'), -1).reshape(-1, 3))
     triangles = torch.from_numpy(vertices[faces])
-    inside = points[winding_numbers(points, triangles) > 0.5]  # (N, 3)
+    # |w| > 0.5: a mesh wound the other way round has w = -1 inside.
+    inside = points[winding_numbers(points, triangles).abs() > 0.5]  # (N, 3)
+    if len(inside) < spheres:
+        raise ValueError(f'{len(inside)} grid points lie inside the mesh, fewer than {spheres} spheres: a finer --grid')
     surface = torch.from_numpy(surface_samples(vertices, faces, 20000, rng))
     depth = torch.cat([torch.cdist(part, surface).amin(1) for part in inside.split(4096)])  # (N,)
     radius = depth + margin
@@ -98,9 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('meshes', type=Path, help='folder with link_0.obj ... link_{N-1}.obj, each in its link frame')
     parser.add_argument('--links', type=int, default=8, help='number of links (link_0 is the base link)')
-    parser.add_argument('--spheres', type=int, default=10, help='spheres per link')
+    parser.add_argument('--spheres', type=int, default=16, help='spheres per link')
     parser.add_argument('--grid', type=float, default=0.006, help='metres between the interior samples')
-    parser.add_argument('--margin', type=float, default=0.004, help='metres each inscribed sphere is grown by')
+    parser.add_argument('--margin', type=float, default=0.008, help='metres each inscribed sphere is grown by')
     parser.add_argument('--output', type=Path, help='JSON file to write (refuses to overwrite)')
     args = parser.parse_args(argv)
     if args.output is not None and args.output.exists():
@@ -113,7 +116,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f'no mesh {path}', file=sys.stderr)
             return 2
         vertices, faces = read_obj(path)
-        fitted.append(fit_link(vertices, faces, args.spheres, args.grid, args.margin))
+        try:
+            fitted.append(fit_link(vertices, faces, args.spheres, args.grid, args.margin))
+        except ValueError as err:
+            print(f'{path}: {err}', file=sys.stderr)
+            return 2
     print('spheres=(')
     for link, spheres in enumerate(fitted):
         values = ', '.join('(' + ', '.join(f'{v:.3f}' for v in s) + ')' for s in spheres)

@@ -66,6 +66,10 @@ class ArmChain(NamedTuple):
     # centre line. A link's mesh is not centred on the segment to the next joint: the capsules
     # put a quarter of the drawn arm on the wrong link (docs/training, "Each link's colour pasted").
     spheres: tuple[tuple[tuple[float, float, float, float], ...], ...] = ()
+    # Per link (base link first) the name of its visual material in the URDF; links of one material
+    # look alike, so the arm paste takes a link frame 0 does not show from one of the same material
+    # it does. Empty: every link its own.
+    materials: tuple[str, ...] = ()
 
     @property
     def num_links(self) -> int:
@@ -88,6 +92,7 @@ KUKA_IIWA = ArmChain(
     axes=((0.0, 0.0, 1.0),) * 7,
     tip=(0.0, 0.0, 0.07),
     radii=(0.11, 0.08, 0.08, 0.075, 0.075, 0.07, 0.065, 0.05),
+    materials=('Grey', 'Blue', 'Blue', 'Orange', 'Blue', 'Blue', 'Orange', 'Grey'),
 )
 # The same arm with each link drawn as the 16 spheres tools/fit_arm_spheres.py fitted to its visual
 # mesh in pybullet_data's kuka_iiwa (--spheres 16 --margin 0.008): IoU 0.87 with pybullet's render
@@ -213,6 +218,7 @@ def chain_from_urdf(path: str | Path, tip: tuple[float, float, float], radii: tu
         raise ConfigError(f'{path}: expected one root link, found {roots}')
     names, origins, axes = [], [], []
     link = roots[0]
+    links = [link]
     while link in by_parent:
         if len(by_parent[link]) > 1:
             raise ConfigError(f'{path}: link {link} has {len(by_parent[link])} child joints; only serial chains')
@@ -227,9 +233,14 @@ def chain_from_urdf(path: str | Path, tip: tuple[float, float, float], radii: tu
         direction = np.array([float(v) for v in (axis.get('xyz', '1 0 0') if axis is not None else '1 0 0').split()])
         axes.append(tuple((direction / np.linalg.norm(direction)).tolist()))
         link = str(joint.find('child').get('link'))  # type: ignore[union-attr]
+        links.append(link)
     if len(radii) != len(names) + 1:
         raise ConfigError(f'{path}: {len(names) + 1} links need as many radii, got {len(radii)}')
-    return ArmChain(tuple(names), tuple(origins), tuple(axes), tip, tuple(radii))
+    materials = []
+    for name in links:
+        material = robot.find(f"link[@name='{name}']/visual/material")
+        materials.append(material.get('name', '') if material is not None else '')
+    return ArmChain(tuple(names), tuple(origins), tuple(axes), tip, tuple(radii), materials=tuple(materials))
 
 
 def rpy_matrix(roll: float, pitch: float, yaw: float) -> np.ndarray:
@@ -278,6 +289,7 @@ class ArmDrawing(nn.Module):
     tip: torch.Tensor  # (3,)
     radii: torch.Tensor  # (L,) L = J + 1 links
     link_spheres: torch.Tensor | None  # (L, K, 4) with the chain's spheres: x, y, z, radius in each link's frame
+    same_material: torch.Tensor  # (L, L) bool
     sample_directions: torch.Tensor  # (3, S) unit rays of the S = h s w s samples, camera frame, image order
 
     def __init__(
@@ -297,6 +309,10 @@ class ArmDrawing(nn.Module):
         self.register_buffer('radii', torch.tensor(chain.radii, dtype=torch.float32), persistent=False)
         spheres = torch.tensor(chain.spheres, dtype=torch.float32) if chain.spheres else None
         self.register_buffer('link_spheres', spheres, persistent=False)
+        # (L, L) bool: whether two links are of one material (each link is of its own).
+        names = chain.materials or tuple(str(i) for i in range(chain.num_links))
+        same = torch.tensor([[a == b for b in names] for a in names])
+        self.register_buffer('same_material', same, persistent=False)
         # The rays of an s x s grid of samples in every latent pixel: the latent grid of an image
         # s times finer, whose cells' centres latent_ray_directions gives, in image order.
         self.sample_size = (latent_height * SUPERSAMPLING, latent_width * SUPERSAMPLING)  # the drawing's h s, w s

@@ -582,9 +582,12 @@ class CausalGenerator(nn.Module):
     def sink_link_colours(self, sink_image: torch.Tensor, action: torch.Tensor, arm_base: torch.Tensor) -> torch.Tensor:
         """Each link's median colour in the first image (B, 3, H, W) in [-1, 1], where the paste's
         drawing (``vae.fast_decoder_arm_paste_chain``) of the first frame's joints action (B, A) from
-        its base arm_base (B, 3, 4) in the sink camera shows that link away from its rim: float32
-        (B, L, 4), the colour and whether frame 0 shows the link on at least MIN_LINK_SAMPLES
-        drawing samples (all zero where not, or the base is unknown), kept per stream for ``paste_arm``."""
+        its base arm_base (B, 3, 4) in the sink camera shows that link away from its rim, on at
+        least MIN_LINK_SAMPLES drawing samples; for a link frame 0 does not show so, that of the
+        link of the same material (``ArmChain.materials``) it shows most: float32 (B, L, 4), the
+        colour and whether there is one (all zero where not, or the base is unknown), kept per
+        stream for ``paste_arm``. A fifth of the arm v21's rollouts drew was a link frame 0 did not
+        show (docs/training, "Each link's colour pasted")."""
         drawing = self._paste_drawing()
         b = arm_base.shape[0]
         identity, zero = torch.eye(3, device=arm_base.device).expand(b, 3, 3), torch.zeros(b, 3, device=arm_base.device)
@@ -596,8 +599,17 @@ class CausalGenerator(nn.Module):
         on = links[:, None] == torch.arange(drawing.chain.num_links, device=links.device)[None, :, None]  # (B, L, S)
         values = torch.where(on[:, :, None], image[:, None], torch.full_like(image[:, None], torch.nan))
         median = values.nanmedian(dim=-1).values  # (B, L, 3), NaN for a link frame 0 does not show
-        shown = on.sum(dim=-1, keepdim=True) >= MIN_LINK_SAMPLES  # (B, L, 1)
-        return torch.cat([torch.where(shown, median, torch.zeros_like(median)), shown.float()], dim=-1)
+        samples = on.sum(dim=-1)  # (B, L)
+        own = samples >= MIN_LINK_SAMPLES
+        # For each link, how much frame 0 shows of each link of its material (itself included).
+        alike = torch.where(
+            drawing.same_material[None], (samples * own)[:, None, :], torch.zeros_like(samples[:, None])
+        )
+        ids = torch.arange(own.shape[1], device=samples.device).expand_as(own)
+        source = torch.where(own, ids, alike.argmax(dim=-1))  # (B, L): itself, or the link of its material shown most
+        shown = (own | (alike.amax(dim=-1) > 0))[..., None]  # (B, L, 1)
+        colour = torch.gather(median, 1, source[..., None].expand(-1, -1, 3))
+        return torch.cat([torch.where(shown, colour, torch.zeros_like(colour)), shown.float()], dim=-1)
 
     def arm_colour_image(
         self,

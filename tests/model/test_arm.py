@@ -27,6 +27,7 @@ def base_matrix(position: tuple[float, ...], quaternion: tuple[float, ...]) -> t
 def test_the_built_in_chain_is_the_urdf_of_the_recordings() -> None:
     chain = chain_from_urdf(URDF, KUKA_IIWA.tip, KUKA_IIWA.radii)
     assert chain.joint_names == KUKA_IIWA.joint_names
+    assert chain.materials == KUKA_IIWA.materials  # the links' visual materials, base link first
     assert chain.axes == KUKA_IIWA.axes
     np.testing.assert_allclose(chain.origins, KUKA_IIWA.origins, atol=1e-9)
     with pytest.raises(ConfigError, match='8 links need as many radii'):

@@ -45,9 +45,13 @@ def test_the_mesh_chain_moves_like_the_capsules_and_draws_other_shapes(monkeypat
         chain_moving_like('shorter', 'kuka_iiwa')
 
 
-def test_each_links_colour_in_frame_0_is_pasted_where_the_link_is_drawn() -> None:
-    g = pasting_generator(weight=0.5)
-    assert g.paste_drawing is not None and g.paste_drawing.chain is KUKA_IIWA_MESHES
+def test_each_links_colour_in_frame_0_is_pasted_where_the_link_is_drawn(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aapt_ros.model import arm
+
+    # Without materials each link has only its own colour (the next test: those of one material).
+    monkeypatch.setitem(arm.ARM_CHAINS, 'meshes_plain', KUKA_IIWA_MESHES._replace(materials=()))
+    g = pasting_generator(weight=0.5, chain='meshes_plain')
+    assert g.paste_drawing is not None and g.paste_drawing.chain.spheres == KUKA_IIWA_MESHES.spheres
     camera = g.config.camera
     eye, zero = torch.eye(3)[None], torch.zeros(1, 3)
     _, links = g._drawn(g.paste_drawing, _actions(), BASE_NEAR, eye, zero)  # frame 0's drawing
@@ -73,6 +77,36 @@ def test_each_links_colour_in_frame_0_is_pasted_where_the_link_is_drawn() -> Non
     unknown = torch.zeros(1, 3, 4)
     assert g.sink_link_colours(image, _actions(), unknown).abs().sum() == 0
     assert g.arm_colour_image(colours, _actions(), unknown, eye, zero).abs().sum() == 0
+
+
+def test_a_link_frame_0_does_not_show_takes_the_colour_of_one_of_its_material() -> None:
+    g = pasting_generator()
+    drawing = g.paste_drawing
+    assert drawing is not None and KUKA_IIWA_MESHES.materials[1] == KUKA_IIWA_MESHES.materials[2] == 'Blue'
+    assert drawing.same_material[1, 4] and not drawing.same_material[1, 3]
+    camera = g.config.camera
+    eye, zero = torch.eye(3)[None], torch.zeros(1, 3)
+    _, links = g._drawn(drawing, _actions(), BASE_NEAR, eye, zero)
+    full = torch.nn.functional.interpolate(links[:, None].float(), size=(camera.height, camera.width), mode='nearest')
+    image = torch.where(full >= 0, (full + 1) / 10, torch.full_like(full, -1.0)).expand(-1, 3, -1, -1)
+    colours = g.sink_link_colours(image, _actions(), BASE_NEAR)[0]  # (L, 4)
+    level = [(k + 1) / 10 for k in range(KUKA_IIWA.num_links)]  # link k painted (k + 1) / 10
+    own = torch.tensor([bool((colours[k, :3] == level[k]).all()) for k in range(KUKA_IIWA.num_links)])
+    assert own.any() and (colours[own, 3] == 1).all()
+    borrowed = 0
+    for link in range(KUKA_IIWA.num_links):
+        if own[link]:
+            continue
+        alike = [k for k in range(KUKA_IIWA.num_links) if own[k] and drawing.same_material[link, k]]
+        if alike:  # the colour of a link of its material that frame 0 shows
+            assert colours[link, 3] == 1 and any(bool((colours[link, :3] == level[k]).all()) for k in alike)
+            borrowed += 1
+        else:
+            assert (colours[link] == 0).all()
+    assert borrowed >= 1
+    # Without materials every link is its own: no colour for the links frame 0 does not show.
+    plain = ArmDrawing(camera, g.config.latent_height, g.config.latent_width, KUKA_IIWA_MESHES._replace(materials=()))
+    assert torch.equal(plain.same_material, torch.eye(KUKA_IIWA.num_links, dtype=torch.bool))
 
 
 def _actions() -> torch.Tensor:
@@ -185,3 +219,29 @@ def test_the_engine_pastes_each_links_colour_after_the_decoder() -> None:
     # The full decoder is not the light one: no paste.
     full = StreamEngine(untrained_checkpoint(config, seed=0), batch_size=1, decoder='full')
     assert not full.decoder_pastes_arm and full.link_colours is None
+
+
+def test_fit_arm_spheres_fills_a_box_from_inside(tmp_path: Path) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / 'tools'))
+    import fit_arm_spheres
+
+    corners = [(x, y, z) for x in (-0.1, 0.1) for y in (-0.05, 0.05) for z in (0.0, 0.3)]  # a 20 x 10 x 30 cm box
+    faces = [(1, 3, 4, 2), (5, 6, 8, 7), (1, 2, 6, 5), (3, 7, 8, 4), (1, 5, 7, 3), (2, 4, 8, 6)]  # outward, 1-based
+    lines = [f'v {x} {y} {z}' for x, y, z in corners] + ['f ' + ' '.join(map(str, f)) for f in faces]
+    (tmp_path / 'link_0.obj').write_text('\n'.join(lines) + '\n')
+    vertices, triangles = fit_arm_spheres.read_obj(tmp_path / 'link_0.obj')
+    assert vertices.shape == (8, 3) and triangles.shape == (12, 3)
+    spheres = fit_arm_spheres.fit_link(vertices, triangles, spheres=4, grid=0.02, margin=0.0)
+    assert spheres.shape == (4, 4)
+    centres, radii = spheres[:, :3], spheres[:, 3]
+    assert (np.abs(centres[:, 0]) + radii <= 0.1 + 0.02).all() and (np.abs(centres[:, 1]) + radii <= 0.05 + 0.02).all()
+    assert 0.04 <= radii.max() <= 0.06  # the box's half thickness, to within a grid step
+    assert centres[:, 2].max() - centres[:, 2].min() > 0.1  # spread along the box, not piled up
+    out = tmp_path / 'spheres.json'
+    assert (
+        fit_arm_spheres.main([str(tmp_path), '--links', '1', '--spheres', '2', '--grid', '0.02', '--output', str(out)])
+        == 0
+    )
+    assert fit_arm_spheres.main([str(tmp_path), '--links', '1', '--output', str(out)]) == 2  # never overwritten
