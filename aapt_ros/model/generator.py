@@ -513,22 +513,32 @@ class CausalGenerator(nn.Module):
         known = frame_given(arm_base)[:, None, None]  # (B, 1, 1): an unknown base, no arm drawn
         return drawn * known[:, None].to(drawn.dtype), torch.where(known, links, torch.full_like(links, -1))
 
-    def _links_in_sink(self, action: torch.Tensor, arm_base: torch.Tensor) -> torch.Tensor:
+    def _links_in_sink(
+        self, action: torch.Tensor, arm_base: torch.Tensor, drawing: ArmDrawing | None = None
+    ) -> torch.Tensor:
         """The nearest link at each drawing sample (B, 1, h s, w s) long (-1: none) of the arm at the
-        first frame's joints action (B, A), drawn in the sink camera from arm_base (B, 3, 4) there."""
+        first frame's joints action (B, A), drawn in the sink camera from arm_base (B, 3, 4) there,
+        by ``drawing`` (default: the generator's)."""
         identity = torch.eye(3, device=arm_base.device).expand(arm_base.shape[0], 3, 3)
         zero = torch.zeros(arm_base.shape[0], 3, device=arm_base.device)
-        return self.arm_image_and_links(action, arm_base, identity, zero)[1][:, None]
+        if drawing is None:
+            return self.arm_image_and_links(action, arm_base, identity, zero)[1][:, None]
+        return self._drawn(drawing, action, arm_base, identity, zero)[1][:, None]
+
+    @staticmethod
+    def _interiors(links: torch.Tensor) -> torch.Tensor:
+        """Links (B, 1, h s, w s) long (-1: none) -> float32 1 + the link at each sample whose 3x3
+        neighbours show the same link, 0 elsewhere: the drawn shapes are a little wider than the
+        links, and their rims would hand over the background behind the arm."""
+        links = (links + 1).float()
+        interior = F.max_pool2d(links, 3, stride=1, padding=1) == -F.max_pool2d(-links, 3, stride=1, padding=1)
+        return links * interior
 
     def sink_arm_links(self, action: torch.Tensor, arm_base: torch.Tensor) -> torch.Tensor:
         """The arm at the first frame's joints action (B, A), its base arm_base (B, 3, 4) in the sink
         camera: float32 (B, 1, h s, w s), 1 + the nearest link at each drawing sample (0: none, and
         on each link's rim), kept per stream for ``sink_arm_warp``."""
-        links = (self._links_in_sink(action, arm_base) + 1).float()
-        # Only samples whose 3x3 neighbours show the same link: the capsules are a little wider than
-        # the links, and their rims would hand over the background behind the arm.
-        interior = F.max_pool2d(links, 3, stride=1, padding=1) == -F.max_pool2d(-links, 3, stride=1, padding=1)
-        return links * interior
+        return self._interiors(self._links_in_sink(action, arm_base))
 
     def sink_arm_warp(
         self,
@@ -589,12 +599,7 @@ class CausalGenerator(nn.Module):
         stream for ``paste_arm``. A fifth of the arm v21's rollouts drew was a link frame 0 did not
         show (docs/training, "Each link's colour pasted")."""
         drawing = self._paste_drawing()
-        b = arm_base.shape[0]
-        identity, zero = torch.eye(3, device=arm_base.device).expand(b, 3, 3), torch.zeros(b, 3, device=arm_base.device)
-        links = self._drawn(drawing, action, arm_base, identity, zero)[1][:, None].float() + 1  # (B, 1, h s, w s)
-        # Only samples whose 3x3 neighbours show the same link: the rims blend in what is behind.
-        interior = F.max_pool2d(links, 3, stride=1, padding=1) == -F.max_pool2d(-links, 3, stride=1, padding=1)
-        links = (links * interior).flatten(1).long() - 1  # (B, S), -1: none
+        links = self._interiors(self._links_in_sink(action, arm_base, drawing)).flatten(1).long() - 1  # (B, S)
         image = F.adaptive_avg_pool2d(sink_image.float(), drawing.sample_size).flatten(2)  # (B, 3, S)
         on = links[:, None] == torch.arange(drawing.chain.num_links, device=links.device)[None, :, None]  # (B, L, S)
         values = torch.where(on[:, :, None], image[:, None], torch.full_like(image[:, None], torch.nan))
