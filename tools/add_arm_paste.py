@@ -11,9 +11,20 @@ pasted"). A decoder stage started from the copy trains with the paste in place. 
 written in bfloat16 as shipped (``--float32`` to keep a training checkpoint's), so a shipped
 model's copy streams everything else bit for bit as before.
 
+Three more rules of the same kind (no weights), each off unless asked for:
+
+- ``--previous-action``: the paste draws the links at the previous frame's action
+  (``vae.fast_decoder_arm_paste_previous_action``: position commands are reached a frame late);
+- ``--tile-nearest K``: the ground tile's texels take the K nearest copies no static box hides
+  (``vae.fast_decoder_ground_tile_nearest``);
+- ``--paste-under-arm``: the unseen-surface paste also covers frame 0's arm
+  (``vae.fast_decoder_paste_under_arm``).
+
 Usage::
 
     python3 tools/add_arm_paste.py models/default runs/sim/v23 --chain kuka_iiwa_meshes --weight 0.5
+    python3 tools/add_arm_paste.py runs/sim/v21 runs/sim/v26 --chain kuka_iiwa_meshes --weight 0.6 \
+        --previous-action --tile-nearest 3 --paste-under-arm
 """
 
 from __future__ import annotations
@@ -37,12 +48,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('output', type=Path, help='new checkpoint folder (refused if it exists and is not empty)')
     parser.add_argument('--weight', type=float, default=0.5, help='how far toward the link colour, 0..1 (0: none)')
     parser.add_argument('--chain', default='', help="the chain drawn for the paste (default: the generator's)")
+    parser.add_argument(
+        '--previous-action', action='store_true', help="draw the paste's links at the previous frame's action"
+    )
+    parser.add_argument(
+        '--tile-nearest', type=int, default=0, help='ground tile: median of the K nearest unhidden copies (0: all)'
+    )
+    parser.add_argument(
+        '--paste-under-arm', action='store_true', help="paste the unseen surfaces over frame 0's arm too"
+    )
     parser.add_argument('--float32', action='store_true', help='write float32 weights (default: bfloat16, as shipped)')
     args = parser.parse_args(argv)
     try:
         checkpoint = load_checkpoint(args.model)
         vae = dataclasses.replace(
-            checkpoint.config.vae, fast_decoder_arm_paste=args.weight, fast_decoder_arm_paste_chain=args.chain
+            checkpoint.config.vae,
+            fast_decoder_arm_paste=args.weight,
+            fast_decoder_arm_paste_chain=args.chain,
+            fast_decoder_arm_paste_previous_action=args.previous_action,
+            fast_decoder_ground_tile_nearest=args.tile_nearest,
+            fast_decoder_paste_under_arm=args.paste_under_arm,
         )
         config = dataclasses.replace(checkpoint.config, vae=vae)
         generator = CausalGenerator(config)  # the paste's drawing is built from the config, not stored
@@ -64,8 +89,14 @@ def main(argv: list[str] | None = None) -> int:
         chain = args.chain or config.generator.arm_chain
         card.write(
             f'\n- arm paste (tools/add_arm_paste.py, no training): {args.weight:g} of the way toward each '
-            f"link's colour in frame 0, links drawn as {chain}\n"
+            f"link's colour in frame 0, links drawn as {chain}"
+            + (", at the previous frame's action" if args.previous_action else '')
+            + '\n'
         )
+        if args.tile_nearest:
+            card.write(f'- ground tile: the median of the {args.tile_nearest} nearest copies no static box hides\n')
+        if args.paste_under_arm:
+            card.write("- unseen-surface paste also where frame 0 showed its arm\n")
     print(f'wrote {args.output}')
     return 0
 

@@ -97,6 +97,20 @@ class VAEConfig:
     # generator.arm_chain (kuka_iiwa_meshes: spheres fitted to the links' meshes, the right link on
     # 93 % of our arm, the capsules on 74 %); empty: generator.arm_chain.
     fast_decoder_arm_paste_chain: str = ''
+    # With the arm paste: the links are drawn for it where the previous frame's action put them.
+    # Our recordings' actions are position commands, which the arm's controllers reach about a
+    # frame later: drawn at the previous command, the paste's spheres meet pybullet's render of the
+    # arm at IoU 0.88 instead of 0.86 (docs/training, "A frame's lag, the nearest copies, the arm in frame 0").
+    fast_decoder_arm_paste_previous_action: bool = False
+    # > 0, with the ground tile and the static boxes: each texel of the tile takes the median of the
+    # this many nearest copies frame 0 shows with no box in front (``ground_tile.fold_first_image``);
+    # 0: the median of all it shows. Nearer copies are drawn sharper, and a box in front of a copy
+    # paints it the table's colour.
+    fast_decoder_ground_tile_nearest: int = 0
+    # With paste_unseen: the copies are also taken as they are where frame 0 showed its arm in front
+    # of the ground or the table top (``CausalGenerator.paste_unseen``): else the decoder draws a
+    # ghost of frame 0's arm there.
+    fast_decoder_paste_under_arm: bool = False
 
     def __post_init__(self) -> None:
         if self.spatial_factor not in (4, 8, 16):
@@ -169,6 +183,19 @@ class VAEConfig:
                 f'vae.fast_decoder_arm_paste_chain {self.fast_decoder_arm_paste_chain!r} is the chain drawn for '
                 'the arm paste: set vae.fast_decoder_arm_paste > 0 too'
             )
+        if self.fast_decoder_arm_paste_previous_action and not paste:
+            raise ConfigError(
+                'vae.fast_decoder_arm_paste_previous_action draws the arm paste at the previous action: '
+                'set vae.fast_decoder_arm_paste > 0 too'
+            )
+        nearest = self.fast_decoder_ground_tile_nearest
+        if nearest < 0 or (nearest and not (self.fast_decoder_ground_tile and boxes)):
+            raise ConfigError(
+                'vae.fast_decoder_ground_tile_nearest must be >= 0 (0: every copy) and needs the ground tile and '
+                f'the static boxes (fast_decoder_ground_tile > 0, fast_decoder_static_boxes), got {nearest}'
+            )
+        if self.fast_decoder_paste_under_arm and not self.fast_decoder_paste_unseen:
+            raise ConfigError('vae.fast_decoder_paste_under_arm extends vae.fast_decoder_paste_unseen: set it too')
         if self.fast_encoder_channels < 0 or (self.fast_encoder_channels and self.temporal_factor != 1):
             raise ConfigError(
                 f'vae.fast_encoder_channels must be >= 0 and needs temporal_factor 1 (it encodes each image '

@@ -116,6 +116,10 @@ class KVPrefix(NamedTuple):
 
 # Frame 0 must show a link on this many drawing samples (away from its rim) for its colour to be pasted.
 MIN_LINK_SAMPLES = 4
+# vae.fast_decoder_paste_under_arm: a copy whose sample is more than this share frame 0's arm (its
+# capsules grown by a pixel, bilinearly sampled) shows no surface; its rims count too, as the
+# capsules only approximate the links.
+UNDER_ARM_SHARE = 0.1
 
 
 class CausalGenerator(nn.Module):
@@ -279,11 +283,23 @@ class CausalGenerator(nn.Module):
         (``ground_tile.fold_first_image``; period: ``vae.fast_decoder_ground_tile``, metres): the
         padded tile (B, 4, T + 2, T + 2) and its axes (B, 3, 3), kept per stream for ``ground_tile_image``. sink_arm
         (B, 1, H, W): ``sink_arm_mask``; arm_base and pose_frame (B, 3, 4): the arm's base link and
-        the frame the camera poses are given in, in the sink camera frame (all zeros: unknown)."""
+        the frame the camera poses are given in, in the sink camera frame (all zeros: unknown).
+        With ``vae.fast_decoder_ground_tile_nearest``, the nearest copies no static box hides."""
         if not self.config.generator.sink_warp_ground_below_base:
             raise ValueError('this generator warps to no ground (generator.sink_warp_ground_below_base is 0)')
+        vae = self.config.vae
+        boxes = None
+        if vae.fast_decoder_static_boxes:
+            boxes = torch.tensor(vae.fast_decoder_static_boxes, device=sink_image.device, dtype=torch.float32)
         return ground_tile.fold_first_image(
-            sink_image, sink_arm, self._ground(arm_base.float()), pose_frame, self.config.camera, period
+            sink_image,
+            sink_arm,
+            self._ground(arm_base.float()),
+            pose_frame,
+            self.config.camera,
+            period,
+            boxes,
+            vae.fast_decoder_ground_tile_nearest,
         )
 
     def ground_tile_image(
@@ -397,14 +413,22 @@ class CausalGenerator(nn.Module):
         (links (B, h s, w s) long, ``arm_image_and_links``; -1: no link) covers no sample within a
         pixel: the tile where the ray meets the ground first and the ground's warp has nothing frame
         0 shows, the boxes' colour on the table top's face outside frame 0's view
-        (``vae.fast_decoder_paste_unseen``)."""
+        (``vae.fast_decoder_paste_unseen``); with ``vae.fast_decoder_paste_under_arm`` also where
+        frame 0 showed its arm in front of that surface (more than UNDER_ARM_SHARE of the sample)."""
         free = self._arm_in_pixels(links) < 0.5  # (B, 1, H, W): no arm within a pixel
         table = copies[:, 0] if self.config.generator.sink_warp_base_plane else None
         ground, tile, boxes = copies[:, self.config.generator.pixel_warp_planes - 1], copies[:, -2], copies[:, -1]
-        unseen_ground = free & (tile[:, 3:4] > 0.5) & (ground[:, 4:5] < 0.5)
+        under_arm = self.config.vae.fast_decoder_paste_under_arm
+
+        def not_shown(copy: torch.Tensor) -> torch.Tensor:  # (B, 1, H, W): frame 0 shows no surface there
+            # A copy's last channel: how much of what frame 0 shows there is its arm.
+            hidden = copy[:, 4:5] < 0.5
+            return hidden | (copy[:, 5:6] > UNDER_ARM_SHARE) if under_arm else hidden
+
+        unseen_ground = free & (tile[:, 3:4] > 0.5) & not_shown(ground)
         image = torch.where(unseen_ground, tile[:, :3].to(image.dtype), image)
         if table is not None:
-            unseen_top = free & (boxes[:, 3:4] > 0.5) & (table[:, 3:4] > 0.5) & (table[:, 4:5] < 0.5)
+            unseen_top = free & (boxes[:, 3:4] > 0.5) & (table[:, 3:4] > 0.5) & not_shown(table)
             image = torch.where(unseen_top, boxes[:, :3].to(image.dtype), image)
         return image
 

@@ -223,6 +223,11 @@ class StreamEngine:
             paste_drawing = self.generator.paste_drawing
             assert paste_drawing is not None  # the config checks that the decoder reads the arm
             self.link_colours = torch.zeros(b, paste_drawing.chain.num_links, 4, device=dev)
+        # Each stream's action of its last committed frame (B, A): where the arm paste draws the
+        # links with vae.fast_decoder_arm_paste_previous_action (position commands are reached a frame late).
+        self.paste_actions: torch.Tensor | None = None
+        if self.decoder_pastes_arm and config.vae.fast_decoder_arm_paste_previous_action:
+            self.paste_actions = torch.zeros(b, config.generator.action_dim, device=dev)
         self.latents = torch.zeros(b, c, h, w, device=dev, dtype=self.dtype)  # output of the last step
         self.frames = torch.zeros(b, config.camera.height, config.camera.width, 3, device=dev, dtype=torch.uint8)
         self._schedule = shifted_timesteps(self.sampling_steps, config.generator.timestep_shift).tolist()
@@ -332,10 +337,13 @@ class StreamEngine:
                 assert plane_frames is not None and links is not None
                 image = self.generator.paste_unseen(image, plane_frames[:, 0], links)
             if self.link_colours is not None:
+                paste_actions = self.actions if self.paste_actions is None else self.paste_actions
                 colours = self.generator.arm_colour_image(
-                    self.link_colours, self.actions, self.arm_bases, self.sink_rotations, self.sink_translations
+                    self.link_colours, paste_actions, self.arm_bases, self.sink_rotations, self.sink_translations
                 )
                 image = self.generator.paste_arm(image, colours)
+                if self.paste_actions is not None:
+                    self.paste_actions.copy_(torch.where(commit[:, None], self.actions, self.paste_actions))
             self.frames.copy_(to_uint8_images(image))
 
     def decode_latents(
@@ -440,6 +448,8 @@ class StreamEngine:
         if self.link_colours is not None:
             colours = self.generator.sink_link_colours(images, self.actions, self.arm_bases)
             self.link_colours.copy_(torch.where(mask[:, None, None], colours, self.link_colours))
+        if self.paste_actions is not None:
+            self.paste_actions.copy_(torch.where(mask[:, None], self.actions, self.paste_actions))
         pose_frame = torch.as_tensor(frames_given, device=self.device).float()
         if self.ground_tiles is not None and self.tile_axes is not None:
             assert self.sink_arms is not None  # the config checks that the decoder reads the planes

@@ -106,6 +106,9 @@ def test_shipped_models_load_and_fit_the_size_budget() -> None:
     assert default.vae.fast_decoder_paste_unseen  # v21: ... and what frame 0 never showed pasted from the copies
     # v23: ... and each drawn link moved toward its colour in frame 0, the links drawn from their meshes
     assert (default.vae.fast_decoder_arm_paste, default.vae.fast_decoder_arm_paste_chain) == (0.6, 'kuka_iiwa_meshes')
+    # v26: ... drawn at the previous action; the tile from the nearest copies; the unseen paste over frame 0's arm
+    assert default.vae.fast_decoder_arm_paste_previous_action and default.vae.fast_decoder_paste_under_arm
+    assert default.vae.fast_decoder_ground_tile_nearest == 3
 
 
 def test_an_incomplete_set_of_shards_is_named(model_copy: Path) -> None:
