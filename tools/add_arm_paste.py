@@ -18,13 +18,17 @@ Three more rules of the same kind (no weights), each off unless asked for:
 - ``--tile-nearest K``: the ground tile's texels take the K nearest copies no static box hides
   (``vae.fast_decoder_ground_tile_nearest``);
 - ``--paste-under-arm``: the unseen-surface paste also covers frame 0's arm
-  (``vae.fast_decoder_paste_under_arm``).
+  (``vae.fast_decoder_paste_under_arm``);
+- ``--paste-box-faces``: each static box's faces take frame 0's colour of their orientation
+  (``vae.fast_decoder_paste_box_faces``);
+- ``--paste-sky``: where no box and no ground is met, frame 0's background colour
+  (``vae.fast_decoder_paste_sky``).
 
 Usage::
 
     python3 tools/add_arm_paste.py models/default runs/sim/v23 --chain kuka_iiwa_meshes --weight 0.5
     python3 tools/add_arm_paste.py runs/sim/v21 runs/sim/v26 --chain kuka_iiwa_meshes --weight 0.6 \
-        --previous-action --tile-nearest 3 --paste-under-arm
+        --previous-action --tile-nearest 3 --paste-under-arm --paste-box-faces --paste-sky   # v27
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         '--paste-under-arm', action='store_true', help="paste the unseen surfaces over frame 0's arm too"
     )
+    parser.add_argument('--paste-box-faces', action='store_true', help="paste frame 0's colour of each box face")
+    parser.add_argument('--paste-sky', action='store_true', help="paste frame 0's background where no box or ground is")
     parser.add_argument('--float32', action='store_true', help='write float32 weights (default: bfloat16, as shipped)')
     args = parser.parse_args(argv)
     try:
@@ -68,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
             fast_decoder_arm_paste_previous_action=args.previous_action,
             fast_decoder_ground_tile_nearest=args.tile_nearest,
             fast_decoder_paste_under_arm=args.paste_under_arm,
+            fast_decoder_paste_box_faces=args.paste_box_faces,
+            fast_decoder_paste_sky=args.paste_sky,
         )
         config = dataclasses.replace(checkpoint.config, vae=vae)
         generator = CausalGenerator(config)  # the paste's drawing is built from the config, not stored
@@ -96,7 +104,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.tile_nearest:
             card.write(f'- ground tile: the median of the {args.tile_nearest} nearest copies no static box hides\n')
         if args.paste_under_arm:
-            card.write("- unseen-surface paste also where frame 0 showed its arm\n")
+            card.write('- unseen-surface paste also where frame 0 showed its arm\n')
+        if args.paste_box_faces:
+            card.write("- each static box face pasted in frame 0's colour of its orientation\n")
+        if args.paste_sky:
+            card.write("- frame 0's background colour pasted where no box and no ground is met\n")
     print(f'wrote {args.output}')
     return 0
 

@@ -111,6 +111,15 @@ class VAEConfig:
     # of the ground or the table top (``CausalGenerator.paste_unseen``): else the decoder draws a
     # ghost of frame 0's arm there.
     fast_decoder_paste_under_arm: bool = False
+    # With paste_unseen: wherever a ray first meets a static box and no arm is drawn, the image takes
+    # the colour frame 0 shows on box faces of that orientation (the boxes are axis-aligned, lit by
+    # a distant light), except on a table top frame 0 shows, which the decoder copies
+    # (``CausalGenerator.paste_boxes_and_sky``). The decoder drew the table's sides and legs at 19 dB.
+    fast_decoder_paste_box_faces: bool = False
+    # With paste_unseen: where a ray meets neither a box nor the ground within
+    # fast_decoder_ground_tile_depth and no arm is drawn, the image takes the background colour
+    # frame 0 shows (a rendered scene's sky; ``CausalGenerator.paste_boxes_and_sky``).
+    fast_decoder_paste_sky: bool = False
 
     def __post_init__(self) -> None:
         if self.spatial_factor not in (4, 8, 16):
@@ -194,8 +203,9 @@ class VAEConfig:
                 'vae.fast_decoder_ground_tile_nearest must be >= 0 (0: every copy) and needs the ground tile and '
                 f'the static boxes (fast_decoder_ground_tile > 0, fast_decoder_static_boxes), got {nearest}'
             )
-        if self.fast_decoder_paste_under_arm and not self.fast_decoder_paste_unseen:
-            raise ConfigError('vae.fast_decoder_paste_under_arm extends vae.fast_decoder_paste_unseen: set it too')
+        for name in ('paste_under_arm', 'paste_box_faces', 'paste_sky'):
+            if getattr(self, f'fast_decoder_{name}') and not self.fast_decoder_paste_unseen:
+                raise ConfigError(f'vae.fast_decoder_{name} extends vae.fast_decoder_paste_unseen: set it too')
         if self.fast_encoder_channels < 0 or (self.fast_encoder_channels and self.temporal_factor != 1):
             raise ConfigError(
                 f'vae.fast_encoder_channels must be >= 0 and needs temporal_factor 1 (it encodes each image '

@@ -120,6 +120,18 @@ MIN_LINK_SAMPLES = 4
 # capsules grown by a pixel, bilinearly sampled) shows no surface; its rims count too, as the
 # capsules only approximate the links.
 UNDER_ARM_SHARE = 0.1
+# Frame 0 must show a box face's orientation (or the background) on this many pixels for its colour to be pasted.
+MIN_FACE_PIXELS = 8
+
+
+def _median_colours(image: torch.Tensor, masks: torch.Tensor, least: int) -> torch.Tensor:
+    """image (B, 3, H, W) and masks (B, M, H, W) bool -> float32 (B, M, 4): per mask the median
+    colour of its pixels and 1, or all zero where it holds fewer than ``least``."""
+    pixels = image.float().flatten(2)[:, None]  # (B, 1, 3, H W)
+    on = masks.flatten(2)[:, :, None]  # (B, M, 1, H W)
+    median = torch.where(on, pixels, torch.full_like(pixels, torch.nan)).nanmedian(dim=-1).values  # (B, M, 3)
+    enough = (masks.flatten(2).sum(-1) >= least)[..., None]  # (B, M, 1)
+    return torch.cat([torch.where(enough, median, torch.zeros_like(median)), enough.float()], dim=-1)
 
 
 class CausalGenerator(nn.Module):
@@ -317,15 +329,24 @@ class CausalGenerator(nn.Module):
         with ``vae.fast_decoder_ground_tile``; not sampled where the ground lies farther than
         max_depth metres along this camera's axis (``vae.fast_decoder_ground_tile_depth``; 0: no
         limit). arm_base, the camera: as ``sink_plane_images``'."""
+        lengths, on_ground = self._ground_hits(arm_base, sink_rotation, sink_translation, max_depth)
+        directions = self._pixel_warp().rotated_directions(sink_rotation)  # (B, 3, H, W) in the sink frame
+        points = lengths[:, 0] * directions + sink_translation.float()[:, :, None, None]  # (B, 3, H, W) there
+        return ground_tile.tile_image(tile, axes, period, points, on_ground)
+
+    def _ground_hits(
+        self, arm_base: torch.Tensor, sink_rotation: torch.Tensor, sink_translation: torch.Tensor, max_depth: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Metres along each pixel's ray to the ground (B, 1, 1, H, W), and (B, 1, H, W) bool where it
+        meets it ahead, the base is known and (max_depth > 0) no farther than max_depth along the
+        camera's axis: farther, a rendered scene shows its background."""
         warp = self._pixel_warp()
         ground = self._ground(self.base_in_camera(arm_base, sink_rotation, sink_translation))
         lengths, meets = warp.plane_lengths(ground)  # (B, 1, 1, H, W), (B, 1, H, W)
-        directions = warp.rotated_directions(sink_rotation)  # (B, 3, H, W) in the sink frame
-        points = lengths[:, 0] * directions + sink_translation.float()[:, :, None, None]  # (B, 3, H, W) there
         on_ground = meets & frame_given(arm_base)[:, None, None, None]
-        if max_depth:  # farther, a rendered scene shows its background
+        if max_depth:
             on_ground = on_ground & (lengths[:, 0] * warp.camera_directions.float()[2] <= max_depth)
-        return ground_tile.tile_image(tile, axes, period, points, on_ground)
+        return lengths, on_ground
 
     def _pixel_warp(self) -> PlaneSweep:
         if self.sink_image_warp is None:
@@ -418,18 +439,121 @@ class CausalGenerator(nn.Module):
         free = self._arm_in_pixels(links) < 0.5  # (B, 1, H, W): no arm within a pixel
         table = copies[:, 0] if self.config.generator.sink_warp_base_plane else None
         ground, tile, boxes = copies[:, self.config.generator.pixel_warp_planes - 1], copies[:, -2], copies[:, -1]
-        under_arm = self.config.vae.fast_decoder_paste_under_arm
-
-        def not_shown(copy: torch.Tensor) -> torch.Tensor:  # (B, 1, H, W): frame 0 shows no surface there
-            # A copy's last channel: how much of what frame 0 shows there is its arm.
-            hidden = copy[:, 4:5] < 0.5
-            return hidden | (copy[:, 5:6] > UNDER_ARM_SHARE) if under_arm else hidden
-
-        unseen_ground = free & (tile[:, 3:4] > 0.5) & not_shown(ground)
+        unseen_ground = free & (tile[:, 3:4] > 0.5) & self._not_shown(ground)
         image = torch.where(unseen_ground, tile[:, :3].to(image.dtype), image)
         if table is not None:
-            unseen_top = free & (boxes[:, 3:4] > 0.5) & (table[:, 3:4] > 0.5) & not_shown(table)
+            unseen_top = free & (boxes[:, 3:4] > 0.5) & (table[:, 3:4] > 0.5) & self._not_shown(table)
             image = torch.where(unseen_top, boxes[:, :3].to(image.dtype), image)
+        return image
+
+    def _not_shown(self, copy: torch.Tensor) -> torch.Tensor:
+        """A plane warp's copy (B, PLANE_IMAGE_CHANNELS, H, W) -> (B, 1, H, W) bool: frame 0 shows no
+        surface there (with ``vae.fast_decoder_paste_under_arm``, its arm in front counts as none)."""
+        hidden = copy[:, 4:5] < 0.5
+        if self.config.vae.fast_decoder_paste_under_arm:  # the last channel: how much of the sample is frame 0's arm
+            return hidden | (copy[:, 5:6] > UNDER_ARM_SHARE)
+        return hidden
+
+    def _box_faces(
+        self, pose_frame: torch.Tensor, boxes: torch.Tensor, sink_rotation: torch.Tensor, sink_translation: torch.Tensor
+    ) -> torch.Tensor:
+        """The box face (``static_boxes.FACES``) each pixel's ray of the camera (sink_rotation,
+        sink_translation in the sink frame) first enters: long (B, H, W), -1 where none."""
+        directions = directions_in_frame(pose_frame, self._pixel_warp().rotated_directions(sink_rotation))
+        camera = points_in_frame(pose_frame, sink_translation)[:, :, None, None]  # (B, 3, 1, 1)
+        return static_boxes.first_entry_faces(camera, directions, boxes)[1]
+
+    def sink_face_colours(
+        self, sink_image: torch.Tensor, sink_arm: torch.Tensor, pose_frame: torch.Tensor, boxes: torch.Tensor
+    ) -> torch.Tensor:
+        """Per box face orientation (``static_boxes.FACES``), the median colour of the first image
+        (B, 3, H, W) in [-1, 1] where its rays enter the static boxes (K, 6) through such a face, off
+        its arm (sink_arm (B, 1, H, W)), on at least MIN_FACE_PIXELS pixels: float32 (B, FACES, 4),
+        the colour and whether there is one (all zero where not, or pose_frame is unknown), kept per
+        stream for ``paste_boxes_and_sky``."""
+        b = sink_image.shape[0]
+        eye, zero = torch.eye(3, device=sink_image.device).expand(b, 3, 3), torch.zeros(b, 3, device=sink_image.device)
+        faces = self._box_faces(pose_frame, boxes, eye, zero)  # (B, H, W)
+        usable = (sink_arm[:, 0] < 0.5) & frame_given(pose_frame)[:, None, None]
+        shows = (faces[:, None] == torch.arange(static_boxes.FACES, device=faces.device)[None, :, None, None]) & usable[
+            :, None
+        ]  # (B, FACES, H, W)
+        return _median_colours(sink_image, shows, MIN_FACE_PIXELS)
+
+    def sink_sky_colour(
+        self,
+        sink_image: torch.Tensor,
+        sink_arm: torch.Tensor,
+        arm_base: torch.Tensor,
+        pose_frame: torch.Tensor,
+        boxes: torch.Tensor,
+    ) -> torch.Tensor:
+        """The median colour of the first image (B, 3, H, W) in [-1, 1] where its rays meet neither a
+        static box (K, 6) nor the ground within ``vae.fast_decoder_ground_tile_depth``, off its arm
+        (sink_arm (B, 1, H, W)), on at least MIN_FACE_PIXELS pixels: float32 (B, 4), the colour and
+        whether there is one (zero where not, or the base or pose frame (B, 3, 4) is unknown)."""
+        b = sink_image.shape[0]
+        eye, zero = torch.eye(3, device=sink_image.device).expand(b, 3, 3), torch.zeros(b, 3, device=sink_image.device)
+        sky = self._sky(arm_base, pose_frame, boxes, eye, zero) & (sink_arm < 0.5)  # (B, 1, H, W)
+        return _median_colours(sink_image, sky, MIN_FACE_PIXELS)[:, 0]
+
+    def _sky(
+        self,
+        arm_base: torch.Tensor,
+        pose_frame: torch.Tensor,
+        boxes: torch.Tensor,
+        sink_rotation: torch.Tensor,
+        sink_translation: torch.Tensor,
+        faces: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(B, 1, H, W) bool: the camera's rays that meet neither a box nor the ground within
+        ``vae.fast_decoder_ground_tile_depth`` (none where the base or the pose frame is unknown);
+        faces: ``_box_faces``' for this camera, if already drawn."""
+        depth = self.config.vae.fast_decoder_ground_tile_depth
+        _, on_ground = self._ground_hits(arm_base, sink_rotation, sink_translation, depth)
+        if faces is None:
+            faces = self._box_faces(pose_frame, boxes, sink_rotation, sink_translation)
+        no_box = faces[:, None] < 0
+        known = (frame_given(arm_base) & frame_given(pose_frame))[:, None, None, None]
+        return no_box & ~on_ground & known
+
+    def paste_boxes_and_sky(
+        self,
+        image: torch.Tensor,
+        links: torch.Tensor,
+        table: torch.Tensor | None,
+        face_colours: torch.Tensor | None,
+        sky_colour: torch.Tensor | None,
+        pose_frame: torch.Tensor,
+        boxes: torch.Tensor,
+        arm_base: torch.Tensor,
+        sink_rotation: torch.Tensor,
+        sink_translation: torch.Tensor,
+    ) -> torch.Tensor:
+        """The light decoder's image (B, 3, H, W), after ``paste_unseen``, where no arm is drawn
+        within a pixel (links as there): with face_colours (B, FACES, 4) (``sink_face_colours``,
+        ``vae.fast_decoder_paste_box_faces``) a pixel whose ray first enters a static box (K, 6)
+        takes the colour of that face's orientation in frame 0, except where the table top's warp
+        (table (B, PLANE_IMAGE_CHANNELS, H, W), ``copies_among_boxes``' first copy; None: no such
+        warp) shows the top;
+        with sky_colour (B, 4) (``sink_sky_colour``, ``vae.fast_decoder_paste_sky``) a pixel whose
+        ray meets neither a box nor the ground takes frame 0's background colour. pose_frame,
+        arm_base (B, 3, 4) and the camera: as ``copies_among_boxes``'."""
+        free = self._arm_in_pixels(links) < 0.5  # (B, 1, H, W)
+        drawn_faces = self._box_faces(pose_frame, boxes, sink_rotation, sink_translation)  # (B, H, W), once for both
+        if face_colours is not None:
+            faces = drawn_faces[:, None]  # (B, 1, H, W)
+            b, _, h, w = faces.shape
+            picked = torch.gather(face_colours.float(), 1, faces.clamp(min=0).view(b, -1, 1).expand(-1, -1, 4))
+            colour = picked.transpose(1, 2).reshape(b, 4, h, w)  # (B, 4, H, W)
+            on_face = free & (faces >= 0) & (colour[:, 3:] > 0.5)
+            if table is not None:  # the top's warp, where it shows the top, is the decoder's to copy
+                on_face = on_face & ~((faces == static_boxes.TOP_FACE) & ~self._not_shown(table))
+            image = torch.where(on_face, colour[:, :3].to(image.dtype), image)
+        if sky_colour is not None:
+            sky = free & self._sky(arm_base, pose_frame, boxes, sink_rotation, sink_translation, drawn_faces)
+            sky = sky & (sky_colour[:, 3] > 0.5)[:, None, None, None]
+            image = torch.where(sky, sky_colour[:, :3, None, None].to(image.dtype), image)
         return image
 
     def sink_plane_images(

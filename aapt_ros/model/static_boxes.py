@@ -35,11 +35,24 @@ BOX_NUMBERS = 6  # centre x, y, z and half sizes x, y, z
 FACE_TOLERANCE = 1e-3
 
 
+FACES = 6  # a box's faces by outward normal: 2 axis + 1 for the high side (-x, +x, -y, +y, -z, +z)
+TOP_FACE = 5  # +z: a table top's face
+
+
 def first_entries(origins: torch.Tensor, directions: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     """The length along each ray at which it first enters a box (the slab method): float32
     (B, H, W), inf where it meets none, 0 where it starts inside one. origins (B, 3, H, W) or
     (B, 3, 1, 1), directions (B, 3, H, W) (lengths are in units of these) and boxes (K, 6) in the
     same frame, at least one box."""
+    return first_entry_faces(origins, directions, boxes)[0]
+
+
+def first_entry_faces(
+    origins: torch.Tensor, directions: torch.Tensor, boxes: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``first_entries``' lengths, and which face (``FACES``' numbering) of that box each ray
+    enters through: long (B, H, W), -1 where it meets none. The boxes are axis-aligned, so every
+    face of one orientation is lit alike by a distant light (``CausalGenerator.sink_face_colours``)."""
     origins, directions = origins.float(), directions.float()
     # A direction with a zero component never crosses that axis' slabs: a tiny one keeps the
     # arithmetic finite and gives the same answer for any ray not exactly on a slab's face.
@@ -49,10 +62,14 @@ def first_entries(origins: torch.Tensor, directions: torch.Tensor, boxes: torch.
     inverse = 1 / directions[:, None]  # (B, 1, 3, H, W)
     to_low = (centre - half - origins[:, None]) * inverse  # (B, K, 3, H, W)
     to_high = (centre + half - origins[:, None]) * inverse
-    enter = torch.minimum(to_low, to_high).amax(dim=2)  # (B, K, H, W): inside every slab from here ...
+    enter, axis = torch.minimum(to_low, to_high).max(dim=2)  # (B, K, H, W): inside every slab from here ...
     leave = torch.maximum(to_low, to_high).amin(dim=2)  # ... to here
     met = (enter <= leave) & (leave > 0)
-    return torch.where(met, enter.clamp(min=0), torch.full_like(enter, torch.inf)).amin(dim=1)
+    lengths, first = torch.where(met, enter.clamp(min=0), torch.full_like(enter, torch.inf)).min(dim=1)  # (B, H, W)
+    # Entered through the high side along the entering axis where that slab's near end is its high one.
+    high = torch.gather((to_high < to_low).long(), 2, axis[:, :, None])[:, :, 0]  # (B, K, H, W)
+    face = torch.gather(2 * axis + high, 1, first[:, None])[:, 0]
+    return lengths, torch.where(lengths.isfinite(), face, torch.full_like(face, -1))
 
 
 def hidden_from(viewpoint: torch.Tensor, points: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:

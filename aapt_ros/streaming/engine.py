@@ -21,7 +21,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from aapt_ros.model import ground_tile
+from aapt_ros.model import ground_tile, static_boxes
 from aapt_ros.model.arm import SUPERSAMPLING
 from aapt_ros.model.checkpoint import Checkpoint
 from aapt_ros.model.config import ConfigError
@@ -217,6 +217,14 @@ class StreamEngine:
             self.static_boxes = torch.tensor(config.vae.fast_decoder_static_boxes, device=dev, dtype=torch.float32)
             self.pose_frames = torch.zeros(b, 3, 4, device=dev)
             self.box_colours = torch.zeros(b, 4, device=dev)
+        # The colour each stream's first image shows on each box face orientation (B, FACES, 4) and
+        # in the background (B, 4), for vae.fast_decoder_paste_box_faces and fast_decoder_paste_sky.
+        self.face_colours: torch.Tensor | None = None
+        self.sky_colours: torch.Tensor | None = None
+        if self.decoder_pastes_unseen and config.vae.fast_decoder_paste_box_faces:
+            self.face_colours = torch.zeros(b, static_boxes.FACES, 4, device=dev)
+        if self.decoder_pastes_unseen and config.vae.fast_decoder_paste_sky:
+            self.sky_colours = torch.zeros(b, 4, device=dev)
         # Each link's colour as each stream's first image shows it (B, L, 4), for the arm paste.
         self.link_colours: torch.Tensor | None = None
         if self.decoder_pastes_arm:
@@ -336,6 +344,20 @@ class StreamEngine:
             if self.decoder_pastes_unseen:  # the config checks that it reads the boxes, the tile and the arm
                 assert plane_frames is not None and links is not None
                 image = self.generator.paste_unseen(image, plane_frames[:, 0], links)
+                if self.face_colours is not None or self.sky_colours is not None:
+                    assert self.static_boxes is not None and self.pose_frames is not None
+                    image = self.generator.paste_boxes_and_sky(
+                        image,
+                        links,
+                        plane_frames[:, 0, 0] if self.config.generator.sink_warp_base_plane else None,
+                        self.face_colours,
+                        self.sky_colours,
+                        self.pose_frames,
+                        self.static_boxes,
+                        self.arm_bases,
+                        self.sink_rotations,
+                        self.sink_translations,
+                    )
             if self.link_colours is not None:
                 paste_actions = self.actions if self.paste_actions is None else self.paste_actions
                 colours = self.generator.arm_colour_image(
@@ -462,6 +484,14 @@ class StreamEngine:
             colours = self.generator.sink_box_colour(images, self.sink_arms, pose_frame, self.static_boxes)
             self.box_colours.copy_(torch.where(mask[:, None], colours, self.box_colours))
             self.pose_frames.copy_(torch.where(mask[:, None, None], pose_frame, self.pose_frames))
+            if self.face_colours is not None:
+                faces = self.generator.sink_face_colours(images, self.sink_arms, pose_frame, self.static_boxes)
+                self.face_colours.copy_(torch.where(mask[:, None, None], faces, self.face_colours))
+            if self.sky_colours is not None:
+                sky = self.generator.sink_sky_colour(
+                    images, self.sink_arms, self.arm_bases, pose_frame, self.static_boxes
+                )
+                self.sky_colours.copy_(torch.where(mask[:, None], sky, self.sky_colours))
 
     def _frames(self, values: np.ndarray | None, chosen: np.ndarray, name: str) -> np.ndarray:
         """(B, 3, 4) float64 frames [R | t] for ``start``: the chosen streams' rows of ``values``

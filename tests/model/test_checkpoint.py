@@ -109,6 +109,8 @@ def test_shipped_models_load_and_fit_the_size_budget() -> None:
     # v26: ... drawn at the previous action; the tile from the nearest copies; the unseen paste over frame 0's arm
     assert default.vae.fast_decoder_arm_paste_previous_action and default.vae.fast_decoder_paste_under_arm
     assert default.vae.fast_decoder_ground_tile_nearest == 3
+    # v27: ... and each box face and the background in frame 0's colours
+    assert default.vae.fast_decoder_paste_box_faces and default.vae.fast_decoder_paste_sky
 
 
 def test_an_incomplete_set_of_shards_is_named(model_copy: Path) -> None:

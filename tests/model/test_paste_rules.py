@@ -25,7 +25,14 @@ def share_right(image: torch.Tensor, boxes: torch.Tensor | None, nearest: int) -
     """The share of the floor behind the camera the tile folded from image draws right."""
     no_arm = torch.zeros(1, 1, floor_scene.CAMERA.height, floor_scene.CAMERA.width)
     tile, axes = ground_tile.fold_first_image(
-        image, no_arm, floor_scene.GROUND, floor_scene.POSE_FRAME, floor_scene.CAMERA, floor_scene.PERIOD, boxes, nearest
+        image,
+        no_arm,
+        floor_scene.GROUND,
+        floor_scene.POSE_FRAME,
+        floor_scene.CAMERA,
+        floor_scene.PERIOD,
+        boxes,
+        nearest,
     )
     world, points = floor_scene.behind_the_camera()
     copied = ground_tile.tile_image(tile, axes, floor_scene.PERIOD, points, torch.ones(1, 1, 16, 32, dtype=torch.bool))
@@ -161,5 +168,59 @@ def test_the_rules_config_is_checked(tmp_path: Path) -> None:
     )
     assert add_arm_paste.main([str(source), str(tmp_path / 'lagged'), '--previous-action']) == 0
     assert load_checkpoint(tmp_path / 'lagged').config.vae.fast_decoder_arm_paste_previous_action
-    assert (source / 'generator.safetensors').read_bytes() == (tmp_path / 'lagged' / 'generator.safetensors').read_bytes()
+    assert (source / 'generator.safetensors').read_bytes() == (
+        tmp_path / 'lagged' / 'generator.safetensors'
+    ).read_bytes()
     assert add_arm_paste.main([str(source), str(tmp_path / 'other'), '--tile-nearest', '3']) == 2  # no tile here
+
+
+def test_rays_enter_a_box_through_the_face_they_meet_first() -> None:
+    box = torch.tensor([[0.0, 0.0, 0.0, 1.0, 1.0, 1.0]])
+    origins = torch.tensor([[0.0, 0.0, 3.0], [3.0, 0.0, 0.0], [0.0, -3.0, 0.0], [0.0, 0.0, 3.0]]).T[None, :, None]
+    directions = torch.tensor([[0.0, 0.0, -1.0], [-1.0, 0.1, 0.0], [0.0, 1.0, 0.2], [1.0, 0.0, 0.0]]).T[None, :, None]
+    lengths, faces = static_boxes.first_entry_faces(origins, directions, box)  # (1, 1, 4) each
+    assert faces.tolist() == [[[5, 1, 2, -1]]]  # +z, +x, -y, none
+    torch.testing.assert_close(lengths, static_boxes.first_entries(origins, directions, box))
+    torch.testing.assert_close(lengths[0, 0, :3], torch.tensor([2.0, 2.0, 2.0]))
+
+
+def test_box_faces_and_the_sky_take_frame_0s_colours() -> None:
+    from tests.model.test_static_boxes import BASE, BOXES, UNDER, in_camera
+
+    g = CausalGenerator(tiny_config(**PLANE_WARPS_IN_PIXELS)).eval()
+    h, w = g.config.camera.height, g.config.camera.width
+    # Frame 0 from beside the table top, below its face: it shows the top's +x side and underside,
+    # the ground, and the background above the horizon.
+    pose_frame, base = in_camera(UNDER, np.eye(3, 4)), in_camera(UNDER, BASE)
+    eye, zero = torch.eye(3)[None], torch.zeros(1, 3)
+    faces = g._box_faces(pose_frame, BOXES, eye, zero)  # (1, H, W)
+    sky = g._sky(base, pose_frame, BOXES, eye, zero)[:, 0]
+    assert {1, 4} <= set(faces.unique().tolist()) and sky.sum() >= 8 and (sky & (faces >= 0)).sum() == 0
+    # Each face orientation painted in its own grey, the background white, the ground black.
+    image = torch.where(faces >= 0, faces / 10, torch.where(sky, 1.0, -1.0))[:, None].expand(-1, 3, -1, -1)
+    no_arm = torch.zeros(1, 1, h, w)
+    face_colours = g.sink_face_colours(image, no_arm, pose_frame, BOXES)
+    for face in range(static_boxes.FACES):
+        shown = int((faces == face).sum()) >= 8
+        assert face_colours[0, face, 3] == float(shown)
+        if shown:
+            torch.testing.assert_close(face_colours[0, face, :3], torch.full((3,), face / 10))
+    sky_colour = g.sink_sky_colour(image, no_arm, base, pose_frame, BOXES)
+    torch.testing.assert_close(sky_colour, torch.tensor([[1.0, 1.0, 1.0, 1.0]]))
+    assert (g.sink_sky_colour(image, torch.ones(1, 1, h, w), base, pose_frame, BOXES) == 0).all()  # all arm
+    assert (g.sink_face_colours(image, no_arm, torch.zeros(1, 3, 4), BOXES) == 0).all()  # no pose frame
+    # Pasted into a grey image seen from frame 0's own pose: the faces and the sky come back, the
+    # ground is the decoder's; no paste where an arm is drawn.
+    decoded = torch.zeros(1, 3, h, w)
+    no_links = torch.full((1, *g.arm.sample_size), -1)  # type: ignore[union-attr]
+    pasted = g.paste_boxes_and_sky(
+        decoded, no_links, None, face_colours, sky_colour, pose_frame, BOXES, base, eye, zero
+    )
+    shown = face_colours[0, faces.clamp(min=0), 3] > 0.5  # (1, H, W)
+    torch.testing.assert_close(pasted[:, 0][(faces >= 0) & shown], image[:, 0][(faces >= 0) & shown])
+    assert (pasted[:, 0][sky] == 1).all() and (pasted[:, 0][(faces < 0) & ~sky] == 0).all()
+    arm_everywhere = torch.zeros_like(no_links)
+    untouched = g.paste_boxes_and_sky(
+        decoded, arm_everywhere, None, face_colours, sky_colour, pose_frame, BOXES, base, eye, zero
+    )
+    assert (untouched == 0).all()

@@ -9,7 +9,14 @@ import torch
 
 from aapt_ros.model.checkpoint import Checkpoint, load_checkpoint
 from aapt_ros.model.vae import VideoAutoencoder
-from aapt_ros.streaming.engine import EngineError, StreamEngine, resolve_device, resolve_dtype, to_uint8_images
+from aapt_ros.streaming.engine import (
+    EngineError,
+    StreamEngine,
+    from_uint8_images,
+    resolve_device,
+    resolve_dtype,
+    to_uint8_images,
+)
 
 IDENTITY = np.eye(3)
 
@@ -432,3 +439,33 @@ def test_a_light_decoder_told_the_static_boxes_gets_its_copies_kept_where_they_s
             engine.vae.decode_fast(engine.latents[:, None], arm[:, None], told[:, None])[:, 0], told, links
         )
     np.testing.assert_array_equal(frames, to_uint8_images(pasted).numpy())
+    # ... and then each box face and the background in frame 0's colours (v27).
+    scene_pasting = dataclasses.replace(
+        pasting,
+        config=dataclasses.replace(
+            pasting.config,
+            vae=dataclasses.replace(pasting.config.vae, fast_decoder_paste_box_faces=True, fast_decoder_paste_sky=True),
+        ),
+    )
+    engine = StreamEngine(scene_pasting, batch_size=1, dtype='float32')
+    assert engine.face_colours is not None and engine.sky_colours is not None
+    engine.start(np.ones(1, bool), start, np.zeros((1, 7)), base, pose_frame)
+    images = from_uint8_images(torch.from_numpy(start), torch.float32)[:, 0]
+    torch.testing.assert_close(
+        engine.face_colours, g.sink_face_colours(images, engine.sink_arms, engine.pose_frames, engine.static_boxes)
+    )
+    frames = engine.step(*_motion(1))
+    with torch.no_grad():
+        scene = g.paste_boxes_and_sky(
+            pasted,
+            links,
+            told[:, 0],
+            engine.face_colours,
+            engine.sky_colours,
+            engine.pose_frames,
+            engine.static_boxes,
+            engine.arm_bases,
+            engine.sink_rotations,
+            engine.sink_translations,
+        )
+    np.testing.assert_array_equal(frames, to_uint8_images(scene).numpy())
