@@ -134,6 +134,12 @@ def _median_colours(image: torch.Tensor, masks: torch.Tensor, least: int) -> tor
     return torch.cat([torch.where(enough, median, torch.zeros_like(median)), enough.float()], dim=-1)
 
 
+def _sink_camera(like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sink camera in its own frame, for each of like's B streams: rotation (B, 3, 3), translation (B, 3)."""
+    b = like.shape[0]
+    return torch.eye(3, device=like.device).expand(b, 3, 3), torch.zeros(b, 3, device=like.device)
+
+
 class CausalGenerator(nn.Module):
     """Block-causal transformer over latent frames; predicts flow velocity per frame."""
 
@@ -471,13 +477,10 @@ class CausalGenerator(nn.Module):
         its arm (sink_arm (B, 1, H, W)), on at least MIN_FACE_PIXELS pixels: float32 (B, FACES, 4),
         the colour and whether there is one (all zero where not, or pose_frame is unknown), kept per
         stream for ``paste_boxes_and_sky``."""
-        b = sink_image.shape[0]
-        eye, zero = torch.eye(3, device=sink_image.device).expand(b, 3, 3), torch.zeros(b, 3, device=sink_image.device)
-        faces = self._box_faces(pose_frame, boxes, eye, zero)  # (B, H, W)
+        faces = self._box_faces(pose_frame, boxes, *_sink_camera(sink_image))  # (B, H, W)
         usable = (sink_arm[:, 0] < 0.5) & frame_given(pose_frame)[:, None, None]
-        shows = (faces[:, None] == torch.arange(static_boxes.FACES, device=faces.device)[None, :, None, None]) & usable[
-            :, None
-        ]  # (B, FACES, H, W)
+        orientations = torch.arange(static_boxes.FACES, device=faces.device)[None, :, None, None]
+        shows = (faces[:, None] == orientations) & usable[:, None]  # (B, FACES, H, W)
         return _median_colours(sink_image, shows, MIN_FACE_PIXELS)
 
     def sink_sky_colour(
@@ -492,9 +495,7 @@ class CausalGenerator(nn.Module):
         static box (K, 6) nor the ground within ``vae.fast_decoder_ground_tile_depth``, off its arm
         (sink_arm (B, 1, H, W)), on at least MIN_FACE_PIXELS pixels: float32 (B, 4), the colour and
         whether there is one (zero where not, or the base or pose frame (B, 3, 4) is unknown)."""
-        b = sink_image.shape[0]
-        eye, zero = torch.eye(3, device=sink_image.device).expand(b, 3, 3), torch.zeros(b, 3, device=sink_image.device)
-        sky = self._sky(arm_base, pose_frame, boxes, eye, zero) & (sink_arm < 0.5)  # (B, 1, H, W)
+        sky = self._sky(arm_base, pose_frame, boxes, *_sink_camera(sink_image)) & (sink_arm < 0.5)  # (B, 1, H, W)
         return _median_colours(sink_image, sky, MIN_FACE_PIXELS)[:, 0]
 
     def _sky(
@@ -535,10 +536,9 @@ class CausalGenerator(nn.Module):
         ``vae.fast_decoder_paste_box_faces``) a pixel whose ray first enters a static box (K, 6)
         takes the colour of that face's orientation in frame 0, except where the table top's warp
         (table (B, PLANE_IMAGE_CHANNELS, H, W), ``copies_among_boxes``' first copy; None: no such
-        warp) shows the top;
-        with sky_colour (B, 4) (``sink_sky_colour``, ``vae.fast_decoder_paste_sky``) a pixel whose
-        ray meets neither a box nor the ground takes frame 0's background colour. pose_frame,
-        arm_base (B, 3, 4) and the camera: as ``copies_among_boxes``'."""
+        warp) shows the top; with sky_colour (B, 4) (``sink_sky_colour``, ``vae.fast_decoder_paste_sky``)
+        a pixel whose ray meets neither a box nor the ground takes frame 0's background colour.
+        pose_frame, arm_base (B, 3, 4) and the camera: as ``copies_among_boxes``'."""
         free = self._arm_in_pixels(links) < 0.5  # (B, 1, H, W)
         drawn_faces = self._box_faces(pose_frame, boxes, sink_rotation, sink_translation)  # (B, H, W), once for both
         if face_colours is not None:
