@@ -19,6 +19,8 @@ Three more rules of the same kind (no weights), each off unless asked for:
   (``vae.fast_decoder_ground_tile_nearest``);
 - ``--paste-under-arm``: the unseen-surface paste also covers frame 0's arm
   (``vae.fast_decoder_paste_under_arm``);
+- ``--paste-upsampling F``: the paste's silhouette drawn F times finer per side
+  (``vae.fast_decoder_arm_paste_upsampling``);
 - ``--paste-box-faces``: each static box's faces take frame 0's colour of their orientation
   (``vae.fast_decoder_paste_box_faces``);
 - ``--paste-sky``: where no box and no ground is met, frame 0's background colour
@@ -28,7 +30,8 @@ Usage::
 
     python3 tools/add_arm_paste.py models/default runs/sim/v23 --chain kuka_iiwa_meshes --weight 0.5
     python3 tools/add_arm_paste.py runs/sim/v21 runs/sim/v26 --chain kuka_iiwa_meshes --weight 0.6 \
-        --previous-action --tile-nearest 3 --paste-under-arm --paste-box-faces --paste-sky   # v27
+        --previous-action --tile-nearest 3 --paste-under-arm --paste-box-faces --paste-sky \
+        --paste-upsampling 2   # v28
 """
 
 from __future__ import annotations
@@ -61,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         '--paste-under-arm', action='store_true', help="paste the unseen surfaces over frame 0's arm too"
     )
+    parser.add_argument(
+        '--paste-upsampling', type=int, default=1, help="the paste's silhouette this many times finer per side"
+    )
     parser.add_argument('--paste-box-faces', action='store_true', help="paste frame 0's colour of each box face")
     parser.add_argument('--paste-sky', action='store_true', help="paste frame 0's background where no box or ground is")
     parser.add_argument('--float32', action='store_true', help='write float32 weights (default: bfloat16, as shipped)')
@@ -72,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             fast_decoder_arm_paste=args.weight,
             fast_decoder_arm_paste_chain=args.chain,
             fast_decoder_arm_paste_previous_action=args.previous_action,
+            fast_decoder_arm_paste_upsampling=args.paste_upsampling,
             fast_decoder_ground_tile_nearest=args.tile_nearest,
             fast_decoder_paste_under_arm=args.paste_under_arm,
             fast_decoder_paste_box_faces=args.paste_box_faces,
@@ -99,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             f'\n- arm paste (tools/add_arm_paste.py, no training): {args.weight:g} of the way toward each '
             f"link's colour in frame 0, links drawn as {chain}"
             + (", at the previous frame's action" if args.previous_action else '')
+            + (f', its silhouette {args.paste_upsampling}x finer' if args.paste_upsampling > 1 else '')
             + '\n'
         )
         if args.tile_nearest:

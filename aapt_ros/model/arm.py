@@ -391,6 +391,26 @@ class ArmDrawing(nn.Module):
         drawn = torch.cat(parts, 1)  # (B, L + 1 [+ BASE_PLANE_CHANNELS], S)
         return drawn.unflatten(2, self.sample_size), nearest.unflatten(1, self.sample_size)  # type: ignore[no-untyped-call]
 
+    def fine_links(self, joints: torch.Tensor, base: torch.Tensor, factor: int) -> torch.Tensor:
+        """The nearest covering link at ``factor`` x finer samples (B, h s f, w s f), long (-1: none):
+        each link's distance field from its spheres (squared distance of the ray to a centre over
+        the radius squared, minus 1: negative inside), computed at the samples and interpolated
+        bilinearly, so the silhouette is drawn finer than the samples for about their cost."""
+        centres, radii = self.spheres(joints, base)  # (B, L, K, 3), (L, K)
+        along = torch.einsum('blkc,cs->blks', centres, self.sample_directions.float())  # (B, L, K, S)
+        squared = (centres * centres).sum(-1)[..., None] - along * along
+        inside = (squared / radii[None, :, :, None] ** 2 - 1).clamp(-1, 1)
+        inside = torch.where(along > NEAR, inside, torch.ones_like(inside))
+        field, nearest = inside.min(dim=2)  # (B, L, S): each link's, and its sphere that is deepest there
+        depth = torch.gather(along, 2, nearest[:, :, None]).squeeze(2)  # (B, L, S): which link is in front
+        size = self.sample_size
+        fine = (size[0] * factor, size[1] * factor)
+        field = F.interpolate(field.view(*field.shape[:2], *size), size=fine, mode='bilinear', align_corners=False)
+        depth = F.interpolate(depth.view(*depth.shape[:2], *size), size=fine, mode='nearest')
+        depth = torch.where(field < 0, depth, torch.full_like(depth, math.inf))  # (B, L, h s f, w s f)
+        nearest_depth, link = depth.min(dim=1)
+        return torch.where(nearest_depth.isfinite(), link, torch.full_like(link, -1))
+
     def plane(self, base: torch.Tensor) -> torch.Tensor:
         """base (B, 3, 4): the base link in the current camera's frame -> (B, BASE_PLANE_CHANNELS, S)
         at the samples: the rays against the base's z = 0 plane (channels: see BASE_PLANE_CHANNELS)."""

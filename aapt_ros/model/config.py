@@ -102,6 +102,10 @@ class VAEConfig:
     # frame later: drawn at the previous command, the paste's spheres meet pybullet's render of the
     # arm at IoU 0.88 instead of 0.86 (docs/training, "A frame's lag, the nearest copies, the arm in frame 0").
     fast_decoder_arm_paste_previous_action: bool = False
+    # > 1: the paste's silhouette drawn this many times finer per side than its drawing's samples
+    # (``ArmDrawing.fine_links``: the spheres' distance field interpolated; 2 is the image's
+    # resolution for our 8x latents). Drawn at the samples it is blocky at the image's resolution.
+    fast_decoder_arm_paste_upsampling: int = 1
     # > 0, with the ground tile and the static boxes: each texel of the tile takes the median of the
     # this many nearest copies frame 0 shows with no box in front (``ground_tile.fold_first_image``);
     # 0: the median of all it shows. Nearer copies are drawn sharper, and a box in front of a copy
@@ -196,6 +200,12 @@ class VAEConfig:
             raise ConfigError(
                 'vae.fast_decoder_arm_paste_previous_action draws the arm paste at the previous action: '
                 'set vae.fast_decoder_arm_paste > 0 too'
+            )
+        upsampling = self.fast_decoder_arm_paste_upsampling
+        if upsampling < 1 or (upsampling > 1 and not paste):
+            raise ConfigError(
+                'vae.fast_decoder_arm_paste_upsampling must be >= 1 (1: at the drawing samples) and, above 1, '
+                f'needs vae.fast_decoder_arm_paste > 0, got {upsampling} and {paste}'
             )
         nearest = self.fast_decoder_ground_tile_nearest
         if nearest < 0 or (nearest and not (self.fast_decoder_ground_tile and boxes)):

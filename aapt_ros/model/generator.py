@@ -775,8 +775,14 @@ class CausalGenerator(nn.Module):
         """The arm drawn for the paste at this frame's joints action (B, A) (arm_base, the camera: as
         ``arm_image``'s), each link in its colour as frame 0 shows it (link_colours (B, L, 4),
         ``sink_link_colours``): float32 (B, 4, H, W), the colour and 1 where a link is drawn that
-        frame 0 shows (colour and flag zero elsewhere)."""
-        _, links = self._drawn(self._paste_drawing(), action, arm_base, sink_rotation, sink_translation)
+        frame 0 shows (colour and flag zero elsewhere); finer with ``vae.fast_decoder_arm_paste_upsampling``."""
+        drawing, upsampling = self._paste_drawing(), self.config.vae.fast_decoder_arm_paste_upsampling
+        if upsampling > 1:
+            base = self.base_in_camera(arm_base, sink_rotation, sink_translation)
+            links = drawing.fine_links(action[:, self.arm_joint_indices], base, upsampling)
+            links = torch.where(frame_given(arm_base)[:, None, None], links, torch.full_like(links, -1))
+        else:
+            _, links = self._drawn(drawing, action, arm_base, sink_rotation, sink_translation)
         b, size = links.shape[0], links.shape[1:]
         drawn = links.flatten(1)  # (B, S)
         painted = torch.gather(link_colours.float(), 1, drawn.clamp(min=0)[..., None].expand(-1, -1, 4))  # (B, S, 4)

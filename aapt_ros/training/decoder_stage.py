@@ -208,6 +208,9 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
         # the sky are not pasted while training (tools/add_arm_paste.py sets them after).
         fast_decoder_arm_paste_previous_action=start.config.vae.fast_decoder_arm_paste_previous_action
         and bool(options.arm_paste),
+        fast_decoder_arm_paste_upsampling=start.config.vae.fast_decoder_arm_paste_upsampling
+        if options.arm_paste
+        else 1,
         fast_decoder_ground_tile_nearest=start.config.vae.fast_decoder_ground_tile_nearest
         if options.ground_tile and options.static_boxes
         else 0,

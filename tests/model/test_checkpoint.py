@@ -111,6 +111,7 @@ def test_shipped_models_load_and_fit_the_size_budget() -> None:
     assert default.vae.fast_decoder_ground_tile_nearest == 3
     # v27: ... and each box face and the background in frame 0's colours
     assert default.vae.fast_decoder_paste_box_faces and default.vae.fast_decoder_paste_sky
+    assert default.vae.fast_decoder_arm_paste_upsampling == 2  # v28: ... the paste's silhouette twice as fine
 
 
 def test_an_incomplete_set_of_shards_is_named(model_copy: Path) -> None:

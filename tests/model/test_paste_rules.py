@@ -153,6 +153,8 @@ def test_the_rules_config_is_checked(tmp_path: Path) -> None:
         VAEConfig(fast_decoder_ground_tile_nearest=-1)
     with pytest.raises(ConfigError, match=r'extends vae\.fast_decoder_paste_unseen'):
         VAEConfig(fast_decoder_paste_under_arm=True)
+    with pytest.raises(ConfigError, match=r'fast_decoder_arm_paste_upsampling must be >= 1'):
+        VAEConfig(fast_decoder_arm_paste_upsampling=2)
     # tools/add_arm_paste.py sets them; the weights stay bit for bit.
     import sys
 
@@ -224,3 +226,22 @@ def test_box_faces_and_the_sky_take_frame_0s_colours() -> None:
         decoded, arm_everywhere, None, face_colours, sky_colour, pose_frame, BOXES, base, eye, zero
     )
     assert (untouched == 0).all()
+
+
+def test_the_fine_silhouette_follows_the_spheres_drawn_at_twice_the_samples() -> None:
+    from aapt_ros.model.arm import KUKA_IIWA_MESHES, ArmDrawing
+    from aapt_ros.model.config import CameraConfig
+
+    camera = CameraConfig()  # 128 x 128
+    coarse, exact = ArmDrawing(camera, 16, 16, KUKA_IIWA_MESHES), ArmDrawing(camera, 32, 32, KUKA_IIWA_MESHES)
+    base = torch.tensor([[[1.0, 0, 0, 0], [0, 0, -1, 0.3], [0, 1, 0, 1.2]]])
+    for joints in (JOINTS, JOINTS * -0.7):
+        _, at_samples = coarse.image_and_links(joints, base)  # (1, 64, 64)
+        torch.testing.assert_close(coarse.fine_links(joints, base, 1) >= 0, at_samples >= 0)  # the same coverage
+        _, truth = exact.image_and_links(joints, base)  # (1, 128, 128): the spheres at the finer samples
+        fine = coarse.fine_links(joints, base, 2)
+        blocky = at_samples.repeat_interleave(2, 1).repeat_interleave(2, 2)
+        drawn = truth >= 0
+        fine_iou, blocky_iou = (float(((x >= 0) & drawn).sum() / ((x >= 0) | drawn).sum()) for x in (fine, blocky))
+        assert fine_iou > 0.95 and fine_iou > blocky_iou + 0.01, (fine_iou, blocky_iou)
+        assert ((fine == truth) | ~drawn | (fine < 0)).float().mean() > 0.98  # the link in front, mostly
