@@ -375,10 +375,7 @@ class CausalGenerator(nn.Module):
             camera[:, :, None, None], directions_in_frame(pose_frame, directions), boxes
         )
         shows = entries.isfinite() & (sink_arm[:, 0] < 0.5) & frame_given(pose_frame)[:, None, None]  # (B, H, W)
-        pixels = torch.where(shows[:, None], sink_image.float(), torch.full_like(sink_image.float(), torch.nan))
-        median = pixels.flatten(2).nanmedian(dim=2).values  # (B, 3)
-        any_shown = shows.flatten(1).any(dim=1, keepdim=True)  # (B, 1)
-        return torch.cat([torch.where(any_shown, median, torch.zeros_like(median)), any_shown.float()], dim=1)
+        return _median_colours(sink_image, shows[:, None], 1)[:, 0]
 
     def copies_among_boxes(
         self,
@@ -390,6 +387,7 @@ class CausalGenerator(nn.Module):
         sink_rotation: torch.Tensor,
         sink_translation: torch.Tensor,
         tile_last: bool,
+        entries: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """The light decoder's copied images (B, C, PLANE_IMAGE_CHANNELS, H, W) (``sink_plane_images``'
         planes first, the ground tile last if tile_last) told the scene's static boxes (K, 6)
@@ -397,14 +395,15 @@ class CausalGenerator(nn.Module):
         and frame 0 saw, the tile only where the ground comes before any box, and the boxes' colour
         (box_colour (B, 4), ``sink_box_colour``) appended where a box comes first: (B, C + 1, ...).
         Streams whose pose frame (B, 3, 4, in the sink camera frame) is unknown keep their copies
-        and get no box image. arm_base, the camera: as ``sink_plane_images``'."""
+        and get no box image. arm_base, the camera: as ``sink_plane_images``'. entries: ``box_entries``
+        of this camera, where the caller needs them too (computed here otherwise)."""
         warp = self._pixel_warp()
         b = copied.shape[0]
         given = frame_given(pose_frame)[:, None, None]  # (B, 1, 1)
         directions = directions_in_frame(pose_frame, warp.rotated_directions(sink_rotation))
         camera = points_in_frame(pose_frame, sink_translation)[:, :, None, None]  # (B, 3, 1, 1)
         sink_camera = points_in_frame(pose_frame, torch.zeros(b, 3, device=copied.device))
-        first_box = static_boxes.first_entries(camera, directions, boxes)  # (B, H, W) metres
+        first_box = static_boxes.first_entries(camera, directions, boxes) if entries is None else entries[0]
         planes, _ = self._warp_planes(arm_base, sink_rotation, sink_translation)
         has_ground = bool(self.config.generator.sink_warp_ground_below_base)
         seen, ground_first = [], torch.zeros_like(first_box, dtype=torch.bool)  # no ground plane: never met
@@ -460,14 +459,16 @@ class CausalGenerator(nn.Module):
             return hidden | (copy[:, 5:6] > UNDER_ARM_SHARE)
         return hidden
 
-    def _box_faces(
+    def box_entries(
         self, pose_frame: torch.Tensor, boxes: torch.Tensor, sink_rotation: torch.Tensor, sink_translation: torch.Tensor
-    ) -> torch.Tensor:
-        """The box face (``static_boxes.FACES``) each pixel's ray of the camera (sink_rotation,
-        sink_translation in the sink frame) first enters: long (B, H, W), -1 where none."""
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Where each pixel's ray of the camera (sink_rotation, sink_translation in the sink frame)
+        first enters one of the static boxes (K, 6), in metres (B, H, W), inf where none, and through
+        which face (``static_boxes.FACES``), long (B, H, W), -1 where none: once a frame for both
+        ``copies_among_boxes`` and ``paste_boxes_and_sky``."""
         directions = directions_in_frame(pose_frame, self._pixel_warp().rotated_directions(sink_rotation))
         camera = points_in_frame(pose_frame, sink_translation)[:, :, None, None]  # (B, 3, 1, 1)
-        return static_boxes.first_entry_faces(camera, directions, boxes)[1]
+        return static_boxes.first_entry_faces(camera, directions, boxes)
 
     def sink_face_colours(
         self, sink_image: torch.Tensor, sink_arm: torch.Tensor, pose_frame: torch.Tensor, boxes: torch.Tensor
@@ -477,7 +478,7 @@ class CausalGenerator(nn.Module):
         its arm (sink_arm (B, 1, H, W)), on at least MIN_FACE_PIXELS pixels: float32 (B, FACES, 4),
         the colour and whether there is one (all zero where not, or pose_frame is unknown), kept per
         stream for ``paste_boxes_and_sky``."""
-        faces = self._box_faces(pose_frame, boxes, *_sink_camera(sink_image))  # (B, H, W)
+        faces = self.box_entries(pose_frame, boxes, *_sink_camera(sink_image))[1]  # (B, H, W)
         usable = (sink_arm[:, 0] < 0.5) & frame_given(pose_frame)[:, None, None]
         orientations = torch.arange(static_boxes.FACES, device=faces.device)[None, :, None, None]
         shows = (faces[:, None] == orientations) & usable[:, None]  # (B, FACES, H, W)
@@ -495,25 +496,24 @@ class CausalGenerator(nn.Module):
         static box (K, 6) nor the ground within ``vae.fast_decoder_ground_tile_depth``, off its arm
         (sink_arm (B, 1, H, W)), on at least MIN_FACE_PIXELS pixels: float32 (B, 4), the colour and
         whether there is one (zero where not, or the base or pose frame (B, 3, 4) is unknown)."""
-        sky = self._sky(arm_base, pose_frame, boxes, *_sink_camera(sink_image)) & (sink_arm < 0.5)  # (B, 1, H, W)
+        camera = _sink_camera(sink_image)
+        faces = self.box_entries(pose_frame, boxes, *camera)[1]
+        sky = self._sky(arm_base, pose_frame, *camera, faces) & (sink_arm < 0.5)  # (B, 1, H, W)
         return _median_colours(sink_image, sky, MIN_FACE_PIXELS)[:, 0]
 
     def _sky(
         self,
         arm_base: torch.Tensor,
         pose_frame: torch.Tensor,
-        boxes: torch.Tensor,
         sink_rotation: torch.Tensor,
         sink_translation: torch.Tensor,
-        faces: torch.Tensor | None = None,
+        faces: torch.Tensor,
     ) -> torch.Tensor:
-        """(B, 1, H, W) bool: the camera's rays that meet neither a box nor the ground within
-        ``vae.fast_decoder_ground_tile_depth`` (none where the base or the pose frame is unknown);
-        faces: ``_box_faces``' for this camera, if already drawn."""
+        """(B, 1, H, W) bool: the camera's rays that meet neither a box (faces: ``box_entries``' for
+        this camera) nor the ground within ``vae.fast_decoder_ground_tile_depth`` (none where the
+        base or the pose frame is unknown)."""
         depth = self.config.vae.fast_decoder_ground_tile_depth
         _, on_ground = self._ground_hits(arm_base, sink_rotation, sink_translation, depth)
-        if faces is None:
-            faces = self._box_faces(pose_frame, boxes, sink_rotation, sink_translation)
         no_box = faces[:, None] < 0
         known = (frame_given(arm_base) & frame_given(pose_frame))[:, None, None, None]
         return no_box & ~on_ground & known
@@ -523,35 +523,35 @@ class CausalGenerator(nn.Module):
         image: torch.Tensor,
         links: torch.Tensor,
         table: torch.Tensor | None,
+        faces: torch.Tensor,
         face_colours: torch.Tensor | None,
         sky_colour: torch.Tensor | None,
         pose_frame: torch.Tensor,
-        boxes: torch.Tensor,
         arm_base: torch.Tensor,
         sink_rotation: torch.Tensor,
         sink_translation: torch.Tensor,
     ) -> torch.Tensor:
         """The light decoder's image (B, 3, H, W), after ``paste_unseen``, where no arm is drawn
         within a pixel (links as there): with face_colours (B, FACES, 4) (``sink_face_colours``,
-        ``vae.fast_decoder_paste_box_faces``) a pixel whose ray first enters a static box (K, 6)
-        takes the colour of that face's orientation in frame 0, except where the table top's warp
-        (table (B, PLANE_IMAGE_CHANNELS, H, W), ``copies_among_boxes``' first copy; None: no such
-        warp) shows the top; with sky_colour (B, 4) (``sink_sky_colour``, ``vae.fast_decoder_paste_sky``)
-        a pixel whose ray meets neither a box nor the ground takes frame 0's background colour.
-        pose_frame, arm_base (B, 3, 4) and the camera: as ``copies_among_boxes``'."""
+        ``vae.fast_decoder_paste_box_faces``) a pixel whose ray first enters a static box (faces
+        (B, H, W), ``box_entries``' for this camera) takes the colour of that face's orientation in
+        frame 0, except where the table top's warp (table (B, PLANE_IMAGE_CHANNELS, H, W),
+        ``copies_among_boxes``' first copy; None: no such warp) shows the top; with sky_colour (B, 4)
+        (``sink_sky_colour``, ``vae.fast_decoder_paste_sky``) a pixel whose ray meets neither a box
+        nor the ground takes frame 0's background colour. pose_frame, arm_base (B, 3, 4) and the
+        camera: as ``copies_among_boxes``'."""
         free = self._arm_in_pixels(links) < 0.5  # (B, 1, H, W)
-        drawn_faces = self._box_faces(pose_frame, boxes, sink_rotation, sink_translation)  # (B, H, W), once for both
         if face_colours is not None:
-            faces = drawn_faces[:, None]  # (B, 1, H, W)
-            b, _, h, w = faces.shape
+            b, h, w = faces.shape
             picked = torch.gather(face_colours.float(), 1, faces.clamp(min=0).view(b, -1, 1).expand(-1, -1, 4))
             colour = picked.transpose(1, 2).reshape(b, 4, h, w)  # (B, 4, H, W)
-            on_face = free & (faces >= 0) & (colour[:, 3:] > 0.5)
+            face = faces[:, None]  # (B, 1, H, W)
+            on_face = free & (face >= 0) & (colour[:, 3:] > 0.5)
             if table is not None:  # the top's warp, where it shows the top, is the decoder's to copy
-                on_face = on_face & ~((faces == static_boxes.TOP_FACE) & ~self._not_shown(table))
+                on_face = on_face & ~((face == static_boxes.TOP_FACE) & ~self._not_shown(table))
             image = torch.where(on_face, colour[:, :3].to(image.dtype), image)
         if sky_colour is not None:
-            sky = free & self._sky(arm_base, pose_frame, boxes, sink_rotation, sink_translation, drawn_faces)
+            sky = free & self._sky(arm_base, pose_frame, sink_rotation, sink_translation, faces)
             sky = sky & (sky_colour[:, 3] > 0.5)[:, None, None, None]
             image = torch.where(sky, sky_colour[:, :3, None, None].to(image.dtype), image)
         return image

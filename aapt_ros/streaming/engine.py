@@ -326,6 +326,12 @@ class StreamEngine:
                 )
                 copied.append(ground[:, None])
             plane_frames = torch.cat(copied, dim=1) if copied else None  # (B, P, 6, H, W)
+            entries = None  # where rays enter the boxes: the copies and the face and sky pastes need them
+            if self.face_colours is not None or self.sky_colours is not None:
+                assert self.static_boxes is not None and self.pose_frames is not None
+                entries = self.generator.box_entries(
+                    self.pose_frames, self.static_boxes, self.sink_rotations, self.sink_translations
+                )
             if self.decoder_reads_boxes:  # the config checks that it also reads the planes
                 assert plane_frames is not None and self.static_boxes is not None
                 assert self.box_colours is not None and self.pose_frames is not None
@@ -338,22 +344,23 @@ class StreamEngine:
                     self.sink_rotations,
                     self.sink_translations,
                     tile_last=self.decoder_reads_ground_tile,
+                    entries=entries,
                 )
             plane_frames = plane_frames[:, None] if plane_frames is not None else None  # (B, 1, P, 6, H, W)
             image = self.decode_latents(x[:, None], arm_frames, plane_frames)[:, 0]
             if self.decoder_pastes_unseen:  # the config checks that it reads the boxes, the tile and the arm
                 assert plane_frames is not None and links is not None
                 image = self.generator.paste_unseen(image, plane_frames[:, 0], links)
-                if self.face_colours is not None or self.sky_colours is not None:
-                    assert self.static_boxes is not None and self.pose_frames is not None
+                if entries is not None:
+                    assert self.pose_frames is not None
                     image = self.generator.paste_boxes_and_sky(
                         image,
                         links,
                         plane_frames[:, 0, 0] if self.config.generator.sink_warp_base_plane else None,
+                        entries[1],
                         self.face_colours,
                         self.sky_colours,
                         self.pose_frames,
-                        self.static_boxes,
                         self.arm_bases,
                         self.sink_rotations,
                         self.sink_translations,

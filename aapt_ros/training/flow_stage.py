@@ -259,9 +259,8 @@ def _clip_arm_colours(generator_net: CausalGenerator, clips: Clip, device: torch
     first = torch.arange(b, device=device) * f  # each clip's frame 0 in the flattened frames
     colours = generator_net.sink_link_colours(clips[FRAMES][:, 0].to(device), action[first], arm_base[first])
     per_frame = colours[:, None].expand(-1, f, -1, -1).flatten(0, 1)  # ((B F), L, 4)
-    if (
-        generator_net.config.vae.fast_decoder_arm_paste_previous_action
-    ):  # as the engine: frame 0's, then the last frame's
+    if generator_net.config.vae.fast_decoder_arm_paste_previous_action:
+        # As the engine draws it: frame 0's action, then each frame the last one's.
         clip_actions = action.view(b, f, -1)
         action = torch.cat([clip_actions[:, :1], clip_actions[:, :-1]], dim=1).flatten(0, 1)
     image = generator_net.arm_colour_image(per_frame, action, arm_base, sink_rotation, sink_translation)

@@ -195,8 +195,9 @@ def test_box_faces_and_the_sky_take_frame_0s_colours() -> None:
     # the ground, and the background above the horizon.
     pose_frame, base = in_camera(UNDER, np.eye(3, 4)), in_camera(UNDER, BASE)
     eye, zero = torch.eye(3)[None], torch.zeros(1, 3)
-    faces = g._box_faces(pose_frame, BOXES, eye, zero)  # (1, H, W)
-    sky = g._sky(base, pose_frame, BOXES, eye, zero)[:, 0]
+    lengths, faces = g.box_entries(pose_frame, BOXES, eye, zero)  # (1, H, W) each
+    torch.testing.assert_close(lengths.isfinite(), faces >= 0)
+    sky = g._sky(base, pose_frame, eye, zero, faces)[:, 0]
     assert {1, 4} <= set(faces.unique().tolist()) and sky.sum() >= 8 and (sky & (faces >= 0)).sum() == 0
     # Each face orientation painted in its own grey, the background white, the ground black.
     image = torch.where(faces >= 0, faces / 10, torch.where(sky, 1.0, -1.0))[:, None].expand(-1, 3, -1, -1)
@@ -216,14 +217,14 @@ def test_box_faces_and_the_sky_take_frame_0s_colours() -> None:
     decoded = torch.zeros(1, 3, h, w)
     no_links = torch.full((1, *g.arm.sample_size), -1)  # type: ignore[union-attr]
     pasted = g.paste_boxes_and_sky(
-        decoded, no_links, None, face_colours, sky_colour, pose_frame, BOXES, base, eye, zero
+        decoded, no_links, None, faces, face_colours, sky_colour, pose_frame, base, eye, zero
     )
     shown = face_colours[0, faces.clamp(min=0), 3] > 0.5  # (1, H, W)
     torch.testing.assert_close(pasted[:, 0][(faces >= 0) & shown], image[:, 0][(faces >= 0) & shown])
     assert (pasted[:, 0][sky] == 1).all() and (pasted[:, 0][(faces < 0) & ~sky] == 0).all()
     arm_everywhere = torch.zeros_like(no_links)
     untouched = g.paste_boxes_and_sky(
-        decoded, arm_everywhere, None, face_colours, sky_colour, pose_frame, BOXES, base, eye, zero
+        decoded, arm_everywhere, None, faces, face_colours, sky_colour, pose_frame, base, eye, zero
     )
     assert (untouched == 0).all()
 
