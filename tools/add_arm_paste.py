@@ -11,7 +11,7 @@ pasted"). A decoder stage started from the copy trains with the paste in place. 
 written in bfloat16 as shipped (``--float32`` to keep a training checkpoint's), so a shipped
 model's copy streams everything else bit for bit as before.
 
-Three more rules of the same kind (no weights), each off unless asked for:
+More rules of the same kind (no weights), each off unless asked for:
 
 - ``--previous-action``: the paste draws the links at the previous frame's action
   (``vae.fast_decoder_arm_paste_previous_action``: position commands are reached a frame late);
@@ -24,14 +24,18 @@ Three more rules of the same kind (no weights), each off unless asked for:
 - ``--paste-box-faces``: each static box's faces take frame 0's colour of their orientation
   (``vae.fast_decoder_paste_box_faces``);
 - ``--paste-sky``: where no box and no ground is met, frame 0's background colour
-  (``vae.fast_decoder_paste_sky``).
+  (``vae.fast_decoder_paste_sky``);
+- ``--tile-snap``: the ground tile snapped to the floor's one or two colours
+  (``vae.fast_decoder_ground_tile_snap``);
+- ``--chroma-subsampled``: the output's colour at half resolution, as the recordings' JPEG 4:2:0
+  keeps it (``camera.chroma_subsampled``).
 
 Usage::
 
     python3 tools/add_arm_paste.py models/default runs/sim/v23 --chain kuka_iiwa_meshes --weight 0.5
     python3 tools/add_arm_paste.py runs/sim/v21 runs/sim/v26 --chain kuka_iiwa_meshes --weight 0.6 \
         --previous-action --tile-nearest 3 --paste-under-arm --paste-box-faces --paste-sky \
-        --paste-upsampling 2   # v28
+        --paste-upsampling 2 --tile-snap --chroma-subsampled   # v29
 """
 
 from __future__ import annotations
@@ -69,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument('--paste-box-faces', action='store_true', help="paste frame 0's colour of each box face")
     parser.add_argument('--paste-sky', action='store_true', help="paste frame 0's background where no box or ground is")
+    parser.add_argument('--tile-snap', action='store_true', help="ground tile: snapped to the floor's one or two colours")
+    parser.add_argument(
+        '--chroma-subsampled', action='store_true', help="output colour at half resolution, as the recordings' JPEG 4:2:0"
+    )
     parser.add_argument('--float32', action='store_true', help='write float32 weights (default: bfloat16, as shipped)')
     args = parser.parse_args(argv)
     try:
@@ -83,8 +91,10 @@ def main(argv: list[str] | None = None) -> int:
             fast_decoder_paste_under_arm=args.paste_under_arm,
             fast_decoder_paste_box_faces=args.paste_box_faces,
             fast_decoder_paste_sky=args.paste_sky,
+            fast_decoder_ground_tile_snap=args.tile_snap,
         )
-        config = dataclasses.replace(checkpoint.config, vae=vae)
+        camera = dataclasses.replace(checkpoint.config.camera, chroma_subsampled=args.chroma_subsampled)
+        config = dataclasses.replace(checkpoint.config, vae=vae, camera=camera)
         generator = CausalGenerator(config)  # the paste's drawing is built from the config, not stored
     except (CheckpointError, ConfigError) as err:
         print(f'add_arm_paste: {err}', file=sys.stderr)
@@ -117,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
             card.write("- each static box face pasted in frame 0's colour of its orientation\n")
         if args.paste_sky:
             card.write("- frame 0's background colour pasted where no box and no ground is met\n")
+        if args.tile_snap:
+            card.write("- ground tile snapped to the floor's one or two colours\n")
+        if args.chroma_subsampled:
+            card.write("- output chroma at half resolution, as the recordings' JPEG 4:2:0 keeps it\n")
     print(f'wrote {args.output}')
     return 0
 

@@ -31,6 +31,10 @@ class CameraConfig:
     cx: float = 64.0
     cy: float = 64.0
     rate_hz: float = 15.0  # frame rate of the training recordings; one latent frame per image
+    # The recordings keep colour at half resolution along x and y (JPEG's 4:2:0, as most compressed
+    # camera streams): the output's chroma is then averaged over 2x2 pixels and upsampled as a JPEG
+    # decoder does (``model/chroma.py``), so that it holds no colour detail the camera does not give.
+    chroma_subsampled: bool = False
 
     def __post_init__(self) -> None:
         if self.width <= 0 or self.height <= 0:
@@ -39,6 +43,8 @@ class CameraConfig:
             raise ConfigError(f'camera focal lengths must be positive, got fx={self.fx} fy={self.fy}')
         if not self.rate_hz > 0:
             raise ConfigError(f'camera rate_hz must be positive, got {self.rate_hz}')
+        if self.chroma_subsampled and (self.width % 2 or self.height % 2):
+            raise ConfigError(f'camera.chroma_subsampled needs an even size, got {self.width}x{self.height}')
 
 
 @dataclass(frozen=True)
@@ -124,6 +130,11 @@ class VAEConfig:
     # fast_decoder_ground_tile_depth and no arm is drawn, the image takes the background colour
     # frame 0 shows (a rendered scene's sky; ``CausalGenerator.paste_boxes_and_sky``).
     fast_decoder_paste_sky: bool = False
+    # With the ground tile: its texels snapped to the floor's two colours where a 2-means split of
+    # them is balanced and distinct (a checkered floor), else to their median (a plain floor)
+    # (``ground_tile.snap_colours``). The median of a few far copies blurs the pattern's edges and
+    # folds frame 0's shadows and table edges into streaks repeated over the whole floor.
+    fast_decoder_ground_tile_snap: bool = False
 
     def __post_init__(self) -> None:
         if self.spatial_factor not in (4, 8, 16):
@@ -213,6 +224,8 @@ class VAEConfig:
                 'vae.fast_decoder_ground_tile_nearest must be >= 0 (0: every copy) and needs the ground tile and '
                 f'the static boxes (fast_decoder_ground_tile > 0, fast_decoder_static_boxes), got {nearest}'
             )
+        if self.fast_decoder_ground_tile_snap and not self.fast_decoder_ground_tile:
+            raise ConfigError('vae.fast_decoder_ground_tile_snap needs the ground tile (fast_decoder_ground_tile > 0)')
         for name in ('paste_under_arm', 'paste_box_faces', 'paste_sky'):
             if getattr(self, f'fast_decoder_{name}') and not self.fast_decoder_paste_unseen:
                 raise ConfigError(f'vae.fast_decoder_{name} extends vae.fast_decoder_paste_unseen: set it too')

@@ -302,7 +302,8 @@ class CausalGenerator(nn.Module):
         padded tile (B, 4, T + 2, T + 2) and its axes (B, 3, 3), kept per stream for ``ground_tile_image``. sink_arm
         (B, 1, H, W): ``sink_arm_mask``; arm_base and pose_frame (B, 3, 4): the arm's base link and
         the frame the camera poses are given in, in the sink camera frame (all zeros: unknown).
-        With ``vae.fast_decoder_ground_tile_nearest``, the nearest copies no static box hides."""
+        With ``vae.fast_decoder_ground_tile_nearest``, the nearest copies no static box hides; with
+        ``vae.fast_decoder_ground_tile_snap``, the floor's one or two colours."""
         if not self.config.generator.sink_warp_ground_below_base:
             raise ValueError('this generator warps to no ground (generator.sink_warp_ground_below_base is 0)')
         vae = self.config.vae
@@ -318,6 +319,7 @@ class CausalGenerator(nn.Module):
             period,
             boxes,
             vae.fast_decoder_ground_tile_nearest,
+            vae.fast_decoder_ground_tile_snap,
         )
 
     def ground_tile_image(
