@@ -27,15 +27,17 @@ More rules of the same kind (no weights), each off unless asked for:
   (``vae.fast_decoder_paste_sky``);
 - ``--tile-snap``: the ground tile snapped to the floor's one or two colours
   (``vae.fast_decoder_ground_tile_snap``);
+- ``--bilateral S``: the output smoothed by a bilateral filter of colour sigma S
+  (``vae.fast_decoder_bilateral``);
 - ``--chroma-subsampled``: the output's colour at half resolution, as the recordings' JPEG 4:2:0
   keeps it (``camera.chroma_subsampled``).
 
 Usage::
 
     python3 tools/add_arm_paste.py models/default runs/sim/v23 --chain kuka_iiwa_meshes --weight 0.5
-    python3 tools/add_arm_paste.py runs/sim/v21 runs/sim/v26 --chain kuka_iiwa_meshes --weight 0.6 \
+    python3 tools/add_arm_paste.py runs/sim/v21 runs/sim/v30 --chain kuka_iiwa_meshes --weight 0.7 \
         --previous-action --tile-nearest 3 --paste-under-arm --paste-box-faces --paste-sky \
-        --paste-upsampling 2 --tile-snap --chroma-subsampled   # v29
+        --paste-upsampling 2 --tile-snap --bilateral 20 --chroma-subsampled   # v30
 """
 
 from __future__ import annotations
@@ -77,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         '--chroma-subsampled', action='store_true', help="output colour at half resolution, as the recordings' JPEG 4:2:0"
     )
+    parser.add_argument(
+        '--bilateral', type=float, default=0.0, help="the output smoothed by a bilateral filter of this colour sigma (0: none)"
+    )
     parser.add_argument('--float32', action='store_true', help='write float32 weights (default: bfloat16, as shipped)')
     args = parser.parse_args(argv)
     try:
@@ -92,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             fast_decoder_paste_box_faces=args.paste_box_faces,
             fast_decoder_paste_sky=args.paste_sky,
             fast_decoder_ground_tile_snap=args.tile_snap,
+            fast_decoder_bilateral=args.bilateral,
         )
         camera = dataclasses.replace(checkpoint.config.camera, chroma_subsampled=args.chroma_subsampled)
         config = dataclasses.replace(checkpoint.config, vae=vae, camera=camera)
@@ -129,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             card.write("- frame 0's background colour pasted where no box and no ground is met\n")
         if args.tile_snap:
             card.write("- ground tile snapped to the floor's one or two colours\n")
+        if args.bilateral:
+            card.write(f'- output smoothed by a bilateral filter, colour sigma {args.bilateral:g}\n')
         if args.chroma_subsampled:
             card.write("- output chroma at half resolution, as the recordings' JPEG 4:2:0 keeps it\n")
     print(f'wrote {args.output}')

@@ -135,6 +135,9 @@ class VAEConfig:
     # (``ground_tile.snap_colours``). The median of a few far copies blurs the pattern's edges and
     # folds frame 0's shadows and table edges into streaks repeated over the whole floor.
     fast_decoder_ground_tile_snap: bool = False
+    # > 0: the light decoder's image, after the pastes, smoothed by a bilateral filter of this colour
+    # sigma (0..255 units; ``model/bilateral.py``): the decoder's speckle goes, the edges stay.
+    fast_decoder_bilateral: float = 0.0
 
     def __post_init__(self) -> None:
         if self.spatial_factor not in (4, 8, 16):
@@ -223,6 +226,11 @@ class VAEConfig:
             raise ConfigError(
                 'vae.fast_decoder_ground_tile_nearest must be >= 0 (0: every copy) and needs the ground tile and '
                 f'the static boxes (fast_decoder_ground_tile > 0, fast_decoder_static_boxes), got {nearest}'
+            )
+        if self.fast_decoder_bilateral < 0 or (self.fast_decoder_bilateral and not self.fast_decoder_channels):
+            raise ConfigError(
+                'vae.fast_decoder_bilateral must be >= 0 (0: none) and needs a light decoder '
+                f'(fast_decoder_channels > 0), got {self.fast_decoder_bilateral}'
             )
         if self.fast_decoder_ground_tile_snap and not self.fast_decoder_ground_tile:
             raise ConfigError('vae.fast_decoder_ground_tile_snap needs the ground tile (fast_decoder_ground_tile > 0)')

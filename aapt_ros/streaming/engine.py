@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from aapt_ros.model import ground_tile, static_boxes
+from aapt_ros.model.bilateral import bilateral
 from aapt_ros.model.chroma import subsample_chroma
 from aapt_ros.model.arm import SUPERSAMPLING
 from aapt_ros.model.checkpoint import Checkpoint
@@ -374,6 +375,8 @@ class StreamEngine:
                 image = self.generator.paste_arm(image, colours)
                 if self.paste_actions is not None:
                     self.paste_actions.copy_(torch.where(commit[:, None], self.actions, self.paste_actions))
+            if self.decoder == 'fast' and self.config.vae.fast_decoder_bilateral:
+                image = bilateral(image, self.config.vae.fast_decoder_bilateral)
             if self.config.camera.chroma_subsampled:
                 image = subsample_chroma(image)
             self.frames.copy_(to_uint8_images(image))
