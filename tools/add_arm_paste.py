@@ -75,12 +75,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument('--paste-box-faces', action='store_true', help="paste frame 0's colour of each box face")
     parser.add_argument('--paste-sky', action='store_true', help="paste frame 0's background where no box or ground is")
-    parser.add_argument('--tile-snap', action='store_true', help="ground tile: snapped to the floor's one or two colours")
     parser.add_argument(
-        '--chroma-subsampled', action='store_true', help="output colour at half resolution, as the recordings' JPEG 4:2:0"
+        '--tile-snap', action='store_true', help="ground tile: snapped to the floor's one or two colours"
     )
     parser.add_argument(
-        '--bilateral', type=float, default=0.0, help="the output smoothed by a bilateral filter of this colour sigma (0: none)"
+        '--chroma-subsampled',
+        action='store_true',
+        help="output colour at half resolution, as the recordings' JPEG 4:2:0",
+    )
+    parser.add_argument(
+        '--bilateral',
+        type=float,
+        default=0.0,
+        help='the output smoothed by a bilateral filter of this colour sigma (0: none)',
     )
     parser.add_argument('--float32', action='store_true', help='write float32 weights (default: bfloat16, as shipped)')
     args = parser.parse_args(argv)

@@ -37,7 +37,9 @@ def bilateral(image: torch.Tensor, sigma: float) -> torch.Tensor:
     for dy, dx in OFFSETS:
         neighbour = padded[:, :, RADIUS + dy : RADIUS + dy + h, RADIUS + dx : RADIUS + dx + w]
         difference = (neighbour - x).abs().sum(dim=1, keepdim=True) * 127.5  # (B, 1, H, W), 0..255 units
-        weight = math.exp(-(dy * dy + dx * dx) / (2 * SPACE_SIGMA**2)) * torch.exp(-difference.square() / (2 * sigma**2))
+        weight = math.exp(-(dy * dy + dx * dx) / (2 * SPACE_SIGMA**2)) * torch.exp(
+            -difference.square() / (2 * sigma**2)
+        )
         total += weight * neighbour
         weights += weight
     return (total / weights).to(image.dtype)

@@ -32,7 +32,7 @@ YCBCR_TO_RGB = (
 
 def _mix(matrix: tuple[tuple[float, float, float], ...], x: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) -> (B, 3, H, W): each output channel the matrix row's sum of the input's."""
-    return torch.stack([sum(w * x[:, j] for j, w in enumerate(row)) for row in matrix], dim=1)
+    return torch.stack([r * x[:, 0] + g * x[:, 1] + b * x[:, 2] for r, g, b in matrix], dim=1)
 
 
 def subsample_chroma(image: torch.Tensor) -> torch.Tensor:

@@ -150,9 +150,10 @@ def fold_first_image(
 
 def snap_colours(tile: torch.Tensor) -> torch.Tensor:
     """A tile (B, 4, T, T) (colour in [-1, 1], whether shown) with each shown texel's colour replaced
-    by the nearer of the two medians of a 2-means split of the shown colours, where the smaller
-    group holds at least SNAP_BALANCE of them and the medians differ by SNAP_SEPARATION; else by
-    the median of all. Medians, not means: a few texels of table or object survive the fold."""
+    by the nearer of the two medians of a 2-means split of the shown colours (started at the median
+    along their principal axis), where the smaller group holds at least SNAP_BALANCE of them and the
+    medians differ by SNAP_SEPARATION; else by the median of all. Medians, not means: a few texels
+    of table or object survive the fold."""
     b = tile.shape[0]
     colours, shown = tile[:, :3].flatten(2), tile[:, 3].flatten(1) > 0.5  # (B, 3, N), (B, N)
 
@@ -164,10 +165,17 @@ def snap_colours(tile: torch.Tensor) -> torch.Tensor:
         return (colours[:, None] - centres[..., None]).square().sum(dim=2).argmin(dim=1)
 
     one = medians(shown[:, None])  # (B, 1, 3)
-    # The second centre starts at the shown colour farthest from the median.
-    distance = torch.where(shown, (colours - one[:, 0, :, None]).square().sum(dim=1), torch.full_like(shown, -1.0, dtype=colours.dtype))
-    farthest = torch.gather(colours, 2, distance.argmax(dim=1)[:, None, None].expand(-1, 3, 1))[:, :, 0]
-    centres = torch.stack([one[:, 0], farthest], dim=1)  # (B, 2, 3)
+    # The split starts at the median along the colours' principal axis: a few texels of table or
+    # object far from the floor's colours move the axis little, where they would seed a group.
+    weight = shown[:, None].float()
+    mean = (colours * weight).sum(dim=2, keepdim=True) / weight.sum(dim=2, keepdim=True).clamp(min=1)
+    centred = (colours - mean) * weight
+    axis = torch.linalg.eigh(centred @ centred.transpose(1, 2)).eigenvectors[..., -1]  # (B, 3), the largest
+    along = (axis[:, :, None] * colours).sum(dim=1)  # (B, N)
+    middle = torch.where(shown, along, torch.full_like(along, torch.nan)).nanmedian(dim=1, keepdim=True).values
+    upper = along > middle
+    centres = medians(torch.stack([~upper & shown, upper & shown], dim=1))  # (B, 2, 3)
+    centres = torch.where(centres.isnan(), one.expand(-1, 2, -1), centres)
     groups = torch.arange(2, device=tile.device)[None, :, None]
     for _ in range(SNAP_ITERATIONS):
         update = medians((nearest(centres)[:, None] == groups) & shown[:, None])
@@ -177,7 +185,9 @@ def snap_colours(tile: torch.Tensor) -> torch.Tensor:
     separation = (centres[:, 0] - centres[:, 1]).norm(dim=-1)
     two = (smaller >= SNAP_BALANCE) & (separation >= SNAP_SEPARATION)  # (B,)
     snapped = torch.where(
-        two[:, None, None], torch.gather(centres, 1, group[..., None].expand(-1, -1, 3)), one.expand(-1, group.shape[1], -1)
+        two[:, None, None],
+        torch.gather(centres, 1, group[..., None].expand(-1, -1, 3)),
+        one.expand(-1, group.shape[1], -1),
     ).transpose(1, 2)  # (B, 3, N)
     snapped = torch.where(shown[:, None], snapped, colours).view(b, 3, *tile.shape[2:])
     return torch.cat([snapped, tile[:, 3:]], dim=1)

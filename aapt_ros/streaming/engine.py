@@ -22,10 +22,10 @@ import numpy as np
 import torch
 
 from aapt_ros.model import ground_tile, static_boxes
-from aapt_ros.model.bilateral import bilateral
-from aapt_ros.model.chroma import subsample_chroma
 from aapt_ros.model.arm import SUPERSAMPLING
+from aapt_ros.model.bilateral import bilateral
 from aapt_ros.model.checkpoint import Checkpoint
+from aapt_ros.model.chroma import subsample_chroma
 from aapt_ros.model.config import ConfigError
 from aapt_ros.model.kv_cache import KVCache
 from aapt_ros.model.sampling import euler_update, shifted_timesteps, velocity_to_x0

@@ -104,14 +104,17 @@ def test_shipped_models_load_and_fit_the_size_budget() -> None:
     # v19: ... each copy only where it shows what the camera sees, told our recorder's table
     assert default.vae.fast_decoder_static_boxes == TABLE_BOXES
     assert default.vae.fast_decoder_paste_unseen  # v21: ... and what frame 0 never showed pasted from the copies
-    # v23: ... and each drawn link moved toward its colour in frame 0, the links drawn from their meshes
-    assert (default.vae.fast_decoder_arm_paste, default.vae.fast_decoder_arm_paste_chain) == (0.6, 'kuka_iiwa_meshes')
+    # v23: ... and each drawn link moved toward its colour in frame 0, the links drawn from their meshes (0.7: v30)
+    assert (default.vae.fast_decoder_arm_paste, default.vae.fast_decoder_arm_paste_chain) == (0.7, 'kuka_iiwa_meshes')
     # v26: ... drawn at the previous action; the tile from the nearest copies; the unseen paste over frame 0's arm
     assert default.vae.fast_decoder_arm_paste_previous_action and default.vae.fast_decoder_paste_under_arm
     assert default.vae.fast_decoder_ground_tile_nearest == 3
     # v27: ... and each box face and the background in frame 0's colours
     assert default.vae.fast_decoder_paste_box_faces and default.vae.fast_decoder_paste_sky
     assert default.vae.fast_decoder_arm_paste_upsampling == 2  # v28: ... the paste's silhouette twice as fine
+    # v30: ... the tile snapped to the floor's colours, the image smoothed, its chroma as the recordings keep it
+    assert default.vae.fast_decoder_ground_tile_snap and default.vae.fast_decoder_bilateral == 20.0
+    assert default.camera.chroma_subsampled
 
 
 def test_an_incomplete_set_of_shards_is_named(model_copy: Path) -> None:

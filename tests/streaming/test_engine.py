@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from aapt_ros.model.bilateral import bilateral
 from aapt_ros.model.checkpoint import Checkpoint, load_checkpoint
+from aapt_ros.model.chroma import subsample_chroma
 from aapt_ros.model.vae import VideoAutoencoder
 from aapt_ros.streaming.engine import (
     EngineError,
@@ -469,3 +471,16 @@ def test_a_light_decoder_told_the_static_boxes_gets_its_copies_kept_where_they_s
             engine.sink_translations,
         )
     np.testing.assert_array_equal(frames, to_uint8_images(scene).numpy())
+    # ... and last the image smoothed and its chroma subsampled (v30).
+    finishing = dataclasses.replace(
+        scene_pasting,
+        config=dataclasses.replace(
+            scene_pasting.config,
+            vae=dataclasses.replace(scene_pasting.config.vae, fast_decoder_bilateral=20.0),
+            camera=dataclasses.replace(scene_pasting.config.camera, chroma_subsampled=True),
+        ),
+    )
+    engine = StreamEngine(finishing, batch_size=1, dtype='float32')
+    engine.start(np.ones(1, bool), start, np.zeros((1, 7)), base, pose_frame)
+    frames = engine.step(*_motion(1))
+    np.testing.assert_array_equal(frames, to_uint8_images(subsample_chroma(bilateral(scene, 20.0))).numpy())
