@@ -259,20 +259,13 @@ class VAEConfig:
         )
 
     def without_light_decoder(self) -> VAEConfig:
-        """This config without the light decoder and what it reads (stage decoder adds them)."""
-        return dataclasses.replace(
-            self,
-            fast_decoder_channels=0,
-            fast_decoder_arm_channels=0,
-            fast_decoder_warp_planes=0,
-            fast_decoder_arm_warp=False,
-            fast_decoder_ground_tile=0.0,
-            fast_decoder_ground_tile_depth=0.0,
-            fast_decoder_static_boxes=(),
-            fast_decoder_paste_unseen=False,
-            fast_decoder_arm_paste=0.0,
-            fast_decoder_arm_paste_chain='',
-        )
+        """This config without the light decoder and everything it reads or does after it (stage
+        decoder and tools/add_arm_paste.py add them): every ``fast_decoder_*`` key at its default."""
+        fresh = VAEConfig()
+        defaults: dict[str, Any] = {
+            f.name: getattr(fresh, f.name) for f in dataclasses.fields(self) if f.name.startswith('fast_decoder_')
+        }
+        return dataclasses.replace(self, **defaults)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from aapt_ros.model.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from aapt_ros.model.config import VAEConfig
 from aapt_ros.model.init_checkpoint import main as init_main
 
 
@@ -115,6 +117,11 @@ def test_shipped_models_load_and_fit_the_size_budget() -> None:
     # v30: ... the tile snapped to the floor's colours, the image smoothed, its chroma as the recordings keep it
     assert default.vae.fast_decoder_ground_tile_snap and default.vae.fast_decoder_bilateral == 20.0
     assert default.camera.chroma_subsampled
+    # Stages that start from it see the autoencoder alone (the adversarial stage compares it so).
+    plain = default.vae.without_light_decoder()
+    for field in dataclasses.fields(plain):
+        light = field.name.startswith('fast_decoder_')
+        assert getattr(plain, field.name) == getattr(VAEConfig() if light else default.vae, field.name), field.name
 
 
 def test_an_incomplete_set_of_shards_is_named(model_copy: Path) -> None:
