@@ -669,11 +669,10 @@ class CausalGenerator(nn.Module):
         """The nearest link at each drawing sample (B, 1, h s, w s) long (-1: none) of the arm at the
         first frame's joints action (B, A), drawn in the sink camera from arm_base (B, 3, 4) there,
         by ``drawing`` (default: the generator's)."""
-        identity = torch.eye(3, device=arm_base.device).expand(arm_base.shape[0], 3, 3)
-        zero = torch.zeros(arm_base.shape[0], 3, device=arm_base.device)
+        camera = _sink_camera(arm_base)
         if drawing is None:
-            return self.arm_image_and_links(action, arm_base, identity, zero)[1][:, None]
-        return self._drawn(drawing, action, arm_base, identity, zero)[1][:, None]
+            return self.arm_image_and_links(action, arm_base, *camera)[1][:, None]
+        return self._drawn(drawing, action, arm_base, *camera)[1][:, None]
 
     @staticmethod
     def _interiors(links: torch.Tensor) -> torch.Tensor:

@@ -215,6 +215,7 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
         if options.ground_tile and options.static_boxes
         else 0,
         fast_decoder_paste_under_arm=start.config.vae.fast_decoder_paste_under_arm and options.paste_unseen,
+        fast_decoder_ground_tile_snap=start.config.vae.fast_decoder_ground_tile_snap and bool(options.ground_tile),
         fast_decoder_paste_box_faces=False,
         fast_decoder_paste_sky=False,
     )
