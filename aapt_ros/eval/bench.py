@@ -41,7 +41,7 @@ from aapt_ros.model.checkpoint import Checkpoint
 from aapt_ros.model.config import CameraConfig, GeneratorConfig, ModelConfig, VAEConfig
 from aapt_ros.model.init_checkpoint import untrained_checkpoint
 from aapt_ros.streaming import cuda_graphs
-from aapt_ros.streaming.engine import StreamEngine, resolve_device, resolve_dtype
+from aapt_ros.streaming.engine import StreamEngine, network_in, resolve_device, resolve_dtype
 from aapt_ros.streaming.session import StreamingSession
 
 H100_BF16_DENSE_TFLOPS = 989.0  # datasheet peak (SXM); the brief's plain probe reaches about 790
@@ -169,8 +169,8 @@ def bench_recompute(checkpoint: Checkpoint, device: torch.device, steps: int, co
     on the same fast path as the engine (CUDA graph, torch.compile if asked)."""
     config = checkpoint.config
     dtype = resolve_dtype('auto', device)
-    generator = checkpoint.generator.to(device, dtype)
-    vae = checkpoint.vae.to(device, dtype)
+    generator = network_in(checkpoint.generator, device, dtype)
+    vae = network_in(checkpoint.vae, device, dtype)
     frames = config.generator.window_frames + 1
     c, h, w = config.vae.latent_channels, config.latent_height, config.latent_width
     make = lambda *shape: torch.randn(*shape, device=device, dtype=dtype)  # noqa: E731
