@@ -25,6 +25,8 @@ More rules of the same kind (no weights), each off unless asked for:
   (``vae.fast_decoder_paste_box_faces``);
 - ``--paste-sky``: where no box and no ground is met, frame 0's background colour
   (``vae.fast_decoder_paste_sky``);
+- ``--paste-objects``: what frame 0 shows standing on the boxes' tops, drawn a little above them
+  (``vae.fast_decoder_paste_objects``);
 - ``--tile-snap``: the ground tile snapped to the floor's one or two colours
   (``vae.fast_decoder_ground_tile_snap``);
 - ``--bilateral S``: the output smoothed by a bilateral filter of colour sigma S
@@ -76,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--paste-box-faces', action='store_true', help="paste frame 0's colour of each box face")
     parser.add_argument('--paste-sky', action='store_true', help="paste frame 0's background where no box or ground is")
     parser.add_argument(
+        '--paste-objects', action='store_true', help="paste what frame 0 shows standing on the boxes' tops"
+    )
+    parser.add_argument(
         '--tile-snap', action='store_true', help="ground tile: snapped to the floor's one or two colours"
     )
     parser.add_argument(
@@ -103,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             fast_decoder_paste_under_arm=args.paste_under_arm,
             fast_decoder_paste_box_faces=args.paste_box_faces,
             fast_decoder_paste_sky=args.paste_sky,
+            fast_decoder_paste_objects=args.paste_objects,
             fast_decoder_ground_tile_snap=args.tile_snap,
             fast_decoder_bilateral=args.bilateral,
         )
@@ -140,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
             card.write("- each static box face pasted in frame 0's colour of its orientation\n")
         if args.paste_sky:
             card.write("- frame 0's background colour pasted where no box and no ground is met\n")
+        if args.paste_objects:
+            card.write("- what frame 0 shows standing on the boxes' tops pasted, drawn a little above them\n")
         if args.tile_snap:
             card.write("- ground tile snapped to the floor's one or two colours\n")
         if args.bilateral:

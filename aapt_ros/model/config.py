@@ -130,6 +130,11 @@ class VAEConfig:
     # fast_decoder_ground_tile_depth and no arm is drawn, the image takes the background colour
     # frame 0 shows (a rendered scene's sky; ``CausalGenerator.paste_boxes_and_sky``).
     fast_decoder_paste_sky: bool = False
+    # With paste_unseen: what frame 0 shows standing on the static boxes' tops (the objects on a
+    # table) is drawn on a plane a little above the top and pasted where each frame sees it and no
+    # arm is drawn (``model/table_objects.py``): the table plane's warp lays the objects flat, and
+    # the decoder blurs their sliding copies.
+    fast_decoder_paste_objects: bool = False
     # With the ground tile: its texels snapped to the floor's two colours where a 2-means split of
     # them is balanced and distinct (a checkered floor), else to their median (a plain floor)
     # (``ground_tile.snap_colours``). The median of a few far copies blurs the pattern's edges and
@@ -234,7 +239,7 @@ class VAEConfig:
             )
         if self.fast_decoder_ground_tile_snap and not self.fast_decoder_ground_tile:
             raise ConfigError('vae.fast_decoder_ground_tile_snap needs the ground tile (fast_decoder_ground_tile > 0)')
-        for name in ('paste_under_arm', 'paste_box_faces', 'paste_sky'):
+        for name in ('paste_under_arm', 'paste_box_faces', 'paste_sky', 'paste_objects'):
             if getattr(self, f'fast_decoder_{name}') and not self.fast_decoder_paste_unseen:
                 raise ConfigError(f'vae.fast_decoder_{name} extends vae.fast_decoder_paste_unseen: set it too')
         if self.fast_encoder_channels < 0 or (self.fast_encoder_channels and self.temporal_factor != 1):

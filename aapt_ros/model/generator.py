@@ -33,7 +33,7 @@ from einops import rearrange
 from torch import nn
 from torch.nn import functional as F
 
-from aapt_ros.model import ground_tile, static_boxes
+from aapt_ros.model import ground_tile, static_boxes, table_objects
 from aapt_ros.model.arm import SUPERSAMPLING, ArmDrawing, chain_moving_like, chain_named
 from aapt_ros.model.attention import Attention
 from aapt_ros.model.camera import RayEncoder, directions_in_frame, frame_given, points_in_frame
@@ -557,6 +557,31 @@ class CausalGenerator(nn.Module):
             sky = sky & (sky_colour[:, 3] > 0.5)[:, None, None, None]
             image = torch.where(sky, sky_colour[:, :3, None, None].to(image.dtype), image)
         return image
+
+    def sink_table_objects(
+        self, sink_image: torch.Tensor, sink_arm: torch.Tensor, pose_frame: torch.Tensor, boxes: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the first image (B, 3, H, W) in [-1, 1] shows standing on the static boxes' (K, 6) tops,
+        off its arm (sink_arm (B, 1, H, W)), as points (B, 3, N) in its camera frame and colours
+        (B, 4, N) (``table_objects.first_image_objects``; none where pose_frame (B, 3, 4) is unknown),
+        kept per stream for ``paste_table_objects`` (``vae.fast_decoder_paste_objects``)."""
+        return table_objects.first_image_objects(sink_image, sink_arm, pose_frame, boxes, self.config.camera)
+
+    def paste_table_objects(
+        self,
+        image: torch.Tensor,
+        links: torch.Tensor,
+        points: torch.Tensor,
+        colours: torch.Tensor,
+        sink_rotation: torch.Tensor,
+        sink_translation: torch.Tensor,
+    ) -> torch.Tensor:
+        """The light decoder's image (B, 3, H, W), after ``paste_boxes_and_sky``, with frame 0's objects
+        (``sink_table_objects``' points and colours) drawn where this camera (in the sink frame)
+        sees them and no arm is drawn within a pixel (links as ``paste_boxes_and_sky``'s)."""
+        drawn = table_objects.splat(points, colours, sink_rotation, sink_translation, self.config.camera)
+        on_object = (drawn[:, 3:] > 0.5) & (self._arm_in_pixels(links) < 0.5)
+        return torch.where(on_object, drawn[:, :3].to(image.dtype), image)
 
     def sink_plane_images(
         self,

@@ -120,3 +120,4 @@ def test_the_output_rules_config_is_checked(tmp_path: Path) -> None:
     config = load_checkpoint(tmp_path / 'out').config
     assert config.vae.fast_decoder_bilateral == 20.0 and config.camera.chroma_subsampled
     assert add_arm_paste.main([str(source), str(tmp_path / 'other'), '--tile-snap']) == 2  # no tile here
+    assert add_arm_paste.main([str(source), str(tmp_path / 'more'), '--paste-objects']) == 2  # no unseen paste
