@@ -10,8 +10,8 @@ object's height, they stay within a pixel or two of where they are.
 Which of frame 0's pixels on a top are objects: the top is one material, lit by a distant light,
 so the pixels whose colour is the top's median colour scaled by ``SHADE`` (its shadows and
 highlights), within ``TINT_DISTANCE``, are the top; the rest, minus the arm and ``ARM_MARGIN``
-around it, a rim of ``EDGE`` along the top's outline and specks an opening of ``OPENING`` removes (the top's texture where it
-is seen from afar), are objects.
+around it, a rim of ``EDGE`` along the top's outline and specks an opening of ``OPENING``
+removes (the top's texture where it is seen from afar), are objects.
 
 At the start (``first_image_objects``) the pixels are taken ``UPSAMPLING`` times finer, so that
 splatting them into a frame the camera nears leaves no holes; each frame (``splat``) they are

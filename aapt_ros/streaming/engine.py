@@ -17,6 +17,7 @@ Host API (numpy in, numpy out)::
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -66,7 +67,10 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return choices[dtype]
 
 
-def network_in(module: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
+ModuleT = TypeVar('ModuleT', bound=nn.Module)
+
+
+def network_in(module: ModuleT, device: torch.device, dtype: torch.dtype) -> ModuleT:
     """``module`` moved to ``device`` with its parameters in ``dtype`` and its buffers left in float32.
 
     The buffers are geometry (the pixels' rays, the arm's joints and spheres), which training keeps in

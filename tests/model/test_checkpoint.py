@@ -117,6 +117,7 @@ def test_shipped_models_load_and_fit_the_size_budget() -> None:
     # v30: ... the tile snapped to the floor's colours, the image smoothed, its chroma as the recordings keep it
     assert default.vae.fast_decoder_ground_tile_snap and default.vae.fast_decoder_bilateral == 20.0
     assert default.camera.chroma_subsampled
+    assert default.vae.fast_decoder_paste_objects  # v32: ... and frame 0's objects stood above the table top
     # Stages that start from it see the autoencoder alone (the adversarial stage compares it so).
     plain = default.vae.without_light_decoder()
     for field in dataclasses.fields(plain):

@@ -78,5 +78,5 @@ def test_splatted_objects_stay_in_place_and_move_with_their_parallax() -> None:
 
 
 def test_pasting_objects_extends_the_unseen_paste() -> None:
-    with pytest.raises(ConfigError, match='fast_decoder_paste_objects extends vae.fast_decoder_paste_unseen'):
+    with pytest.raises(ConfigError, match=r'fast_decoder_paste_objects extends vae\.fast_decoder_paste_unseen'):
         VAEConfig(fast_decoder_paste_objects=True)
