@@ -22,6 +22,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import platform
 import sys
@@ -129,6 +130,7 @@ def started_engine(checkpoint: Checkpoint, device: torch.device, batch: int, **k
 
 
 def bench_engine(checkpoint: Checkpoint, device: torch.device, batch: int, steps: int, **kwargs: Any) -> Timing:
+    free_device_memory(device)  # the last measurement's engine and graph pool, before this one allocates
     engine = started_engine(checkpoint, device, batch, **kwargs)
     rng = np.random.default_rng(0)
     motion = random_motion(batch, checkpoint.config.generator.action_dim, rng)
@@ -203,7 +205,16 @@ def step_split(one_step_ms: float, four_steps_ms: float) -> dict[str, float]:
     return {'pass_ms': pass_ms, 'per_frame_ms': per_frame_ms, 'per_frame_ms_for_3_5x': 0.2 * pass_ms}
 
 
+def free_device_memory(device: torch.device) -> None:
+    """Return the memory of the engines (and their CUDA graphs' pools) a measurement left behind,
+    before the next batch size allocates its own."""
+    gc.collect()
+    if device.type == 'cuda':
+        torch.cuda.empty_cache()
+
+
 def step_flops(checkpoint: Checkpoint, device: torch.device, batch: int) -> int:
+    free_device_memory(device)
     engine = StreamEngine(checkpoint, batch_size=batch, device=str(device), cuda_graph=False, decoder='full')
     with FlopCounterMode(display=False) as counter:
         engine._step_tensors()
@@ -319,31 +330,39 @@ def bench_config(
     }
     r['batches'] = {}
     for batch in tqdm(batches if only is None or 'batches' in only else [], desc=f'{name} batches', unit='batch'):
-        if gpu:
-            torch.cuda.reset_peak_memory_stats()
-        timing = bench_engine(checkpoint, device, batch, max(n // 5, 10), compile=compile)
-        entry: dict[str, Any] = asdict(timing)
-        entry['streams_at_30hz'] = batch if timing.p99_ms <= 1e3 / 30 else 0
-        # Work paid once per frame (decode, copies, launch) weighs less as the batch grows.
-        four = bench_engine(checkpoint, device, batch, max(n // 20, 10), sampling_steps=4, compile=compile)
-        entry['steps_4_p50_ms'] = four.p50_ms
-        entry['one_step_speedup_over_4_steps'] = four.p50_ms / timing.p50_ms
-        fast = bench_engine(checkpoint, device, batch, max(n // 5, 10), decoder='fast', compile=compile)
-        fast_four = bench_engine(
-            checkpoint, device, batch, max(n // 20, 10), sampling_steps=4, decoder='fast', compile=compile
-        )
-        entry['fast_decoder'] = asdict(fast)
-        entry['fast_decoder_steps_4_p50_ms'] = fast_four.p50_ms
-        entry['fast_decoder_one_step_speedup_over_4_steps'] = fast_four.p50_ms / fast.p50_ms
-        if gpu:
-            entry['peak_memory_mib'] = torch.cuda.max_memory_allocated() / 2**20
-            flops = step_flops(checkpoint, device, batch)
-            entry['step_gflop'] = flops / 1e9
-            entry['achieved_tflops'] = flops / (timing.p50_ms * 1e-3) / 1e12
-            entry['fraction_of_bf16_peak'] = entry['achieved_tflops'] / H100_BF16_DENSE_TFLOPS
+        try:
+            if gpu:
+                torch.cuda.reset_peak_memory_stats()
+            timing = bench_engine(checkpoint, device, batch, max(n // 5, 10), compile=compile)
+            entry: dict[str, Any] = asdict(timing)
+            entry['streams_at_30hz'] = batch if timing.p99_ms <= 1e3 / 30 else 0
+            # Work paid once per frame (decode, copies, launch) weighs less as the batch grows.
+            four = bench_engine(checkpoint, device, batch, max(n // 20, 10), sampling_steps=4, compile=compile)
+            entry['steps_4_p50_ms'] = four.p50_ms
+            entry['one_step_speedup_over_4_steps'] = four.p50_ms / timing.p50_ms
+            fast = bench_engine(checkpoint, device, batch, max(n // 5, 10), decoder='fast', compile=compile)
+            fast_four = bench_engine(
+                checkpoint, device, batch, max(n // 20, 10), sampling_steps=4, decoder='fast', compile=compile
+            )
+            entry['fast_decoder'] = asdict(fast)
+            entry['fast_decoder_steps_4_p50_ms'] = fast_four.p50_ms
+            entry['fast_decoder_one_step_speedup_over_4_steps'] = fast_four.p50_ms / fast.p50_ms
+            if gpu:
+                entry['peak_memory_mib'] = torch.cuda.max_memory_allocated() / 2**20
+                flops = step_flops(checkpoint, device, batch)
+                entry['step_gflop'] = flops / 1e9
+                entry['achieved_tflops'] = flops / (timing.p50_ms * 1e-3) / 1e12
+                entry['fraction_of_bf16_peak'] = entry['achieved_tflops'] / H100_BF16_DENSE_TFLOPS
+        except torch.OutOfMemoryError:
+            # Larger batches need more: the sweep ends here, and says so, instead of losing what it measured.
+            r['batches'][str(batch)] = {'out_of_memory': True}
+            saved(report)
+            break
+        finally:
+            free_device_memory(device)
         r['batches'][str(batch)] = entry
         saved(report)
-    r['max_streams_at_30hz'] = max((e['streams_at_30hz'] for e in r['batches'].values()), default=None)
+    r['max_streams_at_30hz'] = max((e.get('streams_at_30hz', 0) for e in r['batches'].values()), default=None)
     report.complete = True
     saved(report)
     return report

@@ -50,6 +50,26 @@ def test_bench_hands_out_the_report_after_every_measurement() -> None:
     ]
 
 
+def test_a_batch_that_does_not_fit_ends_the_sweep_with_a_note(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A device without the memory for the larger batch sizes (an H100 at 1024 streams): the sweep
+    keeps the sizes that ran and marks the first that did not, instead of crashing. No CPU of CI's
+    runs out, so the allocation failure is raised where the engine would raise it."""
+    from aapt_ros.eval import bench
+
+    real = bench.bench_engine
+
+    def bench_engine(checkpoint: object, device: torch.device, batch: int, *args: object, **kwargs: object) -> object:
+        if batch > 2:
+            raise torch.OutOfMemoryError('CUDA out of memory. Tried to allocate 5.81 GiB.')
+        return real(checkpoint, device, batch, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(bench, 'bench_engine', bench_engine)
+    report = bench_config('small', torch.device('cpu'), [1, 4, 8], quick=True, compile=False, only={'batches'})
+    assert set(report.results['batches']) == {'1', '4'}
+    assert report.results['batches']['4'] == {'out_of_memory': True}
+    assert report.results['max_streams_at_30hz'] is not None and report.complete
+
+
 def test_step_split_recovers_the_pass_and_the_per_frame_work() -> None:
     split = step_split(one_step_ms=0.6, four_steps_ms=2.1)  # G = 0.5, F = 0.1
     assert split == pytest.approx({'pass_ms': 0.5, 'per_frame_ms': 0.1, 'per_frame_ms_for_3_5x': 0.1})
