@@ -34,8 +34,8 @@ SHADE = (0.6, 1.2)  # the brightness of the top's pixels, relative to its median
 EDGE = 2  # fine pixels along the top's outline that are never objects (its edge mixes with what is behind)
 OPENING = 5  # fine pixels: object masks thinner than this are the top's texture
 NEAR = 0.05  # metres: points nearer the camera than this are not drawn
-# Pixels around frame 0's drawn arm (the engine's, grown by one) that are never objects: the drawing
-# is at the first command, which the arm reaches a frame later, so it can miss a link's edge by more
+# Pixels around frame 0's drawn arm (the engine's, grown by one) that are never objects: the drawn
+# spheres only approximate the links (IoU 0.87 with the render) and can miss a link's edge by more
 # than a pixel, and a piece of arm pasted on the table would follow the camera as an object.
 ARM_MARGIN = 3
 MIN_TOP_PIXELS = 16  # fine pixels of the top frame 0 must show for its colour to count
