@@ -204,8 +204,8 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
         fast_decoder_paste_unseen=options.paste_unseen,
         fast_decoder_arm_paste=options.arm_paste,
         fast_decoder_arm_paste_chain=options.arm_paste_chain,
-        # The start's rules around the decoder that this stage's options allow; the box faces and
-        # the sky are not pasted while training (tools/add_arm_paste.py sets them after).
+        # The start's rules around the decoder that this stage's options allow; the box faces, the
+        # sky and the objects are not pasted while training (tools/add_arm_paste.py sets them after).
         fast_decoder_arm_paste_previous_action=start.config.vae.fast_decoder_arm_paste_previous_action
         and bool(options.arm_paste),
         fast_decoder_arm_paste_upsampling=start.config.vae.fast_decoder_arm_paste_upsampling
@@ -218,6 +218,7 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
         fast_decoder_ground_tile_snap=start.config.vae.fast_decoder_ground_tile_snap and bool(options.ground_tile),
         fast_decoder_paste_box_faces=False,
         fast_decoder_paste_sky=False,
+        fast_decoder_paste_objects=False,
     )
     try:
         model_config = dataclasses.replace(start.config, vae=vae_config)  # stage and sampling steps: the start's

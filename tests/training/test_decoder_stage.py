@@ -364,6 +364,17 @@ def test_decoder_stage_can_tell_the_decoder_the_scenes_static_boxes_and_keeps_it
     run_stage('decoder', tmp, warp_runs['model'], f'output={tmp / "paste_decoder"}', *rollout, *warps, boxes, *pasted)
     assert load_checkpoint(tmp / 'paste_decoder').config.vae.fast_decoder_paste_unseen
     assert 'unseen ground and table top pasted from the copies: yes' in (tmp / 'paste_decoder' / CARD_FILE).read_text()
+    # A start whose objects are pasted after it (tools/add_arm_paste.py) trains without them, pasting or not.
+    start = load_checkpoint(tmp / 'paste_decoder')
+    vae = dataclasses.replace(start.config.vae, fast_decoder_paste_objects=True)
+    save_checkpoint(
+        dataclasses.replace(start, config=dataclasses.replace(start.config, vae=vae)),
+        tmp / 'objects_start',
+        weight_dtype=torch.float32,
+    )
+    objects_start = f'model={tmp / "objects_start"}'
+    run_stage('decoder', tmp, objects_start, f'output={tmp / "plain_decoder"}', *rollout, *warps, boxes, pasted[0])
+    assert not load_checkpoint(tmp / 'plain_decoder').config.vae.fast_decoder_paste_objects
     with pytest.raises(ConfigError, match=r'decoder\.paste_unseen needs decoder\.static_boxes, decoder\.ground_tile'):
         run_stage('decoder', tmp, warp_runs['model'], f'output={tmp / "out"}', *warps, *pasted)
     with pytest.raises(ConfigError, match=r'static_boxes\[0\] must be \(x, y, z, half x, half y, half z\)'):
