@@ -372,9 +372,9 @@ def test_decoder_stage_can_tell_the_decoder_the_scenes_static_boxes_and_keeps_it
         tmp / 'objects_start',
         weight_dtype=torch.float32,
     )
-    objects_start = f'model={tmp / "objects_start"}'
-    run_stage('decoder', tmp, objects_start, f'output={tmp / "plain_decoder"}', *rollout, *warps, boxes, pasted[0])
-    assert not load_checkpoint(tmp / 'plain_decoder').config.vae.fast_decoder_paste_objects
+    trained = tmp / 'objects_trained_decoder'
+    run_stage('decoder', tmp, f'model={tmp / "objects_start"}', f'output={trained}', *rollout, *warps, boxes, pasted[0])
+    assert not load_checkpoint(trained).config.vae.fast_decoder_paste_objects
     with pytest.raises(ConfigError, match=r'decoder\.paste_unseen needs decoder\.static_boxes, decoder\.ground_tile'):
         run_stage('decoder', tmp, warp_runs['model'], f'output={tmp / "out"}', *warps, *pasted)
     with pytest.raises(ConfigError, match=r'static_boxes\[0\] must be \(x, y, z, half x, half y, half z\)'):
