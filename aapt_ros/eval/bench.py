@@ -358,8 +358,6 @@ def bench_config(
             r['batches'][str(batch)] = {'out_of_memory': True}
             saved(report)
             break
-        finally:
-            free_device_memory(device)
         r['batches'][str(batch)] = entry
         saved(report)
     r['max_streams_at_30hz'] = max((e.get('streams_at_30hz', 0) for e in r['batches'].values()), default=None)

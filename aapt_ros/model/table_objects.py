@@ -89,7 +89,7 @@ def first_image_objects(
     objects = objects * (raised > NEAR).float()
     # (B, 3, h', w') in frame 0's camera frame; zero where no object (rays that meet no top run to infinity)
     points = torch.where(objects > 0.5, raised.clamp(min=NEAR) * rays, torch.zeros_like(rays))
-    return points.flatten(2), torch.cat([fine.float(), objects], dim=1).flatten(2)
+    return points.flatten(2), torch.cat([fine, objects], dim=1).flatten(2)
 
 
 def splat(

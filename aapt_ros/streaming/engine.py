@@ -258,7 +258,8 @@ class StreamEngine:
         # are fixed, a step splats only as many as the stream with the most has (6 ms less a frame on
         # two CPU cores, where most of the 65536 are not objects).
         self._object_points_used = 1
-        self._compact_objects = not compile and not (cuda_graph and self.device.type == 'cuda')
+        graphed = cuda_graph and self.device.type == 'cuda'
+        self._compact_objects = not (compile or graphed)
         # Each link's colour as each stream's first image shows it (B, L, 4), for the arm paste.
         self.link_colours: torch.Tensor | None = None
         if self.decoder_pastes_arm:
@@ -281,7 +282,7 @@ class StreamEngine:
             torch.compile(self._step_tensors, dynamic=False) if compile else self._step_tensors
         )
         self._graph: torch.cuda.CUDAGraph | None = None
-        if cuda_graph and self.device.type == 'cuda':
+        if graphed:
             self._graph = cuda_graphs.capture(self._transfer_and_step, generators=[self.rng])
             self.reset()  # the warm-up steps ran for real
 
