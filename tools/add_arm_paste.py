@@ -21,6 +21,10 @@ More rules of the same kind (no weights), each off unless asked for:
   (``vae.fast_decoder_paste_under_arm``);
 - ``--paste-upsampling F``: the paste's silhouette drawn F times finer per side
   (``vae.fast_decoder_arm_paste_upsampling``);
+- ``--paste-surface DIR``: the paste's links drawn from ``--surface-points`` points spread over
+  their meshes, ``DIR/link_<i>.obj`` in each link's frame, base link first (for our recordings
+  pybullet_data's ``kuka_iiwa/meshes``), instead of the chain's spheres
+  (``vae.fast_decoder_arm_paste_surface``; the points go to the checkpoint's extras file);
 - ``--paste-box-faces``: each static box's faces take frame 0's colour of their orientation
   (``vae.fast_decoder_paste_box_faces``);
 - ``--paste-sky``: where no box and no ground is met, frame 0's background colour
@@ -40,6 +44,9 @@ Usage::
     python3 tools/add_arm_paste.py runs/sim/v21 runs/sim/v30 --chain kuka_iiwa_meshes --weight 0.7 \
         --previous-action --tile-nearest 3 --paste-under-arm --paste-box-faces --paste-sky \
         --paste-upsampling 2 --tile-snap --bilateral 20 --chroma-subsampled   # v30
+    python3 tools/add_arm_paste.py runs/sim/v21 runs/sim/v33 --chain kuka_iiwa_meshes --weight 0.7 \
+        --previous-action --tile-nearest 3 --paste-under-arm --paste-box-faces --paste-sky --paste-objects \
+        --paste-surface PYBULLET_DATA/kuka_iiwa/meshes --tile-snap --bilateral 20 --chroma-subsampled   # v33
 """
 
 from __future__ import annotations
@@ -50,10 +57,13 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from aapt_ros.model.arm import chain_moving_like
+from aapt_ros.model.arm_surface import read_obj, sample_surfaces
 from aapt_ros.model.checkpoint import CARD_FILE, Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
-from aapt_ros.model.config import ConfigError
+from aapt_ros.model.config import ConfigError, ModelConfig
 from aapt_ros.model.generator import CausalGenerator
 
 
@@ -74,6 +84,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         '--paste-upsampling', type=int, default=1, help="the paste's silhouette this many times finer per side"
+    )
+    parser.add_argument(
+        '--paste-surface',
+        type=Path,
+        default=None,
+        help="folder of the links' meshes, link_<i>.obj, base link first: the paste's links drawn from them",
+    )
+    parser.add_argument(
+        '--surface-points', type=int, default=131072, help='points spread over the meshes (--paste-surface)'
     )
     parser.add_argument('--paste-box-faces', action='store_true', help="paste frame 0's colour of each box face")
     parser.add_argument('--paste-sky', action='store_true', help="paste frame 0's background where no box or ground is")
@@ -98,12 +117,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         checkpoint = load_checkpoint(args.model)
+        surface, counts = (None, ()) if args.paste_surface is None else _surface(args, checkpoint.config)
         vae = dataclasses.replace(
             checkpoint.config.vae,
             fast_decoder_arm_paste=args.weight,
             fast_decoder_arm_paste_chain=args.chain,
             fast_decoder_arm_paste_previous_action=args.previous_action,
             fast_decoder_arm_paste_upsampling=args.paste_upsampling,
+            fast_decoder_arm_paste_surface=counts,
             fast_decoder_ground_tile_nearest=args.tile_nearest,
             fast_decoder_paste_under_arm=args.paste_under_arm,
             fast_decoder_paste_box_faces=args.paste_box_faces,
@@ -115,10 +136,12 @@ def main(argv: list[str] | None = None) -> int:
         camera = dataclasses.replace(checkpoint.config.camera, chroma_subsampled=args.chroma_subsampled)
         config = dataclasses.replace(checkpoint.config, vae=vae, camera=camera)
         generator = CausalGenerator(config)  # the paste's drawing is built from the config, not stored
-    except (CheckpointError, ConfigError) as err:
+    except (CheckpointError, ConfigError, OSError, ValueError) as err:
         print(f'add_arm_paste: {err}', file=sys.stderr)
         return 2
     generator.load_state_dict(checkpoint.generator.state_dict())
+    if generator.arm_surface is not None:
+        generator.arm_surface.points.copy_(torch.from_numpy(surface))
     dtype = torch.float32 if args.float32 else torch.bfloat16
     try:
         save_checkpoint(
@@ -136,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             f"link's colour in frame 0, links drawn as {chain}"
             + (", at the previous frame's action" if args.previous_action else '')
             + (f', its silhouette {args.paste_upsampling}x finer' if args.paste_upsampling > 1 else '')
+            + (f', from {sum(counts)} points on their meshes' if counts else '')
             + '\n'
         )
         if args.tile_nearest:
@@ -156,6 +180,18 @@ def main(argv: list[str] | None = None) -> int:
             card.write("- output chroma at half resolution, as the recordings' JPEG 4:2:0 keeps it\n")
     print(f'wrote {args.output}')
     return 0
+
+
+def _surface(args: argparse.Namespace, config: ModelConfig) -> tuple[np.ndarray, tuple[int, ...]]:
+    """The points spread over the paste chain's link meshes in args.paste_surface, and how many per link."""
+    chain = chain_moving_like(args.chain or config.generator.arm_chain, config.generator.arm_chain)
+    paths = [args.paste_surface / f'link_{i}.obj' for i in range(chain.num_links)]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise ValueError(
+            f'--paste-surface: no mesh {missing[0]} (one OBJ per link of {chain.num_links}, base link first)'
+        )
+    return sample_surfaces([read_obj(p) for p in paths], args.surface_points)
 
 
 if __name__ == '__main__':

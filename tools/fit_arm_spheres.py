@@ -31,20 +31,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-
-def read_obj(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Vertices (V, 3) float64 and triangles (T, 3) int of an OBJ file (polygons fanned)."""
-    vertices, faces = [], []
-    for line in path.read_text().splitlines():
-        parts = line.split()
-        if not parts:
-            continue
-        if parts[0] == 'v':
-            vertices.append([float(v) for v in parts[1:4]])
-        elif parts[0] == 'f':
-            ids = [int(p.split('/')[0]) - 1 for p in parts[1:]]
-            faces += [[ids[0], ids[i], ids[i + 1]] for i in range(1, len(ids) - 1)]
-    return np.array(vertices), np.array(faces, dtype=np.int64)
+from aapt_ros.model.arm_surface import read_obj
 
 
 def winding_numbers(points: torch.Tensor, triangles: torch.Tensor, chunk: int = 4096) -> torch.Tensor:

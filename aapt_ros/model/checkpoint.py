@@ -5,7 +5,8 @@ and so on, so that every file of a shipped model stays under the repository's 16
 
 Weights are only ever read with safetensors (no pickle), so a checkpoint from an untrusted
 source cannot run code. ``extras.safetensors`` holds small tensors that belong to the model but
-are no network weights, such as the default start frame used when no start image is given.
+are no network weights, such as the default start frame used when no start image is given and
+the points on the arm's meshes that the arm paste draws (``vae.fast_decoder_arm_paste_surface``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ GENERATOR_FILE = 'generator.safetensors'
 EXTRAS_FILE = 'extras.safetensors'
 CARD_FILE = 'MODEL_CARD_FRAGMENT.md'  # what made the checkpoint and how it scores (aapt-train, aapt-eval)
 START_FRAME_KEY = 'start_frame'  # (H, W, 3) uint8 image used when no start image is received
+ARM_SURFACE_KEY = 'arm_surface_points'  # (N, 3) float32, with vae.fast_decoder_arm_paste_surface (ArmSurface.points)
 MAX_FILE_BYTES = 16 * 2**20 - 2**16  # the repository's limit per file, less room for the safetensors header
 
 
@@ -153,6 +155,20 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     expected = (config.camera.height, config.camera.width, 3)
     if start_frame is None or tuple(start_frame.shape) != expected or start_frame.dtype != torch.uint8:
         raise CheckpointError(f'{folder / EXTRAS_FILE}: needs a uint8 {START_FRAME_KEY!r} of shape {expected}')
+    if generator.arm_surface is not None:
+        points = extras.get(ARM_SURFACE_KEY)
+        shape = tuple(generator.arm_surface.points.shape)
+        if (
+            points is None
+            or tuple(points.shape) != shape
+            or not points.is_floating_point()
+            or not points.isfinite().all()
+        ):
+            raise CheckpointError(
+                f'{folder / EXTRAS_FILE}: vae.fast_decoder_arm_paste_surface needs finite float '
+                f'{ARM_SURFACE_KEY!r} of shape {shape}'
+            )
+        generator.arm_surface.points.copy_(points.float())
     return Checkpoint(config, vae.eval(), generator.eval(), start_frame, folder)
 
 
@@ -174,5 +190,8 @@ def save_checkpoint(
     for module, name in ((checkpoint.vae, VAE_FILE), (checkpoint.generator, GENERATOR_FILE)):
         state = {k: t.detach().to('cpu', weight_dtype).contiguous() for k, t in module.state_dict().items()}
         save_sharded(state, folder / name, max_file_bytes)
-    save_file({START_FRAME_KEY: checkpoint.start_frame.contiguous()}, str(folder / EXTRAS_FILE))
+    extras = {START_FRAME_KEY: checkpoint.start_frame.contiguous()}
+    if checkpoint.generator.arm_surface is not None:
+        extras[ARM_SURFACE_KEY] = checkpoint.generator.arm_surface.points.detach().to('cpu', torch.float32).contiguous()
+    save_file(extras, str(folder / EXTRAS_FILE))
     return folder

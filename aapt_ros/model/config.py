@@ -112,6 +112,12 @@ class VAEConfig:
     # (``ArmDrawing.fine_links``: the spheres' distance field interpolated; 2 is the image's
     # resolution for our 8x latents). Drawn at the samples it is blocky at the image's resolution.
     fast_decoder_arm_paste_upsampling: int = 1
+    # Non-empty: the paste's links drawn from points on their meshes, this many per link (base link
+    # first; ``arm_surface.ArmSurface``, the points in the checkpoint's extras file), not from the
+    # chain's spheres: the right link on 95 % of our arm's pixels instead of 88 %, the silhouette at
+    # IoU 0.97 instead of 0.92 (docs/training, "The arm drawn from its meshes"). Drawn at the
+    # image's resolution, so the upsampling above does not apply.
+    fast_decoder_arm_paste_surface: tuple[int, ...] = ()
     # > 0, with the ground tile and the static boxes: each texel of the tile takes the median of the
     # this many nearest copies frame 0 shows with no box in front (``ground_tile.fold_first_image``);
     # 0: the median of all it shows. Nearer copies are drawn sharper, and a box in front of a copy
@@ -225,6 +231,12 @@ class VAEConfig:
             raise ConfigError(
                 'vae.fast_decoder_arm_paste_upsampling must be >= 1 (1: at the drawing samples) and, above 1, '
                 f'needs vae.fast_decoder_arm_paste > 0, got {upsampling} and {paste}'
+            )
+        surface = self.fast_decoder_arm_paste_surface
+        if surface and (not paste or min(surface) < 0 or not sum(surface)):
+            raise ConfigError(
+                'vae.fast_decoder_arm_paste_surface is the points per link drawn for the arm paste: it needs '
+                f'vae.fast_decoder_arm_paste > 0 and counts >= 0 that are not all 0, got {list(surface)} and {paste}'
             )
         nearest = self.fast_decoder_ground_tile_nearest
         if nearest < 0 or (nearest and not (self.fast_decoder_ground_tile and boxes)):

@@ -35,9 +35,10 @@ from torch.nn import functional as F
 
 from aapt_ros.model import ground_tile, static_boxes, table_objects
 from aapt_ros.model.arm import SUPERSAMPLING, ArmDrawing, chain_moving_like, chain_named
+from aapt_ros.model.arm_surface import ArmSurface
 from aapt_ros.model.attention import Attention
 from aapt_ros.model.camera import RayEncoder, directions_in_frame, frame_given, points_in_frame
-from aapt_ros.model.config import ModelConfig
+from aapt_ros.model.config import ConfigError, ModelConfig
 from aapt_ros.model.kv_cache import KVCache
 from aapt_ros.model.masks import frame_attention_mask, token_attention_mask
 from aapt_ros.model.plane_sweep import PLANE_IMAGE_CHANNELS, PlaneSweep, image_grid
@@ -173,6 +174,16 @@ class CausalGenerator(nn.Module):
         if v.fast_decoder_arm_paste and g.arm_chain:
             chain = chain_moving_like(v.fast_decoder_arm_paste_chain or g.arm_chain, g.arm_chain)
             self.paste_drawing = ArmDrawing(config.camera, config.latent_height, config.latent_width, chain)
+        # Or the paste's links drawn from points on their meshes (vae.fast_decoder_arm_paste_surface).
+        self.arm_surface: ArmSurface | None = None
+        if v.fast_decoder_arm_paste_surface and self.paste_drawing is not None:
+            links = self.paste_drawing.chain.num_links
+            if len(v.fast_decoder_arm_paste_surface) != links:
+                raise ConfigError(
+                    f'vae.fast_decoder_arm_paste_surface gives points for {len(v.fast_decoder_arm_paste_surface)} '
+                    f'links; the chain drawn for the paste has {links}'
+                )
+            self.arm_surface = ArmSurface(v.fast_decoder_arm_paste_surface)
         # The parts of the input on channels, in order, and their widths (the ones this config has).
         parts = {
             'noisy': v.latent_channels,
@@ -801,11 +812,16 @@ class CausalGenerator(nn.Module):
         """The arm drawn for the paste at this frame's joints action (B, A) (arm_base, the camera: as
         ``arm_image``'s), each link in its colour as frame 0 shows it (link_colours (B, L, 4),
         ``sink_link_colours``): float32 (B, 4, H, W), the colour and 1 where a link is drawn that
-        frame 0 shows (colour and flag zero elsewhere); finer with ``vae.fast_decoder_arm_paste_upsampling``."""
+        frame 0 shows (colour and flag zero elsewhere); finer with ``vae.fast_decoder_arm_paste_upsampling``,
+        from the links' meshes with ``vae.fast_decoder_arm_paste_surface``."""
         drawing, upsampling = self._paste_drawing(), self.config.vae.fast_decoder_arm_paste_upsampling
-        if upsampling > 1:
+        if self.arm_surface is not None or upsampling > 1:
             base = self.base_in_camera(arm_base, sink_rotation, sink_translation)
-            links = drawing.fine_links(action[:, self.arm_joint_indices], base, upsampling)
+            joints = action[:, self.arm_joint_indices]
+            if self.arm_surface is not None:
+                links = self.arm_surface.links(drawing.link_poses(joints, base), self.config.camera)
+            else:
+                links = drawing.fine_links(joints, base, upsampling)
             links = torch.where(frame_given(arm_base)[:, None, None], links, torch.full_like(links, -1))
         else:
             _, links = self._drawn(drawing, action, arm_base, sink_rotation, sink_translation)

@@ -1,0 +1,211 @@
+"""The arm paste's links drawn from points on their meshes (vae.fast_decoder_arm_paste_surface)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from aapt_ros.model.arm import KUKA_IIWA_MESHES, ArmDrawing
+from aapt_ros.model.arm_surface import ArmSurface, read_obj, sample_surfaces
+from aapt_ros.model.config import CameraConfig, ConfigError, VAEConfig
+from aapt_ros.model.generator import CausalGenerator
+from tests.conftest import PLANE_WARPS_IN_PIXELS, tiny_config
+
+CAMERA = CameraConfig(width=64, height=48, fx=50.0, fy=50.0, cx=32.0, cy=24.0)
+
+
+def plate(half: float, z: float, spacing: float = 0.0005) -> np.ndarray:
+    """Points on a square plate facing the camera, (N, 3)."""
+    side = np.arange(-half, half + spacing / 2, spacing)
+    x, y = np.meshgrid(side, side)
+    return np.stack([x.ravel(), y.ravel(), np.full(x.size, z)], axis=1).astype(np.float32)
+
+
+def drawn(groups: list[np.ndarray]) -> np.ndarray:
+    surface = ArmSurface(tuple(len(g) for g in groups))
+    surface.points.copy_(torch.from_numpy(np.concatenate(groups)))
+    poses = torch.eye(4).expand(1, len(groups), 4, 4)  # every link's frame is the camera's
+    return surface.links(poses, CAMERA)[0].numpy()
+
+
+def test_a_pixel_shows_a_link_where_its_centre_is_on_it_not_where_a_point_merely_falls() -> None:
+    # The plate's edges fall at 10.25 px from the centre column: pixels -10..10 have their centres
+    # on it; splatting every point into the pixel it falls in would also fill pixels +-11.
+    links = drawn([plate(10.25 / CAMERA.fx, 1.0)])
+    columns = np.flatnonzero((links == 0).any(axis=0)) - int(CAMERA.cx)
+    rows = np.flatnonzero((links == 0).any(axis=1)) - int(CAMERA.cy)
+    assert columns.tolist() == list(range(-10, 11)) and rows.tolist() == list(range(-10, 11))
+    assert (links[14:35, 22:43] == 0).all() and (links >= 0).sum() == 21 * 21  # no holes
+
+
+def test_the_nearest_link_is_shown_even_where_it_has_fewer_points() -> None:
+    front = plate(5.25 / CAMERA.fx, 1.0, spacing=0.004)  # about 5 points a pixel: few at the centres
+    behind = plate(10.25 * 1.5 / CAMERA.fx, 1.5)  # dense, larger, half a metre behind
+    links = drawn([front, behind])
+    assert (links[19:30, 27:38] == 0).all()  # the front plate, holes filled, the back never through it
+    assert (links[14:35, 22:43] >= 0).all() and (links[14:35, 22:43] == 1).sum() == 21 * 21 - 11 * 11
+    assert (links[:, :22] == -1).all()  # beyond both: nothing
+
+
+def test_points_behind_the_camera_or_outside_the_image_are_not_drawn() -> None:
+    assert (drawn([plate(0.2, -1.0)]) == -1).all()
+    assert (drawn([plate(0.2, 1.0) + np.float32([5.0, 0.0, 0.0])]) == -1).all()
+
+
+def test_points_are_spread_over_the_meshes_by_area(tmp_path: Path) -> None:
+    def box(size: tuple[float, float, float]) -> Path:
+        corners = [(x * size[0], y * size[1], z * size[2]) for x in (-0.5, 0.5) for y in (-0.5, 0.5) for z in (0, 1)]
+        faces = [(1, 3, 4, 2), (5, 6, 8, 7), (1, 2, 6, 5), (3, 7, 8, 4), (1, 5, 7, 3), (2, 4, 8, 6)]
+        path = tmp_path / f'box_{size[0]}.obj'
+        path.write_text(
+            '\n'.join([f'v {x} {y} {z}' for x, y, z in corners] + [f'f {a} {b} {c} {d}' for a, b, c, d in faces])
+        )
+        return path
+
+    small, large = read_obj(box((0.1, 0.1, 0.1))), read_obj(box((0.2, 0.2, 0.2)))  # 4x the area
+    assert small[0].shape == (8, 3) and small[1].shape == (12, 3)
+    points, counts = sample_surfaces([small, large], 10000)
+    assert points.shape == (10000, 3) and points.dtype == np.float32 and sum(counts) == 10000
+    assert abs(counts[1] / counts[0] - 4) < 0.1
+    x, y, z = points[: counts[0]].T
+    to_face = np.min([np.abs(np.abs(x) - 0.05), np.abs(np.abs(y) - 0.05), np.abs(z), np.abs(z - 0.1)], axis=0)
+    assert (to_face < 1e-6).all()  # each point on one of the small box's faces
+    assert np.array_equal(sample_surfaces([small, large], 10000)[0], points)  # the same points for the same seed
+
+
+def test_the_surface_config_is_checked() -> None:
+    vae = {'fast_decoder_channels': 16, 'fast_decoder_arm_channels': 9}
+    with pytest.raises(ConfigError, match=r'needs vae\.fast_decoder_arm_paste > 0'):
+        VAEConfig(**vae, fast_decoder_arm_paste_surface=(10,) * 8)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match='not all 0'):
+        VAEConfig(**vae, fast_decoder_arm_paste=0.5, fast_decoder_arm_paste_surface=(0,) * 8)  # type: ignore[arg-type]
+    paste = {**vae, 'fast_decoder_arm_paste': 0.5, 'fast_decoder_arm_paste_chain': 'kuka_iiwa_meshes'}
+    with pytest.raises(ConfigError, match='points for 3 links; the chain drawn for the paste has 8'):
+        CausalGenerator(
+            tiny_config(vae={**paste, 'fast_decoder_arm_paste_surface': (10, 10, 10)}, **PLANE_WARPS_IN_PIXELS)
+        )
+
+
+def kuka_meshes() -> Path:
+    pybullet_data = pytest.importorskip('pybullet_data')
+    return Path(pybullet_data.getDataPath()) / 'kuka_iiwa' / 'meshes'
+
+
+def test_the_surface_covers_pybullets_render_closer_than_the_spheres() -> None:
+    p = pytest.importorskip('pybullet')
+    sim_scene = pytest.importorskip('aapt_ros.data.sim_scene')
+    from tests.model.test_arm import base_matrix, look_at
+
+    meshes = [read_obj(kuka_meshes() / f'link_{i}.obj') for i in range(KUKA_IIWA_MESHES.num_links)]
+    points, counts = sample_surfaces(meshes, 131072)
+    surface = ArmSurface(counts)
+    surface.points.copy_(torch.from_numpy(points))
+    k = sim_scene.Intrinsics.from_fov(128, 128, 60.0)
+    camera = CameraConfig(fx=k.fx, fy=k.fy, cx=k.cx, cy=k.cy)
+    spheres = ArmDrawing(camera, 16, 16, KUKA_IIWA_MESHES)
+    scores: dict[str, list[tuple[float, float]]] = {'spheres': [], 'surface': []}
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        with sim_scene.bullet_client() as client:
+            scene = sim_scene.build_scene(client, rng, rng.uniform(-1.2, 1.2, 7), rate_hz=15.0)
+            position, quaternion = scene.arm_base_pose()
+            joints, _ = scene.joint_state()
+            azimuth = rng.uniform(0, 2 * np.pi)
+            eye = sim_scene.WORKSPACE_CENTER + 1.6 * np.array(
+                [np.cos(0.5) * np.cos(azimuth), np.cos(0.5) * np.sin(azimuth), np.sin(0.5)]
+            )
+            rotation, camera_quaternion = look_at(eye, sim_scene.WORKSPACE_CENTER)
+            flags = p.ER_SEGMENTATION_MASK_OBJECT_AND_LINKINDEX
+            segmentation = np.asarray(scene._camera_image(k, eye, camera_quaternion, flags)[4]).reshape(128, 128)
+        arm = (segmentation >= 0) & ((segmentation & ((1 << 24) - 1)) == scene.arm)
+        link = segmentation >> 24  # pybullet: link index + 1 << 24, the base -1; ours: the base 0
+        base = base_matrix(tuple(position), tuple(quaternion))[0].double().numpy()
+        in_camera = np.concatenate([rotation.T @ base[:, :3], rotation.T @ (base[:, 3:] - eye[:, None])], axis=1)
+        q, b = torch.tensor(joints)[None].float(), torch.tensor(in_camera)[None].float()
+        for name, links in (
+            ('spheres', spheres.fine_links(q, b, 2)),
+            ('surface', surface.links(spheres.link_poses(q, b), camera)),
+        ):
+            mine = links[0].numpy()
+            both = arm & (mine >= 0)
+            scores[name].append((both.sum() / (arm | (mine >= 0)).sum(), (mine[both] == link[both]).mean()))
+    by_spheres, by_surface = (np.mean(scores[name], axis=0) for name in scores)
+    assert by_surface[0] > 0.95 and by_surface[0] > by_spheres[0] + 0.02, (by_spheres, by_surface)  # IoU
+    assert by_surface[1] > 0.95 and by_surface[1] > by_spheres[1] + 0.02, (by_spheres, by_surface)  # the right link
+
+
+def test_add_arm_paste_stores_the_surface_and_the_checkpoint_checks_it(tmp_path: Path) -> None:
+    import sys
+
+    from safetensors.torch import load_file, save_file
+
+    from aapt_ros.model.checkpoint import ARM_SURFACE_KEY, CheckpointError, load_checkpoint, save_checkpoint
+    from aapt_ros.model.init_checkpoint import untrained_checkpoint
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / 'tools'))
+    import add_arm_paste
+
+    vae = {'fast_decoder_channels': 16, 'fast_decoder_arm_channels': 9}
+    config = tiny_config(vae=vae, **PLANE_WARPS_IN_PIXELS)
+    source = save_checkpoint(untrained_checkpoint(config, seed=0), tmp_path / 'source')
+    out = tmp_path / 'surface'
+    flags = ['--chain', 'kuka_iiwa_meshes', '--paste-surface', str(kuka_meshes()), '--surface-points', '4096']
+    assert add_arm_paste.main([str(source), str(out), *flags]) == 0
+    loaded = load_checkpoint(out)
+    counts = loaded.config.vae.fast_decoder_arm_paste_surface
+    assert len(counts) == 8 and sum(counts) == 4096 and loaded.generator.arm_surface is not None
+    meshes = [read_obj(kuka_meshes() / f'link_{i}.obj') for i in range(8)]
+    np.testing.assert_array_equal(loaded.generator.arm_surface.points.numpy(), sample_surfaces(meshes, 4096)[0])
+    assert 'from 4096 points on their meshes' in (out / 'MODEL_CARD_FRAGMENT.md').read_text()
+    # Saved again, the points go with it.
+    again = save_checkpoint(loaded, tmp_path / 'again')
+    torch.testing.assert_close(load_checkpoint(again).generator.arm_surface.points, loaded.generator.arm_surface.points)  # type: ignore[union-attr]
+    # An extras file without them, or with others, is named.
+    extras = load_file(str(out / 'extras.safetensors'))
+    save_file({k: v for k, v in extras.items() if k != ARM_SURFACE_KEY}, str(out / 'extras.safetensors'))
+    with pytest.raises(CheckpointError, match=f'extras.safetensors: .*{ARM_SURFACE_KEY}'):
+        load_checkpoint(out)
+    save_file({**extras, ARM_SURFACE_KEY: extras[ARM_SURFACE_KEY][:10]}, str(out / 'extras.safetensors'))
+    with pytest.raises(CheckpointError, match='of shape'):
+        load_checkpoint(out)
+    # A folder without the link meshes is refused.
+    assert add_arm_paste.main([str(source), str(tmp_path / 'none'), *flags[:2], '--paste-surface', str(tmp_path)]) == 2
+    assert not (tmp_path / 'none').exists()
+
+
+def test_the_engine_pastes_the_links_the_surface_draws() -> None:
+    from aapt_ros.model.init_checkpoint import untrained_checkpoint
+    from aapt_ros.streaming.engine import StreamEngine
+
+    meshes = [read_obj(kuka_meshes() / f'link_{i}.obj') for i in range(8)]
+    points, counts = sample_surfaces(meshes, 16384)
+    vae = {
+        'fast_decoder_channels': 16,
+        'fast_decoder_arm_channels': 9,
+        'fast_decoder_arm_paste': 1.0,
+        'fast_decoder_arm_paste_chain': 'kuka_iiwa_meshes',
+        'fast_decoder_arm_paste_surface': counts,
+    }
+    config = tiny_config(vae=vae, sink_ray_origin_scale=0.5, arm_chain='kuka_iiwa')
+    checkpoint = untrained_checkpoint(config, seed=0)
+    checkpoint.generator.arm_surface.points.copy_(torch.from_numpy(points))  # type: ignore[union-attr]
+    engine = StreamEngine(checkpoint, batch_size=1, dtype='float32')
+    start = np.full((1, 32, 48, 3), 30, dtype=np.uint8)
+    joints = np.array([[0.3, 0.5, -0.2, -1.0, 0.1, 0.6, 0.0]])
+    base_near = np.array([[[1.0, 0, 0, 0], [0, 0, -1, 0.5], [0, 1, 0, 0.7]]])
+    engine.start(np.ones(1, bool), start, joints, base_near)
+    g = engine.generator
+    colours = g.arm_colour_image(
+        torch.ones_like(engine.link_colours),
+        engine.actions,
+        engine.arm_bases,
+        engine.sink_rotations,
+        engine.sink_translations,  # type: ignore[arg-type]
+    )
+    poses = g.paste_drawing.link_poses(engine.actions[:, g.arm_joint_indices], engine.arm_bases)  # type: ignore[union-attr]
+    expected = g.arm_surface.links(poses, config.camera) >= 0  # type: ignore[union-attr]
+    assert expected.sum() > 50
+    assert torch.equal(colours[:, 3] > 0, expected)  # frame 0's camera: the drawn links are the flags
