@@ -205,7 +205,8 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
         fast_decoder_arm_paste=options.arm_paste,
         fast_decoder_arm_paste_chain=options.arm_paste_chain,
         # The start's rules around the decoder that this stage's options allow; the box faces, the
-        # sky and the objects are not pasted while training (tools/add_arm_paste.py sets them after).
+        # sky and the objects are not pasted while training, nor the arm drawn from its meshes
+        # (tools/add_arm_paste.py sets them after; the mesh points are not weights).
         fast_decoder_arm_paste_previous_action=start.config.vae.fast_decoder_arm_paste_previous_action
         and bool(options.arm_paste),
         fast_decoder_arm_paste_upsampling=start.config.vae.fast_decoder_arm_paste_upsampling
@@ -219,6 +220,7 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
         fast_decoder_paste_box_faces=False,
         fast_decoder_paste_sky=False,
         fast_decoder_paste_objects=False,
+        fast_decoder_arm_paste_surface=(),
     )
     try:
         model_config = dataclasses.replace(start.config, vae=vae_config)  # stage and sampling steps: the start's

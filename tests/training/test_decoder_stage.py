@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from aapt_ros.model.arm import chain_named
 from aapt_ros.model.checkpoint import CARD_FILE, Checkpoint, load_checkpoint, load_config, save_checkpoint
 from aapt_ros.model.config import ConfigError
 from aapt_ros.model.generator import CausalGenerator
@@ -366,15 +367,27 @@ def test_decoder_stage_can_tell_the_decoder_the_scenes_static_boxes_and_keeps_it
     assert 'unseen ground and table top pasted from the copies: yes' in (tmp / 'paste_decoder' / CARD_FILE).read_text()
     # A start whose objects are pasted after it (tools/add_arm_paste.py) trains without them, pasting or not.
     start = load_checkpoint(tmp / 'paste_decoder')
-    vae = dataclasses.replace(start.config.vae, fast_decoder_paste_objects=True)
+    # So does one whose arm paste is drawn from the links' meshes.
+    start = load_checkpoint(tmp / 'paste_decoder')
+    links = chain_named(start.config.generator.arm_chain).num_links
+    vae = dataclasses.replace(
+        start.config.vae,
+        fast_decoder_paste_objects=True,
+        fast_decoder_arm_paste=0.5,
+        fast_decoder_arm_paste_surface=(64,) * links,
+    )
+    config = dataclasses.replace(start.config, vae=vae)
+    generator = CausalGenerator(config)
+    generator.load_state_dict(start.generator.state_dict())
     save_checkpoint(
-        dataclasses.replace(start, config=dataclasses.replace(start.config, vae=vae)),
+        dataclasses.replace(start, config=config, generator=generator),
         tmp / 'objects_start',
         weight_dtype=torch.float32,
     )
     trained = tmp / 'objects_trained_decoder'
     run_stage('decoder', tmp, f'model={tmp / "objects_start"}', f'output={trained}', *rollout, *warps, boxes, pasted[0])
-    assert not load_checkpoint(trained).config.vae.fast_decoder_paste_objects
+    trained_vae = load_checkpoint(trained).config.vae
+    assert not trained_vae.fast_decoder_paste_objects and not trained_vae.fast_decoder_arm_paste_surface
     with pytest.raises(ConfigError, match=r'decoder\.paste_unseen needs decoder\.static_boxes, decoder\.ground_tile'):
         run_stage('decoder', tmp, warp_runs['model'], f'output={tmp / "out"}', *warps, *pasted)
     with pytest.raises(ConfigError, match=r'static_boxes\[0\] must be \(x, y, z, half x, half y, half z\)'):
