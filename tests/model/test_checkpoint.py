@@ -106,18 +106,21 @@ def test_shipped_models_load_and_fit_the_size_budget() -> None:
     # v19: ... each copy only where it shows what the camera sees, told our recorder's table
     assert default.vae.fast_decoder_static_boxes == TABLE_BOXES
     assert default.vae.fast_decoder_paste_unseen  # v21: ... and what frame 0 never showed pasted from the copies
-    # v23: ... and each drawn link moved toward its colour in frame 0, the links drawn from their meshes (0.7: v30)
-    assert (default.vae.fast_decoder_arm_paste, default.vae.fast_decoder_arm_paste_chain) == (0.7, 'kuka_iiwa_meshes')
+    # v23: ... and each drawn link moved toward its colour in frame 0, the links drawn as spheres fitted to their
+    # meshes (0.7: v30, 0.8: v33)
+    assert (default.vae.fast_decoder_arm_paste, default.vae.fast_decoder_arm_paste_chain) == (0.8, 'kuka_iiwa_meshes')
     # v26: ... drawn at the previous action; the tile from the nearest copies; the unseen paste over frame 0's arm
     assert default.vae.fast_decoder_arm_paste_previous_action and default.vae.fast_decoder_paste_under_arm
     assert default.vae.fast_decoder_ground_tile_nearest == 3
     # v27: ... and each box face and the background in frame 0's colours
     assert default.vae.fast_decoder_paste_box_faces and default.vae.fast_decoder_paste_sky
-    assert default.vae.fast_decoder_arm_paste_upsampling == 2  # v28: ... the paste's silhouette twice as fine
+    # v28: ... the paste's silhouette twice as fine; v33: drawn from points on the meshes instead
+    assert sum(default.vae.fast_decoder_arm_paste_surface) == 131072
     # v30: ... the tile snapped to the floor's colours, the image smoothed, its chroma as the recordings keep it
     assert default.vae.fast_decoder_ground_tile_snap and default.vae.fast_decoder_bilateral == 20.0
     assert default.camera.chroma_subsampled
     assert default.vae.fast_decoder_paste_objects  # v32: ... and frame 0's objects stood above the table top
+    assert load_checkpoint(models / 'default').generator.arm_surface is not None  # v33: its points in the extras
     # Stages that start from it see the autoencoder alone (the adversarial stage compares it so).
     plain = default.vae.without_light_decoder()
     for field in dataclasses.fields(plain):
