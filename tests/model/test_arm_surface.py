@@ -95,43 +95,18 @@ def kuka_meshes() -> Path:
 
 
 def test_the_surface_covers_pybullets_render_closer_than_the_spheres() -> None:
-    p = pytest.importorskip('pybullet')
-    sim_scene = pytest.importorskip('aapt_ros.data.sim_scene')
-    from tests.model.test_arm import base_matrix, look_at
+    from tests.model.test_arm_paste import PYBULLET_CAMERA, agreement, pybullet_arm_views
 
     meshes = [read_obj(kuka_meshes() / f'link_{i}.obj') for i in range(KUKA_IIWA_MESHES.num_links)]
     points, counts = sample_surfaces(meshes, 131072)
     surface = ArmSurface(counts)
     surface.points.copy_(torch.from_numpy(points))
-    k = sim_scene.Intrinsics.from_fov(128, 128, 60.0)
-    camera = CameraConfig(fx=k.fx, fy=k.fy, cx=k.cx, cy=k.cy)
-    spheres = ArmDrawing(camera, 16, 16, KUKA_IIWA_MESHES)
+    spheres = ArmDrawing(PYBULLET_CAMERA, 16, 16, KUKA_IIWA_MESHES)
     scores: dict[str, list[tuple[float, float]]] = {'spheres': [], 'surface': []}
-    for seed in range(3):
-        rng = np.random.default_rng(seed)
-        with sim_scene.bullet_client() as client:
-            scene = sim_scene.build_scene(client, rng, rng.uniform(-1.2, 1.2, 7), rate_hz=15.0)
-            position, quaternion = scene.arm_base_pose()
-            joints, _ = scene.joint_state()
-            azimuth = rng.uniform(0, 2 * np.pi)
-            eye = sim_scene.WORKSPACE_CENTER + 1.6 * np.array(
-                [np.cos(0.5) * np.cos(azimuth), np.cos(0.5) * np.sin(azimuth), np.sin(0.5)]
-            )
-            rotation, camera_quaternion = look_at(eye, sim_scene.WORKSPACE_CENTER)
-            flags = p.ER_SEGMENTATION_MASK_OBJECT_AND_LINKINDEX
-            segmentation = np.asarray(scene._camera_image(k, eye, camera_quaternion, flags)[4]).reshape(128, 128)
-        arm = (segmentation >= 0) & ((segmentation & ((1 << 24) - 1)) == scene.arm)
-        link = segmentation >> 24  # pybullet: link index + 1 << 24, the base -1; ours: the base 0
-        base = base_matrix(tuple(position), tuple(quaternion))[0].double().numpy()
-        in_camera = np.concatenate([rotation.T @ base[:, :3], rotation.T @ (base[:, 3:] - eye[:, None])], axis=1)
-        q, b = torch.tensor(joints)[None].float(), torch.tensor(in_camera)[None].float()
-        for name, links in (
-            ('spheres', spheres.fine_links(q, b, 2)),
-            ('surface', surface.links(spheres.link_poses(q, b), camera)),
-        ):
-            mine = links[0].numpy()
-            both = arm & (mine >= 0)
-            scores[name].append((both.sum() / (arm | (mine >= 0)).sum(), (mine[both] == link[both]).mean()))
+    for arm, link, joints, base in pybullet_arm_views():
+        scores['spheres'].append(agreement(arm, link, spheres.fine_links(joints, base, 2)[0].numpy()))
+        drawn = surface.links(spheres.link_poses(joints, base), PYBULLET_CAMERA)[0].numpy()
+        scores['surface'].append(agreement(arm, link, drawn))
     by_spheres, by_surface = (np.mean(scores[name], axis=0) for name in scores)
     assert by_surface[0] > 0.95 and by_surface[0] > by_spheres[0] + 0.02, (by_spheres, by_surface)  # IoU
     assert by_surface[1] > 0.95 and by_surface[1] > by_spheres[1] + 0.02, (by_spheres, by_surface)  # the right link
