@@ -24,7 +24,10 @@ More rules of the same kind (no weights), each off unless asked for:
 - ``--paste-surface DIR``: the paste's links drawn from ``--surface-points`` points spread over
   their meshes, ``DIR/link_<i>.obj`` in each link's frame, base link first (for our recordings
   pybullet_data's ``kuka_iiwa/meshes``), instead of the chain's spheres
-  (``vae.fast_decoder_arm_paste_surface``; the points go to the checkpoint's extras file);
+  (``vae.fast_decoder_arm_paste_surface``; the points and their normals go to the checkpoint's
+  extras file);
+- ``--paste-shading``: with it, the pasted colours lit by a light fitted on frame 0's arm
+  (``vae.fast_decoder_arm_paste_shading``);
 - ``--paste-box-faces``: each static box's faces take frame 0's colour of their orientation
   (``vae.fast_decoder_paste_box_faces``);
 - ``--paste-sky``: where no box and no ground is met, frame 0's background colour
@@ -47,6 +50,7 @@ Usage::
     python3 tools/add_arm_paste.py runs/sim/v21 runs/sim/v33 --chain kuka_iiwa_meshes --weight 0.7 \
         --previous-action --tile-nearest 3 --paste-under-arm --paste-box-faces --paste-sky --paste-objects \
         --paste-surface PYBULLET_DATA/kuka_iiwa/meshes --tile-snap --bilateral 20 --chroma-subsampled   # v33
+    ... --weight 0.8 ... --paste-surface PYBULLET_DATA/kuka_iiwa/meshes --paste-shading ...   # v34
 """
 
 from __future__ import annotations
@@ -94,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         '--surface-points', type=int, default=131072, help='points spread over the meshes (--paste-surface)'
     )
+    parser.add_argument(
+        '--paste-shading', action='store_true', help='--paste-surface: the pasted colours lit by a fitted light'
+    )
     parser.add_argument('--paste-box-faces', action='store_true', help="paste frame 0's colour of each box face")
     parser.add_argument('--paste-sky', action='store_true', help="paste frame 0's background where no box or ground is")
     parser.add_argument(
@@ -117,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         checkpoint = load_checkpoint(args.model)
-        surface, counts = (None, ()) if args.paste_surface is None else _surface(args, checkpoint.config)
+        surface, normals, counts = (None, None, ()) if args.paste_surface is None else _surface(args, checkpoint.config)
         vae = dataclasses.replace(
             checkpoint.config.vae,
             fast_decoder_arm_paste=args.weight,
@@ -125,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             fast_decoder_arm_paste_previous_action=args.previous_action,
             fast_decoder_arm_paste_upsampling=args.paste_upsampling,
             fast_decoder_arm_paste_surface=counts,
+            fast_decoder_arm_paste_shading=args.paste_shading,
             fast_decoder_ground_tile_nearest=args.tile_nearest,
             fast_decoder_paste_under_arm=args.paste_under_arm,
             fast_decoder_paste_box_faces=args.paste_box_faces,
@@ -142,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     generator.load_state_dict(checkpoint.generator.state_dict())
     if generator.arm_surface is not None:
         generator.arm_surface.points.copy_(torch.from_numpy(surface))
+        generator.arm_surface.normals.copy_(torch.from_numpy(normals))
     dtype = torch.float32 if args.float32 else torch.bfloat16
     try:
         save_checkpoint(
@@ -160,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             + (", at the previous frame's action" if args.previous_action else '')
             + (f', its silhouette {args.paste_upsampling}x finer' if args.paste_upsampling > 1 else '')
             + (f', from {sum(counts)} points on their meshes' if counts else '')
+            + (', shaded by a light fitted on frame 0' if args.paste_shading else '')
             + '\n'
         )
         if args.tile_nearest:
@@ -182,8 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _surface(args: argparse.Namespace, config: ModelConfig) -> tuple[np.ndarray, tuple[int, ...]]:
-    """The points spread over the paste chain's link meshes in args.paste_surface, and how many per link."""
+def _surface(args: argparse.Namespace, config: ModelConfig) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+    """The points spread over the paste chain's link meshes in args.paste_surface, their normals,
+    and how many per link."""
     chain = chain_moving_like(args.chain or config.generator.arm_chain, config.generator.arm_chain)
     paths = [args.paste_surface / f'link_{i}.obj' for i in range(chain.num_links)]
     missing = [str(p) for p in paths if not p.is_file()]

@@ -6,7 +6,7 @@ and so on, so that every file of a shipped model stays under the repository's 16
 Weights are only ever read with safetensors (no pickle), so a checkpoint from an untrusted
 source cannot run code. ``extras.safetensors`` holds small tensors that belong to the model but
 are no network weights, such as the default start frame used when no start image is given and
-the points on the arm's meshes that the arm paste draws (``vae.fast_decoder_arm_paste_surface``).
+the points on the arm's meshes that the arm paste draws, and their normals (``vae.fast_decoder_arm_paste_surface``).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ EXTRAS_FILE = 'extras.safetensors'
 CARD_FILE = 'MODEL_CARD_FRAGMENT.md'  # what made the checkpoint and how it scores (aapt-train, aapt-eval)
 START_FRAME_KEY = 'start_frame'  # (H, W, 3) uint8 image used when no start image is received
 ARM_SURFACE_KEY = 'arm_surface_points'  # (N, 3) float32, with vae.fast_decoder_arm_paste_surface (ArmSurface.points)
+ARM_NORMALS_KEY = 'arm_surface_normals'  # (N, 3) float32, their unit normals (ArmSurface.normals)
 MAX_FILE_BYTES = 16 * 2**20 - 2**16  # the repository's limit per file, less room for the safetensors header
 
 
@@ -156,19 +157,23 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if start_frame is None or tuple(start_frame.shape) != expected or start_frame.dtype != torch.uint8:
         raise CheckpointError(f'{folder / EXTRAS_FILE}: needs a uint8 {START_FRAME_KEY!r} of shape {expected}')
     if generator.arm_surface is not None:
-        points = extras.get(ARM_SURFACE_KEY)
         shape = tuple(generator.arm_surface.points.shape)
-        if (
-            points is None
-            or tuple(points.shape) != shape
-            or not points.is_floating_point()
-            or not points.isfinite().all()
+        for key, buffer in (
+            (ARM_SURFACE_KEY, generator.arm_surface.points),
+            (ARM_NORMALS_KEY, generator.arm_surface.normals),
         ):
-            raise CheckpointError(
-                f'{folder / EXTRAS_FILE}: vae.fast_decoder_arm_paste_surface needs finite float '
-                f'{ARM_SURFACE_KEY!r} of shape {shape}'
-            )
-        generator.arm_surface.points.copy_(points.float())
+            tensor = extras.get(key)
+            if (
+                tensor is None
+                or tuple(tensor.shape) != shape
+                or not tensor.is_floating_point()
+                or not tensor.isfinite().all()
+            ):
+                raise CheckpointError(
+                    f'{folder / EXTRAS_FILE}: vae.fast_decoder_arm_paste_surface needs finite float {key!r} '
+                    f'of shape {shape}'
+                )
+            buffer.copy_(tensor.float())
     return Checkpoint(config, vae.eval(), generator.eval(), start_frame, folder)
 
 
@@ -192,6 +197,8 @@ def save_checkpoint(
         save_sharded(state, folder / name, max_file_bytes)
     extras = {START_FRAME_KEY: checkpoint.start_frame.contiguous()}
     if checkpoint.generator.arm_surface is not None:
-        extras[ARM_SURFACE_KEY] = checkpoint.generator.arm_surface.points.detach().to('cpu', torch.float32).contiguous()
+        surface = checkpoint.generator.arm_surface
+        extras[ARM_SURFACE_KEY] = surface.points.detach().to('cpu', torch.float32).contiguous()
+        extras[ARM_NORMALS_KEY] = surface.normals.detach().to('cpu', torch.float32).contiguous()
     save_file(extras, str(folder / EXTRAS_FILE))
     return folder

@@ -118,6 +118,11 @@ class VAEConfig:
     # IoU 0.97 instead of 0.92 (docs/training, "The arm drawn from its meshes"). Drawn at the
     # image's resolution, so the upsampling above does not apply.
     fast_decoder_arm_paste_surface: tuple[int, ...] = ()
+    # With that surface: the pasted colours shaded, each material's ambient and diffuse colour and
+    # one light fitted per stream on frame 0's arm (``arm_surface.fit_shading``) and lit by the
+    # surface's normals every frame, instead of each link's flat median colour. The links' shading
+    # was most of the arm's error left (docs/training, "The arm shaded by a light fitted on frame 0").
+    fast_decoder_arm_paste_shading: bool = False
     # > 0, with the ground tile and the static boxes: each texel of the tile takes the median of the
     # this many nearest copies frame 0 shows with no box in front (``ground_tile.fold_first_image``);
     # 0: the median of all it shows. Nearer copies are drawn sharper, and a box in front of a copy
@@ -237,6 +242,11 @@ class VAEConfig:
             raise ConfigError(
                 'vae.fast_decoder_arm_paste_surface is the points per link drawn for the arm paste: it needs '
                 f'vae.fast_decoder_arm_paste > 0 and counts >= 0 that are not all 0, got {list(surface)} and {paste}'
+            )
+        if self.fast_decoder_arm_paste_shading and not surface:
+            raise ConfigError(
+                'vae.fast_decoder_arm_paste_shading lights the arm drawn from its meshes: set '
+                'vae.fast_decoder_arm_paste_surface too'
             )
         nearest = self.fast_decoder_ground_tile_nearest
         if nearest < 0 or (nearest and not (self.fast_decoder_ground_tile and boxes)):

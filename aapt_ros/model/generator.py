@@ -35,7 +35,7 @@ from torch.nn import functional as F
 
 from aapt_ros.model import ground_tile, static_boxes, table_objects
 from aapt_ros.model.arm import SUPERSAMPLING, ArmDrawing, chain_moving_like, chain_named
-from aapt_ros.model.arm_surface import ArmSurface
+from aapt_ros.model.arm_surface import ArmSurface, fit_shading
 from aapt_ros.model.attention import Attention
 from aapt_ros.model.camera import RayEncoder, directions_in_frame, frame_given, points_in_frame
 from aapt_ros.model.config import ConfigError, ModelConfig
@@ -774,6 +774,20 @@ class CausalGenerator(nn.Module):
         )
         return torch.cat([colour * shown, shown, shown, torch.zeros_like(shown)], dim=1)
 
+    @property
+    def link_colour_channels(self) -> int:
+        """Channels per link of ``sink_link_colours``: 4, and 10 with the shading (``fit_shading``'s)."""
+        return 10 if self.config.vae.fast_decoder_arm_paste_shading else 4
+
+    def _surface_in_base(self, action: torch.Tensor, base: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The arm drawn from its meshes at joints action (B, A), its base (B, 3, 4) in the camera:
+        the link each pixel shows (B, H, W) and the surface's normal there in the base's frame (B, 3, H, W)."""
+        assert self.arm_surface is not None
+        poses = self._paste_drawing().link_poses(action[:, self.arm_joint_indices], base)
+        links, normals = self.arm_surface.draw(poses, self.config.camera, normals=True)
+        assert normals is not None
+        return links, torch.einsum('bji,bjhw->bihw', base[:, :, :3].float(), normals)  # R^T n
+
     def sink_link_colours(self, sink_image: torch.Tensor, action: torch.Tensor, arm_base: torch.Tensor) -> torch.Tensor:
         """Each link's median colour in the first image (B, 3, H, W) in [-1, 1], where the paste's
         drawing (``vae.fast_decoder_arm_paste_chain``) of the first frame's joints action (B, A) from
@@ -782,8 +796,14 @@ class CausalGenerator(nn.Module):
         link of the same material (``ArmChain.materials``) it shows most: float32 (B, L, 4), the
         colour and whether there is one (all zero where not, or the base is unknown), kept per
         stream for ``paste_arm``. A fifth of the arm v21's rollouts drew was a link frame 0 did not
-        show (docs/training, "Each link's colour pasted")."""
+        show (docs/training, "Each link's colour pasted"). With ``vae.fast_decoder_arm_paste_shading``
+        instead each material's ambient and diffuse colour and the stream's light, fitted on the
+        arm drawn from its meshes (``arm_surface.fit_shading``): (B, L, 10)."""
         drawing = self._paste_drawing()
+        if self.config.vae.fast_decoder_arm_paste_shading:
+            links, normals = self._surface_in_base(action, arm_base)
+            materials = drawing.same_material.float().argmax(dim=1)  # (L,) each link's first link of its material
+            return fit_shading(sink_image, links, normals, materials) * frame_given(arm_base)[:, None, None]
         links = self._interiors(self._links_in_sink(action, arm_base, drawing)).flatten(1).long() - 1  # (B, S)
         image = F.adaptive_avg_pool2d(sink_image.float(), drawing.sample_size).flatten(2)  # (B, 3, S)
         on = links[:, None] == torch.arange(drawing.chain.num_links, device=links.device)[None, :, None]  # (B, L, S)
@@ -811,15 +831,19 @@ class CausalGenerator(nn.Module):
     ) -> torch.Tensor:
         """The arm drawn for the paste at this frame's joints action (B, A) (arm_base, the camera: as
         ``arm_image``'s), each link in its colour as frame 0 shows it (link_colours (B, L, 4),
-        ``sink_link_colours``): float32 (B, 4, H, W), the colour and 1 where a link is drawn that
+        ``sink_link_colours``; shaded by the surface's normals with ``vae.fast_decoder_arm_paste_shading``):
+        float32 (B, 4, H, W), the colour and 1 where a link is drawn that
         frame 0 shows (colour and flag zero elsewhere); finer with ``vae.fast_decoder_arm_paste_upsampling``,
         from the links' meshes with ``vae.fast_decoder_arm_paste_surface``."""
         drawing, upsampling = self._paste_drawing(), self.config.vae.fast_decoder_arm_paste_upsampling
+        normals = None
         if self.arm_surface is not None or upsampling > 1:
             base = self.base_in_camera(arm_base, sink_rotation, sink_translation)
             joints = action[:, self.arm_joint_indices]
-            if self.arm_surface is not None:
-                links = self.arm_surface.links(drawing.link_poses(joints, base), self.config.camera)
+            if self.config.vae.fast_decoder_arm_paste_shading:
+                links, normals = self._surface_in_base(action, base)
+            elif self.arm_surface is not None:
+                links = self.arm_surface.draw(drawing.link_poses(joints, base), self.config.camera)[0]
             else:
                 links = drawing.fine_links(joints, base, upsampling)
             links = torch.where(frame_given(arm_base)[:, None, None], links, torch.full_like(links, -1))
@@ -827,8 +851,14 @@ class CausalGenerator(nn.Module):
             _, links = self._drawn(drawing, action, arm_base, sink_rotation, sink_translation)
         b, size = links.shape[0], links.shape[1:]
         drawn = links.flatten(1)  # (B, S)
-        painted = torch.gather(link_colours.float(), 1, drawn.clamp(min=0)[..., None].expand(-1, -1, 4))  # (B, S, 4)
-        painted = (painted * (drawn >= 0)[..., None].float()).transpose(1, 2).reshape(b, 4, *size)
+        channels = link_colours.shape[-1]
+        rows = torch.gather(
+            link_colours.float(), 1, drawn.clamp(min=0)[..., None].expand(-1, -1, channels)
+        )  # (B, S, C)
+        if normals is not None:  # shaded: ambient + diffuse max(0, n . light)
+            lit = (normals.flatten(2).transpose(1, 2) * rows[..., 7:10]).sum(-1, keepdim=True).clamp(min=0)
+            rows = torch.cat([rows[..., :3] + lit * rows[..., 4:7], rows[..., 3:4]], -1)
+        painted = (rows * (drawn >= 0)[..., None].float()).transpose(1, 2).reshape(b, 4, *size)
         camera = self.config.camera
         return F.interpolate(painted, size=(camera.height, camera.width), mode='nearest')
 

@@ -260,12 +260,14 @@ class StreamEngine:
         self._object_points_used = 1
         graphed = cuda_graph and self.device.type == 'cuda'
         self._compact_objects = not (compile or graphed)
-        # Each link's colour as each stream's first image shows it (B, L, 4), for the arm paste.
+        # Each link's colour as each stream's first image shows it (B, L, 4), for the arm paste; with
+        # its shading, each material's ambient and diffuse colour and the light (B, L, 10).
         self.link_colours: torch.Tensor | None = None
         if self.decoder_pastes_arm:
             paste_drawing = self.generator.paste_drawing
             assert paste_drawing is not None  # the config checks that the decoder reads the arm
-            self.link_colours = torch.zeros(b, paste_drawing.chain.num_links, 4, device=dev)
+            channels = self.generator.link_colour_channels
+            self.link_colours = torch.zeros(b, paste_drawing.chain.num_links, channels, device=dev)
         # Each stream's action of its last committed frame (B, A): where the arm paste draws the
         # links with vae.fast_decoder_arm_paste_previous_action (position commands are reached a frame late).
         self.paste_actions: torch.Tensor | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from aapt_ros.model.arm import KUKA_IIWA_MESHES, ArmDrawing
-from aapt_ros.model.arm_surface import ArmSurface, read_obj, sample_surfaces
+from aapt_ros.model.arm_surface import ArmSurface, fit_shading, light_directions, read_obj, sample_surfaces
 from aapt_ros.model.config import CameraConfig, ConfigError, VAEConfig
 from aapt_ros.model.generator import CausalGenerator
 from tests.conftest import PLANE_WARPS_IN_PIXELS, tiny_config
@@ -28,7 +29,7 @@ def drawn(groups: list[np.ndarray]) -> np.ndarray:
     surface = ArmSurface(tuple(len(g) for g in groups))
     surface.points.copy_(torch.from_numpy(np.concatenate(groups)))
     poses = torch.eye(4).expand(1, len(groups), 4, 4)  # every link's frame is the camera's
-    return surface.links(poses, CAMERA)[0].numpy()
+    return surface.draw(poses, CAMERA)[0][0].numpy()
 
 
 def test_a_pixel_shows_a_link_where_its_centre_is_on_it_not_where_a_point_merely_falls() -> None:
@@ -58,7 +59,7 @@ def test_points_behind_the_camera_or_outside_the_image_are_not_drawn() -> None:
 def test_points_are_spread_over_the_meshes_by_area(tmp_path: Path) -> None:
     def box(size: tuple[float, float, float]) -> Path:
         corners = [(x * size[0], y * size[1], z * size[2]) for x in (-0.5, 0.5) for y in (-0.5, 0.5) for z in (0, 1)]
-        faces = [(1, 3, 4, 2), (5, 6, 8, 7), (1, 2, 6, 5), (3, 7, 8, 4), (1, 5, 7, 3), (2, 4, 8, 6)]
+        faces = [(2, 4, 3, 1), (7, 8, 6, 5), (5, 6, 2, 1), (4, 8, 7, 3), (3, 7, 5, 1), (6, 8, 4, 2)]  # outward
         path = tmp_path / f'box_{size[0]}.obj'
         path.write_text(
             '\n'.join([f'v {x} {y} {z}' for x, y, z in corners] + [f'f {a} {b} {c} {d}' for a, b, c, d in faces])
@@ -67,12 +68,16 @@ def test_points_are_spread_over_the_meshes_by_area(tmp_path: Path) -> None:
 
     small, large = read_obj(box((0.1, 0.1, 0.1))), read_obj(box((0.2, 0.2, 0.2)))  # 4x the area
     assert small[0].shape == (8, 3) and small[1].shape == (12, 3)
-    points, counts = sample_surfaces([small, large], 10000)
-    assert points.shape == (10000, 3) and points.dtype == np.float32 and sum(counts) == 10000
+    points, normals, counts = sample_surfaces([small, large], 10000)
+    assert points.shape == normals.shape == (10000, 3) and points.dtype == np.float32 and sum(counts) == 10000
     assert abs(counts[1] / counts[0] - 4) < 0.1
     x, y, z = points[: counts[0]].T
     to_face = np.min([np.abs(np.abs(x) - 0.05), np.abs(np.abs(y) - 0.05), np.abs(z), np.abs(z - 0.1)], axis=0)
     assert (to_face < 1e-6).all()  # each point on one of the small box's faces
+    # Their normals: unit, pointing out of the box (smooth: a corner's blend of its faces').
+    np.testing.assert_allclose(np.linalg.norm(normals, axis=1), 1, atol=1e-5)
+    centre = np.float32([0, 0, 0.05])
+    assert ((points[: counts[0]] - centre) * normals[: counts[0]]).sum(1).min() > 0
     assert np.array_equal(sample_surfaces([small, large], 10000)[0], points)  # the same points for the same seed
 
 
@@ -98,14 +103,14 @@ def test_the_surface_covers_pybullets_render_closer_than_the_spheres() -> None:
     from tests.model.test_arm_paste import PYBULLET_CAMERA, agreement, pybullet_arm_views
 
     meshes = [read_obj(kuka_meshes() / f'link_{i}.obj') for i in range(KUKA_IIWA_MESHES.num_links)]
-    points, counts = sample_surfaces(meshes, 131072)
+    points, _, counts = sample_surfaces(meshes, 131072)
     surface = ArmSurface(counts)
     surface.points.copy_(torch.from_numpy(points))
     spheres = ArmDrawing(PYBULLET_CAMERA, 16, 16, KUKA_IIWA_MESHES)
     scores: dict[str, list[tuple[float, float]]] = {'spheres': [], 'surface': []}
     for arm, link, joints, base in pybullet_arm_views():
         scores['spheres'].append(agreement(arm, link, spheres.fine_links(joints, base, 2)[0].numpy()))
-        drawn = surface.links(spheres.link_poses(joints, base), PYBULLET_CAMERA)[0].numpy()
+        drawn = surface.draw(spheres.link_poses(joints, base), PYBULLET_CAMERA)[0][0].numpy()
         scores['surface'].append(agreement(arm, link, drawn))
     by_spheres, by_surface = (np.mean(scores[name], axis=0) for name in scores)
     assert by_surface[0] > 0.95 and by_surface[0] > by_spheres[0] + 0.02, (by_spheres, by_surface)  # IoU
@@ -133,7 +138,9 @@ def test_add_arm_paste_stores_the_surface_and_the_checkpoint_checks_it(tmp_path:
     counts = loaded.config.vae.fast_decoder_arm_paste_surface
     assert len(counts) == 8 and sum(counts) == 4096 and loaded.generator.arm_surface is not None
     meshes = [read_obj(kuka_meshes() / f'link_{i}.obj') for i in range(8)]
-    np.testing.assert_array_equal(loaded.generator.arm_surface.points.numpy(), sample_surfaces(meshes, 4096)[0])
+    points, normals, _ = sample_surfaces(meshes, 4096)
+    np.testing.assert_array_equal(loaded.generator.arm_surface.points.numpy(), points)
+    np.testing.assert_array_equal(loaded.generator.arm_surface.normals.numpy(), normals)
     assert 'from 4096 points on their meshes' in (out / 'MODEL_CARD_FRAGMENT.md').read_text()
     # Saved again, the points go with it.
     again = save_checkpoint(loaded, tmp_path / 'again')
@@ -151,36 +158,73 @@ def test_add_arm_paste_stores_the_surface_and_the_checkpoint_checks_it(tmp_path:
     assert not (tmp_path / 'none').exists()
 
 
-def test_the_engine_pastes_the_links_the_surface_draws() -> None:
+def sphere(radius: float, centre: tuple[float, float, float], count: int) -> tuple[np.ndarray, np.ndarray]:
+    normals = light_directions(count).numpy()
+    return (normals * radius + np.float32(centre)).astype(np.float32), normals
+
+
+def test_the_light_fitted_on_a_lit_ball_is_the_one_that_lit_it() -> None:
+    points, normals = sphere(0.15, (0.0, 0.0, 1.0), 40000)
+    surface = ArmSurface((len(points),))
+    surface.points.copy_(torch.from_numpy(points))
+    surface.normals.copy_(torch.from_numpy(normals))
+    links, drawn_normals = surface.draw(torch.eye(4)[None, None], CAMERA, normals=True)
+    assert drawn_normals is not None and (links >= 0).sum() > 150  # a disc of radius 7.5 px
+    light = torch.tensor([0.3, -0.6, -0.74])
+    light = light / light.norm()
+    ambient, diffuse = torch.tensor([-0.6, -0.2, 0.1]), torch.tensor([0.8, 0.5, 0.3])
+    lit = torch.einsum('bchw,c->bhw', drawn_normals, light).clamp(min=0)
+    image = (ambient[None, :, None, None] + lit[:, None] * diffuse[None, :, None, None]) * (links >= 0)[:, None]
+    fit = fit_shading(image, links, drawn_normals, torch.zeros(1, dtype=torch.long))
+    assert fit.shape == (1, 1, 10) and fit[0, 0, 3] == 1
+    assert torch.dot(fit[0, 0, 7:10], light) > math.cos(math.radians(6))  # the candidates are ~4.5 degrees apart
+    torch.testing.assert_close(fit[0, 0, :3], ambient, atol=0.05, rtol=0)
+    torch.testing.assert_close(fit[0, 0, 4:7], diffuse, atol=0.1, rtol=0)
+    # A material with too few pixels is not fitted; nor is anything in a stream with no arm.
+    assert not fit_shading(image, torch.full_like(links, -1), drawn_normals, torch.zeros(1, dtype=torch.long)).any()
+
+
+@pytest.mark.parametrize('shading', [False, True])
+def test_the_engine_pastes_the_links_the_surface_draws(shading: bool) -> None:
     from aapt_ros.model.init_checkpoint import untrained_checkpoint
     from aapt_ros.streaming.engine import StreamEngine
 
     meshes = [read_obj(kuka_meshes() / f'link_{i}.obj') for i in range(8)]
-    points, counts = sample_surfaces(meshes, 16384)
+    points, normals, counts = sample_surfaces(meshes, 16384)
     vae = {
         'fast_decoder_channels': 16,
         'fast_decoder_arm_channels': 9,
         'fast_decoder_arm_paste': 1.0,
         'fast_decoder_arm_paste_chain': 'kuka_iiwa_meshes',
         'fast_decoder_arm_paste_surface': counts,
+        'fast_decoder_arm_paste_shading': shading,
     }
     config = tiny_config(vae=vae, sink_ray_origin_scale=0.5, arm_chain='kuka_iiwa')
     checkpoint = untrained_checkpoint(config, seed=0)
-    checkpoint.generator.arm_surface.points.copy_(torch.from_numpy(points))  # type: ignore[union-attr]
+    surface = checkpoint.generator.arm_surface
+    assert surface is not None
+    surface.points.copy_(torch.from_numpy(points))
+    surface.normals.copy_(torch.from_numpy(normals))
     engine = StreamEngine(checkpoint, batch_size=1, dtype='float32')
-    start = np.full((1, 32, 48, 3), 30, dtype=np.uint8)
+    start = np.random.default_rng(0).integers(0, 256, (1, 32, 48, 3), dtype=np.uint8)
     joints = np.array([[0.3, 0.5, -0.2, -1.0, 0.1, 0.6, 0.0]])
     base_near = np.array([[[1.0, 0, 0, 0], [0, 0, -1, 0.5], [0, 1, 0, 0.7]]])
     engine.start(np.ones(1, bool), start, joints, base_near)
     g = engine.generator
+    assert engine.link_colours is not None and engine.link_colours.shape == (1, 8, 10 if shading else 4)
+    link_colours = torch.ones_like(engine.link_colours)  # every link shown, white, lit from +x
     colours = g.arm_colour_image(
-        torch.ones_like(engine.link_colours),
-        engine.actions,
-        engine.arm_bases,
-        engine.sink_rotations,
-        engine.sink_translations,  # type: ignore[arg-type]
+        link_colours, engine.actions, engine.arm_bases, engine.sink_rotations, engine.sink_translations
     )
-    poses = g.paste_drawing.link_poses(engine.actions[:, g.arm_joint_indices], engine.arm_bases)  # type: ignore[union-attr]
-    expected = g.arm_surface.links(poses, config.camera) >= 0  # type: ignore[union-attr]
-    assert expected.sum() > 50
-    assert torch.equal(colours[:, 3] > 0, expected)  # frame 0's camera: the drawn links are the flags
+    poses = g._paste_drawing().link_poses(engine.actions[:, g.arm_joint_indices], engine.arm_bases)
+    links, drawn_normals = surface.draw(poses, config.camera, normals=True)
+    assert (links >= 0).sum() > 50
+    assert torch.equal(colours[:, 3] > 0, links >= 0)  # frame 0's camera: the drawn links are the flags
+    if shading:  # 1 + max(0, n . (1, 1, 1)) with n in the base's frame
+        assert drawn_normals is not None
+        in_base = torch.einsum('bji,bjhw->bihw', engine.arm_bases[:, :, :3].float(), drawn_normals)
+        expected = (1 + in_base.sum(1).clamp(min=0)) * (links >= 0)
+        torch.testing.assert_close(colours[:, 0], expected)
+        assert colours[:, 0][links >= 0].std() > 0.1  # not flat
+    else:
+        assert (colours[:, :3][(links >= 0)[:, None].expand(-1, 3, -1, -1)] == 1).all()
