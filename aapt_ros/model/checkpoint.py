@@ -158,11 +158,16 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise CheckpointError(f'{folder / EXTRAS_FILE}: needs a uint8 {START_FRAME_KEY!r} of shape {expected}')
     if generator.arm_surface is not None:
         shape = tuple(generator.arm_surface.points.shape)
+        # The normals only light the paste (vae.fast_decoder_arm_paste_shading): a model drawn without
+        # them may lack them.
+        needed = {ARM_SURFACE_KEY: True, ARM_NORMALS_KEY: config.vae.fast_decoder_arm_paste_shading}
         for key, buffer in (
             (ARM_SURFACE_KEY, generator.arm_surface.points),
             (ARM_NORMALS_KEY, generator.arm_surface.normals),
         ):
             tensor = extras.get(key)
+            if tensor is None and not needed[key]:
+                continue
             if (
                 tensor is None
                 or tuple(tensor.shape) != shape

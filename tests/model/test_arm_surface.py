@@ -122,7 +122,13 @@ def test_add_arm_paste_stores_the_surface_and_the_checkpoint_checks_it(tmp_path:
 
     from safetensors.torch import load_file, save_file
 
-    from aapt_ros.model.checkpoint import ARM_SURFACE_KEY, CheckpointError, load_checkpoint, save_checkpoint
+    from aapt_ros.model.checkpoint import (
+        ARM_NORMALS_KEY,
+        ARM_SURFACE_KEY,
+        CheckpointError,
+        load_checkpoint,
+        save_checkpoint,
+    )
     from aapt_ros.model.init_checkpoint import untrained_checkpoint
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / 'tools'))
@@ -153,6 +159,18 @@ def test_add_arm_paste_stores_the_surface_and_the_checkpoint_checks_it(tmp_path:
     save_file({**extras, ARM_SURFACE_KEY: extras[ARM_SURFACE_KEY][:10]}, str(out / 'extras.safetensors'))
     with pytest.raises(CheckpointError, match='of shape'):
         load_checkpoint(out)
+    # The normals light the paste: a shaded model needs them, an unshaded one may lack them.
+    without_normals = {k: v for k, v in extras.items() if k != ARM_NORMALS_KEY}
+    save_file(without_normals, str(out / 'extras.safetensors'))
+    assert load_checkpoint(out).generator.arm_surface.normals.abs().sum() == 0  # type: ignore[union-attr]
+    shaded = tmp_path / 'shaded'
+    assert add_arm_paste.main([str(source), str(shaded), *flags, '--paste-shading']) == 0
+    assert load_checkpoint(shaded).config.vae.fast_decoder_arm_paste_shading
+    assert 'shaded by a light fitted on frame 0' in (shaded / 'MODEL_CARD_FRAGMENT.md').read_text()
+    save_file(without_normals, str(shaded / 'extras.safetensors'))
+    with pytest.raises(CheckpointError, match=ARM_NORMALS_KEY):
+        load_checkpoint(shaded)
+    assert add_arm_paste.main([str(source), str(tmp_path / 'unlit'), '--paste-shading']) == 2  # needs the surface
     # A folder without the link meshes is refused.
     assert add_arm_paste.main([str(source), str(tmp_path / 'none'), *flags[:2], '--paste-surface', str(tmp_path)]) == 2
     assert not (tmp_path / 'none').exists()
