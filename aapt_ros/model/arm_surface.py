@@ -130,43 +130,38 @@ class ArmSurface(nn.Module):
         inside = (depth > NEAR) & (column >= 0) & (column < w) & (row >= 0) & (row < h)
         # Points outside go to one spare slot past the image, so every shape is fixed (a CUDA graph's).
         index = torch.where(inside, row * w + column, torch.full_like(column, h * w)).long()
-        ids = self.link_ids[None].expand(b, -1)
-        turned = None
-        if normals:
-            parts = torch.split(self.normals.float(), list(self.counts))
-            turned = torch.cat([n @ rotations[:, i].transpose(1, 2) for i, n in enumerate(parts)], 1)  # (B, N, 3)
+        numbers = torch.arange(x.shape[1], device=x.device).expand(b, -1)
 
-        def nearest(drawn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        def nearest(drawn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            """-> each pixel's nearest depth (B, H W + 1) and one of its points there (B, H, W), -1: none."""
             far = torch.where(drawn, depth, torch.full_like(depth, math.inf))
             front = torch.full((b, h * w + 1), math.inf, device=x.device).scatter_reduce(
                 1, index, far, reduce='amin', include_self=True
             )
             shown = drawn & (far <= front.gather(1, index))
-            slot = torch.where(shown, index, h * w)
-            link = torch.full((b, h * w + 1), -1, dtype=torch.long, device=x.device).scatter_reduce(
-                1, slot, torch.where(shown, ids, -1), reduce='amax', include_self=True
+            point = torch.full((b, h * w + 1), -1, dtype=torch.long, device=x.device).scatter_reduce(
+                1, torch.where(shown, index, h * w), torch.where(shown, numbers, -1), reduce='amax', include_self=True
             )
-            summed = None
-            if turned is not None:
-                summed = torch.zeros(b, h * w + 1, 3, device=x.device).scatter_add(
-                    1, slot[..., None].expand(-1, -1, 3), turned * shown[..., None]
-                )
-                summed = summed[:, : h * w].transpose(1, 2).reshape(b, 3, h, w)
-            return front, link[:, : h * w].view(b, h, w), summed
+            return front, point[:, : h * w].view(b, h, w)
 
-        front, any_link, any_normal = nearest(inside)
+        front, any_point = nearest(inside)
         centred = ((u - column).abs() * CENTRE_WINDOW <= 0.5) & ((v - row).abs() * CENTRE_WINDOW <= 0.5)
         on_front = depth <= front.gather(1, index) + FRONT_TOLERANCE
-        _, centre_link, centre_normal = nearest(inside & centred & on_front)
-        covered = (any_link >= 0).float()[:, None]
+        _, centre_point = nearest(inside & centred & on_front)
+        covered = (any_point >= 0).float()[:, None]
         interior = -F.max_pool2d(-covered, 3, stride=1, padding=1)[:, 0] > 0.5
-        links = torch.where(
-            centre_link >= 0, centre_link, torch.where(interior, any_link, torch.full_like(any_link, -1))
-        )
-        if any_normal is None or centre_normal is None:
+        point = torch.where(
+            centre_point >= 0, centre_point, torch.where(interior, any_point, torch.full_like(any_point, -1))
+        )  # (B, H, W)
+        drawn = point >= 0
+        links = torch.where(drawn, self.link_ids[point.clamp(min=0)], torch.full_like(point, -1))
+        if not normals:
             return links, None
-        normal = torch.where((centre_link >= 0)[:, None], centre_normal, any_normal) * (links >= 0)[:, None]
-        return links, normal / normal.norm(dim=1, keepdim=True).clamp(min=1e-12)
+        # Each pixel's point's normal turned into the camera's frame by its link's rotation.
+        rotation = torch.gather(rotations, 1, links.clamp(min=0).flatten(1)[..., None, None].expand(-1, -1, 3, 3))
+        local = self.normals.float()[point.clamp(min=0).flatten(1)]  # (B, H W, 3)
+        turned = torch.einsum('bpij,bpj->bpi', rotation, local) * drawn.flatten(1)[..., None]
+        return links, turned.transpose(1, 2).reshape(b, 3, h, w)
 
 
 def light_directions(count: int) -> torch.Tensor:
