@@ -121,6 +121,7 @@ def test_shipped_models_load_and_fit_the_size_budget() -> None:
     assert default.camera.chroma_subsampled
     assert default.vae.fast_decoder_paste_objects  # v32: ... and frame 0's objects stood above the table top
     assert load_checkpoint(models / 'default').generator.arm_surface is not None  # v33: its points in the extras
+    assert default.vae.fast_decoder_arm_paste_shading  # v34: ... and the paste lit by a light fitted on frame 0
     # Stages that start from it see the autoencoder alone (the adversarial stage compares it so).
     plain = default.vae.without_light_decoder()
     for field in dataclasses.fields(plain):
