@@ -17,6 +17,11 @@ Example::
 
     aapt-bench --device cuda --output bench_h100.json
     aapt-bench --device cpu --configs default,small --output bench_cpu.json
+    aapt-bench --device cuda --configs '' --models models/default --only batches --output bench_shipped.json
+
+``--models`` times checkpoint folders as they are (their weights and every rule of their config,
+such as the shipped model's pastes, which the named configs leave out), each reported under its
+folder's path.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from aapt_ros.model.camera import Pose
-from aapt_ros.model.checkpoint import Checkpoint
+from aapt_ros.model.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from aapt_ros.model.config import CameraConfig, GeneratorConfig, ModelConfig, VAEConfig
 from aapt_ros.model.init_checkpoint import untrained_checkpoint
 from aapt_ros.streaming import cuda_graphs
@@ -230,15 +235,22 @@ def bench_config(
     only: set[str] | None = None,
     saved: Callable[[ConfigReport], None] = lambda report: None,
     window_frames: int | None = None,
+    model: Checkpoint | None = None,
 ) -> ConfigReport:
     """Every measurement of one config, or those named in ``only`` ('batches' is the batch sweep);
     a ratio between measurements is None when one of them was not run. ``saved`` receives the
     report after every measurement, so a run cut short keeps what it measured. ``window_frames``
-    replaces the config's attention window (the node's ``window_frames`` parameter)."""
-    config = CONFIGS[name]
-    if window_frames is not None:
-        config = config.with_generator(window_frames=window_frames)
-    checkpoint = untrained_checkpoint(config)
+    replaces the config's attention window (the node's ``window_frames`` parameter). ``model``: a
+    checkpoint timed as it is, under ``name``, instead of the config ``name`` with random weights."""
+    if model is not None:
+        if window_frames is not None:
+            raise BenchError('--window-frames applies to the named configs, not to --models')
+        checkpoint, config = model, model.config
+    else:
+        config = CONFIGS[name]
+        if window_frames is not None:
+            config = config.with_generator(window_frames=window_frames)
+        checkpoint = untrained_checkpoint(config)
     report = ConfigReport(
         name,
         f'{config.camera.width}x{config.camera.height}',
@@ -383,6 +395,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--device', default='auto', help='cpu, cuda, cuda:N or auto')
     parser.add_argument('--configs', default='default,qvga', help=f'comma-separated, from {sorted(CONFIGS)}')
     parser.add_argument(
+        '--models',
+        default='',
+        help='comma-separated checkpoint folders, timed after the configs as they are (weights and every rule)',
+    )
+    parser.add_argument(
         '--batches', default='1,8,64,256,1024,2048', help='batch sizes (streams) for the throughput sweep'
     )
     parser.add_argument('--quick', action='store_true', help='fewer steps per measurement (for smoke tests)')
@@ -404,13 +421,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.window_frames is not None and args.window_frames < 2:  # generator.window_frames' bound
         parser.error('--window-frames must be at least 2')
-    names = args.configs.split(',')
+    names = [name for name in args.configs.split(',') if name]
     unknown = sorted(set(names) - set(CONFIGS))
     if unknown:
         print(f'ERROR: unknown config(s) {unknown}; valid: {sorted(CONFIGS)}; see --help', file=sys.stderr)
         return 1
     if args.output.exists():
         print(f'ERROR: refusing to overwrite {args.output}; see --help', file=sys.stderr)
+        return 1
+    try:
+        models = {path: load_checkpoint(path) for path in args.models.split(',') if path}
+    except CheckpointError as error:
+        print(f'ERROR: {error}; see --help', file=sys.stderr)
         return 1
     device = resolve_device(args.device)
     if args.compile:  # each engine compiles its own step; the default limit of 8 would fall back to eager
@@ -431,10 +453,11 @@ def main(argv: list[str] | None = None) -> int:
         result['configs'] = [*finished, asdict(partial)]
         args.output.write_text(json.dumps(result, indent=2) + '\n')
 
-    for name in names:
+    runs: list[tuple[str, Checkpoint | None]] = [*((name, None) for name in names), *models.items()]
+    for name, model in runs:
         try:
             report = asdict(
-                bench_config(name, device, batches, args.quick, args.compile, only, save, args.window_frames)
+                bench_config(name, device, batches, args.quick, args.compile, only, save, args.window_frames, model)
             )
         except BenchError as error:
             print(f'ERROR: {error}; see --help', file=sys.stderr)

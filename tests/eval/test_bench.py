@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from aapt_ros.eval.bench import ConfigReport, bench_config, main, step_split
+from aapt_ros.model.checkpoint import load_checkpoint
 
 
 def test_bench_writes_every_measurement_for_the_small_config_on_cpu(tmp_path: Path) -> None:
@@ -99,3 +100,19 @@ def test_bench_runs_only_the_named_measurements(tmp_path: Path, capsys: pytest.C
     unknown = ['--device', 'cpu', '--configs', 'small', '--only', 'fastest', '--output', str(tmp_path / 'x.json')]
     assert main(unknown) == 1
     assert "unknown measurement(s) ['fastest']" in capsys.readouterr().err
+
+
+def test_bench_times_a_checkpoint_folder_as_it_is(
+    tmp_path: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / 'model.json'
+    args = ['--device', 'cpu', '--configs', '', '--models', str(tiny_model), '--quick', '--only']
+    assert main([*args, 'end_to_end_engine_batch1', '--output', str(out)]) == 0
+    (report,) = json.loads(out.read_text())['configs']
+    assert report['config'] == str(tiny_model) and report['complete']
+    assert report['generator_parameters'] == sum(p.numel() for p in load_checkpoint(tiny_model).generator.parameters())
+    assert report['results']['end_to_end_engine_batch1']['p50_ms'] > 0
+    assert main([*args, 'end_to_end_engine_batch1', '--window-frames', '4', '--output', str(tmp_path / 'w.json')]) == 1
+    assert main(['--configs', '', '--models', str(tmp_path), '--output', str(tmp_path / 'none.json')]) == 1
+    err = capsys.readouterr().err
+    assert 'not to --models' in err and 'config.yaml' in err
