@@ -43,6 +43,8 @@ from aapt_ros.model.kv_cache import KVCache
 from aapt_ros.model.masks import frame_attention_mask, token_attention_mask
 from aapt_ros.model.plane_sweep import PLANE_IMAGE_CHANNELS, PlaneSweep, image_grid
 
+TILE_FOLD_STREAMS = 4  # streams whose first image ``sink_ground_tile`` folds at once
+
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal embedding of flow times t in [0, 1], shape (...,) -> (..., dim)."""
@@ -321,17 +323,24 @@ class CausalGenerator(nn.Module):
         boxes = None
         if vae.fast_decoder_static_boxes:
             boxes = torch.tensor(vae.fast_decoder_static_boxes, device=sink_image.device, dtype=torch.float32)
-        return ground_tile.fold_first_image(
-            sink_image,
-            sink_arm,
-            self._ground(arm_base.float()),
-            pose_frame,
-            self.config.camera,
-            period,
-            boxes,
-            vae.fast_decoder_ground_tile_nearest,
-            vae.fast_decoder_ground_tile_snap,
-        )
+        ground = self._ground(arm_base.float())
+        # A few streams at a time: the fold holds every copy of the tile at once, about 350 MiB a
+        # stream for our 128 x 128 model, so starting 256 streams together ran an H100 out of memory.
+        folds = [
+            ground_tile.fold_first_image(
+                sink_image[i : i + TILE_FOLD_STREAMS],
+                sink_arm[i : i + TILE_FOLD_STREAMS],
+                ground[i : i + TILE_FOLD_STREAMS],
+                pose_frame[i : i + TILE_FOLD_STREAMS],
+                self.config.camera,
+                period,
+                boxes,
+                vae.fast_decoder_ground_tile_nearest,
+                vae.fast_decoder_ground_tile_snap,
+            )
+            for i in range(0, sink_image.shape[0], TILE_FOLD_STREAMS)
+        ]
+        return torch.cat([tile for tile, _ in folds]), torch.cat([axes for _, axes in folds])
 
     def ground_tile_image(
         self,

@@ -10,6 +10,7 @@ import torch
 from aapt_ros.model.bilateral import bilateral
 from aapt_ros.model.checkpoint import Checkpoint, load_checkpoint
 from aapt_ros.model.chroma import subsample_chroma
+from aapt_ros.model.generator import TILE_FOLD_STREAMS
 from aapt_ros.model.vae import VideoAutoencoder
 from aapt_ros.streaming.engine import (
     EngineError,
@@ -383,6 +384,22 @@ def test_a_light_decoder_that_copies_the_ground_tile_gets_it_folded_from_the_fir
         latents = engine.latents[:, None]
         expected = to_uint8_images(engine.vae.decode_fast(latents, arm[:, None], copied)[:, 0]).numpy()
     np.testing.assert_array_equal(frames, expected)
+    # The streams' first images are folded a few at a time (bounded memory): together as alone.
+    streams = TILE_FOLD_STREAMS + 2
+    images = torch.rand(streams, 3, 32, 48, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    arms, frames_of_poses = (
+        engine.sink_arms.repeat(streams, 1, 1, 1),
+        torch.tensor(pose_frame).float().repeat(streams, 1, 1),
+    )
+    bases = torch.tensor(base).float().repeat(streams, 1, 1)
+    bases[:, 2, 3] += torch.linspace(0, 0.5, streams)  # each stream's base another distance ahead
+    together = g.sink_ground_tile(images, arms, bases, frames_of_poses, 2.0)
+    alone = [
+        g.sink_ground_tile(images[i : i + 1], arms[:1], bases[i : i + 1], frames_of_poses[:1], 2.0)
+        for i in range(streams)
+    ]
+    for part, parts in zip(together, zip(*alone, strict=True), strict=True):
+        torch.testing.assert_close(part, torch.cat(parts))
     # Without the poses' frame there is no tile: nothing of it is copied.
     engine.start(np.ones(1, bool), start, np.zeros((1, 7)), base)
     assert engine.ground_tiles.abs().sum() == 0
@@ -498,9 +515,7 @@ def test_a_light_decoder_told_the_static_boxes_gets_its_copies_kept_where_they_s
     torch.testing.assert_close(engine.object_colours[0, :, :kept], colours[0][:, found])
     frames = engine.step(*_motion(1))
     with torch.no_grad():
-        objects = g.paste_table_objects(
-            scene, links, points, colours, engine.sink_rotations, engine.sink_translations
-        )
+        objects = g.paste_table_objects(scene, links, points, colours, engine.sink_rotations, engine.sink_translations)
     assert (objects != scene).any()
     np.testing.assert_array_equal(frames, to_uint8_images(objects).numpy())
     # ... and last the image smoothed and its chroma subsampled (v30).
