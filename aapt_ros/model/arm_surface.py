@@ -178,10 +178,11 @@ def fit_shading(
 ) -> torch.Tensor:
     """Each link's look in the first image as lit by one light, fitted per stream.
 
-    image (B, 3, H, W) in [-1, 1]; links (B, H, W) the link each pixel shows (-1: none) and
-    normals (B, 3, H, W) its surface's unit normal in the arm base's frame, both as
-    ``ArmSurface.draw`` gives them for the first image; materials (L,) long, one id per material.
-    Each pixel away from a link's rim is taken as colour = A + B max(0, n . light), A and B per
+    image (B, 3, H, W) in [-1, 1]; links (B, H, W) the link each pixel shows (-1: none; the caller
+    leaves out each link's rim, whose colours mix with what is behind) and normals (B, 3, H, W) its
+    surface's unit normal in the arm base's frame, as ``ArmSurface.draw`` gives them for the first
+    image; materials (L,) long, one id per material.
+    Each pixel of a link is taken as colour = A + B max(0, n . light), A and B per
     material (its ambient and diffuse colour) and one light direction for the stream, the one of
     LIGHT_DIRECTIONS candidates whose least-squares fit leaves the least error: a TinyRenderer
     scene's Lambert term, its specular highlight and shadows left out. A material with fewer
@@ -191,12 +192,9 @@ def fit_shading(
     b, num_links = image.shape[0], materials.shape[0]
     directions = light_directions(LIGHT_DIRECTIONS).to(image.device)  # (D, 3)
     material_of = F.one_hot(materials, num_links).float()  # (L, M), M = L slots
-    # Away from each link's rim (the colours there mix with what is behind).
-    code = links[:, None].float() + 1
-    interior = (F.max_pool2d(code, 3, 1, 1) == -F.max_pool2d(-code, 3, 1, 1))[:, 0] & (links >= 0)
     out = torch.zeros(b, num_links, 10, device=image.device)
     for i in range(b):
-        keep = interior[i]
+        keep = links[i] >= 0
         colour = image[i].float()[:, keep].T  # (P, 3)
         weights = material_of[links[i][keep]]  # (P, M)
         lit = (normals[i].float()[:, keep].T @ directions.T).clamp(min=0)  # (P, D)

@@ -788,14 +788,18 @@ class CausalGenerator(nn.Module):
         """Channels per link of ``sink_link_colours``: 4, and 10 with the shading (``fit_shading``'s)."""
         return 10 if self.config.vae.fast_decoder_arm_paste_shading else 4
 
-    def _surface_in_base(self, action: torch.Tensor, base: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _surface_drawing(
+        self, action: torch.Tensor, base: torch.Tensor, normals: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The arm drawn from its meshes at joints action (B, A), its base (B, 3, 4) in the camera:
-        the link each pixel shows (B, H, W) and the surface's normal there in the base's frame (B, 3, H, W)."""
+        the link each pixel shows (B, H, W) and, with ``normals``, the surface's normal there in the
+        base's frame (B, 3, H, W)."""
         assert self.arm_surface is not None
         poses = self._paste_drawing().link_poses(action[:, self.arm_joint_indices], base)
-        links, normals = self.arm_surface.draw(poses, self.config.camera, normals=True)
-        assert normals is not None
-        return links, torch.einsum('bji,bjhw->bihw', base[:, :, :3].float(), normals)  # R^T n
+        links, in_camera = self.arm_surface.draw(poses, self.config.camera, normals=normals)
+        if in_camera is None:
+            return links, None
+        return links, torch.einsum('bji,bjhw->bihw', base[:, :, :3].float(), in_camera)  # R^T n
 
     def sink_link_colours(self, sink_image: torch.Tensor, action: torch.Tensor, arm_base: torch.Tensor) -> torch.Tensor:
         """Each link's median colour in the first image (B, 3, H, W) in [-1, 1], where the paste's
@@ -810,9 +814,11 @@ class CausalGenerator(nn.Module):
         arm drawn from its meshes (``arm_surface.fit_shading``): (B, L, 10)."""
         drawing = self._paste_drawing()
         if self.config.vae.fast_decoder_arm_paste_shading:
-            links, normals = self._surface_in_base(action, arm_base)
+            links, normals = self._surface_drawing(action, arm_base, normals=True)
+            assert normals is not None
+            interiors = self._interiors(links[:, None])[:, 0].long() - 1  # away from the rims
             materials = drawing.same_material.float().argmax(dim=1)  # (L,) each link's first link of its material
-            return fit_shading(sink_image, links, normals, materials) * frame_given(arm_base)[:, None, None]
+            return fit_shading(sink_image, interiors, normals, materials) * frame_given(arm_base)[:, None, None]
         links = self._interiors(self._links_in_sink(action, arm_base, drawing)).flatten(1).long() - 1  # (B, S)
         image = F.adaptive_avg_pool2d(sink_image.float(), drawing.sample_size).flatten(2)  # (B, 3, S)
         on = links[:, None] == torch.arange(drawing.chain.num_links, device=links.device)[None, :, None]  # (B, L, S)
@@ -848,13 +854,10 @@ class CausalGenerator(nn.Module):
         normals = None
         if self.arm_surface is not None or upsampling > 1:
             base = self.base_in_camera(arm_base, sink_rotation, sink_translation)
-            joints = action[:, self.arm_joint_indices]
-            if self.config.vae.fast_decoder_arm_paste_shading:
-                links, normals = self._surface_in_base(action, base)
-            elif self.arm_surface is not None:
-                links = self.arm_surface.draw(drawing.link_poses(joints, base), self.config.camera)[0]
+            if self.arm_surface is not None:
+                links, normals = self._surface_drawing(action, base, self.config.vae.fast_decoder_arm_paste_shading)
             else:
-                links = drawing.fine_links(joints, base, upsampling)
+                links = drawing.fine_links(action[:, self.arm_joint_indices], base, upsampling)
             links = torch.where(frame_given(arm_base)[:, None, None], links, torch.full_like(links, -1))
         else:
             _, links = self._drawn(drawing, action, arm_base, sink_rotation, sink_translation)
