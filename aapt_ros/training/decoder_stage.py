@@ -221,6 +221,7 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
         fast_decoder_paste_sky=False,
         fast_decoder_paste_objects=False,
         fast_decoder_arm_paste_surface=(),
+        fast_decoder_arm_paste_shading=False,
     )
     try:
         model_config = dataclasses.replace(start.config, vae=vae_config)  # stage and sampling steps: the start's

@@ -367,7 +367,7 @@ def test_decoder_stage_can_tell_the_decoder_the_scenes_static_boxes_and_keeps_it
     assert 'unseen ground and table top pasted from the copies: yes' in (tmp / 'paste_decoder' / CARD_FILE).read_text()
     # A start whose objects are pasted after it (tools/add_arm_paste.py) trains without them, pasting or not.
     start = load_checkpoint(tmp / 'paste_decoder')
-    # So does one whose arm paste is drawn from the links' meshes.
+    # So does one whose arm paste is drawn from the links' meshes and lit.
     start = load_checkpoint(tmp / 'paste_decoder')
     links = chain_named(start.config.generator.arm_chain).num_links
     vae = dataclasses.replace(
@@ -375,6 +375,7 @@ def test_decoder_stage_can_tell_the_decoder_the_scenes_static_boxes_and_keeps_it
         fast_decoder_paste_objects=True,
         fast_decoder_arm_paste=0.5,
         fast_decoder_arm_paste_surface=(64,) * links,
+        fast_decoder_arm_paste_shading=True,
     )
     config = dataclasses.replace(start.config, vae=vae)
     generator = CausalGenerator(config)
