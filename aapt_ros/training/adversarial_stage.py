@@ -269,6 +269,7 @@ class AdversarialStats:
     wall_s: float = 0.0
     start_rollout_mse: float = math.nan  # held-out rollout error of the starting generator
     values: dict[str, list[float]] = field(default_factory=lambda: {name: [] for name in LOGGED})  # one per step
+    step_ends: list[float] = field(default_factory=list)  # wall_s at the end of each step (as RunStats')
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -434,6 +435,7 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
         stats.step, scalars = load_state(folder, trainer.nets, trainer.optimizer)
         stats.wall_s, stats.start_rollout_mse = float(scalars['wall_s']), float(scalars['start_rollout_mse'])
         stats.values = {name: list(scalars['values'][name]) for name in LOGGED}
+        stats.step_ends = list(scalars.get('step_ends', []))
     else:
         stats.start_rollout_mse = trainer.rollout_error()
     end = min(optim.steps, stop_after) if stop_after is not None else optim.steps
@@ -447,6 +449,7 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
                     stats.values[name].append(value)
                 stats.step += 1
                 stats.wall_s = time.perf_counter() - started
+                stats.step_ends.append(stats.wall_s)
                 bar.update(1)
                 if stats.step % config.log_every == 0 or stats.step == end:
                     bar.set_postfix(

@@ -167,9 +167,12 @@ class RunStats:
     step: int = 0
     wall_s: float = 0.0
     losses: list[float] = field(default_factory=list)  # one per step, including resumed-from steps
+    # wall_s at the end of each step, for timing a stage (tools/run_recipe.py --pace); a validation
+    # falls into the step after it
+    step_ends: list[float] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {'wall_s': self.wall_s, 'losses': self.losses}
+        return {'wall_s': self.wall_s, 'losses': self.losses, 'step_ends': self.step_ends}
 
 
 def writes_outputs(stats: RunStats, config: TrainConfig) -> bool:
@@ -206,6 +209,7 @@ def train(
     if resume:
         stats.step, scalars = load_state(folder, module, optimizer)
         stats.wall_s, stats.losses = float(scalars['wall_s']), list(scalars['losses'])
+        stats.step_ends = list(scalars.get('step_ends', []))  # states saved before it was kept have none
     end = min(optim.steps, stop_after) if stop_after is not None else optim.steps
     use_bf16 = config.bf16 and device.type == 'cuda'
     compute: Callable[[Clip, torch.Generator], torch.Tensor] = loss_fn
@@ -235,6 +239,7 @@ def train(
                 stats.losses.append(loss.item() if share is None else _mean_over_ranks(loss))
                 stats.step += 1
                 stats.wall_s = time.perf_counter() - started
+                stats.step_ends.append(stats.wall_s)
                 bar.update(1)
                 if stats.step % config.log_every == 0 or stats.step == end:
                     bar.set_postfix(loss=f'{stats.losses[-1]:.4f}', lr=f'{lr:.2e}')

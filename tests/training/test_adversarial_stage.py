@@ -35,7 +35,7 @@ from aapt_ros.training.adversarial_stage import (
     segments,
     sequence,
 )
-from aapt_ros.training.checkpoints import MODEL_STATE, OPTIMIZER_STATE, STATE_DIR, with_sink_rays
+from aapt_ros.training.checkpoints import MODEL_STATE, OPTIMIZER_STATE, STATE_DIR, STATE_JSON, with_sink_rays
 from aapt_ros.training.config import AdversarialConfig, TrainError, load_train_config
 from aapt_ros.training.data import arm_bases_in_sink, batch, load_splits, relative_motions
 from aapt_ros.training.discriminator import Discriminator
@@ -322,6 +322,8 @@ def test_resume_repeats_an_uninterrupted_run(chain: Path) -> None:
             torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=0)
     weights = load_file(str(chain / 'split' / STATE_DIR / MODEL_STATE))
     assert {key.split('.')[0] for key in weights} == {'generator', 'discriminator'}
+    ends = json.loads((chain / 'split' / STATE_DIR / STATE_JSON).read_text())['scalars']['step_ends']
+    assert len(ends) == 4 and ends == sorted(ends)  # one a step; the resumed steps' times go on
 
 
 def test_the_discriminator_must_start_from_an_adapt_checkpoint(chain: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -18,6 +19,7 @@ from aapt_ros.training import cli, flow_stage
 from aapt_ros.training.checkpoints import (
     MODEL_STATE,
     STATE_DIR,
+    STATE_JSON,
     deepened,
     with_arm,
     with_arm_base_plane,
@@ -134,6 +136,8 @@ def test_resume_repeats_an_uninterrupted_run(runs: dict[str, Any], stage: str) -
     assert a.keys() == b.keys()
     for name in a:
         torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0)
+    ends = json.loads((split / STATE_DIR / STATE_JSON).read_text())['scalars']['step_ends']
+    assert len(ends) == 6 and ends == sorted(ends)  # one a step; the resumed steps' times go on
 
 
 def _assert_stream_alike(first: Checkpoint, second: Checkpoint) -> None:
