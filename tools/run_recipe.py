@@ -10,12 +10,13 @@ validation every K // 3 + 1 steps, and reads back the wall time at the end of ea
 (``train_state/state.json``, ``step_ends``). Per stage it measures
 
 - the pace: the median step after the first ``WARM_STEPS``, validations left out;
-- a validation: what a step after one takes beyond the pace;
+- a validation: what the step after the last one takes beyond the pace (and the first one's extra
+  time: it may set up what the later ones reuse);
 - the first steps' extra time (compilation, caches), and the process's time outside its steps
   (start-up, loading, the validations before and after training, writing);
 
 and projects the stage at the recipe's step count and validation interval: overhead + first
-steps + steps x pace + validations x validation. Grows and pastes are timed as they run. The
+steps + first validation's extra + steps x pace + validations x validation. Grows and pastes are timed as they run. The
 report (``--report``, JSON) is written after every step.
 
 Usage::
@@ -70,8 +71,10 @@ class StagePace:
     process_s: float  # the whole aapt-train process
     loop_s: float  # its training loop (steps and the validations between them)
     step_s: float  # the pace
-    validation_s: float
+    validation_s: float  # a validation, from the last one (the first may set up what the others reuse)
+    first_validation_extra_s: float  # the first validation's time beyond the others'
     warm_extra_s: float  # the first WARM_STEPS steps beyond the pace
+    step_ends: tuple[float, ...] = ()  # as read back, for looking again
 
     @property
     def overhead_s(self) -> float:
@@ -143,21 +146,26 @@ def measure_pace(step_ends: list[float], val_every: int, process_s: float) -> St
     if not plain or not after_validation:
         raise RecipeError(f'{steps} timed steps with a validation every {val_every}: too few to time')
     step_s = statistics.median(plain)
+    validation_s = durations[after_validation[-1]] - step_s
     return StagePace(
         steps=steps,
         val_every=val_every,
         process_s=process_s,
         loop_s=step_ends[-1],
         step_s=step_s,
-        validation_s=statistics.mean(durations[i] for i in after_validation) - step_s,
+        validation_s=validation_s,
+        first_validation_extra_s=durations[after_validation[0]] - step_s - validation_s,
         warm_extra_s=step_ends[WARM_STEPS - 1] - WARM_STEPS * step_s,
+        step_ends=tuple(step_ends),
     )
 
 
 def project_seconds(pace: StagePace, steps: int, val_every: int) -> float:
     """The process time of the stage at ``steps`` steps with a validation every ``val_every``."""
     validations = steps // val_every if val_every else 0
-    return pace.overhead_s + pace.warm_extra_s + steps * pace.step_s + validations * pace.validation_s
+    first_validation = pace.first_validation_extra_s if validations else 0.0
+    fixed = pace.overhead_s + pace.warm_extra_s + first_validation
+    return fixed + steps * pace.step_s + validations * pace.validation_s
 
 
 def has_checkpoint(folder: Path) -> bool:

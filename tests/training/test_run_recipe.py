@@ -67,14 +67,16 @@ def test_the_pace_leaves_out_the_first_steps_and_the_validations(tool: ModuleTyp
     val_every = tool.pace_validation_interval(20)
     assert val_every == 7  # validations after steps 7 and 14, each followed by a timed step
     durations = [1.0] * 5 + [0.1] * 15
-    for after in (7, 14):
-        durations[after] += 2.0
+    durations[7] += 3.0  # the first validation sets up what the second reuses
+    durations[14] += 2.0
     ends = [sum(durations[: i + 1]) for i in range(20)]
     pace = tool.measure_pace(ends, val_every, process_s=ends[-1] + 30.0)
     assert pace.step_s == pytest.approx(0.1) and pace.validation_s == pytest.approx(2.0)
+    assert pace.first_validation_extra_s == pytest.approx(1.0)
     assert pace.warm_extra_s == pytest.approx(4.5) and pace.overhead_s == pytest.approx(30.0)
-    # 1000 steps, a validation every 250: 30 + 4.5 + 100 + 4 x 2
-    assert tool.project_seconds(pace, 1000, 250) == pytest.approx(142.5)
+    # 1000 steps, a validation every 250: 30 + 4.5 + 1 + 100 + 4 x 2; without validations 30 + 4.5 + 100
+    assert tool.project_seconds(pace, 1000, 250) == pytest.approx(143.5)
+    assert tool.project_seconds(pace, 1000, 0) == pytest.approx(134.5)
     with pytest.raises(tool.RecipeError, match='at least 12 steps'):
         tool.pace_validation_interval(8)
 
