@@ -121,3 +121,8 @@ def test_a_tiny_recipe_is_timed_by_its_pace_and_resumed_where_it_stopped(tool: M
     assert timed['seconds'] == pytest.approx(sum(s['seconds'] for s in timed['steps']), abs=0.2)
     assert tool.main(argv) == 0  # all done: every step skipped, the report keeps their times
     assert json.loads(report.read_text())['steps'] == timed['steps']
+    plot = tmp_path / 'pace.png'
+    assert (
+        load_tool('plot_recipe_time').main([str(report), str(report), '--output', str(plot), '--budget-min', '1']) == 0
+    )
+    assert plot.stat().st_size > 0
