@@ -463,3 +463,14 @@ def test_forcing_gap_tool_scores_both_rollouts_per_frame(chain: Path, tmp_path: 
     assert all(math.isfinite(x) for x in gap['teacher_forced'] + gap['student_forced'])
     with pytest.raises(SystemExit):  # never overwrites a result
         tool.main([*argv, '--output', str(output)])
+
+
+def test_the_step_profiler_times_the_stages_own_rollout_and_update(chain: Path, tmp_path: Path) -> None:
+    output = tmp_path / 'profile.json'
+    argv = [str(TINY), '--model', str(chain / 'distill'), '--output', str(output), '--steps', '2', '--warm', '1']
+    regression = ['adversarial.adversarial_weight=0', 'adversarial.regression_weight=1']
+    overrides = [f'data.cache_dir={chain / "cache"}', *FAST, *regression]
+    assert load_tool('profile_train_step').main([*argv, *(f'--set={o}' for o in overrides)]) == 0
+    parts = json.loads(output.read_text())[TINY.stem]
+    assert all(parts[part] > 0 for part in ('batch', 'rollout', 'segments'))
+    assert parts['step'] >= parts['rollout'] + parts['segments'] and parts['clip_length'] == 6
