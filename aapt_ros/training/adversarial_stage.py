@@ -64,6 +64,7 @@ from aapt_ros.training.data import Clip, Splits, batch, load_splits, step_genera
 from aapt_ros.training.discriminator import Discriminator
 from aapt_ros.training.flow_stage import VAL_SEED_OFFSET, clip_latents, clip_times, latent_shape, load_start, noised
 from aapt_ros.training.loop import learning_rate, make_logger, mean_first_last, resolve_device
+from aapt_ros.training.rollout_graphs import RolloutGraphs
 
 GENERATOR, DISCRIMINATOR = 'generator', 'discriminator'  # module names, and the optimiser's group order
 # Per step, in Trainer.step's order. g_loss is the generator's adversarial loss alone, g_regression
@@ -113,13 +114,17 @@ def rollout(
     *,
     teacher: bool,
     cache_dtype: torch.dtype,
+    graphs: RolloutGraphs | None = None,
 ) -> torch.Tensor:
     """The engine's rollout at one pass per frame: x0 of every frame, (B, F, C, h, w) float32.
 
     Frame 0 (noisy = the recorded sink, t = 0) enters the KV cache as in ``StreamEngine.start``;
     frame i >= 1 is x0 = noise - v(noise, recycled, t = 1). recorded: (B, F, C, h, w) recorded
     latents, the recycled inputs under teacher forcing (frame i - 1's; the sink's for frame 0).
+    With ``graphs`` (``net``'s), on CUDA each frame replays a captured step instead.
     """
+    if graphs is not None and noisy.is_cuda:
+        return graphs.rollout(noisy, recorded, rays, actions, t, teacher=teacher, cache_dtype=cache_dtype)
     b, f = noisy.shape[:2]
     cache = KVCache.allocate(net.config, b, noisy.device, cache_dtype)
     every = torch.ones(b, dtype=torch.bool, device=noisy.device)
@@ -139,6 +144,7 @@ def draw_sample(
     *,
     teacher: bool,
     cache_dtype: torch.dtype,
+    graphs: RolloutGraphs | None = None,
 ) -> Sample:
     """Encode the clips and roll the generator out on them; noise (B, F, C, h, w) on their device."""
     real, recorded_previous, rays = clip_latents(net, vae, clips, recycle=True)
@@ -146,7 +152,7 @@ def draw_sample(
     t = clip_times(torch.ones(b), f, real.device)
     noisy = noised(real, noise, t)
     actions = clips[ACTIONS]
-    fake = rollout(net, noisy, real, rays, actions, t, teacher=teacher, cache_dtype=cache_dtype)
+    fake = rollout(net, noisy, real, rays, actions, t, teacher=teacher, cache_dtype=cache_dtype, graphs=graphs)
     recycled = recorded_previous if teacher else torch.cat([real[:, :1], fake[:, :-1]], dim=1)
     return Sample(real, fake, noisy, recycled, t, rays, actions)
 
@@ -315,6 +321,7 @@ class Trainer:
         self.use_bf16 = config.bf16 and device.type == 'cuda'
         self.cache_dtype = torch.bfloat16 if self.use_bf16 else torch.float32
         self.plan = segments(config.data.clip_length, adv.segment_frames, adv.segment_overlap)
+        self.graphs = RolloutGraphs(net) if config.cuda_graph_rollout and device.type == 'cuda' else None
 
     @property
     def judged(self) -> bool:
@@ -336,7 +343,9 @@ class Trainer:
     def draw(self, clips: Clip, generator: torch.Generator, *, teacher: bool) -> Sample:
         noise = self.noise(generator, clips[FRAMES].shape[0], copies=1)[0]
         with self.autocast():
-            return draw_sample(self.net, self.vae, clips, noise, teacher=teacher, cache_dtype=self.cache_dtype)
+            return draw_sample(
+                self.net, self.vae, clips, noise, teacher=teacher, cache_dtype=self.cache_dtype, graphs=self.graphs
+            )
 
     def update(self, name: str) -> torch.Tensor:
         """Clip and apply the gradients of one net; returns () its gradient norm."""

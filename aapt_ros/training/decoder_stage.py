@@ -64,6 +64,7 @@ from aapt_ros.training.flow_stage import (
 )
 from aapt_ros.training.loop import mean_first_last, resolve_device, train, writes_outputs
 from aapt_ros.training.losses import reconstruction_loss
+from aapt_ros.training.rollout_graphs import RolloutGraphs
 from aapt_ros.training.vae_stage import add_frame_scores, reconstruction_metrics
 
 
@@ -149,14 +150,16 @@ def rollout_latents(
     model_config: ModelConfig,
     clips: Clip,
     noise: torch.Tensor,
+    graphs: RolloutGraphs | None = None,
 ) -> torch.Tensor:
     """(B, F - 1, C, h, w): the generator's one-pass rollout of frames 1.. of each clip, started
     from the recorded frame 0; noise (B, F, C, h, w) on the CPU. Under CUDA autocast the KV cache
-    is bfloat16, as the engine keeps it there."""
+    is bfloat16, as the engine keeps it there. ``graphs``: ``net``'s captured frame steps (CUDA)."""
     device = clips[FRAMES].device
     bf16 = device.type == 'cuda' and torch.is_autocast_enabled(device.type)
     cache_dtype = torch.bfloat16 if bf16 else torch.float32
-    return draw_sample(net, vae, clips, noise.to(device), teacher=False, cache_dtype=cache_dtype).fake[:, 1:]
+    sample = draw_sample(net, vae, clips, noise.to(device), teacher=False, cache_dtype=cache_dtype, graphs=graphs)
+    return sample.fake[:, 1:]
 
 
 def rollout_metrics(
@@ -166,6 +169,7 @@ def rollout_metrics(
     config: TrainConfig,
     splits_val: torch.utils.data.Dataset[Clip],
     device: torch.device,
+    graphs: RolloutGraphs | None = None,
 ) -> dict[str, float]:
     """Mean PSNR (dB) and SSIM of the fast decoder's images of held-out rollouts (frames 1..)
     against the recorded frames (given the arm drawing when the decoder reads it); the clips and
@@ -178,7 +182,7 @@ def rollout_metrics(
         noise = torch.randn(latent_shape(model_config, *clips[FRAMES].shape[:2]), generator=generator)
         with torch.no_grad():
             inputs = clip_decoder_inputs(net, clips, device, vae.config).after_first()
-            images = decode_clips(vae, net, rollout_latents(net, vae, model_config, clips, noise), inputs)
+            images = decode_clips(vae, net, rollout_latents(net, vae, model_config, clips, noise, graphs), inputs)
         add_frame_scores(images.flatten(0, 1), clips[FRAMES][:, 1:].flatten(0, 1), psnrs, ssims)
     return {'rollout_psnr': float(np.mean(psnrs)), 'rollout_ssim': float(np.mean(ssims))}
 
@@ -238,6 +242,8 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
     fast.requires_grad_(True)
     reads_generator = on_rollouts or options.arm or options.warps
     net = generator.to(device).eval().requires_grad_(False) if reads_generator else None
+    graphed = on_rollouts and config.cuda_graph_rollout and device.type == 'cuda'
+    graphs = RolloutGraphs(net) if graphed and net is not None else None
 
     def inputs_of(clips: Clip) -> DecoderInputs:
         """What the decoder reads beside each frame's latent (``clip_decoder_inputs``)."""
@@ -252,7 +258,7 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
         inputs = inputs_of(clips)
         if on_rollouts:
             assert net is not None
-            latents = rollout_latents(net, vae, model_config, clips, noise)  # (b, F - 1, C, h, w)
+            latents = rollout_latents(net, vae, model_config, clips, noise, graphs)  # (b, F - 1, C, h, w)
             frames = frames[:, 1:]  # frame 0 is the recorded start, not generated
             inputs = inputs.after_first()
         else:
@@ -279,7 +285,7 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
         )
         if on_rollouts:
             assert net is not None
-            scores |= rollout_metrics(vae, net, model_config, config, splits.val, device)
+            scores |= rollout_metrics(vae, net, model_config, config, splits.val, device, graphs)
         return scores
 
     stats = train(

@@ -39,6 +39,7 @@ from aapt_ros.training.checkpoints import MODEL_STATE, OPTIMIZER_STATE, STATE_DI
 from aapt_ros.training.config import AdversarialConfig, TrainError, load_train_config
 from aapt_ros.training.data import arm_bases_in_sink, batch, load_splits, relative_motions
 from aapt_ros.training.discriminator import Discriminator
+from aapt_ros.training.rollout_graphs import RolloutGraphs
 from tests.conftest import tiny_config
 from tests.tool_scripts import load_tool
 
@@ -474,3 +475,25 @@ def test_the_step_profiler_times_the_stages_own_rollout_and_update(chain: Path, 
     parts = json.loads(output.read_text())[TINY.stem]
     assert all(parts[part] > 0 for part in ('batch', 'rollout', 'segments'))
     assert parts['step'] >= parts['rollout'] + parts['segments'] and parts['clip_length'] == 6
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='CUDA graphs need a GPU')
+def test_the_graphed_rollout_is_the_eager_one_again_and_after_an_update(tmp_path: Path) -> None:
+    from tests.conftest import save_tiny_model
+
+    net = load_checkpoint(save_tiny_model(tmp_path / 'tiny')).generator.cuda()
+    graphs = RolloutGraphs(net)
+    g = torch.Generator().manual_seed(0)
+    c, h, w = net.config.vae.latent_channels, net.config.latent_height, net.config.latent_width
+    rays = net.conditioning(torch.eye(3).expand(6, 3, 3), torch.zeros(6, 3)).cuda()  # (6, R, h, w): no motion
+    actions = torch.zeros(3, 6, len(net.config.generator.action_names), device='cuda')
+    t = torch.tensor([[0.0] + [1.0] * 5] * 3, device='cuda')
+    for teacher in (False, True, False):
+        noisy = torch.randn(3, 6, c, h, w, generator=g).cuda()
+        inputs = (noisy, noisy, rays.expand(3, -1, -1, -1, -1), actions, t)
+        graphed = rollout(net, *inputs, teacher=teacher, cache_dtype=torch.float32, graphs=graphs)
+        torch.cuda.synchronize()  # eager allocations between replays must not land in what the graph reads
+        eager = rollout(net, *inputs, teacher=teacher, cache_dtype=torch.float32)
+        torch.testing.assert_close(graphed, eager)
+        with torch.no_grad():  # an optimiser updates weights in place: the graph reads the new ones
+            next(net.parameters()).mul_(1.01)
