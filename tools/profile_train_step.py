@@ -18,7 +18,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import itertools
 import json
 import statistics
@@ -29,11 +28,9 @@ from typing import Any
 
 import torch
 
-from aapt_ros.training.adversarial_stage import Trainer
+from aapt_ros.training.adversarial_stage import make_trainer
 from aapt_ros.training.config import load_train_config
-from aapt_ros.training.data import batch, load_splits, step_generator
-from aapt_ros.training.flow_stage import load_start
-from aapt_ros.training.loop import resolve_device
+from aapt_ros.training.data import batch, step_generator
 
 PARTS = ('batch', 'rollout', 'segments', 'step')
 
@@ -48,12 +45,8 @@ def profile_config(path: Path, model: Path, overrides: list[str], steps: int, wa
     config = load_train_config(path, 'adversarial', [f'model={model}', 'output=unused', *overrides])
     if config.adversarial.adversarial_weight:
         raise SystemExit(f'{path}: adversarial.adversarial_weight is not 0; this times regression stages only')
-    start = load_start(model, 'adversarial_regression')
-    model_config = dataclasses.replace(start.config, stage='adversarial')
-    device = resolve_device(config.device)
-    splits = load_splits(config.data, model_config)
-    vae = start.vae.to(device).eval().requires_grad_(False)
-    trainer = Trainer(config, model_config, start.generator.to(device), None, vae, splits, device)
+    trainer, _ = make_trainer(config)
+    splits, device = trainer.splits, trainer.device
     times: dict[str, list[float]] = {part: [] for part in PARTS}
     for step in range(warm + steps):
         generator = step_generator(config.optim.seed, step)

@@ -256,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.report and args.report.is_file():  # the same recipe cut off before: keep its steps' times
         earlier = {s['name']: s for s in json.loads(args.report.read_text())['steps']}
     reports: list[dict[str, Any]] = []
+    host = machine() if args.report else {}
     args.runs.mkdir(parents=True, exist_ok=True)
     for step in steps:
         output = args.runs / step.name
@@ -281,16 +282,18 @@ def main(argv: list[str] | None = None) -> int:
         reports.append(asdict(report))
         print(f'{step.name}: {report.seconds:.1f} s' + (' projected' if args.pace and step.kind == 'train' else ''))
         if args.report:
-            write_report(args.report, args, reports, len(steps))
+            write_report(args.report, args, host, reports, len(steps))
     return 0
 
 
-def write_report(path: Path, args: argparse.Namespace, reports: list[dict[str, Any]], recipe_steps: int) -> None:
+def write_report(
+    path: Path, args: argparse.Namespace, host: dict[str, str], reports: list[dict[str, Any]], recipe_steps: int
+) -> None:
     seconds = sum(r['seconds'] for r in reports)
     summary = {
         'recipe': str(args.recipe),
         'pace_steps': args.pace,
-        'machine': machine(),
+        'machine': host,
         'date': time.strftime('%Y-%m-%d %H:%M'),
         'steps_reported': f'{len(reports)} of {recipe_steps}',
         'seconds': round(seconds, 1),

@@ -41,7 +41,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -121,18 +121,30 @@ def rollout(
     Frame 0 (noisy = the recorded sink, t = 0) enters the KV cache as in ``StreamEngine.start``;
     frame i >= 1 is x0 = noise - v(noise, recycled, t = 1). recorded: (B, F, C, h, w) recorded
     latents, the recycled inputs under teacher forcing (frame i - 1's; the sink's for frame 0).
-    With ``graphs`` (``net``'s), on CUDA each frame replays a captured step instead.
+    With ``graphs`` (``net``'s), on CUDA each frame replays a captured step instead of running it.
     """
-    if graphs is not None and noisy.is_cuda:
-        return graphs.rollout(noisy, recorded, rays, actions, t, teacher=teacher, cache_dtype=cache_dtype)
     b, f = noisy.shape[:2]
-    cache = KVCache.allocate(net.config, b, noisy.device, cache_dtype)
-    every = torch.ones(b, dtype=torch.bool, device=noisy.device)
+    step: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+    if graphs is not None and noisy.is_cuda:
+        step = graphs.frame_step(noisy, rays, actions, t, cache_dtype)
+    else:
+        cache = KVCache.allocate(net.config, b, noisy.device, cache_dtype)
+        every = torch.ones(b, dtype=torch.bool, device=noisy.device)
+
+        def step(
+            frame: torch.Tensor,
+            previous: torch.Tensor,
+            frame_rays: torch.Tensor,
+            action: torch.Tensor,
+            time: torch.Tensor,
+        ) -> torch.Tensor:
+            velocity = net.step(frame, previous, frame_rays, action, time, cache, commit=every)
+            return velocity_to_x0(frame, velocity, time)  # the sink: t = 0 gives it back exactly
+
     frames: list[torch.Tensor] = []
     for i in range(f):
         previous = recorded[:, max(i - 1, 0)] if teacher or i == 0 else frames[-1]
-        velocity = net.step(noisy[:, i], previous, rays[:, i], actions[:, i], t[:, i], cache, commit=every)
-        frames.append(velocity_to_x0(noisy[:, i], velocity, t[:, i]))  # the sink: t = 0 gives it back exactly
+        frames.append(step(noisy[:, i], previous, rays[:, i], actions[:, i], t[:, i]))
     return torch.stack(frames, dim=1)
 
 
@@ -417,10 +429,10 @@ class Trainer:
         return float(torch.stack(errors).mean())
 
 
-def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:
-    """Post-train the distilled generator adversarially; write the checkpoint and card to ``config.output``."""
-    adv, optim = config.adversarial, config.optim
-    folder = Path(config.output)
+def make_trainer(config: TrainConfig) -> tuple[Trainer, Checkpoint]:
+    """The stage's trainer on ``config.model``, and that start checkpoint (the result's card and
+    checkpoint read it); the data loaded, the nets on ``config.device``."""
+    adv = config.adversarial
     start = load_start(Path(config.model), 'adversarial' if adv.adversarial_weight else 'adversarial_regression')
     model_config = dataclasses.replace(start.config, stage='adversarial')  # streams at 1 step: STAGE_SAMPLING_STEPS
     # At adversarial_weight 0 no discriminator is built, so no adapt checkpoint is needed.
@@ -439,6 +451,15 @@ def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = N
         splits,
         device,
     )
+    return trainer, start
+
+
+def run(config: TrainConfig, *, resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:
+    """Post-train the distilled generator adversarially; write the checkpoint and card to ``config.output``."""
+    adv, optim = config.adversarial, config.optim
+    folder = Path(config.output)
+    trainer, start = make_trainer(config)
+    model_config, device, splits = trainer.model_config, trainer.device, trainer.splits
     stats = AdversarialStats()
     if resume:
         stats.step, scalars = load_state(folder, trainer.nets, trainer.optimizer)

@@ -26,7 +26,7 @@ from aapt_ros.streaming import cuda_graphs
 
 
 @dataclass
-class _Frame:
+class FrameStep:
     """One captured step: the inputs it reads and the x0 it writes, all at fixed addresses."""
 
     graph: torch.cuda.CUDAGraph
@@ -39,43 +39,36 @@ class _Frame:
     t: torch.Tensor  # (B,)
     x0: torch.Tensor  # (B, C, h, w), written by each replay
 
+    def __call__(
+        self, noisy: torch.Tensor, previous: torch.Tensor, rays: torch.Tensor, action: torch.Tensor, t: torch.Tensor
+    ) -> torch.Tensor:
+        """x0 of one frame, as ``net.step`` and ``velocity_to_x0`` give it (a copy: the next replay
+        overwrites the graph's)."""
+        inputs = (noisy, previous, rays, action, t)
+        for buffer, value in zip((self.noisy, self.previous, self.rays, self.action, self.t), inputs, strict=True):
+            buffer.copy_(value)
+        self.graph.replay()
+        return self.x0.clone()
+
 
 class RolloutGraphs:
-    """Captured frame steps of one generator, one per input shape, dtype and autocast setting;
-    ``rollout`` replays them. CUDA only."""
+    """Captured frame steps of one generator, one per input shape, dtype and autocast setting. CUDA only."""
 
     def __init__(self, net: CausalGenerator):
         self.net = net
-        self._frames: dict[tuple[object, ...], _Frame] = {}
+        self._frames: dict[tuple[object, ...], FrameStep] = {}
 
-    def rollout(
-        self,
-        noisy: torch.Tensor,
-        recorded: torch.Tensor,
-        rays: torch.Tensor,
-        actions: torch.Tensor,
-        t: torch.Tensor,
-        *,
-        teacher: bool,
-        cache_dtype: torch.dtype,
-    ) -> torch.Tensor:
-        """As ``adversarial_stage.rollout``: x0 of every frame, (B, F, C, h, w)."""
+    def frame_step(
+        self, noisy: torch.Tensor, rays: torch.Tensor, actions: torch.Tensor, t: torch.Tensor, cache_dtype: torch.dtype
+    ) -> FrameStep:
+        """The captured step for a rollout of these (B, F, ...) inputs, its KV cache emptied."""
         frame = self._frame(noisy, rays, actions, t, cache_dtype)
         frame.cache.reset()
-        frames: list[torch.Tensor] = []
-        for i in range(noisy.shape[1]):
-            frame.noisy.copy_(noisy[:, i])
-            frame.previous.copy_(recorded[:, max(i - 1, 0)] if teacher or i == 0 else frames[-1])
-            frame.rays.copy_(rays[:, i])
-            frame.action.copy_(actions[:, i])
-            frame.t.copy_(t[:, i])
-            frame.graph.replay()
-            frames.append(frame.x0.clone())
-        return torch.stack(frames, dim=1)
+        return frame
 
     def _frame(
         self, noisy: torch.Tensor, rays: torch.Tensor, actions: torch.Tensor, t: torch.Tensor, cache_dtype: torch.dtype
-    ) -> _Frame:
+    ) -> FrameStep:
         device = noisy.device
         autocast = torch.is_autocast_enabled(device.type)
         key = (*((x.shape, x.dtype) for x in (noisy, rays, actions, t)), cache_dtype, autocast)
@@ -92,7 +85,7 @@ class RolloutGraphs:
         t: torch.Tensor,
         cache_dtype: torch.dtype,
         autocast: bool,
-    ) -> _Frame:
+    ) -> FrameStep:
         cache = KVCache.allocate(self.net.config, noisy.shape[0], noisy.device, cache_dtype)
         every = torch.ones(noisy.shape[0], dtype=torch.bool, device=noisy.device)
         frame_noisy, previous, frame_rays, action, frame_t = (
@@ -110,4 +103,4 @@ class RolloutGraphs:
             x0[0].copy_(frame_x0)
 
         graph = cuda_graphs.capture(step)
-        return _Frame(graph, cache, every, frame_noisy, previous, frame_rays, action, frame_t, x0[0])
+        return FrameStep(graph, cache, every, frame_noisy, previous, frame_rays, action, frame_t, x0[0])
